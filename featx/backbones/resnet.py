@@ -1,0 +1,304 @@
+"""ResNet / ResNeXt / Wide-ResNet as four-stage feature extractors (C2..C5, strides 4..32).
+
+The family is data: ``RESNET_ARCHS`` maps a torchvision architecture name to its block type,
+blocks per stage, groups and width per group. Parameter names are torchvision's
+(``conv1``, ``bn1``, ``layer1.0.conv1`` ...), so a torchvision state_dict loads strictly once
+its ``fc.*`` head is dropped. Options beyond torchvision follow mmdet's names and meanings:
+``style`` ("pytorch": stride on the 3x3 conv; "caffe": on the first 1x1), ``deep_stem`` and
+``avg_down`` (ResNet-D, laid out as timm's ``resnet50d`` so its weights load), ``output_stride``
+(8/16/32 by dilating the last stages, torchvision's rule), ``zero_init_residual``.
+
+The blocks are featx's own rather than torchvision's because torchvision's have no caffe style
+and refuse dilation in ``BasicBlock``; they compute the same function with the same names.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+from typing import Callable, Iterable, Optional
+
+import torch
+from torch import nn
+
+from featx.features import FeatureExtractor, FeatureInfo
+from featx.layers import NormCfg, build_norm
+from featx.registry import MODELS
+
+__all__ = ["ResNetSpec", "RESNET_ARCHS", "RESNET_DEPTHS", "ResNet", "BasicBlock", "Bottleneck"]
+
+NormFactory = Callable[[int], nn.Module]
+
+
+@dataclass(frozen=True)
+class ResNetSpec:
+    """One ResNet-family architecture: block kind, blocks per stage, grouped-conv width."""
+
+    block: str  # "basic" | "bottleneck"
+    layers: tuple[int, int, int, int]
+    groups: int = 1
+    width_per_group: int = 64
+
+
+RESNET_ARCHS: dict[str, ResNetSpec] = {
+    "resnet18": ResNetSpec("basic", (2, 2, 2, 2)),
+    "resnet34": ResNetSpec("basic", (3, 4, 6, 3)),
+    "resnet50": ResNetSpec("bottleneck", (3, 4, 6, 3)),
+    "resnet101": ResNetSpec("bottleneck", (3, 4, 23, 3)),
+    "resnet152": ResNetSpec("bottleneck", (3, 8, 36, 3)),
+    "resnext50_32x4d": ResNetSpec("bottleneck", (3, 4, 6, 3), groups=32, width_per_group=4),
+    "resnext101_32x8d": ResNetSpec("bottleneck", (3, 4, 23, 3), groups=32, width_per_group=8),
+    "resnext101_64x4d": ResNetSpec("bottleneck", (3, 4, 23, 3), groups=64, width_per_group=4),
+    "wide_resnet50_2": ResNetSpec("bottleneck", (3, 4, 6, 3), width_per_group=128),
+    "wide_resnet101_2": ResNetSpec("bottleneck", (3, 4, 23, 3), width_per_group=128),
+}
+RESNET_DEPTHS: dict[int, str] = {18: "resnet18", 34: "resnet34", 50: "resnet50", 101: "resnet101", 152: "resnet152"}
+
+
+def _conv3x3(cin: int, cout: int, stride: int = 1, groups: int = 1, dilation: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, 3, stride=stride, padding=dilation, groups=groups, dilation=dilation, bias=False)
+
+
+def _conv1x1(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, 1, stride=stride, bias=False)
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 convs (ResNet-18/34). ``dilation`` applies to both convs."""
+
+    expansion = 1
+
+    def __init__(
+        self,
+        inplanes: int,
+        planes: int,
+        stride: int = 1,
+        downsample: Optional[nn.Module] = None,
+        groups: int = 1,
+        width_per_group: int = 64,
+        dilation: int = 1,
+        first_dilation: int = 1,
+        norm_layer: NormFactory = nn.BatchNorm2d,
+        style: str = "pytorch",
+    ) -> None:
+        super().__init__()
+        if groups != 1 or width_per_group != 64:
+            raise ValueError("BasicBlock (ResNet-18/34) supports only groups=1 and width_per_group=64")
+        self.conv1 = _conv3x3(inplanes, planes, stride, dilation=first_dilation)
+        self.bn1 = norm_layer(planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = _conv3x3(planes, planes, dilation=dilation)
+        self.bn2 = norm_layer(planes)
+        self.downsample = downsample
+
+    def last_norm(self) -> nn.Module:
+        return self.bn2
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + identity)
+
+
+class Bottleneck(nn.Module):
+    """1x1 -> 3x3 (grouped, dilated) -> 1x1 with 4x expansion (ResNet-50+, ResNeXt, Wide-ResNet).
+
+    ``style="pytorch"`` puts the stride on the 3x3 conv (torchvision, "ResNet v1.5"),
+    ``style="caffe"`` on the first 1x1 (the original paper, Detectron's caffe2 weights).
+    """
+
+    expansion = 4
+
+    def __init__(
+        self,
+        inplanes: int,
+        planes: int,
+        stride: int = 1,
+        downsample: Optional[nn.Module] = None,
+        groups: int = 1,
+        width_per_group: int = 64,
+        dilation: int = 1,
+        first_dilation: int = 1,
+        norm_layer: NormFactory = nn.BatchNorm2d,
+        style: str = "pytorch",
+    ) -> None:
+        super().__init__()
+        width = int(planes * (width_per_group / 64.0)) * groups
+        stride_1x1, stride_3x3 = (stride, 1) if style == "caffe" else (1, stride)
+        # torchvision's rule: the first block of a dilated stage keeps the previous dilation.
+        self.conv1 = _conv1x1(inplanes, width, stride_1x1)
+        self.bn1 = norm_layer(width)
+        self.conv2 = _conv3x3(width, width, stride_3x3, groups, first_dilation)
+        self.bn2 = norm_layer(width)
+        self.conv3 = _conv1x1(width, planes * self.expansion)
+        self.bn3 = norm_layer(planes * self.expansion)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = downsample
+
+    def last_norm(self) -> nn.Module:
+        return self.bn3
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        return self.relu(out + identity)
+
+
+_BLOCKS = {"basic": BasicBlock, "bottleneck": Bottleneck}
+_STYLES = ("pytorch", "caffe")
+
+
+def resolve_arch(depth: Optional[int], arch: Optional[str]) -> str:
+    """Pick the architecture name from ``arch`` (e.g. "resnext50_32x4d") or ``depth`` (18..152)."""
+    if arch is not None:
+        if arch not in RESNET_ARCHS:
+            import difflib
+
+            close = difflib.get_close_matches(str(arch), RESNET_ARCHS, n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise ValueError(f"unknown ResNet arch {arch!r}; expected one of {sorted(RESNET_ARCHS)}{hint}")
+        return arch
+    if depth not in RESNET_DEPTHS:
+        raise ValueError(f"ResNet depth must be one of {sorted(RESNET_DEPTHS)}, got {depth!r}")
+    return RESNET_DEPTHS[depth]
+
+
+@MODELS.register_module()
+class ResNet(FeatureExtractor):
+    """ResNet-family backbone returning C2..C5.
+
+    Args:
+        depth: 18, 34, 50, 101 or 152 (ignored when ``arch`` is given).
+        arch: a torchvision architecture name from ``RESNET_ARCHS`` (ResNeXt / Wide-ResNet).
+        groups, width_per_group: override the spec's grouped-conv width (mmdet's ResNeXt args).
+        in_channels: input image channels.
+        stem_channels: channels after the stem (64 in every torchvision model).
+        out_indices: stages to return, 0..3 = C2..C5 (strides 4, 8, 16, 32).
+        frozen_stages: -1 nothing, 0 the stem, k the stem and stages 1..k.
+        norm_cfg: "BN" | "SyncBN" | "GN" | "FrozenBN" or a dict (see ``featx.layers``).
+        norm_eval: keep BatchNorm statistics frozen (eval mode) while training.
+        style: "pytorch" or "caffe" (where the stride sits in a bottleneck).
+        deep_stem: three 3x3 convs instead of the 7x7 stem (ResNet-C/D, timm layout).
+        avg_down: average-pool then 1x1 conv in the downsample path (ResNet-D).
+        output_stride: 32, 16 or 8; the last stages trade stride for dilation.
+        zero_init_residual: zero each block's last norm weight so blocks start as identity.
+
+    Shapes: ``(N, 3, H, W)`` -> C2 ``(N, 256, ceil(H/4), ceil(W/4))`` ... C5
+    ``(N, 2048, ceil(H/32), ceil(W/32))`` for bottleneck nets (64..512 for ResNet-18/34).
+
+    Example:
+        >>> m = ResNet(depth=50).eval()
+        >>> [tuple(f.shape) for f in m(torch.rand(1, 3, 224, 224))]
+        [(1, 256, 56, 56), (1, 512, 28, 28), (1, 1024, 14, 14), (1, 2048, 7, 7)]
+    """
+
+    def __init__(
+        self,
+        depth: Optional[int] = 50,
+        arch: Optional[str] = None,
+        groups: Optional[int] = None,
+        width_per_group: Optional[int] = None,
+        in_channels: int = 3,
+        stem_channels: int = 64,
+        out_indices: Iterable[int] = (0, 1, 2, 3),
+        frozen_stages: int = -1,
+        norm_cfg: NormCfg = "BN",
+        norm_eval: bool = False,
+        style: str = "pytorch",
+        deep_stem: bool = False,
+        avg_down: bool = False,
+        output_stride: int = 32,
+        zero_init_residual: bool = False,
+    ) -> None:
+        super().__init__()
+        self.arch = resolve_arch(depth, arch)
+        spec = RESNET_ARCHS[self.arch]
+        groups = spec.groups if groups is None else groups
+        width_per_group = spec.width_per_group if width_per_group is None else width_per_group
+        if style not in _STYLES:
+            raise ValueError(f"style must be one of {_STYLES}, got {style!r}")
+        if output_stride not in (8, 16, 32):
+            raise ValueError(f"output_stride must be 8, 16 or 32, got {output_stride!r}")
+        if not isinstance(in_channels, int) or in_channels < 1:
+            raise ValueError(f"in_channels must be a positive int, got {in_channels!r}")
+        self.in_channels = in_channels
+        self.style = style
+        self.deep_stem = deep_stem
+        self.avg_down = avg_down
+        self.output_stride = output_stride
+        norm_layer = partial(build_norm, norm_cfg)
+        block = _BLOCKS[spec.block]
+
+        # Stem: stride 4 before the first stage.
+        if deep_stem:
+            mid = stem_channels // 2
+            self.conv1 = nn.Sequential(  # timm resnet*d layout: conv1.{0,1,3,4,6} + bn1
+                _conv3x3(in_channels, mid, stride=2), norm_layer(mid), nn.ReLU(inplace=True),
+                _conv3x3(mid, mid), norm_layer(mid), nn.ReLU(inplace=True),
+                _conv3x3(mid, stem_channels),
+            )
+        else:
+            self.conv1 = nn.Conv2d(in_channels, stem_channels, 7, stride=2, padding=3, bias=False)
+        self.bn1 = norm_layer(stem_channels)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
+
+        # Stages: (planes, stride); dilation replaces stride once the output stride is reached.
+        inplanes, net_stride, dilation = stem_channels, 4, 1
+        infos = []
+        for i, (planes, blocks) in enumerate(zip((64, 128, 256, 512), spec.layers)):
+            stride = 1 if i == 0 else 2
+            first_dilation = dilation
+            if i > 0 and net_stride >= output_stride:
+                dilation *= stride
+                stride = 1
+            net_stride *= stride
+            layer = self._make_stage(block, inplanes, planes, blocks, stride, dilation, first_dilation,
+                                     groups, width_per_group, norm_layer, norm_cfg)
+            inplanes = planes * block.expansion
+            self.add_module(f"layer{i + 1}", layer)
+            infos.append(FeatureInfo(f"C{i + 2}", inplanes, net_stride, f"layer{i + 1}"))
+
+        self._init_weights(zero_init_residual)
+        self._init_features(infos, out_indices, frozen_stages, norm_eval)
+
+    def _make_stage(self, block, inplanes, planes, blocks, stride, dilation, first_dilation,
+                    groups, width_per_group, norm_layer, norm_cfg) -> nn.Sequential:
+        out_channels = planes * block.expansion
+        downsample = None
+        if stride != 1 or inplanes != out_channels:
+            if self.avg_down:
+                pool = nn.AvgPool2d(stride, stride, ceil_mode=True, count_include_pad=False) if stride > 1 else nn.Identity()
+                downsample = nn.Sequential(pool, _conv1x1(inplanes, out_channels), norm_layer(out_channels))
+            else:
+                downsample = nn.Sequential(_conv1x1(inplanes, out_channels, stride), norm_layer(out_channels))
+        kw = dict(groups=groups, width_per_group=width_per_group, norm_layer=norm_layer, style=self.style)
+        layers = [block(inplanes, planes, stride, downsample, dilation=dilation, first_dilation=first_dilation, **kw)]
+        for _ in range(1, blocks):
+            layers.append(block(out_channels, planes, dilation=dilation, first_dilation=dilation, **kw))
+        return nn.Sequential(*layers)
+
+    def _init_weights(self, zero_init_residual: bool) -> None:
+        # torchvision's initialisation, so a featx model trains like a torchvision one.
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
+                nn.init.constant_(m.weight, 1)
+                nn.init.constant_(m.bias, 0)
+        if zero_init_residual:
+            for m in self.modules():
+                if isinstance(m, (BasicBlock, Bottleneck)) and getattr(m.last_norm(), "weight", None) is not None:
+                    nn.init.constant_(m.last_norm().weight, 0)
+
+    # -- FeatureExtractor hooks ----------------------------------------------------------
+    def stem_modules(self) -> list[nn.Module]:
+        return [self.conv1, self.bn1]
+
+    def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
+        return self.maxpool(self.relu(self.bn1(self.conv1(x))))
+
+    def stage_module(self, index: int) -> nn.Module:
+        return getattr(self, f"layer{index + 1}")
