@@ -211,9 +211,9 @@ def list_models(pattern: Optional[str] = None) -> list[str]:
 
 
 def unknown_model_error(name: str) -> ValueError:
-    candidates = {n: n for n in CATALOG} | {e.timm_name: n for e in CATALOG.values()}
+    candidates = {e.name: e.name for e in CATALOG.values()} | {e.timm_name: e.name for e in CATALOG.values()}
     close = difflib.get_close_matches(str(name), list(candidates), n=5, cutoff=0.5)
-    hint = f" Close matches: {', '.join(dict.fromkeys(close))}." if close else ""
+    hint = f" Close matches: {', '.join(dict.fromkeys(candidates[c] for c in close))}." if close else ""
     return ValueError(f"unknown featx model {name!r}.{hint} `featx.list_models()` lists all {len(CATALOG)} models.")
 
 

@@ -1,0 +1,32 @@
+"""Test scaffolding: make BN statistics matter and measure relative error."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+
+def randomize_norm_stats(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Give every BatchNorm non-trivial running stats and affine params, so a wrong key or a
+    skipped norm changes the output."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, _BatchNorm):
+                n = m.num_features
+                m.running_mean.copy_(torch.randn(n, generator=g) * 0.1)
+                m.running_var.copy_(torch.rand(n, generator=g) * 0.5 + 0.75)
+                if m.affine:
+                    m.weight.copy_(torch.rand(n, generator=g) * 0.5 + 0.75)
+                    m.bias.copy_(torch.randn(n, generator=g) * 0.1)
+    return model
+
+
+def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
+    """max|out - ref| / max|ref| (the design's equivalence measure)."""
+    assert out.shape == ref.shape, (out.shape, ref.shape)
+    return ((out - ref).abs().max() / ref.abs().max().clamp_min(1e-12)).item()
+
+
+def drop_head(state: dict, prefixes: tuple[str, ...] = ("fc.",)) -> dict:
+    return {k: v for k, v in state.items() if not k.startswith(prefixes)}

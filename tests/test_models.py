@@ -1,0 +1,97 @@
+"""Composites (backbone + FPN) and the catalogue."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+import featx
+from featx import BackboneFPN, FPN, ResNet, create_model, list_models
+from featx.models import CATALOG
+
+
+@pytest.fixture(scope="module")
+def r50fpn():
+    return create_model("ResNet50FPN").eval()
+
+
+def test_resnet50fpn_shape_table(r50fpn):
+    with torch.no_grad():
+        outs = r50fpn(torch.rand(1, 3, 800, 1216))
+    assert [tuple(o.shape) for o in outs] == [
+        (1, 256, 200, 304), (1, 256, 100, 152), (1, 256, 50, 76), (1, 256, 25, 38), (1, 256, 13, 19)]
+    assert r50fpn.out_channels == 256 and r50fpn.strides == [4, 8, 16, 32, 64]
+    assert [f.name for f in r50fpn.feature_info] == ["P2", "P3", "P4", "P5", "P6"]
+
+
+def test_retina_style_shape_table():
+    m = create_model("ResNet50RetinaFPN").eval()
+    with torch.no_grad():
+        outs = m(torch.rand(1, 3, 800, 1216))
+    assert [tuple(o.shape[-2:]) for o in outs] == [(100, 152), (50, 76), (25, 38), (13, 19), (7, 10)]
+    assert m.strides == [8, 16, 32, 64, 128]
+    # the generic spelling from the issue gives the same pyramid
+    g = BackboneFPN(dict(type="ResNet", depth=50),
+                    dict(type="FPN", out_channels=256, start_level=1, add_extra_convs="on_input", num_outs=5)).eval()
+    g.load_state_dict(m.state_dict())
+    with torch.no_grad():
+        assert g(torch.rand(1, 3, 64, 64))[-1].shape == (1, 256, 1, 1)
+
+
+@pytest.mark.parametrize("size", [(801, 1333), (33, 47), (32, 32)])
+def test_any_input_size(size):
+    m = create_model("ResNet18FPN").eval()
+    with torch.no_grad():
+        outs = m(torch.rand(1, 3, *size))
+    expected_h = [-(-size[0] // s) for s in (4, 8, 16, 32)]
+    expected_h.append(-(-expected_h[-1] // 2))
+    assert [o.shape[-2] for o in outs] == expected_h
+
+
+def test_backbone_options_pass_through():
+    m = create_model("ResNet50FPN", frozen_stages=2, norm_eval=True, norm_cfg="FrozenBN", out_indices=(1, 2, 3))
+    assert isinstance(m.backbone, ResNet) and m.backbone.frozen_stages == 2 and m.backbone.norm_eval
+    assert not any(p.requires_grad for p in m.backbone.layer2.parameters())
+    assert all(p.requires_grad for p in m.backbone.layer3.parameters())
+    # the neck followed out_indices: three inputs, P3..P7 by max-pool
+    assert m.neck.in_channels == [512, 1024, 2048] and m.strides == [8, 16, 32, 64, 128]
+    assert m.train() is m
+
+
+def test_neck_override():
+    m = create_model("ResNet18FPN", neck=dict(out_channels=64, num_outs=4))
+    assert m.out_channels == 64 and len(m.feature_info) == 4
+    with pytest.raises(TypeError, match="fixes the architecture"):
+        create_model("ResNet18FPN", depth=50)
+
+
+def test_catalog_names_and_lookup():
+    names = list_models()
+    assert len(names) == len(CATALOG) == 30
+    for arch in ("ResNet18", "ResNet152", "ResNeXt50_32x4d", "ResNeXt101_64x4d", "WideResNet101_2"):
+        assert {arch, arch + "FPN", arch + "RetinaFPN"} <= set(names)
+    assert list_models("*RetinaFPN") == sorted(n for n in names if n.endswith("RetinaFPN"))
+    for spelling in ("ResNet50FPN", "featx.ResNet50FPN", "featx_resnet50_fpn", "resnet50_fpn"):
+        assert type(create_model(spelling, neck=dict(out_channels=8))).__name__ == "ResNet50FPN"
+
+
+def test_unknown_model_lists_close_matches():
+    with pytest.raises(ValueError, match=r"unknown featx model 'ResNet51FPN'.*Close matches: .*ResNet50FPN"):
+        create_model("ResNet51FPN")
+    with pytest.raises(ValueError, match="unknown featx model"):
+        BackboneFPN(dict(type="ResNot", depth=50), dict(type="FPN", out_channels=8, num_outs=4))
+
+
+def test_backbone_without_feature_info_rejected():
+    with pytest.raises(TypeError, match="no feature_info"):
+        BackboneFPN(torch.nn.Conv2d(3, 3, 1), dict(type=FPN, out_channels=8, num_outs=4))
+
+
+def test_bad_input_reaches_user_as_clear_error(r50fpn):
+    with pytest.raises(ValueError, match="3 input channels"):
+        r50fpn(torch.rand(1, 4, 64, 64))
+    with pytest.raises(TypeError, match="floating-point"):
+        r50fpn(torch.zeros(1, 3, 64, 64, dtype=torch.int64))
+
+
+def test_package_exports():
+    assert featx.__version__ and featx.MODELS.scope == "featx"

@@ -1,0 +1,107 @@
+"""mmengine and timm registries: every build path from the Core issue."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import timm
+import torch
+from mmengine.registry import MODELS as ROOT
+from mmengine.registry import DefaultScope, Registry
+from torch import nn
+
+import featx
+from featx import FPN, BackboneFPN, ResNet
+from featx.models import CATALOG
+
+# What mmdet's registry is: a child of mmengine's root with its own scope. It also has its own
+# FPN and ResNet, which must never be picked up by featx.
+FAKEDET = Registry("model", parent=ROOT, scope="fakedet")
+
+
+@FAKEDET.register_module(name="FPN")
+class HijackFPN(nn.Module):
+    def __init__(self, *a, **k):
+        raise AssertionError("featx built another package's FPN from a bare name")
+
+
+@FAKEDET.register_module(name="ResNet")
+class HijackResNet(nn.Module):
+    def __init__(self, *a, **k):
+        raise AssertionError("featx built another package's ResNet from a bare name")
+
+
+SMALL = dict(type="featx.ResNet18FPN", neck=dict(out_channels=16))
+
+
+@pytest.mark.parametrize("registry", [ROOT, FAKEDET, featx.MODELS], ids=["root", "sibling", "featx"])
+@pytest.mark.parametrize("default_scope", [None, "fakedet", "mmdet", "featx"])
+def test_build_composite(registry, default_scope):
+    cfgs = [SMALL, dict(type="featx.ResNet", depth=18), dict(type="featx.FPN", in_channels=[8, 16], out_channels=8, num_outs=3)]
+    expected = [featx.models.ResNet18FPN, ResNet, FPN]
+    if default_scope is None:
+        built = [registry.build(dict(c)) for c in cfgs]
+    else:
+        name = f"test-{registry.scope}-{default_scope}"
+        with DefaultScope.overwrite_default_scope(default_scope) if DefaultScope.check_instance_created(name) else _scope(name, default_scope):
+            built = [registry.build(dict(c)) for c in cfgs]
+    assert [type(b) for b in built] == expected
+
+
+class _scope:
+    def __init__(self, name, scope):
+        DefaultScope.get_instance(name, scope_name=scope)
+        self.ctx = DefaultScope.overwrite_default_scope(scope)
+
+    def __enter__(self):
+        return self.ctx.__enter__()
+
+    def __exit__(self, *exc):
+        return self.ctx.__exit__(*exc)
+
+
+def test_bare_names_inside_featx_are_not_hijacked():
+    cfg = dict(type="featx.BackboneFPN", backbone=dict(type="ResNet", depth=18),
+               neck=dict(type="FPN", out_channels=8, num_outs=5))
+    with _scope("hijack-test", "fakedet"):
+        m = FAKEDET.build(cfg)
+    assert isinstance(m.backbone, ResNet) and isinstance(m.neck, FPN)
+    with torch.no_grad():
+        assert len(m.eval()(torch.rand(1, 3, 64, 64))) == 5
+
+
+def test_every_catalog_model_is_registered():
+    for name, entry in CATALOG.items():
+        assert featx.MODELS.get(f"featx.{name}") is entry.factory
+        assert ROOT.get(f"featx.{name}") is entry.factory
+    assert featx.MODELS.get("featx.BackboneFPN") is BackboneFPN
+
+
+def test_auto_import_in_fresh_interpreter():
+    code = textwrap.dedent("""
+        import sys
+        from mmengine.registry import MODELS, Registry
+        assert "featx" not in sys.modules
+        m = MODELS.build(dict(type="featx.ResNet50FPN"))
+        print(type(m).__module__, type(m).__name__, m.out_channels, m.strides)
+        sibling = Registry("model", parent=MODELS, scope="otherdet")
+        print(type(sibling.build(dict(type="featx.FPN", in_channels=[4, 8], out_channels=4, num_outs=2))).__name__)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split("\n")[:2] == ["featx.models ResNet50FPN 256 [4, 8, 16, 32, 64]", "FPN"]
+
+
+def test_timm_registry():
+    names = timm.list_models("featx_*")
+    assert sorted(names) == sorted(e.timm_name for e in CATALOG.values())
+    assert {"featx_resnet50_fpn", "featx_resnet50_retinafpn", "featx_resnext101_64x4d", "featx_wide_resnet50_2_fpn"} <= set(names)
+    m = timm.create_model("featx_resnet18_fpn", frozen_stages=1, neck=dict(out_channels=32))
+    assert type(m).__name__ == "ResNet18FPN" and m.out_channels == 32
+    assert not m.backbone.layer1[0].conv1.weight.requires_grad and m.backbone.layer2[0].conv1.weight.requires_grad
+    b = timm.create_model("featx_resnext50_32x4d", out_indices=(3,))
+    assert b.arch == "resnext50_32x4d" and b.out_channels == [2048]
+    with pytest.raises(ValueError, match="weights="):
+        timm.create_model("featx_resnet18", pretrained=True)
