@@ -1,0 +1,48 @@
+"""Images in, normalized batches out: the preprocessing torchvision's detectors apply."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Union
+
+import torch
+from PIL import Image, UnidentifiedImageError
+from torchvision.models.detection.transform import GeneralizedRCNNTransform
+from torchvision.transforms.functional import pil_to_tensor
+
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "sample_image_path", "load_image", "detection_batch"]
+
+# ImageNet statistics used by every torchvision (and timm ResNet) checkpoint, on a 0..1 scale.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def sample_image_path() -> Path:
+    """A real photo that ships with matplotlib (Grace Hopper, 600x512 JPEG)."""
+    import matplotlib
+
+    return Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
+
+
+def load_image(path: Union[str, Path]) -> torch.Tensor:
+    """Read an image file as a float RGB tensor ``(3, H, W)`` in 0..1 (grayscale/RGBA converted)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"image not found: {path}")
+    try:
+        with Image.open(path) as im:
+            rgb = im.convert("RGB")
+    except (UnidentifiedImageError, OSError) as e:
+        raise ValueError(f"cannot read {path} as an image: {e}") from None
+    return pil_to_tensor(rgb).float().div_(255)
+
+
+def detection_batch(images: list[torch.Tensor], min_size: int = 800, max_size: int = 1333,
+                    size_divisible: int = 32) -> torch.Tensor:
+    """Resize (shorter side to ``min_size``, longer at most ``max_size``), normalize with ImageNet
+    statistics and pad to a multiple of ``size_divisible``, exactly as torchvision's
+    Faster R-CNN does (it is torchvision's ``GeneralizedRCNNTransform``). Returns ``(N, 3, H, W)``."""
+    transform = GeneralizedRCNNTransform(min_size, max_size, list(IMAGENET_MEAN), list(IMAGENET_STD),
+                                         size_divisible=size_divisible).eval()
+    with torch.no_grad():
+        batch, _ = transform(images)
+    return batch.tensors
