@@ -20,6 +20,7 @@ from featx.backbones.resnet import RESNET_ARCHS, ResNet
 from featx.features import FeatureInfo
 from featx.necks.fpn import FPN
 from featx.registry import MODELS, build_module
+from featx.weights import load_weights
 
 __all__ = [
     "BackboneFPN", "PYRAMIDS", "ModelEntry", "CATALOG", "list_models", "create_model",
@@ -35,6 +36,10 @@ class BackboneFPN(nn.Module):
         backbone: an ``nn.Module`` with ``feature_info`` or a config, e.g. ``dict(type="ResNet", depth=50)``.
         neck: an ``nn.Module`` or a config, e.g. ``dict(type="FPN", out_channels=256, num_outs=5)``;
             ``in_channels`` and ``in_strides`` default to the backbone's outputs.
+        weights: None, a torchvision classification enum name / member (fills the backbone; the
+            neck keeps its initialisation), a torchvision detection enum member or its qualified
+            name (``"FasterRCNN_ResNet50_FPN_Weights.COCO_V1"``: backbone and FPN), a featx / mmdet
+            checkpoint file, or a URL. Loaded strictly; report in ``self.load_report``.
 
     Forward: ``(N, 3, H, W)`` -> tuple of pyramid maps in ascending stride order.
     ``out_channels`` (an int, as torchvision detectors read it), ``strides`` and
@@ -46,7 +51,7 @@ class BackboneFPN(nn.Module):
         ['P2', 'P3', 'P4', 'P5', 'P6']
     """
 
-    def __init__(self, backbone: Any, neck: Any) -> None:
+    def __init__(self, backbone: Any, neck: Any, weights: Any = None) -> None:
         super().__init__()
         self.backbone = build_module(backbone)
         if not hasattr(self.backbone, "feature_info"):
@@ -54,6 +59,7 @@ class BackboneFPN(nn.Module):
         infos = self.backbone.feature_info
         self.neck = build_module(neck, in_channels=[f.channels for f in infos], in_strides=[f.stride for f in infos])
         self.feature_info: list[FeatureInfo] = list(self.neck.feature_info)
+        self.load_report = load_weights(self, weights)
 
     @property
     def out_channels(self) -> int:
@@ -125,18 +131,19 @@ CATALOG: dict[str, ModelEntry] = {}
 def _make_composite(arch: str, pyramid: Pyramid) -> type:
     name = f"{_arch_title(arch)}{pyramid.suffix}"
 
-    def __init__(self, neck: Optional[dict] = None, **backbone_kwargs: Any) -> None:
+    def __init__(self, neck: Optional[dict] = None, weights: Any = None, **backbone_kwargs: Any) -> None:
         for fixed in ("arch", "depth"):
             if fixed in backbone_kwargs:
                 raise TypeError(f"{name} fixes the architecture ({arch}); use BackboneFPN for another one")
         neck_cfg = {"type": FPN, **pyramid.neck, **(neck or {})}
-        BackboneFPN.__init__(self, backbone=dict(type=ResNet, arch=arch, **backbone_kwargs), neck=neck_cfg)
+        BackboneFPN.__init__(self, backbone=dict(type=ResNet, arch=arch, **backbone_kwargs), neck=neck_cfg,
+                             weights=weights)
 
     doc = (
         f"{arch} backbone + FPN neck: {pyramid.doc}\n\n"
         "    Keyword arguments go to ``featx.ResNet`` (out_indices, frozen_stages, norm_cfg, norm_eval,\n"
         "    style, deep_stem, avg_down, output_stride, zero_init_residual); ``neck=dict(...)``\n"
-        f"    overrides the FPN settings {pyramid.neck}.\n"
+        f"    overrides the FPN settings {pyramid.neck}; ``weights=`` as for ``BackboneFPN``.\n"
     )
     cls = type(name, (BackboneFPN,), {"__init__": __init__, "__doc__": doc, "__module__": __name__, "arch": arch})
     MODELS.register_module(module=cls)
@@ -164,11 +171,8 @@ def _register_timm(entry: ModelEntry) -> None:
 
     def entrypoint(pretrained: bool = False, pretrained_cfg: Any = None, pretrained_cfg_overlay: Any = None,
                    cache_dir: Any = None, **kwargs: Any) -> nn.Module:
-        if pretrained:
-            raise ValueError(
-                f"featx models take weights through weights=..., not pretrained=True "
-                f"(timm.create_model({entry.timm_name!r}, weights=...))"
-            )
+        if pretrained and kwargs.get("weights") is None:
+            kwargs["weights"] = "DEFAULT"  # torchvision's recommended ImageNet weights
         return entry.build(**kwargs)
 
     entrypoint.__name__ = entry.timm_name

@@ -103,5 +103,3 @@ def test_timm_registry():
     assert not m.backbone.layer1[0].conv1.weight.requires_grad and m.backbone.layer2[0].conv1.weight.requires_grad
     b = timm.create_model("featx_resnext50_32x4d", out_indices=(3,))
     assert b.arch == "resnext50_32x4d" and b.out_channels == [2048]
-    with pytest.raises(ValueError, match="weights="):
-        timm.create_model("featx_resnet18", pretrained=True)

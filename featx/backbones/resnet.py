@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import partial
-from typing import Callable, Iterable, Optional
+from typing import Any, Callable, Iterable, Optional
 
 import torch
 from torch import nn
@@ -23,6 +23,7 @@ from torch import nn
 from featx.features import FeatureExtractor, FeatureInfo
 from featx.layers import NormCfg, build_norm
 from featx.registry import MODELS
+from featx.weights import load_weights
 
 __all__ = ["ResNetSpec", "RESNET_ARCHS", "RESNET_DEPTHS", "ResNet", "BasicBlock", "Bottleneck"]
 
@@ -184,6 +185,8 @@ class ResNet(FeatureExtractor):
         avg_down: average-pool then 1x1 conv in the downsample path (ResNet-D).
         output_stride: 32, 16 or 8; the last stages trade stride for dilation.
         zero_init_residual: zero each block's last norm weight so blocks start as identity.
+        weights: None, "DEFAULT", a torchvision enum name/member ("IMAGENET1K_V2"), a checkpoint
+            path or URL; loaded strictly (see ``featx.weights``), report in ``self.load_report``.
 
     Shapes: ``(N, 3, H, W)`` -> C2 ``(N, 256, ceil(H/4), ceil(W/4))`` ... C5
     ``(N, 2048, ceil(H/32), ceil(W/32))`` for bottleneck nets (64..512 for ResNet-18/34).
@@ -211,6 +214,7 @@ class ResNet(FeatureExtractor):
         avg_down: bool = False,
         output_stride: int = 32,
         zero_init_residual: bool = False,
+        weights: Any = None,
     ) -> None:
         super().__init__()
         self.arch = resolve_arch(depth, arch)
@@ -263,6 +267,7 @@ class ResNet(FeatureExtractor):
 
         self._init_weights(zero_init_residual)
         self._init_features(infos, out_indices, frozen_stages, norm_eval)
+        self.load_report = load_weights(self, weights)
 
     def _make_stage(self, block, inplanes, planes, blocks, stride, dilation, first_dilation,
                     groups, width_per_group, norm_layer, norm_cfg) -> nn.Sequential:
