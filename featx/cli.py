@@ -135,7 +135,202 @@ def _add_demo(sub) -> None:
         ["--model", a.model] + (["--image", a.image] if a.image else []) + (["--threads", str(a.threads)] if a.threads else [])))
 
 
-_SUBCOMMANDS: list[Callable] = [_add_list, _add_demo, _add_check_weights]
+# -- export / parity -----------------------------------------------------------------------------
+def _find_profile(name: str):
+    from pathlib import Path
+
+    candidates = [Path(name)] if name.endswith(".py") else []
+    for root in (Path.cwd(), Path(__file__).resolve().parents[1]):
+        candidates.append(root / "export" / f"{name}.py")
+    for c in candidates:
+        if c.is_file():
+            return c
+    known = sorted({p.stem for root in (Path.cwd(), Path(__file__).resolve().parents[1])
+                    for p in (root / "export").glob("*.py")})
+    raise ValueError(f"unknown export profile {name!r}; known: {', '.join(known) or 'none found'}")
+
+
+def _model_cfg_from_args(target: str, cfg_options: Optional[dict], weights: Optional[str]) -> dict:
+    from pathlib import Path
+
+    if target.endswith(".py"):
+        from mmengine.config import Config
+
+        if not Path(target).is_file():
+            raise FileNotFoundError(f"config file not found: {target}")
+        cfg = Config.fromfile(target)
+        if cfg_options:
+            cfg.merge_from_dict(cfg_options)
+        if "model" not in cfg:
+            raise ValueError(f"{target} defines no `model = dict(type=...)`")
+        model = cfg.model.to_dict()
+    else:
+        from featx.models import get_entry
+
+        model = {"type": f"featx.{get_entry(target).name}", **(cfg_options or {})}
+    if weights is not None:
+        model["weights"] = weights
+    return model
+
+
+def _add_export(sub) -> None:
+    from mmengine.config import DictAction
+
+    from featx.onnx import DEFAULT_OPSET
+
+    p = sub.add_parser(
+        "export", help="export a model to ONNX",
+        description="Export a featx model (a catalogue name or a config file) to ONNX: dynamic batch/height/width "
+                    "by default, named input `input` and outputs p2..p6 / c2..c5, featx metadata (levels, strides, "
+                    "channels, input normalization, model config, weights), onnx.checker full check and shape "
+                    "inference; written atomically (nothing is left behind on failure). Exporter: dynamo by default "
+                    "(correct symbolic output shapes, 30%% fewer nodes); --exporter torchscript exports ~7x faster "
+                    "but mislabels output dims.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n"
+               "  featx export ResNet50FPN                                  # export/ResNet50FPN_dynamic_fp32.onnx\n"
+               "  featx export ResNet50FPN --static 800 1216 -o r50.onnx\n"
+               "  featx export configs/models/resnet50_fpn.py --cfg-options model.frozen_stages=-1\n"
+               "  featx export ResNet50FPN --weights DEFAULT --profile dynamic_fp16\n",
+    )
+    p.add_argument("model", help="catalogue name (featx list) or a config .py with `model = dict(...)`")
+    p.add_argument("-o", "--output", help="output .onnx path (default: export/<model>_<profile>.onnx)")
+    p.add_argument("--weights", help="weights to load before export (as featx weights=: name, file, URL)")
+    p.add_argument("--cfg-options", nargs="+", action=DictAction, default=None,
+                   help="override config keys, key=value (model kwargs for a catalogue name)")
+    p.add_argument("--profile", default="dynamic_fp32", help="export profile in export/ (dynamic_fp32, static_fp32, "
+                   "dynamic_fp16) or a path; flags below override it")
+    p.add_argument("--static", nargs=2, type=int, metavar=("H", "W"), help="fixed input height and width")
+    p.add_argument("--batch", type=int, help="batch size of a --static export (default 1)")
+    p.add_argument("--opset", type=int, help=f"ONNX opset (default {DEFAULT_OPSET}: the dynamo exporter's native "
+                   "opset, run by ONNX Runtime >= 1.14, TensorRT 8.6+, OpenVINO 2023+)")
+    p.add_argument("--fp16", action="store_true", default=None, help="fp16 weights and compute (GPU deployment); "
+                   "input/outputs stay fp32 unless --fp16-io")
+    p.add_argument("--fp16-io", action="store_true", default=None, help="with --fp16: fp16 input and outputs too")
+    p.add_argument("--simplify", action="store_true", default=None, help="run onnxslim on the graph (pip install onnxslim)")
+    p.add_argument("--exporter", choices=["dynamo", "torchscript"], help="torch.onnx exporter (default dynamo)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random init when no weights are given (default 0)")
+    p.set_defaults(func=_cmd_export)
+
+
+def _cmd_export(args) -> int:
+    from pathlib import Path
+
+    from mmengine.config import Config
+
+    from featx.onnx import ExportSettings, export_onnx
+    from featx.report import format_table
+
+    profile_path = _find_profile(args.profile)
+    prof = Config.fromfile(str(profile_path)).to_dict()
+    fields = set(ExportSettings.__dataclass_fields__)
+    unknown = set(prof) - fields
+    if unknown:
+        raise ValueError(f"profile {profile_path} has unknown keys {sorted(unknown)}; allowed: {sorted(fields)}")
+    settings = ExportSettings(**prof)
+    for name in ("batch", "opset", "fp16", "fp16_io", "simplify", "exporter"):
+        if getattr(args, name) is not None:
+            setattr(settings, name, getattr(args, name))
+    if args.static:
+        settings.static_shape = tuple(args.static)
+    if settings.static_shape is not None:
+        settings.static_shape = tuple(settings.static_shape)
+    cfg = _model_cfg_from_args(args.model, args.cfg_options, args.weights)
+    if args.output:
+        out = Path(args.output)
+    else:
+        folder = Path("export") if Path("export").is_dir() else Path(".")
+        out = folder / f"{cfg['type'].removeprefix('featx.')}_{settings.name}.onnx"
+    if out.suffix != ".onnx":
+        raise ValueError(f"output must end in .onnx, got {out}")
+    r = export_onnx(cfg, out, settings, seed=args.seed, log=lambda m: print(m, file=sys.stderr, flush=True))
+    print(f"wrote {r.path}  ({r.size_mb:.1f} MB, opset {r.opset}, {r.exporter} exporter, {r.seconds:.1f} s)")
+    print(f"weights: {r.metadata['featx.weights']}  precision: {r.metadata['featx.precision']} "
+          f"(io {r.metadata['featx.io_precision']})")
+    rows = [["input", v["name"], v["dtype"], v["shape"]] for v in r.inputs]
+    rows += [["output", v["name"], v["dtype"], v["shape"]] for v in r.outputs]
+    print(format_table(["", "name", "dtype", "shape"], [[a, b, c, " x ".join(map(str, d))] for a, b, c, d in rows]))
+    return 0
+
+
+def _add_parity(sub) -> None:
+    p = sub.add_parser(
+        "parity", help="check an exported ONNX file against PyTorch in ONNX Runtime",
+        description="Run the ONNX file in ONNX Runtime and the same model in PyTorch (rebuilt from the file's "
+                    "featx metadata, on the same device) on random inputs at several sizes and batch sizes, and "
+                    "gate every output on max|ort-ref| / max|ref| and cosine similarity. Gates: fp32 5e-4 and "
+                    "0.99999 (CPU, CUDA with TF32 off); TF32 1e-2 and 0.9999; fp16 5e-2 and 0.999. Reports the "
+                    "execution provider that really ran and the ORT vs PyTorch latency. Exit 0 only when all pass.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n"
+               "  featx parity export/ResNet50FPN_dynamic_fp32.onnx\n"
+               "  featx parity r50.onnx --device cuda --json parity.json\n"
+               "  featx parity r50.onnx --sizes 512x512 801x1333 --batch 1 2\n",
+    )
+    p.add_argument("onnx", help="an .onnx file written by featx export")
+    p.add_argument("--model", help="compare with this model (catalogue name or config .py) instead of the one the "
+                   "file's metadata names; random init with --seed unless --weights")
+    p.add_argument("--weights", help="with --model: weights to load into it")
+    p.add_argument("--seed", type=int, default=0, help="with --model: init seed (default 0)")
+    p.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"],
+                   help="auto: CUDA when onnxruntime-gpu and a GPU are present, else CPU; cuda fails loudly without")
+    p.add_argument("--sizes", type=_size, nargs="+", help="input sizes HxW (default 512x512 800x1216 801x1333 333x517)")
+    p.add_argument("--batch", type=int, nargs="+", default=[1, 2], help="batch sizes: every size at the first, the "
+                   "first size at the rest (default 1 2)")
+    p.add_argument("--repeats", type=int, default=5, help="timed runs for the latency median (0 to skip; default 5)")
+    p.add_argument("--tf32", action="store_true", help="allow TF32 on CUDA (both sides); uses the TF32 gate")
+    p.add_argument("--max-rel", type=float, help="override the gate's max|err|/max|ref|")
+    p.add_argument("--min-cos", type=float, help="override the gate's minimum cosine")
+    p.add_argument("--threads", type=int, help="CPU threads for both runtimes")
+    p.add_argument("--json", metavar="PATH", help="also write the report as JSON (atomically)")
+    p.set_defaults(func=_cmd_parity)
+
+
+def _cmd_parity(args) -> int:
+    from dataclasses import replace
+
+    import torch
+
+    from featx.onnx import GATES, read_metadata, ort_parity
+    from featx.report import format_table
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    meta = read_metadata(args.onnx)
+    gate = None
+    if args.max_rel is not None or args.min_cos is not None:
+        base = GATES["fp16" if meta.get("precision") == "fp16" else "tf32" if args.tf32 else "fp32"]
+        gate = replace(base, max_rel=args.max_rel if args.max_rel is not None else base.max_rel,
+                       min_cos=args.min_cos if args.min_cos is not None else base.min_cos, why="set on the command line")
+    model = None
+    if args.model:
+        from featx.onnx import build_from_config
+
+        model = build_from_config(_model_cfg_from_args(args.model, None, args.weights), args.seed)
+    r = ort_parity(args.onnx, model=model, device=args.device, sizes=args.sizes, batches=args.batch, repeats=args.repeats,
+                   tf32=args.tf32, gate=gate, threads=args.threads, log=lambda m: print(m, file=sys.stderr, flush=True))
+    print(f"{args.onnx}: {meta.get('model_config', {}).get('type', '?')}  precision {r.precision}  "
+          f"device {r.device}  providers used: {', '.join(r.providers)}")
+    print(f"gate: max|err|/max|ref| <= {r.gate['max_rel']:g}, cosine >= {r.gate['min_cos']} ({r.gate['why']})\n")
+    rows = [[x.output, f"{x.batch}x{x.size[0]}x{x.size[1]}", x.shape, f"{x.max_abs:.3g}", f"{x.rel:.3g}",
+             f"{x.cosine:.7f}", "pass" if x.passed else "FAIL"] for x in r.results]
+    print(format_table(["output", "input", "shape", "max abs err", "err/max|ref|", "cosine", "verdict"], rows))
+    if r.latency_ms:
+        lat = r.latency_ms
+        print(f"\nlatency {'x'.join(map(str, lat['input']))}, median of {lat['repeats']} after warm-up: "
+              f"ORT {lat['ort']:.1f} ms, PyTorch eager {lat['torch_eager']:.1f} ms "
+              f"(ORT/PyTorch {lat['ort_over_torch']:.2f}x, {torch.get_num_threads()} torch threads)")
+    failed = [f"{x.output}@{x.batch}x{x.size[0]}x{x.size[1]}" for x in r.results if not x.passed]
+    print(f"\n{'PASS' if r.passed else 'FAIL'}: {len(r.results) - len(failed)} of {len(r.results)} outputs within the gate"
+          + (f"; failing: {', '.join(failed[:10])}" if failed else ""))
+    if args.json:
+        from featx.io import write_json
+
+        write_json(args.json, r.to_dict())
+    return 0 if r.passed else 1
+
+
+_SUBCOMMANDS: list[Callable] = [_add_list, _add_demo, _add_export, _add_parity, _add_check_weights]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,162 @@
+"""ONNX export and ONNX Runtime parity (CPU here; --device cuda must fail loudly without a GPU)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import numpy_helper
+
+from featx.onnx import (ExportError, ExportSettings, ParityError, export_onnx, ort_parity, read_metadata)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _cli(*args, timeout=600):
+    return subprocess.run([sys.executable, "-m", "featx.cli", *args], capture_output=True, text=True,
+                          cwd=ROOT, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def r50fpn_onnx(tmp_path_factory):
+    path = tmp_path_factory.mktemp("onnx") / "r50fpn.onnx"
+    r = _cli("export", "ResNet50FPN", "-o", str(path))
+    assert r.returncode == 0, r.stderr[-3000:]
+    return path, r.stdout
+
+
+@pytest.mark.slow
+def test_export_resnet50fpn_dynamic_and_cpu_parity(r50fpn_onnx, tmp_path):
+    path, summary = r50fpn_onnx
+    assert "opset 18, dynamo exporter" in summary
+    assert "output  p6     float  batch x 256 x (((height - 1)//64)) + 1 x (((width - 1)//64)) + 1" in summary
+    model = onnx.load(str(path))
+    assert [i.name for i in model.graph.input] == ["input"]
+    assert [o.name for o in model.graph.output] == ["p2", "p3", "p4", "p5", "p6"]
+    r = _cli("parity", str(path), "--sizes", "512x512", "801x1333", "333x517", "--batch", "1", "2",
+             "--repeats", "1", "--threads", "2", "--json", str(tmp_path / "parity.json"))
+    assert r.returncode == 0, r.stdout + r.stderr
+    report = json.loads((tmp_path / "parity.json").read_text())
+    assert report["passed"] and report["providers"] == ["CPUExecutionProvider"] and report["device"] == "cpu"
+    inputs = {(x["batch"], tuple(x["size"])) for x in report["results"]}
+    assert inputs == {(1, (512, 512)), (1, (801, 1333)), (1, (333, 517)), (2, (512, 512))}
+    big = [x for x in report["results"] if tuple(x["size"]) == (801, 1333)]
+    assert [tuple(x["shape"]) for x in big] == [(1, 256, 201, 334), (1, 256, 101, 167), (1, 256, 51, 84),
+                                                (1, 256, 26, 42), (1, 256, 13, 21)]
+    assert max(x["rel"] for x in report["results"]) < 5e-4 and min(x["cosine"] for x in report["results"]) > 0.99999
+    assert report["latency_ms"]["ort"] > 0 and "providers used: CPUExecutionProvider" in r.stdout
+
+
+def test_metadata_round_trips(r50fpn_onnx):
+    meta = read_metadata(r50fpn_onnx[0])
+    assert meta["model_config"] == {"type": "featx.ResNet50FPN"}
+    assert [(lv["name"], lv["output"], lv["stride"], lv["channels"]) for lv in meta["levels"]] == [
+        ("P2", "p2", 4, 256), ("P3", "p3", 8, 256), ("P4", "p4", 16, 256), ("P5", "p5", 32, 256), ("P6", "p6", 64, 256)]
+    assert meta["input"]["mean"] == [0.485, 0.456, 0.406] and meta["input"]["std"] == [0.229, 0.224, 0.225]
+    assert meta["version"] == "0.1.0" and meta["weights"] == "none (random init, seed 0)"
+    assert meta["precision"] == "fp32" and meta["static_shape"] is None and meta["exporter"] == "dynamo"
+
+
+def test_parity_fails_when_an_initializer_is_perturbed(r50fpn_onnx, tmp_path):
+    model = onnx.load(str(r50fpn_onnx[0]))
+    target = next(t for t in model.graph.initializer if len(t.dims) == 4 and t.dims[0] == 1024)
+    arr = numpy_helper.to_array(target).copy()
+    arr *= 1.05
+    target.CopyFrom(numpy_helper.from_array(arr, target.name))
+    bad = tmp_path / "perturbed.onnx"
+    onnx.save(model, str(bad))
+    r = _cli("parity", str(bad), "--sizes", "96x128", "--batch", "1", "--repeats", "0")
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "FAIL" in r.stdout and "p4@1x96x128" in r.stdout
+
+
+def test_retina_style_export_and_parity(tmp_path):
+    path = tmp_path / "retina.onnx"
+    export_onnx("ResNet18RetinaFPN", path, log=lambda m: None)
+    report = ort_parity(path, sizes=[(64, 64), (67, 93)], batches=(1, 2), repeats=0, log=lambda m: None)
+    assert report.passed and [r.output for r in report.results[:5]] == ["p3", "p4", "p5", "p6", "p7"]
+    assert [r.shape[-1] for r in report.results[5:10]] == [12, 6, 3, 2, 1]
+
+
+def test_static_export_rejects_other_sizes(tmp_path):
+    path = tmp_path / "static.onnx"
+    r = _cli("export", "ResNet18", "--static", "96", "128", "-o", str(path), "--exporter", "torchscript")
+    assert r.returncode == 0, r.stderr
+    assert "input   input  float  1 x 3 x 96 x 128" in r.stdout
+    assert "output  c5     float  1 x 512 x 3 x 4" in r.stdout
+    bad = _cli("parity", str(path), "--sizes", "512x512")
+    assert bad.returncode == 1
+    assert "exported with a static input 1x3x96x128; it cannot run 512x512" in bad.stderr
+    ok = ort_parity(path, repeats=0, log=lambda m: None)
+    assert ok.passed and {r.size for r in ok.results} == {(96, 128)}
+
+
+def test_fp16_export_is_valid_and_runs_on_cpu(tmp_path):
+    path = tmp_path / "fp16.onnx"
+    export_onnx("ResNet18FPN", path, ExportSettings(fp16=True), log=lambda m: None)
+    model = onnx.load(str(path))
+    conv_weights = [t for t in model.graph.initializer if len(t.dims) == 4]
+    assert conv_weights and all(t.data_type == onnx.TensorProto.FLOAT16 for t in conv_weights)
+    assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT  # io kept fp32
+    report = ort_parity(path, sizes=[(64, 64)], batches=(1,), repeats=0, log=lambda m: None)
+    assert report.precision == "fp16" and report.gate["max_rel"] == 5e-2 and report.passed
+    assert max(r.rel for r in report.results) > 1e-5  # really computed in fp16, not fp32
+
+
+def test_device_cuda_fails_loudly_without_gpu(r50fpn_onnx):
+    r = _cli("parity", str(r50fpn_onnx[0]), "--device", "cuda", "--sizes", "64x64")
+    assert r.returncode == 1
+    assert "--device cuda asked, but CUDA is not usable here" in r.stderr and "PASS" not in r.stdout
+
+
+def test_export_profiles_and_config_file(tmp_path):
+    path = tmp_path / "cfg.onnx"
+    r = _cli("export", "configs/models/resnet50_retinafpn.py", "--cfg-options", "model.backbone.depth=18",
+             "--profile", "static_fp32", "--static", "64", "96", "-o", str(path), "--exporter", "torchscript")
+    assert r.returncode == 0, r.stderr
+    meta = read_metadata(path)
+    assert meta["model_config"]["backbone"]["depth"] == 18 and meta["static_shape"] == [1, 3, 64, 96]
+    assert [lv["name"] for lv in meta["levels"]] == ["P3", "P4", "P5", "P6", "P7"]
+
+
+@pytest.mark.parametrize("args,words", [
+    (["export", "ResNet51FPN"], "Close matches: ResNet50FPN"),
+    (["export", "ResNet18", "--profile", "nope"], "unknown export profile 'nope'; known: dynamic_fp16, dynamic_fp32, static_fp32"),
+    (["export", "ResNet18", "-o", "/nonexistent/dir/x.onnx"], "output folder does not exist: /nonexistent/dir"),
+    (["export", "ResNet18", "--static", "8", "8", "-o", "{tmp}/x.onnx"], "static shape 8x8 is too small"),
+    (["export", "ResNet18", "--opset", "5", "-o", "{tmp}/x.onnx"], "could not write opset 5"),
+    (["parity", "{tmp}/not_onnx.onnx"], "is not an ONNX model"),
+    (["parity", "{tmp}/missing.onnx"], "ONNX file not found"),
+])
+def test_bad_input_is_one_clear_line_and_leaves_no_file(tmp_path, args, words):
+    (tmp_path / "not_onnx.onnx").write_text("hello")
+    r = _cli(*[a.replace("{tmp}", str(tmp_path)) for a in args])
+    assert r.returncode != 0
+    assert words in r.stderr, r.stderr[-2000:]
+    assert "Traceback" not in r.stderr.split("featx ")[-1]
+    assert not (tmp_path / "x.onnx").exists() and not list(tmp_path.glob(".x.onnx*"))
+
+
+def test_parity_against_another_model_is_refused(r50fpn_onnx):
+    from featx import create_model
+
+    with pytest.raises(ParityError, match=r"outputs \['p2', 'p3', 'p4', 'p5', 'p6'\], but the model gives \['c2'"):
+        ort_parity(r50fpn_onnx[0], model=create_model("ResNet18"), repeats=0)
+
+
+def test_export_error_leaves_no_file(tmp_path, monkeypatch):
+    import featx.onnx as fo
+
+    def boom(*a, **k):
+        Path(a[2]).write_bytes(b"partial")  # the exporter wrote half a file, then died
+        raise RuntimeError("simulated crash")
+
+    monkeypatch.setattr(fo, "_run_exporter", boom)
+    with pytest.raises(ExportError, match="simulated crash"):
+        export_onnx("ResNet18", tmp_path / "x.onnx", log=lambda m: None)
+    assert list(tmp_path.iterdir()) == []
