@@ -131,8 +131,10 @@ def _add_demo(sub) -> None:
     p.add_argument("--model", default="ResNet50FPN")
     p.add_argument("--image", default=None)
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--no-export", action="store_true", help="skip the ONNX export and parity steps")
     p.set_defaults(func=lambda a: __import__("featx.demo", fromlist=["main"]).main(
-        ["--model", a.model] + (["--image", a.image] if a.image else []) + (["--threads", str(a.threads)] if a.threads else [])))
+        ["--model", a.model] + (["--image", a.image] if a.image else []) + (["--threads", str(a.threads)] if a.threads else [])
+        + (["--no-export"] if a.no_export else [])))
 
 
 # -- export / parity -----------------------------------------------------------------------------
