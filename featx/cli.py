@@ -102,26 +102,139 @@ def _cmd_check_weights(args) -> int:
     return 0 if not failed else 1
 
 
-# -- list / demo --------------------------------------------------------------------------------
+# -- list / info / viz / demo -----------------------------------------------------------------
 def _add_list(sub) -> None:
-    p = sub.add_parser("list", help="list the registered models",
-                       description="Every featx model with its mmengine type and timm name.",
-                       epilog="example: featx list '*FPN' --json")
-    p.add_argument("pattern", nargs="?", help="shell pattern, e.g. 'ResNet50*'")
+    p = sub.add_parser("list", help="list the registered models with their pyramids, size and cost",
+                       description="Every featx model: mmengine type (featx.<name>), timm name, output levels, strides, "
+                                   "channels, parameters, GFLOPs at 224x224 and 800x1216 (torch.utils.flop_counter: "
+                                   "2 x multiply-adds, so twice the 'GFLOPS' torchvision's docs list), and the "
+                                   "torchvision weights / detectors it loads. Computed on the meta device.",
+                       epilog="examples:\n  featx list\n  featx list 'ResNet50*' --json\n  featx list --markdown",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("pattern", nargs="?", help="shell pattern on the name or timm name, e.g. 'ResNet50*'")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--markdown", action="store_true", help="print a markdown table (the README's)")
     p.set_defaults(func=_cmd_list)
 
 
+def model_table_rows(pattern: Optional[str] = None) -> tuple[list[str], list[list], list[dict]]:
+    from featx.models import list_models
+    from featx.stats import model_stats
+
+    names = list_models(pattern)
+    if not names:
+        raise ValueError(f"no model matches {pattern!r}; featx list shows them all")
+    stats = []
+    for i, n in enumerate(names, 1):
+        if len(names) > 3:
+            print(f"\r  measuring {i}/{len(names)} {n:<28}", end="", file=sys.stderr, flush=True)
+        stats.append(model_stats(n))
+    if len(names) > 3:
+        print("\r" + " " * 50 + "\r", end="", file=sys.stderr, flush=True)
+    headers = ["model", "timm name", "levels", "strides", "channels", "params (M)", "GFLOPs 224", "GFLOPs 800x1216", "weights"]
+    rows = []
+    for st in stats:
+        rows.append([st.name, st.timm_name, f"{st.levels[0]}-{st.levels[-1]}", "/".join(map(str, st.strides)),
+                     "/".join(map(str, st.channels)) if len(set(st.channels)) > 1 else str(st.channels[0]),
+                     f"{st.params_m:.1f}", f"{st.gflops['224x224']:.1f}", f"{st.gflops['800x1216']:.1f}",
+                     ", ".join(st.weights) or "-"])
+    return headers, rows, [st.to_dict() for st in stats]
+
+
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
 def _cmd_list(args) -> int:
-    from featx.models import CATALOG, list_models
     from featx.report import format_table
 
-    names = list_models(args.pattern)
-    rows = [[n, CATALOG[n].timm_name, CATALOG[n].kind, CATALOG[n].arch] for n in names]
+    headers, rows, stats = model_table_rows(args.pattern)
     if args.json:
-        print(json.dumps([dict(zip(["name", "timm_name", "kind", "arch"], r)) for r in rows], indent=2))
+        print(json.dumps(stats, indent=2))
+    elif args.markdown:
+        print(markdown_table(headers, rows))
     else:
-        print(format_table(["model (featx.<name>)", "timm name", "kind", "arch"], rows))
+        print(format_table(headers, rows))
+    return 0
+
+
+def _add_info(sub) -> None:
+    p = sub.add_parser("info", help="pyramid table, mmdet config snippet and timm name of one model",
+                       epilog="examples:\n  featx info ResNet50FPN\n  featx info featx_resnet50_retinafpn --size 801x1333 --json",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("model", help="catalogue or timm name")
+    p.add_argument("--size", type=_size, default=(800, 1216), help="input HxW (default 800x1216)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=_cmd_info)
+
+
+def _cmd_info(args) -> int:
+    from featx.models import get_entry
+    from featx.report import format_table
+    from featx.stats import mmdet_config, model_stats, pyramid_table
+
+    entry = get_entry(args.model)
+    rows = pyramid_table(entry.name, args.size)
+    st = model_stats(entry.name, sizes=[args.size, (224, 224)])
+    snippet = mmdet_config(entry)
+    if args.json:
+        print(json.dumps({"model": entry.name, "timm_name": entry.timm_name, "kind": entry.kind, "input": list(args.size),
+                          "levels": [dict(zip(["name", "stride", "channels", "shape"], r)) for r in rows],
+                          "params_m": st.params_m, "gflops": st.gflops, "weights": st.weights,
+                          "mmdet_config": snippet}, indent=2))
+        return 0
+    size = f"{args.size[0]}x{args.size[1]}"
+    print(f"{entry.name}  ({entry.kind}, {entry.arch})  timm: timm.create_model({entry.timm_name!r})")
+    print(f"params {st.params_m:.1f} M, {st.gflops[size]:.1f} GFLOPs at 1x3x{size}\n")
+    print(format_table(["level", "stride", "channels", "output shape"], rows))
+    print(f"\nweights: {', '.join(st.weights) or '-'}")
+    print("\nmmdet config:\n" + snippet)
+    return 0
+
+
+def _add_viz(sub) -> None:
+    p = sub.add_parser("viz", help="draw feature-activation heat maps of every level over an image",
+                       description="Run a model on an image and write a PNG: the input and, per level, a heat map "
+                                   "(mean |activation| or first principal component over channels) overlaid at the "
+                                   "image's scale, titled with level, stride and shape.",
+                       epilog="examples:\n  featx viz photo.jpg --model ResNet50FPN --weights DEFAULT -o maps.png\n"
+                              "  featx viz photo.jpg --model ResNet18 --method pca",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("image", help="image file ('sample' for matplotlib's bundled photo)")
+    p.add_argument("--model", default="ResNet50FPN", help="catalogue name (default ResNet50FPN)")
+    p.add_argument("--weights", help="weights for the model (featx weights=)")
+    p.add_argument("--size", type=int, default=512, help="shorter image side fed to the model (default 512)")
+    p.add_argument("--method", choices=["mean", "pca"], default="mean", help="channel reduction (default mean)")
+    p.add_argument("-o", "--output", default="featx_viz.png", help="PNG path (default featx_viz.png)")
+    p.set_defaults(func=_cmd_viz)
+
+
+def run_viz(image: str, model_name: str, out: str, weights: Optional[str] = None, size: int = 512,
+            method: str = "mean") -> tuple[int, int, int]:
+    import torch
+    import torchvision.transforms.v2.functional as TF
+
+    import featx
+    from featx.images import IMAGENET_MEAN, IMAGENET_STD, load_image, sample_image_path
+    from featx.viz import feature_figure
+
+    img = load_image(sample_image_path() if image == "sample" else image)
+    img = TF.resize(img, size, antialias=True)
+    x = TF.normalize(img, list(IMAGENET_MEAN), list(IMAGENET_STD))[None]
+    torch.manual_seed(0)
+    model = featx.create_model(model_name, weights=weights).eval()
+    with torch.inference_mode():
+        feats = model(x)
+    titles = [f"{f.name}  stride {f.stride}  {f.channels}x{o.shape[-2]}x{o.shape[-1]}" for f, o in zip(model.feature_info, feats)]
+    note = model.load_report.source if model.load_report else "random init (seed 0)"
+    return feature_figure(img, [f[0] for f in feats], titles, out, method, f"{model_name}: {method} activation | weights: {note}")
+
+
+def _cmd_viz(args) -> int:
+    w, h, panels = run_viz(args.image, args.model, args.output, args.weights, args.size, args.method)
+    print(f"wrote {args.output} ({w}x{h} px, {panels} panels: input + {panels - 1} levels)")
     return 0
 
 
@@ -332,7 +445,7 @@ def _cmd_parity(args) -> int:
     return 0 if r.passed else 1
 
 
-_SUBCOMMANDS: list[Callable] = [_add_list, _add_demo, _add_export, _add_parity, _add_check_weights]
+_SUBCOMMANDS: list[Callable] = [_add_list, _add_info, _add_demo, _add_export, _add_parity, _add_check_weights, _add_viz]
 
 
 def build_parser() -> argparse.ArgumentParser:

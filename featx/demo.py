@@ -1,4 +1,5 @@
-"""`make demo`: build a featx pyramid, run it on a real photo, export it to ONNX and check parity.
+"""`make demo`: build a featx pyramid, run it on a real photo, draw its feature maps, export it to
+ONNX and check parity.
 
     python -m featx.demo [--model ResNet50FPN] [--image PATH] [--threads 2] [--no-export]
 
@@ -77,13 +78,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
           f"ImageNet mean/std, padded to /32) | {torch.get_num_threads()} threads\n")
     print(format_table(["level", "stride", "channels", "output shape"], r["rows"]))
     print(f"\nforward: {r['forward_s'] * 1000:.0f} ms (median of 3 after warm-up)")
+    from featx.cli import run_viz
+
+    out_dir = Path(args.export_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    png = out_dir / f"{args.model}_features.png"
+    w, h, panels = run_viz(str(args.image or "sample"), args.model, str(png), weights)
+    print(f"feature maps: {png} ({w}x{h} px, input + {panels - 1} levels)")
     if args.no_export:
         return 0
 
     from featx.onnx import export_onnx, ort_parity
 
-    out_dir = Path(args.export_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     onnx_path = out_dir / f"{args.model}_dynamic_fp32.onnx"
     print(f"\n== ONNX export -> {onnx_path}")
     cfg = {"type": f"featx.{args.model}", **({"weights": weights} if weights else {})}

@@ -30,3 +30,26 @@ def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
 
 def drop_head(state: dict, prefixes: tuple[str, ...] = ("fc.",)) -> dict:
     return {k: v for k, v in state.items() if not k.startswith(prefixes)}
+
+
+class CliResult:
+    def __init__(self, returncode: int, stdout: str, stderr: str):
+        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
+
+
+def run_cli(*args: str) -> CliResult:
+    """Run ``featx <args>`` in this process (what the console script and tools/*.py call)."""
+    import contextlib
+    import io
+
+    from featx.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(list(args))
+        except SystemExit as e:  # argparse usage errors and --help
+            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+            if isinstance(e.code, str):
+                err.write(e.code + "\n")
+    return CliResult(code, out.getvalue(), err.getvalue())

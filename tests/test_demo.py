@@ -20,8 +20,9 @@ def test_sample_photo_preprocessed_like_torchvision_detection():
     assert batch[0, :, 940:, :].abs().max() == 0  # padding rows are zero
 
 
-def test_demo_prints_pyramid_table(capsys):
-    assert demo.main(["--model", "ResNet18FPN", "--no-export"]) == 0
+def test_demo_prints_pyramid_table(capsys, tmp_path):
+    assert demo.main(["--model", "ResNet18FPN", "--no-export", "--export-dir", str(tmp_path)]) == 0
+    assert (tmp_path / "ResNet18FPN_features.png").is_file()
     out = capsys.readouterr().out
     assert "input 1x3x960x800" in out
     rows = [line.split() for line in out.splitlines() if line.startswith("P")]

@@ -12,20 +12,25 @@ import pytest
 import torch
 from onnx import numpy_helper
 
+from helpers import run_cli
 from featx.onnx import (ExportError, ExportSettings, ParityError, export_onnx, ort_parity, read_metadata)
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _cli(*args, timeout=600):
-    return subprocess.run([sys.executable, "-m", "featx.cli", *args], capture_output=True, text=True,
-                          cwd=ROOT, timeout=timeout)
+def _cli(*args):
+    return run_cli(*args)
+
+
+def _tool(script, *args):
+    return subprocess.run([sys.executable, str(ROOT / "tools" / script), *args], capture_output=True, text=True,
+                          cwd=ROOT, timeout=600)
 
 
 @pytest.fixture(scope="module")
 def r50fpn_onnx(tmp_path_factory):
     path = tmp_path_factory.mktemp("onnx") / "r50fpn.onnx"
-    r = _cli("export", "ResNet50FPN", "-o", str(path))
+    r = _tool("export_onnx.py", "ResNet50FPN", "-o", str(path))
     assert r.returncode == 0, r.stderr[-3000:]
     return path, r.stdout
 
@@ -38,7 +43,7 @@ def test_export_resnet50fpn_dynamic_and_cpu_parity(r50fpn_onnx, tmp_path):
     model = onnx.load(str(path))
     assert [i.name for i in model.graph.input] == ["input"]
     assert [o.name for o in model.graph.output] == ["p2", "p3", "p4", "p5", "p6"]
-    r = _cli("parity", str(path), "--sizes", "512x512", "801x1333", "333x517", "--batch", "1", "2",
+    r = _tool("ort_parity.py", str(path), "--sizes", "512x512", "801x1333", "333x517", "--batch", "1", "2",
              "--repeats", "1", "--threads", "2", "--json", str(tmp_path / "parity.json"))
     assert r.returncode == 0, r.stdout + r.stderr
     report = json.loads((tmp_path / "parity.json").read_text())

@@ -268,7 +268,9 @@ def test_check_weights_tool_passes_and_fails_on_perturbed_tensor(tmp_path):
 
 
 def test_check_weights_all_random_offline(tmp_path):
-    r = _tool("--all", "--pattern", "resnet18*", "--sizes", "64x64", "--json", str(tmp_path / "all.json"))
+    from helpers import run_cli
+
+    r = run_cli("check-weights", "--all", "--pattern", "resnet18*", "--sizes", "64x64", "--json", str(tmp_path / "all.json"))
     assert r.returncode == 0, r.stdout + r.stderr
     assert "3 passed, 0 failed" in r.stdout
     data = json.loads((tmp_path / "all.json").read_text())
@@ -276,7 +278,9 @@ def test_check_weights_all_random_offline(tmp_path):
 
 
 def test_check_weights_bad_usage():
-    r = _tool("ResNet51FPN", "--sizes", "64x64")
+    from helpers import run_cli
+
+    r = run_cli("check-weights", "ResNet51FPN", "--sizes", "64x64")
     assert r.returncode == 1 and "Close matches: ResNet50FPN" in r.stdout
-    r = _tool()
+    r = run_cli("check-weights")
     assert r.returncode != 0 and "give a MODEL or --all" in r.stderr

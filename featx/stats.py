@@ -1,0 +1,123 @@
+"""Model facts without running real data: pyramid shapes, parameters, FLOPs, loadable weights.
+
+Everything runs on PyTorch's ``meta`` device (shapes only, no arithmetic), so a ResNet-152 FPN at
+800x1216 is measured in about a second. FLOPs are ``torch.utils.flop_counter`` counts
+(2 x multiply-adds of convolutions and matmuls).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from featx.models import ModelEntry, get_entry
+
+__all__ = ["ModelStats", "model_stats", "pyramid_table", "mmdet_config", "loadable_weights", "STAT_SIZES"]
+
+STAT_SIZES: tuple[tuple[int, int], ...] = ((224, 224), (800, 1216))
+
+
+@dataclass
+class ModelStats:
+    name: str
+    timm_name: str
+    family: str
+    kind: str
+    levels: list[str]
+    strides: list[int]
+    channels: list[int]
+    params_m: float
+    gflops: dict[str, float] = field(default_factory=dict)
+    weights: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _flops_and_shapes(module: nn.Module, inputs: Any) -> tuple[float, list[tuple[int, ...]]]:
+    with torch.device("meta"), FlopCounterMode(display=False) as counter:
+        outs = module(inputs)
+    return counter.get_total_flops() / 1e9, [tuple(o.shape) for o in outs]
+
+
+@lru_cache(maxsize=None)
+def _backbone_cost(arch: str, size: tuple[int, int]) -> tuple[float, tuple[tuple[int, ...], ...]]:
+    """GFLOPs and C2..C5 shapes of the default backbone of ``arch`` (shared by its composites)."""
+    from featx.backbones.resnet import ResNet
+
+    with torch.device("meta"):
+        backbone = ResNet(arch=arch).eval()
+        x = torch.empty(1, 3, *size)
+    flops, shapes = _flops_and_shapes(backbone, x)
+    return flops, tuple(shapes)
+
+
+def _build_meta(entry: ModelEntry) -> nn.Module:
+    with torch.device("meta"):
+        return entry.build().eval()
+
+
+def loadable_weights(entry: ModelEntry) -> list[str]:
+    """torchvision weight names the model takes, plus the torchvision detectors it can hold."""
+    from torchvision.models import get_model_weights
+
+    from featx.weights import DETECTION_PRESETS
+
+    try:
+        names = [w.name for w in get_model_weights(entry.arch)]
+    except (ValueError, KeyError):
+        names = []
+    if entry.kind == "composite":
+        names += [d for d, p in DETECTION_PRESETS.items() if p["model"] == entry.name]
+    return names
+
+
+def model_stats(name: str, sizes: Sequence[tuple[int, int]] = STAT_SIZES) -> ModelStats:
+    """Facts about a catalogue model with its default options."""
+    entry = get_entry(name)
+    model = _build_meta(entry)
+    params = sum(p.numel() for p in model.parameters()) / 1e6
+    gflops = {}
+    for size in sizes:
+        flops, shapes = _backbone_cost(entry.arch, tuple(size))
+        if entry.kind == "composite":
+            with torch.device("meta"):
+                feats = [torch.empty(s) for s in shapes]
+            neck_flops, _ = _flops_and_shapes(model.neck, feats)
+            flops += neck_flops
+        gflops[f"{size[0]}x{size[1]}"] = round(flops, 2)
+    infos = model.feature_info
+    return ModelStats(entry.name, entry.timm_name, entry.family, entry.kind, [f.name for f in infos],
+                      [f.stride for f in infos], [f.channels for f in infos], round(params, 2), gflops,
+                      loadable_weights(entry))
+
+
+def pyramid_table(name: str, size: tuple[int, int], batch: int = 1, **kwargs: Any) -> list[list]:
+    """Rows of (level, stride, channels, output shape) of a catalogue model for ``(batch, 3, H, W)``."""
+    with torch.device("meta"):
+        model = get_entry(name).build(**kwargs).eval()
+        outs = model(torch.empty(batch, 3, *size))
+    return [[f.name, f.stride, f.channels, tuple(o.shape)] for f, o in zip(model.feature_info, outs)]
+
+
+def mmdet_config(entry: ModelEntry) -> str:
+    """The snippet to paste into an mmdet config for this model."""
+    if entry.kind == "backbone":
+        return (f'backbone=dict(type="featx.{entry.name}", out_indices=(0, 1, 2, 3), frozen_stages=1, '
+                f'norm_eval=True),\ncustom_imports=dict(imports=["featx"], allow_failed_imports=False)')
+    with torch.device("meta"):
+        model = entry.build()
+    return (f'backbone=dict(type="featx.{entry.name}", frozen_stages=1, norm_eval=True),  '
+            f'# out_channels={model.out_channels}, strides={model.strides}\n'
+            'neck=None,\ncustom_imports=dict(imports=["featx"], allow_failed_imports=False)')
+
+
+def all_stats(pattern: str | None = None) -> list[ModelStats]:
+    from featx.models import list_models
+
+    return [model_stats(n) for n in list_models(pattern)]
+

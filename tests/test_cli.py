@@ -1,0 +1,110 @@
+"""The `featx` command end to end, in subprocesses, and the README model table."""
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from helpers import run_cli
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def featx(*args):
+    return run_cli(*args)
+
+
+def test_console_script_is_installed():
+    exe = Path(sys.executable).with_name("featx")
+    r = subprocess.run([str(exe), "--help"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0
+    for sub in ("list", "info", "demo", "export", "parity", "check-weights", "viz"):
+        assert sub in r.stdout
+
+
+@pytest.mark.parametrize("sub", ["list", "info", "demo", "export", "parity", "check-weights", "viz"])
+def test_every_subcommand_has_help_with_example(sub):
+    r = featx(sub, "--help")
+    assert r.returncode == 0 and "example" in r.stdout.lower()
+
+
+def test_list_table_and_json():
+    r = featx("list", "ResNet18*")
+    assert r.returncode == 0
+    rows = {line.split()[0]: line.split() for line in r.stdout.splitlines()[2:]}
+    assert set(rows) == {"ResNet18", "ResNet18FPN", "ResNet18RetinaFPN"}
+    # name, timm name, levels, strides, channels, params, GFLOPs 224, GFLOPs 800x1216, weights
+    assert rows["ResNet18"][1:8] == ["featx_resnet18", "C2-C5", "4/8/16/32", "64/128/256/512", "11.2", "3.6", "70.3"]
+    assert rows["ResNet18FPN"][2:5] == ["P2-P6", "4/8/16/32/64", "256"]
+    j = featx("list", "ResNet18*", "--json")
+    data = {d["name"]: d for d in json.loads(j.stdout)}
+    assert data["ResNet18"]["params_m"] == 11.18 and data["ResNet18"]["weights"] == ["IMAGENET1K_V1"]
+    assert data["ResNet18RetinaFPN"]["strides"] == [8, 16, 32, 64, 128]
+
+
+def test_info_pyramid_and_config():
+    r = featx("info", "featx_resnet50_fpn", "--size", "801x1333")
+    assert r.returncode == 0
+    assert re.search(r"P2\s+4\s+256\s+1x256x201x334", r.stdout) and re.search(r"P6\s+64\s+256\s+1x256x13x21", r.stdout)
+    assert 'backbone=dict(type="featx.ResNet50FPN"' in r.stdout and "timm.create_model('featx_resnet50_fpn')" in r.stdout
+    j = json.loads(featx("info", "ResNet18", "--size", "64x64", "--json").stdout)
+    assert [lv["shape"] for lv in j["levels"]] == [[1, 64, 16, 16], [1, 128, 8, 8], [1, 256, 4, 4], [1, 512, 2, 2]]
+
+
+def test_viz_writes_png_with_a_panel_per_level(tmp_path):
+    out = tmp_path / "maps.png"
+    r = featx("viz", "sample", "--model", "ResNet18RetinaFPN", "--size", "128", "-o", str(out), "--method", "pca")
+    assert r.returncode == 0, r.stderr
+    assert "6 panels: input + 5 levels" in r.stdout
+    with Image.open(out) as im:
+        assert im.size == (1200, 800)  # 3 x 2 panels of 400 px
+
+
+def test_viz_reduce_map():
+    import torch
+
+    from featx.viz import reduce_map
+
+    f = torch.zeros(8, 4, 5)
+    f[:, 1, 2] = 3.0
+    m = reduce_map(f, "mean")
+    assert m.shape == (4, 5) and m[1, 2] == 1.0 and m.sum() == 1.0
+    p = reduce_map(torch.randn(16, 6, 7), "pca")
+    assert p.shape == (6, 7) and p.min() == 0 and p.max() == 1
+    with pytest.raises(ValueError, match="one feature map"):
+        reduce_map(torch.zeros(1, 2, 3, 4))
+
+
+@pytest.mark.parametrize("args,words", [
+    (["info", "ResNet51FPN"], "unknown featx model 'ResNet51FPN'. Close matches: ResNet50FPN"),
+    (["viz", "/nonexistent.jpg", "--model", "ResNet18"], "image not found: /nonexistent.jpg"),
+    (["list", "nomodel*"], "no model matches"),
+])
+def test_errors_are_one_line(args, words):
+    r = featx(*args)
+    assert r.returncode == 1
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert words in lines[0] and lines[1].strip() == "(run with --debug for the full traceback)"
+    assert "Traceback" not in r.stderr
+    d = subprocess.run([sys.executable, "-m", "featx.cli", "--debug", *args], capture_output=True, text=True,
+                       cwd=ROOT, timeout=300) if args[0] == "info" else None
+    assert d is None or "Traceback" in d.stderr
+
+
+def test_bad_flag_exits_nonzero():
+    r = featx("list", "--bogus")
+    assert r.returncode == 2 and "unrecognized arguments: --bogus" in r.stderr
+
+
+@pytest.mark.slow
+def test_readme_model_table_is_current():
+    r = featx("list", "--markdown")
+    assert r.returncode == 0
+    readme = (ROOT / "README.md").read_text()
+    current = readme.split("<!-- featx-list:start -->\n")[1].split("\n<!-- featx-list:end -->")[0]
+    assert current.strip() == r.stdout.strip(), "README model table is stale: paste `featx list --markdown`"
