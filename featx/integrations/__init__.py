@@ -1,0 +1,1 @@
+"""Adapters that put featx models into other libraries' detectors."""
