@@ -1,0 +1,62 @@
+"""The shapes dataset (valid COCO, exact boxes) and a short detector training run."""
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+import pytest
+from pycocotools.coco import COCO
+
+from featx.detection.shapes import CATEGORIES, make_shapes_dataset, render_image
+from helpers import run_cli
+
+
+def test_shapes_boxes_are_exact():
+    rng = random.Random(3)
+    checked = 0
+    for _ in range(20):
+        img, objects = render_image(rng, size=128)
+        pixels = np.array(img)
+        for o in objects:
+            x, y, w, h = o["bbox"]
+            mask = o["mask"]
+            ys, xs = np.nonzero(mask)
+            assert (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1) == (x, y, x + w, y + h)
+            # the object was drawn exactly where its mask is, in its colour
+            assert (pixels[mask] == np.array(o["colour"], dtype=np.uint8)).all()
+            # the box is tight: every edge of it touches the object, nothing of it lies outside
+            assert mask[y, x:x + w].any() and mask[y + h - 1, x:x + w].any()
+            assert mask[y:y + h, x].any() and mask[y:y + h, x + w - 1].any()
+            assert mask.sum() == mask[y:y + h, x:x + w].sum() == o["area"]
+            checked += 1
+    assert checked > 40
+
+
+def test_shapes_dataset_is_valid_coco(tmp_path):
+    paths = make_shapes_dataset(tmp_path, num_train=12, num_val=4, seed=1)
+    coco = COCO(str(paths["train"]))
+    assert len(coco.getImgIds()) == 12 and [c["name"] for c in coco.loadCats(coco.getCatIds())] == \
+        [c["name"] for c in CATEGORIES]
+    anns = coco.loadAnns(coco.getAnnIds())
+    assert anns and all(a["iscrowd"] == 0 and a["area"] > 0 for a in anns)
+    for img in coco.loadImgs(coco.getImgIds()):
+        assert (tmp_path / "train" / img["file_name"]).is_file()
+    for a in anns:
+        x, y, w, h = a["bbox"]
+        assert 0 <= x and 0 <= y and x + w <= 128 and y + h <= 128 and w >= 1 and h >= 1
+    data = json.loads(paths["val"].read_text())
+    assert len(data["images"]) == 4
+
+
+@pytest.mark.slow
+def test_short_detector_training_halves_the_loss(tmp_path):
+    r = run_cli("train-detector", str(tmp_path / "shapes"), "--make-shapes", "--num-train", "48", "--num-val", "8",
+                "--iters", "60", "--batch", "4", "--out", str(tmp_path / "out"))
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    first, last = metrics["loss_first10"], metrics["loss_last10"]
+    assert metrics["iters"] == 60
+    assert sum(last) / len(last) <= 0.5 * sum(first) / len(first), (first, last)
+    assert (tmp_path / "out" / "detector.pth").is_file()
+    assert "val COCO bbox: mAP@0.5" in r.stdout
