@@ -467,6 +467,7 @@ def _add_train_detector(sub) -> None:
     p.add_argument("--minutes", type=float, default=15.0, help="stop training after this many minutes (default 15)")
     p.add_argument("--batch", type=int, default=8, help="images per iteration (default 8)")
     p.add_argument("--lr", type=float, default=0.02, help="peak SGD learning rate (default 0.02)")
+    p.add_argument("--warmup", type=int, default=50, help="linear warm-up iterations (default 50)")
     p.add_argument("--image-size", type=int, default=128, help="resize images to this side (default 128)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="folder for detector.pth and metrics.json")
@@ -485,7 +486,7 @@ def _cmd_train_detector(args) -> int:
         print(f"writing the shapes dataset ({args.num_train} train / {args.num_val} val) to {root} ...", flush=True)
         make_shapes_dataset(root, args.num_train, args.num_val, seed=args.seed)
     cfg = DetectorTrainConfig(model=args.model, weights=args.weights, image_size=args.image_size, batch_size=args.batch,
-                              lr=args.lr, max_iters=args.iters, time_limit_s=args.minutes * 60, seed=args.seed)
+                              lr=args.lr, warmup_iters=args.warmup, max_iters=args.iters, time_limit_s=args.minutes * 60, seed=args.seed)
     r = train_detector(root, cfg, Path(args.out) if args.out else None, log=lambda m: print(m, flush=True))
     m = r["metrics"]
     first, last = r["losses"][:10], r["losses"][-10:]
