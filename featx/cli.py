@@ -502,7 +502,102 @@ def _cmd_train_detector(args) -> int:
     return 0
 
 
-_SUBCOMMANDS: list[Callable] = [_add_list, _add_info, _add_demo, _add_export, _add_parity, _add_check_weights, _add_viz, _add_train_detector]
+# -- benchmark ---------------------------------------------------------------------------------
+def _add_bench(sub) -> None:
+    from featx.bench import ENTRIES
+
+    p = sub.add_parser(
+        "bench", help="time featx against torchvision / timm / ONNX Runtime in one run",
+        description="Time each entry on the same random input with the same thread count: median and 25-75%% "
+                    "spread after warm-up, images/s, ratio to torchvision's resnet_fpn_backbone in this run, GFLOPs "
+                    "(torch.utils.flop_counter) and achieved GFLOP/s against the measured fp32 matmul peak. "
+                    f"Entries: {', '.join(ENTRIES)} (featx_compile only when named).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n"
+               "  featx bench --threads 2 --json bench.json --png bench.png\n"
+               "  featx bench --model ResNet18FPN --sizes 512x512 --batch 1 --entries torchvision featx featx_optimized\n",
+    )
+    p.add_argument("--model", default="ResNet50FPN", help="featx composite (default ResNet50FPN)")
+    p.add_argument("--sizes", type=_size, nargs="+", default=[(512, 512), (800, 1216)], help="HxW (default 512x512 800x1216)")
+    p.add_argument("--batch", type=int, nargs="+", default=[1, 4], help="every size at the first, the first size at the rest")
+    p.add_argument("--entries", nargs="+", default=list(ENTRIES[:5]), choices=list(ENTRIES), help="what to time")
+    p.add_argument("--threads", type=int, default=None, help="torch/ORT threads (default: torch's)")
+    p.add_argument("--repeats", type=int, default=5, help="timed runs per entry and input (default 5)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed runs first (default 1)")
+    p.add_argument("--memory", action="store_true", help="also measure peak RSS in a fresh process per entry")
+    p.add_argument("--json", metavar="PATH", help="write the results as JSON")
+    p.add_argument("--markdown", action="store_true", help="print a markdown table")
+    p.add_argument("--png", metavar="PATH", help="write a bar chart of latency relative to torchvision")
+    p.set_defaults(func=_cmd_bench)
+
+
+def _cmd_bench(args) -> int:
+    import torch
+
+    from featx.bench import run_benchmark
+    from featx.report import format_table
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    r = run_benchmark(args.model, args.sizes, args.batch, args.entries, args.warmup, args.repeats, args.memory,
+                      log=lambda m: print(m, file=sys.stderr, flush=True))
+    headers = ["entry", "input", "median ms", "p25-p75 ms", "img/s", "vs torchvision", "GFLOPs", "GFLOP/s", "of peak"]
+    if args.memory:
+        headers.append("peak RSS MB")
+    rows = []
+    for x in r["rows"]:
+        if "error" in x:
+            rows.append([x["entry"], "x".join(map(str, x.get("input", []))) or "-", "failed: " + x["error"][:60]]
+                        + [""] * (len(headers) - 3))
+            continue
+        row = [x["entry"], "x".join(map(str, x["input"])), f"{x['median_ms']:.0f}", f"{x['p25_ms']:.0f}-{x['p75_ms']:.0f}",
+               f"{x['images_per_s']:.2f}", f"{x['vs_torchvision']:.2f}x" if x["vs_torchvision"] else "-",
+               f"{x['gflops']:.1f}", f"{x['achieved_gflops_s']:.1f}", f"{100 * x['of_peak']:.0f}%"]
+        if args.memory:
+            row.append(str(x.get("peak_rss_mb")))
+        rows.append(row)
+    print(f"{r['model']} ({r['params_m']} M params) | {r['threads']} threads | fp32 matmul peak "
+          f"{r['matmul_peak_gflops']:.1f} GFLOP/s | {r['device']}")
+    print(markdown_table(headers, rows) if args.markdown else format_table(headers, rows))
+    if args.json:
+        from featx.io import write_json
+
+        write_json(args.json, r)
+    if args.png:
+        _bench_chart(r, args.png)
+        print(f"chart: {args.png}")
+    return 0
+
+
+def _bench_chart(r: dict, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from featx.io import atomic_path
+
+    rows = [x for x in r["rows"] if "error" not in x and x.get("vs_torchvision")]
+    inputs = list(dict.fromkeys("x".join(map(str, x["input"])) for x in rows))
+    entries = list(dict.fromkeys(x["entry"] for x in rows))
+    fig, ax = plt.subplots(figsize=(8, 4), dpi=100)
+    width = 0.8 / max(1, len(entries))
+    for j, e in enumerate(entries):
+        vals = [next((x["vs_torchvision"] for x in rows if x["entry"] == e and "x".join(map(str, x["input"])) == i), 0)
+                for i in inputs]
+        ax.bar([k + j * width for k in range(len(inputs))], vals, width, label=e)
+    ax.axhline(1.0, color="k", lw=0.8)
+    ax.set_xticks([k + width * (len(entries) - 1) / 2 for k in range(len(inputs))], inputs)
+    ax.set_ylabel("latency / torchvision (lower is faster)")
+    ax.set_title(f"{r['model']}, {r['threads']} threads, {r['device']}")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+
+
+_SUBCOMMANDS: list[Callable] = [_add_list, _add_info, _add_demo, _add_export, _add_parity, _add_check_weights, _add_viz, _add_train_detector, _add_bench]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -136,7 +136,10 @@ def export_onnx(
         raise ExportError(f"exporter must be 'dynamo' or 'torchscript', got {settings.exporter!r}")
     if settings.batch < 1:
         raise ExportError(f"batch must be >= 1, got {settings.batch}")
-    net = build_from_config(cfg, seed)
+    from featx.inference import optimize_for_inference
+
+    # the same inference path as eager: BatchNorm folded into the convolutions before tracing
+    net = optimize_for_inference(build_from_config(cfg, seed), channels_last=False)
     infos = list(net.feature_info)
     out_names = [f.name.lower() for f in infos]
     minimum = _min_input_size(net)

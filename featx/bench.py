@@ -1,0 +1,185 @@
+"""Benchmark featx against what a user would pick instead, in one run, same input and threads.
+
+Entries (each an ``(N, 3, H, W) -> pyramid`` callable):
+  torchvision      ``resnet_fpn_backbone`` (FrozenBatchNorm2d, eval) - the reference for ratios
+  timm+tv_fpn      timm ``features_only`` + torchvision ``FeaturePyramidNetwork`` + max-pool P6
+  featx            featx eager
+  featx_optimized  ``featx.inference.optimize_for_inference`` (BN folded, channels_last)
+  featx_ort        the featx model exported to ONNX, in ONNX Runtime (CPU, or CUDA when present)
+  featx_compile    ``torch.compile`` of the optimized model (opt-in: compiling takes minutes)
+
+Reported per entry and input: median latency and spread (25th-75th percentile) after warm-up,
+images/s, ratio to torchvision in the same run, GFLOPs (``torch.utils.flop_counter``) and achieved
+GFLOP/s against this machine's measured fp32 matmul peak. ``peak_rss_mb`` (``--memory``) is the
+peak resident memory of a fresh process that builds the entry and runs one forward.
+"""
+from __future__ import annotations
+
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+import torch
+from torch import nn
+
+__all__ = ["ENTRIES", "measure_matmul_peak", "run_benchmark", "build_entry"]
+
+ENTRIES = ("torchvision", "timm+tv_fpn", "featx", "featx_optimized", "featx_ort", "featx_compile")
+_TV_ARCH = {"ResNet18FPN": "resnet18", "ResNet34FPN": "resnet34", "ResNet50FPN": "resnet50",
+            "ResNet101FPN": "resnet101", "ResNet152FPN": "resnet152"}
+
+
+def measure_matmul_peak(n: int = 2048, repeats: int = 5) -> float:
+    """fp32 GFLOP/s of an ``n x n`` matmul on this machine with the current thread count (median)."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - t)
+    return 2 * n**3 / statistics.median(times) / 1e9
+
+
+class _TimmFPN(nn.Module):
+    def __init__(self, arch: str) -> None:
+        super().__init__()
+        import timm
+        from torchvision.ops import FeaturePyramidNetwork
+        from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
+
+        self.body = timm.create_model(arch, pretrained=False, features_only=True, out_indices=(1, 2, 3, 4))
+        self.fpn = FeaturePyramidNetwork(self.body.feature_info.channels(), 256, extra_blocks=LastLevelMaxPool())
+
+    def forward(self, x):
+        return self.fpn({str(i): f for i, f in enumerate(self.body(x))})
+
+
+def build_entry(name: str, model: str, workdir: Path) -> Callable[[torch.Tensor], Any]:
+    """The callable for one benchmark entry (models in eval mode, no autograd)."""
+    import featx
+
+    arch = _TV_ARCH.get(model)
+    if name == "torchvision":
+        from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
+
+        if arch is None:
+            raise ValueError(f"torchvision has no resnet_fpn_backbone for {model}")
+        net = resnet_fpn_backbone(backbone_name=arch, weights=None, trainable_layers=5).eval()
+    elif name == "timm+tv_fpn":
+        if arch is None:
+            raise ValueError(f"no timm counterpart for {model}")
+        net = _TimmFPN(arch).eval()
+    elif name == "featx":
+        net = featx.create_model(model).eval()
+    elif name in ("featx_optimized", "featx_compile"):
+        from featx.inference import optimize_for_inference
+
+        net = optimize_for_inference(featx.create_model(model))
+        if name == "featx_compile":
+            net = torch.compile(net)
+    elif name == "featx_ort":
+        import onnxruntime as ort
+
+        from featx.onnx import export_onnx
+
+        path = workdir / f"{model}.onnx"
+        if not path.exists():
+            export_onnx(model, path, log=lambda m: None)
+        providers = ["CUDAExecutionProvider"] if "CUDAExecutionProvider" in ort.get_available_providers() \
+            and torch.cuda.is_available() else ["CPUExecutionProvider"]
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = torch.get_num_threads()
+        session = ort.InferenceSession(str(path), options, providers=providers)
+        return lambda x: session.run(None, {"input": x.numpy()})
+    else:
+        raise ValueError(f"unknown entry {name!r}; expected one of {ENTRIES}")
+
+    def call(x: torch.Tensor):
+        with torch.inference_mode():
+            return net(x)
+
+    return call
+
+
+def _time(fn: Callable, x: torch.Tensor, warmup: int, repeats: int) -> list[float]:
+    for _ in range(warmup):
+        fn(x)
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn(x)
+        times.append((time.perf_counter() - t) * 1000)
+    return times
+
+
+def _peak_rss_mb(entry: str, model: str, size: tuple[int, int], batch: int) -> Optional[float]:
+    code = (f"import resource, torch; torch.set_num_threads({torch.get_num_threads()}); from pathlib import Path; "
+            f"from featx.bench import build_entry; import tempfile; d=Path(tempfile.mkdtemp()); "
+            f"f=build_entry({entry!r}, {model!r}, d); f(torch.rand({batch}, 3, {size[0]}, {size[1]})); "
+            f"print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=900)
+    return round(float(r.stdout.strip().splitlines()[-1]), 1) if r.returncode == 0 else None
+
+
+def run_benchmark(
+    model: str = "ResNet50FPN",
+    sizes: Sequence[tuple[int, int]] = ((512, 512), (800, 1216)),
+    batches: Sequence[int] = (1, 4),
+    entries: Sequence[str] = ENTRIES[:5],
+    warmup: int = 1,
+    repeats: int = 5,
+    memory: bool = False,
+    log: Callable = print,
+) -> dict[str, Any]:
+    """Time every entry on the same inputs; every size at ``batches[0]``, the first size at the rest."""
+    from featx.stats import _flops_and_shapes
+
+    peak = measure_matmul_peak()
+    log(f"matmul peak: {peak:.1f} GFLOP/s (fp32, 2048^3, {torch.get_num_threads()} threads)")
+    runs = [(s, batches[0]) for s in sizes] + [(sizes[0], b) for b in batches[1:]]
+    results: dict[str, Any] = {"model": model, "threads": torch.get_num_threads(), "matmul_peak_gflops": peak,
+                               "device": "cpu", "rows": []}
+    import featx
+
+    with torch.device("meta"):
+        meta_model = featx.create_model(model).eval()
+        params_m = sum(p.numel() for p in meta_model.parameters()) / 1e6
+    results["params_m"] = round(params_m, 2)
+    with tempfile.TemporaryDirectory() as tmp:
+        callables = {}
+        for name in entries:
+            log(f"building {name} ...")
+            try:
+                callables[name] = build_entry(name, model, Path(tmp))
+            except Exception as e:  # reported in the table, the others still run
+                results["rows"].append({"entry": name, "error": f"{type(e).__name__}: {str(e)[:200]}"})
+        for size, batch in runs:
+            with torch.device("meta"):
+                gflops, _ = _flops_and_shapes(meta_model, torch.empty(batch, 3, *size))
+            x = torch.randn(batch, 3, *size)
+            base = None
+            for name, fn in callables.items():
+                log(f"  {name} {batch}x3x{size[0]}x{size[1]} ...")
+                try:
+                    times = _time(fn, x, warmup if name != "featx_compile" else warmup + 1, repeats)
+                except Exception as e:
+                    results["rows"].append({"entry": name, "input": [batch, 3, *size], "error": f"{type(e).__name__}: {str(e)[:200]}"})
+                    continue
+                med = statistics.median(times)
+                q = statistics.quantiles(times, n=4) if len(times) > 1 else [med, med, med]
+                row = {"entry": name, "input": [batch, 3, *size], "median_ms": round(med, 1),
+                       "p25_ms": round(q[0], 1), "p75_ms": round(q[2], 1), "images_per_s": round(batch / med * 1000, 3),
+                       "gflops": round(gflops, 3), "achieved_gflops_s": round(gflops / med * 1000, 1),
+                       "of_peak": round(gflops / med * 1000 / peak, 3)}
+                if name == "torchvision":
+                    base = med
+                row["vs_torchvision"] = round(med / base, 3) if base else None
+                if memory:
+                    row["peak_rss_mb"] = _peak_rss_mb(name, model, size, batch)
+                results["rows"].append(row)
+    return results

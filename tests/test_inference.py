@@ -1,0 +1,54 @@
+"""The inference path (BN folded, channels_last) and the benchmark tool's report."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch.nn.modules.batchnorm import _BatchNorm
+from torchvision.ops import FrozenBatchNorm2d
+
+import featx
+from featx.inference import optimize_for_inference
+from helpers import randomize_norm_stats, rel_err, run_cli
+
+
+@pytest.mark.parametrize("name,kwargs", [
+    ("ResNet50FPN", {}),
+    ("ResNet18RetinaFPN", {"norm_cfg": "FrozenBN"}),
+    ("ResNet50", {"deep_stem": True, "avg_down": True}),
+    ("ResNet18FPN", {"neck": {"norm_cfg": "BN"}}),
+])
+def test_optimized_model_matches_within_1e5(name, kwargs):
+    model = randomize_norm_stats(featx.create_model(name, **kwargs), seed=7).eval()
+    bns = sum(isinstance(m, (_BatchNorm, FrozenBatchNorm2d)) for m in model.modules())
+    fast = optimize_for_inference(model)
+    assert fast.folded_batchnorms == bns  # every norm folded
+    assert not any(isinstance(m, (_BatchNorm, FrozenBatchNorm2d)) for m in fast.modules())
+    assert not any(p.requires_grad for p in fast.parameters())
+    x = torch.randn(2, 3, 67, 93)
+    with torch.no_grad():
+        ref, out = model(x), fast(x)
+    assert max(rel_err(o.contiguous(), r) for o, r in zip(out, ref)) <= 1e-5
+
+
+def test_original_model_is_untouched():
+    model = featx.create_model("ResNet18FPN")
+    fast = optimize_for_inference(model)
+    assert isinstance(model.backbone.bn1, torch.nn.BatchNorm2d) and isinstance(fast.backbone.bn1, torch.nn.Identity)
+    assert model.backbone.conv1.weight.requires_grad
+
+
+def test_bench_reports_ratios_against_torchvision(tmp_path):
+    r = run_cli("bench", "--model", "ResNet18FPN", "--sizes", "64x64", "--batch", "1", "2", "--repeats", "2",
+                "--entries", "torchvision", "timm+tv_fpn", "featx", "featx_optimized",
+                "--json", str(tmp_path / "b.json"), "--png", str(tmp_path / "b.png"))
+    assert r.returncode == 0, r.stderr[-2000:]
+    data = json.loads((tmp_path / "b.json").read_text())
+    assert data["matmul_peak_gflops"] > 0 and data["params_m"] == pytest.approx(13.8, abs=0.05)
+    rows = {(x["entry"], tuple(x["input"])): x for x in data["rows"]}
+    assert set(rows) == {(e, (b, 3, 64, 64)) for e in ("torchvision", "timm+tv_fpn", "featx", "featx_optimized") for b in (1, 2)}
+    assert rows[("torchvision", (1, 3, 64, 64))]["vs_torchvision"] == 1.0
+    x = rows[("featx", (2, 3, 64, 64))]
+    assert x["gflops"] > 0 and x["achieved_gflops_s"] == pytest.approx(x["gflops"] / x["median_ms"] * 1000, rel=0.02)
+    assert (tmp_path / "b.png").stat().st_size > 1000
