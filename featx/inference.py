@@ -72,13 +72,14 @@ def fold_batchnorm(model: nn.Module) -> int:
     return count
 
 
-def optimize_for_inference(model: nn.Module, channels_last: bool = True) -> nn.Module:
-    """A copy of ``model`` for inference: eval mode, BN folded, no gradients, channels_last weights.
+def optimize_for_inference(model: nn.Module, channels_last: bool = True, inplace: bool = False) -> nn.Module:
+    """A copy of ``model`` (or ``model`` itself with ``inplace=True``, which saves holding the weights
+    twice) for inference: eval mode, BN folded, no gradients, channels_last weights.
 
     Feed it inputs as usual; with ``channels_last`` the convolutions run in NHWC (oneDNN's
     preferred layout on CPUs) and outputs come back in that memory format (same values, same shape).
     """
-    m = copy.deepcopy(model).eval()
+    m = (model if inplace else copy.deepcopy(model)).eval()
     m.folded_batchnorms = fold_batchnorm(m)
     for p in m.parameters():
         p.requires_grad_(False)

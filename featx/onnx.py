@@ -139,7 +139,7 @@ def export_onnx(
     from featx.inference import optimize_for_inference
 
     # the same inference path as eager: BatchNorm folded into the convolutions before tracing
-    net = optimize_for_inference(build_from_config(cfg, seed), channels_last=False)
+    net = optimize_for_inference(build_from_config(cfg, seed), channels_last=False, inplace=True)
     infos = list(net.feature_info)
     out_names = [f.name.lower() for f in infos]
     minimum = _min_input_size(net)

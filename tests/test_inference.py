@@ -52,3 +52,9 @@ def test_bench_reports_ratios_against_torchvision(tmp_path):
     x = rows[("featx", (2, 3, 64, 64))]
     assert x["gflops"] > 0 and x["achieved_gflops_s"] == pytest.approx(x["gflops"] / x["median_ms"] * 1000, rel=0.02)
     assert (tmp_path / "b.png").stat().st_size > 1000
+
+
+def test_inplace_optimization_reuses_the_model():
+    model = featx.create_model("ResNet18")
+    fast = optimize_for_inference(model, inplace=True, channels_last=False)
+    assert fast is model and isinstance(model.bn1, torch.nn.Identity) and fast.folded_batchnorms == 20
