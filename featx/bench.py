@@ -159,7 +159,7 @@ def run_benchmark(
     log: Callable = print,
 ) -> dict[str, Any]:
     """Time every entry on the same inputs; every size at ``batches[0]``, the first size at the rest."""
-    from featx.stats import _flops_and_shapes
+    from featx.stats import flops_and_shapes
 
     peak = measure_matmul_peak()
     log(f"matmul peak: {peak:.1f} GFLOP/s (fp32, 2048^3, {torch.get_num_threads()} threads; measured again at the end)")
@@ -182,7 +182,7 @@ def run_benchmark(
                 results["rows"].append({"entry": name, "error": f"{type(e).__name__}: {str(e)[:200]}"})
         for size, batch in runs:
             with torch.device("meta"):
-                gflops, _ = _flops_and_shapes(meta_model, torch.empty(batch, 3, *size))
+                gflops, _ = flops_and_shapes(meta_model, torch.empty(batch, 3, *size))
             x = torch.randn(batch, 3, *size)
             base = None
             for name, fn in callables.items():

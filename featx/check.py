@@ -24,7 +24,7 @@ from torchvision.ops.feature_pyramid_network import LastLevelMaxPool, LastLevelP
 from featx.models import create_model, get_entry
 from featx.weights import DETECTION_PRESETS, detection_composite, read_checkpoint, unwrap_state_dict
 
-__all__ = ["LevelResult", "CheckReport", "check_weights", "checkable_models", "DEFAULT_SIZES"]
+__all__ = ["LevelResult", "CheckReport", "check_weights", "checkable_models", "randomize_norm_stats", "DEFAULT_SIZES"]
 
 DEFAULT_SIZES: tuple[tuple[int, int], ...] = ((224, 224), (333, 517))
 RANDOM = "random"
@@ -73,8 +73,8 @@ def checkable_models() -> list[str]:
     return [n for n, e in CATALOG.items() if e.family == "resnet"] + list(DETECTION_PRESETS)
 
 
-def _randomize(model: nn.Module, seed: int) -> nn.Module:
-    """Random BatchNorm statistics and affine values, so a mis-mapped norm cannot go unnoticed."""
+def randomize_norm_stats(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Random BatchNorm statistics and affine values (in place), so a mis-mapped norm cannot go unnoticed."""
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for m in model.modules():
@@ -221,7 +221,7 @@ def _check(report, model_name, weights, reference_weights, sizes, batch, tol, se
             report.reference = f"torchvision {entry.arch}"
 
     if weights == RANDOM or reference_weights == RANDOM:
-        _randomize(full_ref, seed)
+        randomize_norm_stats(full_ref, seed)
         with torch.no_grad():  # non-zero FPN biases, so a swapped bias shows
             for name, p in full_ref.named_parameters():
                 if ".fpn." in f".{name}" and name.endswith("bias"):

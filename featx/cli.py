@@ -299,8 +299,8 @@ def _add_export(sub) -> None:
                     "by default, named input `input` and outputs p2..p6 / c2..c5, featx metadata (levels, strides, "
                     "channels, input normalization, model config, weights), onnx.checker full check and shape "
                     "inference; written atomically (nothing is left behind on failure). Exporter: dynamo by default "
-                    "(correct symbolic output shapes, 30%% fewer nodes); --exporter torchscript exports ~7x faster "
-                    "but mislabels output dims.",
+                    "(output shapes as formulas of the input size, 30%% fewer nodes); --exporter torchscript exports ~4x faster "
+                    "but leaves output dims as free symbols.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="examples:\n"
                "  featx export ResNet50FPN                                  # export/ResNet50FPN_dynamic_fp32.onnx\n"
@@ -423,7 +423,8 @@ def _cmd_parity(args) -> int:
 
         model = build_from_config(_model_cfg_from_args(args.model, None, args.weights), args.seed)
     r = ort_parity(args.onnx, model=model, device=args.device, sizes=args.sizes, batches=args.batch, repeats=args.repeats,
-                   tf32=args.tf32, gate=gate, threads=args.threads, log=lambda m: print(m, file=sys.stderr, flush=True))
+                   tf32=args.tf32, gate=gate, threads=args.threads, log=lambda m: print(m, file=sys.stderr, flush=True),
+                   meta=meta)
     print(f"{args.onnx}: {meta.get('model_config', {}).get('type', '?')}  precision {r.precision}  "
           f"device {r.device}  providers used: {', '.join(r.providers)}")
     print(f"gate: max|err|/max|ref| <= {r.gate['max_rel']:g}, cosine >= {r.gate['min_cos']} ({r.gate['why']})\n")

@@ -28,10 +28,15 @@ def pyramid_rows(model: torch.nn.Module, outputs: Sequence[torch.Tensor]) -> lis
 
 def pick_weights(model_name: str) -> tuple[Optional[str], str]:
     """``("DEFAULT", note)`` when torchvision's default weights are cached, else ``(None, note)``."""
-    from featx.weights import _weights_enum_for, hub_checkpoint_path
+    from torchvision.models import get_model_weights
 
-    probe = featx.create_model(model_name)
-    enum = _weights_enum_for(probe)
+    from featx.models import get_entry
+    from featx.weights import hub_checkpoint_path
+
+    try:  # the catalogue knows the architecture; no need to build the model to ask
+        enum = get_model_weights(get_entry(model_name).arch)
+    except (ValueError, KeyError):
+        enum = None
     if enum is None:
         return None, "random init (no torchvision weights for this model)"
     path = hub_checkpoint_path(enum.DEFAULT.url)

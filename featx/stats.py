@@ -16,7 +16,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from featx.models import ModelEntry, get_entry
 
-__all__ = ["ModelStats", "model_stats", "pyramid_table", "mmdet_config", "loadable_weights", "STAT_SIZES"]
+__all__ = ["ModelStats", "model_stats", "flops_and_shapes", "pyramid_table", "mmdet_config", "loadable_weights", "STAT_SIZES"]
 
 STAT_SIZES: tuple[tuple[int, int], ...] = ((224, 224), (800, 1216))
 
@@ -38,7 +38,7 @@ class ModelStats:
         return asdict(self)
 
 
-def _flops_and_shapes(module: nn.Module, inputs: Any) -> tuple[float, list[tuple[int, ...]]]:
+def flops_and_shapes(module: nn.Module, inputs: Any) -> tuple[float, list[tuple[int, ...]]]:
     with torch.device("meta"), FlopCounterMode(display=False) as counter:
         outs = module(inputs)
     return counter.get_total_flops() / 1e9, [tuple(o.shape) for o in outs]
@@ -52,7 +52,7 @@ def _backbone_cost(arch: str, size: tuple[int, int]) -> tuple[float, tuple[tuple
     with torch.device("meta"):
         backbone = ResNet(arch=arch).eval()
         x = torch.empty(1, 3, *size)
-    flops, shapes = _flops_and_shapes(backbone, x)
+    flops, shapes = flops_and_shapes(backbone, x)
     return flops, tuple(shapes)
 
 
@@ -87,7 +87,7 @@ def model_stats(name: str, sizes: Sequence[tuple[int, int]] = STAT_SIZES) -> Mod
         if entry.kind == "composite":
             with torch.device("meta"):
                 feats = [torch.empty(s) for s in shapes]
-            neck_flops, _ = _flops_and_shapes(model.neck, feats)
+            neck_flops, _ = flops_and_shapes(model.neck, feats)
             flops += neck_flops
         gflops[f"{size[0]}x{size[1]}"] = round(flops, 2)
     infos = model.feature_info
@@ -114,10 +114,3 @@ def mmdet_config(entry: ModelEntry) -> str:
     return (f'backbone=dict(type="featx.{entry.name}", frozen_stages=1, norm_eval=True),  '
             f'# out_channels={model.out_channels}, strides={model.strides}\n'
             'neck=None,\ncustom_imports=dict(imports=["featx"], allow_failed_imports=False)')
-
-
-def all_stats(pattern: str | None = None) -> list[ModelStats]:
-    from featx.models import list_models
-
-    return [model_stats(n) for n in list_models(pattern)]
-

@@ -1,25 +1,9 @@
-"""Test scaffolding: make BN statistics matter and measure relative error."""
+"""Test scaffolding: relative error, head dropping, in-process CLI runs."""
 from __future__ import annotations
 
 import torch
-from torch import nn
-from torch.nn.modules.batchnorm import _BatchNorm
 
-
-def randomize_norm_stats(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Give every BatchNorm non-trivial running stats and affine params, so a wrong key or a
-    skipped norm changes the output."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, _BatchNorm):
-                n = m.num_features
-                m.running_mean.copy_(torch.randn(n, generator=g) * 0.1)
-                m.running_var.copy_(torch.rand(n, generator=g) * 0.5 + 0.75)
-                if m.affine:
-                    m.weight.copy_(torch.rand(n, generator=g) * 0.5 + 0.75)
-                    m.bias.copy_(torch.randn(n, generator=g) * 0.1)
-    return model
+from featx.check import randomize_norm_stats  # noqa: F401  (re-exported for the tests)
 
 
 def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:

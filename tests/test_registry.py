@@ -41,31 +41,17 @@ SMALL = dict(type="featx.ResNet18FPN", neck=dict(out_channels=16))
 def test_build_composite(registry, default_scope):
     cfgs = [SMALL, dict(type="featx.ResNet", depth=18), dict(type="featx.FPN", in_channels=[8, 16], out_channels=8, num_outs=3)]
     expected = [featx.models.ResNet18FPN, ResNet, FPN]
-    if default_scope is None:
+    with DefaultScope.overwrite_default_scope(default_scope):  # None: no default scope
+        if default_scope is not None:
+            assert DefaultScope.get_current_instance().scope_name == default_scope
         built = [registry.build(dict(c)) for c in cfgs]
-    else:
-        name = f"test-{registry.scope}-{default_scope}"
-        with DefaultScope.overwrite_default_scope(default_scope) if DefaultScope.check_instance_created(name) else _scope(name, default_scope):
-            built = [registry.build(dict(c)) for c in cfgs]
     assert [type(b) for b in built] == expected
-
-
-class _scope:
-    def __init__(self, name, scope):
-        DefaultScope.get_instance(name, scope_name=scope)
-        self.ctx = DefaultScope.overwrite_default_scope(scope)
-
-    def __enter__(self):
-        return self.ctx.__enter__()
-
-    def __exit__(self, *exc):
-        return self.ctx.__exit__(*exc)
 
 
 def test_bare_names_inside_featx_are_not_hijacked():
     cfg = dict(type="featx.BackboneFPN", backbone=dict(type="ResNet", depth=18),
                neck=dict(type="FPN", out_channels=8, num_outs=5))
-    with _scope("hijack-test", "fakedet"):
+    with DefaultScope.overwrite_default_scope("fakedet"):
         m = FAKEDET.build(cfg)
     assert isinstance(m.backbone, ResNet) and isinstance(m.neck, FPN)
     with torch.no_grad():
