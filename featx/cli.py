@@ -268,6 +268,13 @@ def _find_profile(name: str):
 def _model_cfg_from_args(target: str, cfg_options: Optional[dict], weights: Optional[str]) -> dict:
     from pathlib import Path
 
+    if target.endswith((".pth", ".pt")) and Path(target).is_file():
+        # a fine-tuned classifier: the training checkpoint carries its config and weights
+        from featx.train.predict import classifier_config_from_checkpoint
+
+        if cfg_options or weights is not None:
+            raise ValueError("a training checkpoint brings its own config and weights; drop --cfg-options/--weights")
+        return classifier_config_from_checkpoint(target)
     if target.endswith(".py"):
         from mmengine.config import Config
 
@@ -308,7 +315,8 @@ def _add_export(sub) -> None:
                "  featx export configs/models/resnet50_fpn.py --cfg-options model.frozen_stages=-1\n"
                "  featx export ResNet50FPN --weights DEFAULT --profile dynamic_fp16\n",
     )
-    p.add_argument("model", help="catalogue name (featx list) or a config .py with `model = dict(...)`")
+    p.add_argument("model", help="catalogue name (featx list), a config .py with `model = dict(...)`, or a "
+                   "checkpoint .pth written by featx train (the fine-tuned classifier; output `logits`)")
     p.add_argument("-o", "--output", help="output .onnx path (default: export/<model>_<profile>.onnx)")
     p.add_argument("--weights", help="weights to load before export (as featx weights=: name, file, URL)")
     p.add_argument("--cfg-options", nargs="+", action=DictAction, default=None,
@@ -355,7 +363,8 @@ def _cmd_export(args) -> int:
         out = Path(args.output)
     else:
         folder = Path("export") if Path("export").is_dir() else Path(".")
-        out = folder / f"{cfg['type'].removeprefix('featx.')}_{settings.name}.onnx"
+        stem = Path(args.model).stem if args.model.endswith((".pth", ".pt")) else cfg["type"].removeprefix("featx.")
+        out = folder / f"{stem}_{settings.name}.onnx"
     if out.suffix != ".onnx":
         raise ValueError(f"output must end in .onnx, got {out}")
     r = export_onnx(cfg, out, settings, seed=args.seed, log=lambda m: print(m, file=sys.stderr, flush=True))
@@ -598,7 +607,10 @@ def _bench_chart(r: dict, path: str) -> None:
     plt.close(fig)
 
 
-_SUBCOMMANDS: list[Callable] = [_add_list, _add_info, _add_demo, _add_export, _add_parity, _add_check_weights, _add_viz, _add_train_detector, _add_bench]
+from featx.train.commands import add_finetune_demo, add_make_digits, add_predict, add_train  # noqa: E402
+
+_SUBCOMMANDS: list[Callable] = [_add_list, _add_info, _add_demo, _add_export, _add_parity, _add_check_weights, _add_viz,
+                                add_train, add_predict, add_make_digits, add_finetune_demo, _add_train_detector, _add_bench]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -179,7 +179,8 @@ def export_onnx(
             "featx.levels": json.dumps([{"name": f.name, "output": n, "stride": f.stride, "channels": f.channels}
                                         for f, n in zip(infos, out_names)]),
             "featx.input": json.dumps({"name": "input", "layout": "NCHW", "color": "RGB", "scale": "0..1",
-                                       "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
+                                       "mean": list(getattr(net, "mean", IMAGENET_MEAN)),
+                                       "std": list(getattr(net, "std", IMAGENET_STD)),
                                        "min_size": minimum}),
             "featx.precision": "fp16" if settings.fp16 else "fp32",
             "featx.io_precision": "fp16" if settings.fp16 and settings.fp16_io else "fp32",
@@ -189,7 +190,7 @@ def export_onnx(
         del proto.metadata_props[:]
         for k, v in metadata.items():
             proto.metadata_props.add(key=k, value=v)
-        proto.doc_string = f"featx {cfg['type']}: input (N,3,H,W) RGB 0..1 normalized by ImageNet mean/std; outputs {', '.join(out_names)}"
+        proto.doc_string = f"featx {cfg['type']}: input (N,3,H,W) RGB 0..1 normalized by featx.input mean/std; outputs {', '.join(out_names)}"
         onnx.save(proto, str(tmp))
         onnx.checker.check_model(str(tmp), full_check=True)
         inferred = onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=True)
@@ -210,7 +211,7 @@ class _Float16(nn.Module):
         self.feature_info = net.feature_info
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        outs = self.net(x.half())
+        outs = _as_tuple(self.net(x.half()))
         return outs if self.io_fp16 else tuple(o.float() for o in outs)
 
 
@@ -434,7 +435,7 @@ def ort_parity(
         log(f"  {b}x3x{h}x{w} ...")
         x = torch.randn(b, 3, h, w, generator=g)
         with torch.no_grad():
-            ref = [r.float().cpu().numpy() for r in net(x.to(torch_device))]
+            ref = [r.float().cpu().numpy() for r in _as_tuple(net(x.to(torch_device)))]
         got = session.run(None, {in_meta.name: x.numpy().astype(in_type)})
         for name, o, r in zip(outputs, got, ref):
             o = o.astype(np.float32)
@@ -456,6 +457,11 @@ def ort_parity(
                              "torch_eager": _median_ms(lambda: _torch_call(net, x.to(torch_device), device), repeats)}
         report.latency_ms["ort_over_torch"] = report.latency_ms["ort"] / report.latency_ms["torch_eager"]
     return report
+
+
+def _as_tuple(out: Any) -> tuple:
+    """Extractors return a tuple of maps, a classifier one logits tensor: always a tuple."""
+    return (out,) if isinstance(out, torch.Tensor) else tuple(out)
 
 
 def _torch_call(net: nn.Module, x: torch.Tensor, device: str):

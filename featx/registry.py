@@ -11,18 +11,25 @@ from __future__ import annotations
 
 from typing import Any
 
+from mmengine.registry import DATASETS as MMENGINE_DATASETS
+from mmengine.registry import HOOKS as MMENGINE_HOOKS
+from mmengine.registry import METRICS as MMENGINE_METRICS
 from mmengine.registry import MODELS as MMENGINE_MODELS
 from mmengine.registry import Registry
 from torch import nn
 
-__all__ = ["MODELS", "build_module", "scoped_type"]
+__all__ = ["MODELS", "DATASETS", "METRICS", "HOOKS", "build_module", "scoped_type"]
 
 MODELS = Registry(
     "model",
     parent=MMENGINE_MODELS,
     scope="featx",
-    locations=["featx.backbones", "featx.necks", "featx.models"],
+    locations=["featx.backbones", "featx.necks", "featx.models", "featx.train.classifier"],
 )
+# Fine-tuning on mmengine's Runner (featx.train): the ImageFolder dataset, its metric and hooks.
+DATASETS = Registry("dataset", parent=MMENGINE_DATASETS, scope="featx", locations=["featx.train.data"])
+METRICS = Registry("metric", parent=MMENGINE_METRICS, scope="featx", locations=["featx.train.metrics"])
+HOOKS = Registry("hook", parent=MMENGINE_HOOKS, scope="featx", locations=["featx.train.hooks"])
 
 
 def scoped_type(type_: Any) -> Any:

@@ -37,3 +37,57 @@ def run_cli(*args: str) -> CliResult:
             if isinstance(e.code, str):
                 err.write(e.code + "\n")
     return CliResult(code, out.getvalue(), err.getvalue())
+
+
+# -- fine-tuning fixtures --------------------------------------------------------------------------
+COLORS = {"blue": (30, 60, 220), "green": (40, 200, 60), "red": (220, 40, 40)}
+
+
+def write_color_imagefolder(root, per_class: dict[str, int], size: int = 16, seed: int = 0) -> list:
+    """``root/<color>/<i>.png``: noisy solid-color RGB squares, an easy 3-class problem. Returns paths."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    paths = []
+    for name, count in per_class.items():
+        folder = root / name
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(count):
+            pixels = np.clip(np.array(COLORS[name]) + rng.normal(0, 25, (size, size, 3)), 0, 255).astype(np.uint8)
+            path = folder / f"{i:03d}.png"
+            Image.fromarray(pixels, "RGB").save(path)
+            paths.append(path)
+    return paths
+
+
+def write_tiny_config(path, data_root, epochs: int = 2, batch_size: int = 6, size: int = 32, lr: float = 0.05,
+                      random_aug: bool = True) -> str:
+    """A complete fine-tuning config for a tiny run (ResNet-18 at ``size``), built on the shipped runtime."""
+    import pathlib
+
+    runtime = pathlib.Path(__file__).resolve().parents[1] / "configs" / "finetune" / "_base_" / "runtime.py"
+    aug = 'dict(type="RandomCrop", size=size, padding=2), ' if random_aug else ""
+    path.write_text(f'''
+_base_ = ["{runtime}"]
+size = {size}
+tail = [dict(type="ToImage"), dict(type="ToDtype", dtype="float32", scale=True),
+        dict(type="Normalize", mean=[0.5] * 3, std=[0.5] * 3)]
+loader = dict(num_workers=0, collate_fn=dict(type="default_collate"))
+train_dataloader = dict(batch_size={batch_size}, sampler=dict(type="DefaultSampler", shuffle=True), **loader,
+    dataset=dict(type="featx.ImageFolderDataset", data_root="{data_root}", split="train",
+                 pipeline=[dict(type="Resize", size=size, antialias=True), {aug}*tail]))
+val_dataloader = dict(batch_size=4, sampler=dict(type="DefaultSampler", shuffle=False), **loader,
+    dataset=dict(type="featx.ImageFolderDataset", data_root="{data_root}", split="val",
+                 pipeline=[dict(type="Resize", size=size, antialias=True), *tail]))
+model = dict(type="featx.ImageClassifier", backbone=dict(type="featx.ResNet", arch="resnet18", out_indices=(3,)),
+             num_classes=None, mean=[0.5] * 3, std=[0.5] * 3)
+optim_wrapper = dict(optimizer=dict(type="SGD", lr={lr}, momentum=0.9),
+                     paramwise_cfg=dict(custom_keys={{"backbone": dict(lr_mult=0.5)}}))
+param_scheduler = [dict(type="LinearLR", start_factor=0.2, by_epoch=True, begin=0, end=1, convert_to_iter_based=True),
+                   dict(type="CosineAnnealingLR", T_max={epochs}, by_epoch=True, begin=1, end={epochs + 1},
+                        convert_to_iter_based=True)]
+train_cfg = dict(by_epoch=True, max_epochs={epochs}, val_interval=1)
+default_hooks = dict(logger=dict(type="LoggerHook", interval=1))
+''')
+    return str(path)

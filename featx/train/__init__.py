@@ -1,0 +1,1 @@
+"""ImageFolder fine-tuning on mmengine's Runner: data, classifier, metric, hooks, train, predict."""

@@ -1,0 +1,111 @@
+"""An image classifier for fine-tuning: any featx backbone + global pooling, dropout and a linear layer.
+
+It is an mmengine ``BaseModel`` (``forward(inputs, labels, mode)`` with ``"loss"``, ``"predict"``
+and ``"tensor"`` modes), so mmengine's Runner trains it; its ``"tensor"`` mode returns logits,
+which is what ONNX export traces.
+"""
+from __future__ import annotations
+
+from typing import Any, Optional, Sequence, Union
+
+import torch
+import torch.nn.functional as F
+from mmengine.model import BaseModel
+from torch import nn
+
+from featx.features import FeatureInfo
+from featx.images import IMAGENET_MEAN, IMAGENET_STD
+from featx.registry import MODELS, build_module
+
+__all__ = ["ClassifierHead", "ImageClassifier"]
+
+
+class ClassifierHead(nn.Module):
+    """``(N, C, h, w)`` map -> global average pool -> dropout -> linear -> ``(N, num_classes)`` logits."""
+
+    def __init__(self, in_channels: int, num_classes: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        if num_classes < 2:
+            raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.dropout = nn.Dropout(dropout)
+        self.fc = nn.Linear(in_channels, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.dropout(torch.flatten(self.pool(x), 1)))
+
+
+@MODELS.register_module()
+class ImageClassifier(BaseModel):
+    """A featx backbone with a classification head on its last (coarsest) output.
+
+    Args:
+        backbone: a featx backbone config (``dict(type="featx.ResNet", arch="resnet18",
+            out_indices=(3,), weights="DEFAULT", frozen_stages=1)``) or module.
+        num_classes: number of classes (``featx train`` fills it from the dataset when None).
+        dropout: dropout before the linear layer.
+        label_smoothing: of the cross-entropy loss.
+        mean, std: the input normalization the pipeline applies (0..1 scale); recorded in exports.
+        weights: a whole-classifier checkpoint to load strictly (a featx/mmengine training
+            checkpoint or a state-dict file), e.g. for export and prediction.
+
+    ``forward(inputs (N, 3, H, W) normalized float, labels (N,) int, mode)``: ``"tensor"`` ->
+    ``(N, num_classes)`` logits; ``"loss"`` -> ``{"loss": cross-entropy}``; ``"predict"`` -> a list
+    of ``{"scores": (num_classes,) probabilities, "label": int or None}``.
+    """
+
+    def __init__(self, backbone: Union[dict, nn.Module], num_classes: Optional[int] = None, dropout: float = 0.0,
+                 label_smoothing: float = 0.0, mean: Sequence[float] = IMAGENET_MEAN,
+                 std: Sequence[float] = IMAGENET_STD, weights: Optional[str] = None,
+                 data_preprocessor: Optional[dict] = None, init_cfg: Optional[dict] = None) -> None:
+        super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
+        if num_classes is None:
+            raise ValueError("ImageClassifier needs num_classes (featx train fills it from the dataset's classes)")
+        self.backbone = build_module(backbone)
+        infos = getattr(self.backbone, "feature_info", None)
+        if not infos:
+            raise TypeError(f"the backbone {type(self.backbone).__name__} has no feature_info; use a featx backbone")
+        last = infos[-1]
+        self.head = ClassifierHead(last.channels, int(num_classes), dropout)
+        self.num_classes = int(num_classes)
+        self.label_smoothing = float(label_smoothing)
+        self.mean, self.std = tuple(float(m) for m in mean), tuple(float(s) for s in std)
+        # one output, named for what it is; its stride is that of the pooled map
+        self.feature_info = [FeatureInfo("logits", self.num_classes, last.stride, "head")]
+        self.load_report = None
+        if weights is not None:
+            self.load_report = load_classifier_weights(self, weights)
+
+    def forward(self, inputs: torch.Tensor, labels: Optional[torch.Tensor] = None, mode: str = "tensor") -> Any:
+        logits = self.head(self.backbone(inputs)[-1])
+        if mode == "tensor":
+            return logits
+        if mode == "loss":
+            if labels is None:
+                raise ValueError("mode='loss' needs labels")
+            return {"loss": F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)}
+        if mode == "predict":
+            scores = logits.float().softmax(dim=1).cpu()
+            gts = labels.tolist() if labels is not None else [None] * len(scores)
+            return [{"scores": s, "label": g} for s, g in zip(scores, gts)]
+        raise ValueError(f"mode must be 'tensor', 'loss' or 'predict', got {mode!r}")
+
+
+def load_classifier_weights(model: ImageClassifier, weights: str) -> str:
+    """Load a whole-classifier checkpoint strictly; returns a one-line report."""
+    from featx.train.checkpoint import read_training_checkpoint
+    from featx.weights import CheckpointMismatchError, unwrap_state_dict
+
+    ckpt = read_training_checkpoint(weights)
+    state = unwrap_state_dict(ckpt, str(weights))
+    try:
+        result = model.load_state_dict(state, strict=False)
+    except RuntimeError as e:  # shape mismatches
+        raise CheckpointMismatchError(f"{weights} does not fit this classifier: {str(e)[:400]}") from None
+    if result.missing_keys or result.unexpected_keys:
+        raise CheckpointMismatchError(
+            f"{weights} does not fit this classifier: missing {result.missing_keys[:6]}, "
+            f"unexpected {result.unexpected_keys[:6]}")
+    return f"loaded {len(state)} tensors from {weights}"

@@ -1,0 +1,199 @@
+"""mmengine hooks for fine-tuning: a live progress bar, and the end-of-run report.
+
+- ``ProgressHook``: a progress bar per training epoch (iterations, smoothed loss, learning rate,
+  elapsed time and ETA), on the main process, beside mmengine's periodic log lines.
+- ``TrainingReportHook``: keeps the per-epoch history (train loss, learning rate, validation
+  metrics) in ``history.json`` (so it survives a resume) and writes ``curves.png``,
+  ``confusion_matrix.png`` and ``metrics.json`` (per-class accuracy, confusion matrix) at the end.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+from mmengine.dist import is_main_process
+from mmengine.hooks import Hook
+
+from featx.io import atomic_path, write_json
+from featx.registry import HOOKS
+
+__all__ = ["ProgressHook", "TrainingReportHook", "plot_confusion_matrix", "plot_curves"]
+
+
+@HOOKS.register_module()
+class ProgressHook(Hook):
+    """A rich progress bar for each training epoch (main process only)."""
+
+    priority = "LOW"
+
+    def __init__(self, smoothing: float = 0.9) -> None:
+        self.smoothing = smoothing
+        self._progress = None
+        self._task = None
+        self._loss: Optional[float] = None
+
+    def before_train_epoch(self, runner) -> None:
+        if not is_main_process():
+            return
+        from rich.console import Console
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                                   TimeRemainingColumn)
+
+        self._progress = Progress(
+            TextColumn(f"epoch {runner.epoch + 1}/{runner.max_epochs}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]}  lr {task.fields[lr]}"), TimeElapsedColumn(),
+            TextColumn("eta"), TimeRemainingColumn(), console=Console(stderr=True), transient=False)
+        self._progress.start()
+        self._task = self._progress.add_task("train", total=len(runner.train_dataloader), loss="-", lr="-")
+
+    def after_train_iter(self, runner, batch_idx: int, data_batch: Any = None, outputs: Optional[dict] = None) -> None:
+        if self._progress is None:
+            return
+        loss = float(outputs["loss"].detach()) if outputs and "loss" in outputs else None
+        if loss is not None:
+            self._loss = loss if self._loss is None else self.smoothing * self._loss + (1 - self.smoothing) * loss
+        lr = runner.message_hub.get_scalar("train/lr").current() if "train/lr" in runner.message_hub.log_scalars else None
+        self._progress.update(self._task, advance=1, loss=f"{self._loss:.4f}" if self._loss is not None else "-",
+                              lr=f"{lr:.2e}" if lr is not None else "-")
+
+    def after_train_epoch(self, runner) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+
+    def after_run(self, runner) -> None:
+        self.after_train_epoch(runner)
+
+
+@HOOKS.register_module()
+class TrainingReportHook(Hook):
+    """Per-epoch history and the end-of-run pictures (see the module docstring)."""
+
+    priority = "BELOW_NORMAL"
+
+    def __init__(self) -> None:
+        self.history: list[dict] = []
+        self._loss_sum = 0.0
+        self._loss_count = 0
+        self._last_eval: Optional[dict] = None
+
+    # -- collecting ---------------------------------------------------------------------------
+    def before_train_epoch(self, runner) -> None:
+        self._loss_sum, self._loss_count = 0.0, 0
+
+    def after_train_iter(self, runner, batch_idx: int, data_batch: Any = None, outputs: Optional[dict] = None) -> None:
+        if outputs and "loss" in outputs:
+            self._loss_sum += float(outputs["loss"].detach())
+            self._loss_count += 1
+
+    def after_train_epoch(self, runner) -> None:
+        lr = runner.message_hub.get_scalar("train/lr").current() if "train/lr" in runner.message_hub.log_scalars else None
+        # mmengine counts the epoch as finished only after these hooks: +1 for a 1-based epoch
+        self._record(runner.epoch + 1, train_loss=self._loss_sum / max(self._loss_count, 1), lr=lr)
+
+    def after_val_epoch(self, runner, metrics: Optional[dict] = None) -> None:
+        if metrics:  # here runner.epoch already counts the finished epoch (1-based)
+            self._record(runner.epoch, **{k.replace("/", "_"): float(v) for k, v in metrics.items()
+                                          if isinstance(v, (int, float, np.floating))})
+        for metric in getattr(runner.val_evaluator, "metrics", []):
+            if getattr(metric, "last", None) is not None:
+                self._last_eval = metric.last
+        if is_main_process():
+            write_json(Path(runner.work_dir) / "history.json", self.history)
+
+    def _record(self, epoch: int, **values: Any) -> None:
+        if not self.history or self.history[-1]["epoch"] != epoch:
+            self.history.append({"epoch": epoch})
+        self.history[-1].update({k: v for k, v in values.items() if v is not None})
+
+    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        # on resume, continue the history up to the checkpoint's epoch
+        path = Path(runner.work_dir) / "history.json"
+        resumed_epoch = int(checkpoint.get("meta", {}).get("epoch", 0))
+        if path.is_file():
+            try:
+                rows = json.loads(path.read_text())
+            except json.JSONDecodeError:
+                rows = []
+            self.history = [r for r in rows if isinstance(r, dict) and r.get("epoch", 0) <= resumed_epoch]
+
+    # -- reporting ----------------------------------------------------------------------------
+    def after_run(self, runner) -> None:
+        if not is_main_process() or not self.history:
+            return
+        work_dir = Path(runner.work_dir)
+        write_json(work_dir / "history.json", self.history)
+        plot_curves(self.history, work_dir / "curves.png")
+        report: dict[str, Any] = {"history": self.history}
+        if self._last_eval is not None:
+            ev = self._last_eval
+            classes = ev["classes"]
+            report["final"] = {
+                "epoch": self.history[-1]["epoch"], "count": ev["count"], "top1": ev["top1"],
+                "top5": ev.get("top5"), "mean_class": ev["mean_class"],
+                "per_class": {c: (None if np.isnan(a) else float(a)) for c, a in zip(classes, ev["per_class"])},
+                "confusion": ev["confusion"].tolist(), "classes": classes,
+            }
+            plot_confusion_matrix(ev["confusion"], classes, work_dir / "confusion_matrix.png",
+                                  title=f"validation, epoch {self.history[-1]['epoch']}: top-1 {ev['top1']:.2f}%")
+            worst = sorted(((a, c) for c, a in zip(classes, ev["per_class"]) if not np.isnan(a)))[:5]
+            runner.logger.info("per-class accuracy (worst first): "
+                               + ", ".join(f"{c} {a:.1f}%" for a, c in worst))
+        write_json(work_dir / "metrics.json", report)
+        runner.logger.info(f"wrote {work_dir / 'curves.png'}, {work_dir / 'confusion_matrix.png'}, "
+                           f"{work_dir / 'metrics.json'}")
+
+
+def _figure():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_curves(history: list[dict], path: Path) -> None:
+    """Train loss and validation accuracy per epoch, one PNG (written atomically)."""
+    plt = _figure()
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    rows = [r for r in history if "train_loss" in r]
+    ax_loss.plot([r["epoch"] for r in rows], [r["train_loss"] for r in rows], marker="o")
+    ax_loss.set(xlabel="epoch", ylabel="train loss", title="training loss")
+    for key, label in (("accuracy_top1", "top-1"), ("accuracy_top5", "top-5"), ("accuracy_mean_class", "mean per-class")):
+        pts = [(r["epoch"], r[key]) for r in history if key in r]
+        if pts:
+            ax_acc.plot(*zip(*pts), marker="o", label=label)
+    ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="validation accuracy")
+    ax_acc.legend(loc="lower right")
+    for ax in (ax_loss, ax_acc):
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+
+
+def plot_confusion_matrix(confusion: np.ndarray, classes: list[str], path: Path, title: str = "") -> None:
+    """Row-normalized confusion matrix with counts (rows: true class, columns: predicted)."""
+    plt = _figure()
+    k = len(classes)
+    size = min(max(4.0, 0.45 * k + 2), 24.0)
+    fig, ax = plt.subplots(figsize=(size, size))
+    rates = confusion / np.maximum(confusion.sum(axis=1, keepdims=True), 1)
+    ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+    if k <= 40:
+        ax.set_xticks(range(k), classes, rotation=90 if k > 10 else 0)
+        ax.set_yticks(range(k), classes)
+        for i in range(k):
+            for j in range(k):
+                if confusion[i, j]:
+                    ax.text(j, i, str(confusion[i, j]), ha="center", va="center", fontsize=8,
+                            color="white" if rates[i, j] > 0.5 else "black")
+    ax.set(xlabel="predicted", ylabel="true", title=title)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)

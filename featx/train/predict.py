@@ -1,0 +1,136 @@
+"""Prediction with a fine-tuned classifier: the checkpoint carries everything needed.
+
+An mmengine training checkpoint holds the run's config (``meta.cfg``: model and validation
+pipeline) and the class names (``meta.dataset_meta.classes``), so ``Predictor(path)`` rebuilds
+the classifier, loads its weights strictly, and preprocesses images exactly as validation did.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Sequence, Union
+
+import torch
+from mmengine.config import Config
+from PIL import Image
+
+from featx.train.checkpoint import read_training_checkpoint
+from featx.train.data import IMAGE_EXTENSIONS, build_pipeline, default_pipeline, to_rgb
+
+__all__ = ["Prediction", "Predictor", "classifier_config_from_checkpoint", "expand_image_paths"]
+
+
+def _strip_weights(cfg: Any) -> Any:
+    """Drop nested ``weights`` keys: the checkpoint's state dict replaces any pretrained source
+    (and a download must not happen just to be overwritten)."""
+    if isinstance(cfg, dict):
+        return {k: _strip_weights(v) for k, v in cfg.items() if k != "weights"}
+    if isinstance(cfg, (list, tuple)):
+        return type(cfg)(_strip_weights(v) for v in cfg)
+    return cfg
+
+
+def _run_config(checkpoint: dict, path: Union[str, Path]) -> Config:
+    meta = checkpoint.get("meta") or {}
+    text = meta.get("cfg")
+    if not isinstance(text, str):
+        raise ValueError(f"{path} is not a featx training checkpoint (no meta.cfg); "
+                         "expected a file written by featx train (epoch_N.pth / best_*.pth)")
+    return Config.fromstring(text, ".py")
+
+
+def classifier_config_from_checkpoint(path: Union[str, Path]) -> dict:
+    """The model config of a training checkpoint, set to load that checkpoint's weights
+    (``weights=path``); what ``featx export CHECKPOINT.pth`` builds."""
+    cfg = _run_config(read_training_checkpoint(path), path)
+    model = _strip_weights(cfg.model.to_dict())
+    model["weights"] = str(path)
+    return model
+
+
+@dataclass
+class Prediction:
+    """Top-k classes of one image: ``(class name, class index, probability)``, best first."""
+
+    image: str
+    top: list[tuple[str, int, float]] = field(default_factory=list)
+    error: Optional[str] = None
+
+    def to_dict(self) -> dict:
+        return {"image": self.image, "error": self.error,
+                "predictions": [{"class": c, "index": i, "probability": p} for c, i, p in self.top]}
+
+
+def expand_image_paths(inputs: Sequence[Union[str, Path]]) -> list[Path]:
+    """Files as given; folders expanded to their image files (recursively, sorted)."""
+    out: list[Path] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            out += sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS)
+        else:
+            out.append(p)
+    return out
+
+
+class Predictor:
+    """A fine-tuned classifier from a training checkpoint, ready to classify image files.
+
+    >>> p = Predictor("work_dirs/resnet18_digits/best_accuracy_top1_epoch_12.pth")
+    >>> p.predict(["digit.png"], topk=3)[0].top   # [("7", 7, 0.98), ("1", 1, 0.01), ...]
+    """
+
+    def __init__(self, checkpoint: Union[str, Path], device: str = "cpu") -> None:
+        from featx.registry import build_module
+        from featx.weights import unwrap_state_dict
+
+        ckpt = read_training_checkpoint(checkpoint)
+        cfg = _run_config(ckpt, checkpoint)
+        self.classes: list[str] = list((ckpt["meta"].get("dataset_meta") or {}).get("classes") or [])
+        self.model = build_module(_strip_weights(cfg.model.to_dict()))
+        self.model.load_state_dict(unwrap_state_dict(ckpt, str(checkpoint)), strict=True)
+        self.model.eval().to(device)
+        self.device = torch.device(device)
+        if not self.classes:
+            self.classes = [str(i) for i in range(self.model.num_classes)]
+        val = cfg.get("val_dataloader") or {}
+        steps = (val.get("dataset") or {}).get("pipeline")
+        self.transform = build_pipeline(steps if steps is not None else default_pipeline("val"))
+        self.epoch = ckpt["meta"].get("epoch")
+
+    @torch.no_grad()
+    def predict(self, images: Sequence[Union[str, Path]], topk: int = 5, batch_size: int = 32) -> list[Prediction]:
+        """Classify image files; an unreadable file gets a ``Prediction`` with ``error`` set."""
+        k = max(1, min(topk, len(self.classes)))
+        results: list[Prediction] = []
+        batch: list[tuple[Prediction, torch.Tensor]] = []
+
+        def flush() -> None:
+            if not batch:
+                return
+            x = torch.stack([t for _, t in batch]).to(self.device)
+            probs = self.model(x, mode="tensor").float().softmax(dim=1).cpu()
+            values, indices = probs.topk(k, dim=1)
+            for (pred, _), vs, ids in zip(batch, values.tolist(), indices.tolist()):
+                pred.top = [(self.classes[i], i, v) for v, i in zip(vs, ids)]
+            batch.clear()
+
+        for path in images:
+            pred = Prediction(str(path))
+            results.append(pred)
+            try:
+                with Image.open(path) as im:
+                    image = to_rgb(im)
+                    image.load()
+            except FileNotFoundError:
+                pred.error = "file not found"
+                continue
+            except Exception as e:  # PIL raises many types for broken files
+                pred.error = f"cannot read as an image ({type(e).__name__})"
+                continue
+            batch.append((pred, self.transform(image)))
+            if len(batch) >= batch_size:
+                flush()
+        flush()
+        return results
+

@@ -1,0 +1,163 @@
+"""``featx train``: check the data, complete the config, and run mmengine's Runner.
+
+Everything mmengine owns stays mmengine's (loops, hooks, optimizer wrappers, schedulers,
+checkpointing, logging, launchers); this module only prepares the config:
+
+- the dataset is scanned and validated before the Runner exists (bad data is a ``DataError``
+  here, never a crash mid-epoch), and ``model.num_classes`` is filled from its classes;
+- ``--resume`` without a path finds the last checkpoint of the work dir;
+- ``--amp`` switches to mmengine's ``AmpOptimWrapper`` (CUDA only);
+- ``--launcher pytorch`` on a machine without CUDA initializes gloo and DDP without device ids.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import torch
+from mmengine.config import Config
+
+from featx.train.checkpoint import ATOMIC_BACKEND, find_resume_checkpoint
+from featx.train.data import DataError, resolve_splits
+
+__all__ = ["TrainError", "load_config", "prepare_config", "train"]
+
+
+class TrainError(RuntimeError):
+    """The training run cannot start as asked (clear message, raised before any epoch)."""
+
+
+def load_config(config: Union[str, Path, Config], cfg_options: Optional[dict] = None) -> Config:
+    if isinstance(config, Config):
+        cfg = config.copy()
+    else:
+        path = Path(config)
+        if not path.is_file():
+            raise FileNotFoundError(f"config file not found: {path}")
+        cfg = Config.fromfile(str(path))
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    for key in ("model", "train_dataloader", "train_cfg", "optim_wrapper"):
+        if key not in cfg:
+            raise TrainError(f"the config defines no `{key}`; see configs/finetune/ for complete examples")
+    return cfg
+
+
+def _dataset_cfgs(cfg: Config) -> list[dict]:
+    return [cfg[k]["dataset"] for k in ("train_dataloader", "val_dataloader") if cfg.get(k) and "dataset" in cfg[k]]
+
+
+def prepare_config(cfg: Config, work_dir: Optional[str] = None, resume: Optional[str] = None, amp: bool = False,
+                   launcher: str = "none", data_root: Optional[str] = None, config_name: str = "run") -> Config:
+    """Return the config mmengine's Runner will run (see the module docstring). Raises
+    ``DataError``/``TrainError``/``FileNotFoundError`` for anything that would fail later."""
+    cfg = cfg.copy()
+    cfg.setdefault("default_scope", "mmengine")
+    cfg.work_dir = str(work_dir or cfg.get("work_dir") or Path("work_dirs") / config_name)
+    cfg.launcher = launcher
+    if data_root is not None:
+        for ds in _dataset_cfgs(cfg):
+            ds["data_root"] = data_root
+
+    # the data: scanned and validated now, before anything is built
+    train_ds = cfg.train_dataloader.dataset
+    if "data_root" not in train_ds:
+        raise TrainError("train_dataloader.dataset has no data_root")
+    info = resolve_splits(train_ds["data_root"], train_ds.get("val_ratio", 0.2), train_ds.get("seed", 0),
+                          verify=train_ds.get("verify", "decode"))
+    num_classes = len(info["classes"])
+    for ds in _dataset_cfgs(cfg)[1:]:
+        if ds.get("data_root") != train_ds["data_root"]:
+            other = resolve_splits(ds["data_root"], ds.get("val_ratio", 0.2), ds.get("seed", 0),
+                                   verify=ds.get("verify", "decode"))
+            if other["classes"] != info["classes"]:
+                raise DataError(f"the validation data at {ds['data_root']} has classes {other['classes'][:8]}, "
+                                f"the training data {info['classes'][:8]}")
+    if cfg.model.get("num_classes") is None:
+        cfg.model.num_classes = num_classes
+    elif int(cfg.model.num_classes) != num_classes:
+        raise DataError(f"model.num_classes is {cfg.model.num_classes} but {train_ds['data_root']} has "
+                        f"{num_classes} classes ({', '.join(info['classes'][:10])}); set num_classes=None to "
+                        "take it from the data")
+
+    # resuming
+    if resume is not None:
+        if resume == "auto":
+            found = find_resume_checkpoint(cfg.work_dir)
+            if found is None:
+                raise TrainError(f"--resume: no checkpoint in {cfg.work_dir} to resume from "
+                                 "(pass a checkpoint path, or the --work-dir of the run to continue)")
+            resume = str(found)
+        elif not Path(resume).is_file():
+            raise FileNotFoundError(f"--resume: checkpoint not found: {resume}")
+        cfg.resume = True
+        cfg.load_from = resume
+
+    # mixed precision
+    if amp:
+        if not torch.cuda.is_available():
+            raise TrainError("--amp needs a CUDA GPU (mmengine's AmpOptimWrapper runs on GPU/NPU/MLU only); "
+                             "drop --amp to train in fp32 on the CPU")
+        cfg.optim_wrapper.type = "AmpOptimWrapper"
+        cfg.optim_wrapper.setdefault("loss_scale", "dynamic")
+
+    # atomic checkpoints (a kill never leaves a truncated epoch_N.pth)
+    hooks = cfg.setdefault("default_hooks", {})
+    ckpt = hooks.get("checkpoint")
+    if ckpt is not None and ckpt.get("backend_args") is None:
+        ckpt["backend_args"] = {"backend": ATOMIC_BACKEND}
+
+    # distributed
+    if launcher not in ("none", "pytorch"):
+        raise TrainError(f"--launcher must be 'none' or 'pytorch', got {launcher!r}")
+    if launcher == "pytorch":
+        missing = [k for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR") if k not in os.environ]
+        if missing:
+            raise TrainError(f"--launcher pytorch expects to be started by torchrun (missing {', '.join(missing)}): "
+                             "torchrun --nproc_per_node=2 tools/train.py CONFIG --launcher pytorch")
+        env = cfg.setdefault("env_cfg", {})
+        dist_cfg = env.setdefault("dist_cfg", {})
+        if torch.cuda.is_available():
+            dist_cfg.setdefault("backend", "nccl")
+        else:
+            dist_cfg["backend"] = "gloo"
+            # mmengine's DDP wrapper passes device_ids=[LOCAL_RANK], which DDP rejects for CPU modules
+            wrapper = cfg.get("model_wrapper_cfg") or {"type": "MMDistributedDataParallel", "broadcast_buffers": False}
+            wrapper["device_ids"] = None
+            cfg.model_wrapper_cfg = wrapper
+    return cfg
+
+
+def _init_cpu_process_group(cfg: Config) -> None:
+    """mmengine's launcher calls ``torch.cuda.set_device`` first, which fails without a GPU; on a
+    CPU-only machine featx initializes the gloo process group itself (mmengine then skips it)."""
+    import torch.distributed as dist
+
+    if cfg.launcher == "pytorch" and not torch.cuda.is_available() and not dist.is_initialized():
+        dist.init_process_group(backend="gloo")
+
+
+def train(config: Union[str, Path, Config], work_dir: Optional[str] = None, resume: Optional[str] = None,
+          amp: bool = False, cfg_options: Optional[dict] = None, launcher: str = "none",
+          data_root: Optional[str] = None, extra_hooks: Optional[list] = None) -> dict[str, Any]:
+    """Fine-tune as the config says; returns ``{"work_dir", "best_checkpoint", "last_checkpoint",
+    "metrics"}`` (``metrics`` from ``metrics.json``, main process only)."""
+    import json
+
+    from mmengine.runner import Runner
+
+    name = Path(str(config)).stem if not isinstance(config, Config) else "run"
+    cfg = prepare_config(load_config(config, cfg_options), work_dir, resume, amp, launcher, data_root, name)
+    _init_cpu_process_group(cfg)
+    runner = Runner.from_cfg(cfg)
+    for hook in extra_hooks or []:
+        runner.register_hook(hook)
+    runner.train()
+    out: dict[str, Any] = {"work_dir": cfg.work_dir, "last_checkpoint": str(find_resume_checkpoint(cfg.work_dir))}
+    ckpt_hook = next((h for h in runner.hooks if type(h).__name__ == "CheckpointHook"), None)
+    best = getattr(ckpt_hook, "best_ckpt_path", None) if ckpt_hook else None
+    out["best_checkpoint"] = str(best) if best else None
+    metrics_path = Path(cfg.work_dir) / "metrics.json"
+    out["metrics"] = json.loads(metrics_path.read_text()) if metrics_path.is_file() else None
+    return out

@@ -1,0 +1,340 @@
+"""ImageFolder fine-tuning on mmengine's Runner: data checks, training, resume, DDP, predict, export."""
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from helpers import run_cli, write_color_imagefolder, write_tiny_config
+from mmengine.hooks import Hook
+from PIL import Image
+
+from featx.train.checkpoint import (ATOMIC_BACKEND, MMENGINE_CHECKPOINT_TYPES, AtomicLocalBackend,
+                                    allow_mmengine_checkpoints, find_resume_checkpoint, read_training_checkpoint)
+from featx.train.data import DataError, ImageFolderDataset, resolve_splits, scan_class_folders
+from featx.train.runner import TrainError, load_config, prepare_config, train
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+# -- data ------------------------------------------------------------------------------------------
+def _write_bad_files(folder: Path) -> None:
+    (folder / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 2)
+    good = folder / "000.png"
+    data = good.read_bytes()
+    (folder / "truncated.png").write_bytes(data[: len(data) // 2])
+    (folder / "notes.txt").write_text("not an image")
+
+
+@pytest.fixture(scope="module")
+def tiny_root(tmp_path_factory) -> Path:
+    """train/ and val/ with 3 classes, plus every kind of file the scanner must survive."""
+    root = tmp_path_factory.mktemp("tiny")
+    write_color_imagefolder(root / "train", {"blue": 6, "green": 6, "red": 6}, seed=0)
+    write_color_imagefolder(root / "val", {"blue": 3, "green": 3, "red": 3}, seed=1)
+    _write_bad_files(root / "train" / "red")
+    (root / "train" / "empty_class").mkdir()
+    # other pixel formats, converted to RGB: grayscale, RGBA, 16-bit grayscale
+    Image.fromarray(np.full((16, 16), 120, np.uint8), "L").save(root / "train" / "green" / "gray.png")
+    rgba = np.zeros((16, 16, 4), np.uint8)
+    rgba[..., 0], rgba[..., 3] = 230, 255
+    Image.fromarray(rgba, "RGBA").save(root / "train" / "red" / "rgba.png")
+    Image.fromarray(np.full((16, 16), 50000, np.uint16)).save(root / "train" / "blue" / "deep16.png")
+    return root
+
+
+def test_scan_skips_and_counts_bad_files(tiny_root):
+    scan = scan_class_folders(tiny_root / "train")
+    assert scan.classes == ["blue", "green", "red"]
+    assert len(scan.samples) == 18 + 3  # 18 colour squares + gray + rgba + 16-bit
+    unreadable = [Path(p).name for reason, files in scan.skipped.items() if reason.startswith("unreadable") for p in files]
+    assert sorted(unreadable) == ["corrupt.png", "truncated.png"]
+    assert [Path(p).name for p in scan.skipped["non-image files (by extension)"]] == ["notes.txt"]
+    assert scan.empty_classes == ["empty_class"]
+    assert sum(scan.converted.values()) == 3
+    text = scan.summary()
+    assert "skipped 1 non-image files" in text and "empty_class" in text and "converted to RGB" in text
+
+
+def test_dataset_converts_pixel_formats(tiny_root):
+    ds = ImageFolderDataset(str(tiny_root), "train", pipeline=[dict(type="ToImage"),
+                                                               dict(type="ToDtype", dtype="float32", scale=True)])
+    assert ds.metainfo == {"classes": ("blue", "green", "red")}
+    items = {Path(p).name: ds[i] for i, (p, _) in enumerate(ds.samples)}
+    gray, rgba, deep = items["gray.png"]["inputs"], items["rgba.png"]["inputs"], items["deep16.png"]["inputs"]
+    for x in (gray, rgba, deep):
+        assert x.shape == (3, 16, 16) and x.dtype == torch.float32
+    assert torch.allclose(gray, torch.full_like(gray, 120 / 255))
+    assert torch.allclose(rgba[0], torch.full((16, 16), 230 / 255)) and rgba[1:].abs().max() == 0
+    assert abs(deep.mean().item() - round(50000 / 65535 * 255) / 255) < 1e-6  # 16-bit scaled, not clipped
+    assert items["gray.png"]["labels"] == 1 and ds.class_counts() == [7, 7, 7]
+
+
+def test_bad_datasets_are_clear_errors_before_training(tmp_path):
+    with pytest.raises(DataError, match="dataset folder not found"):
+        resolve_splits(tmp_path / "missing")
+    (tmp_path / "empty" / "a").mkdir(parents=True)
+    (tmp_path / "empty" / "b").mkdir()
+    with pytest.raises(DataError, match="empty dataset: no readable images"):
+        resolve_splits(tmp_path / "empty")
+    diff = tmp_path / "diff"
+    write_color_imagefolder(diff / "train", {"blue": 2, "red": 2})
+    write_color_imagefolder(diff / "val", {"blue": 1, "green": 1})
+    with pytest.raises(DataError, match=r"only in val: \['green'\]; missing from val: \['red'\]"):
+        resolve_splits(diff)
+    no_val = tmp_path / "noval"
+    write_color_imagefolder(no_val / "train", {"blue": 2, "red": 2})
+    with pytest.raises(DataError, match="has train/ but no val/"):
+        resolve_splits(no_val)
+    one = tmp_path / "one"
+    write_color_imagefolder(one, {"blue": 4})
+    with pytest.raises(DataError, match="at least 2 classes"):
+        resolve_splits(one)
+    # through the command: one line, exit 1, before any Runner exists
+    cfg = write_tiny_config(tmp_path / "cfg.py", diff)
+    r = run_cli("train", cfg, "--work-dir", str(tmp_path / "wd"))
+    assert r.returncode == 1 and "DataError: the classes of" in r.stderr
+    assert not (tmp_path / "wd").exists()
+
+
+def test_single_folder_split_is_seeded_and_stratified(tmp_path):
+    write_color_imagefolder(tmp_path, {"blue": 10, "green": 10, "red": 5})
+    a = resolve_splits(tmp_path, val_ratio=0.2, seed=3)
+    b = resolve_splits(tmp_path, val_ratio=0.2, seed=3)
+    c = resolve_splits(tmp_path, val_ratio=0.2, seed=4)
+    assert a["train"] == b["train"] and a["val"] == b["val"] and a["val"] != c["val"]
+    assert [sum(1 for _, y in a["val"] if y == k) for k in range(3)] == [2, 2, 1]
+    assert len(a["train"]) == 20 and not set(a["train"]) & set(a["val"])
+
+
+def test_make_digits_writes_the_real_dataset(tmp_path):
+    r = run_cli("make-digits", str(tmp_path / "digits"))
+    assert r.returncode == 0, r.stderr
+    info = resolve_splits(tmp_path / "digits")
+    assert info["classes"] == [str(d) for d in range(10)]
+    assert len(info["train"]) == 1438 and len(info["val"]) == 359  # all 1,797 scans
+    with Image.open(info["val"][0][0]) as im:
+        assert im.size == (8, 8) and im.mode == "L"
+    again = run_cli("make-digits", str(tmp_path / "digits"))
+    assert again.returncode == 1 and "exists" in again.stderr
+
+
+# -- training --------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def trained(tiny_root, tmp_path_factory):
+    work = tmp_path_factory.mktemp("run")
+    cfg = write_tiny_config(work / "tiny.py", tiny_root, epochs=3)
+    r = run_cli("train", cfg, "--work-dir", str(work / "wd"))
+    assert r.returncode == 0, r.stderr[-3000:]
+    return work / "wd", r
+
+
+def test_short_run_writes_checkpoints_pictures_and_metrics(trained):
+    wd, r = trained
+    assert "val top-1" in r.stdout
+    assert (wd / "epoch_3.pth").is_file() and not (wd / "epoch_1.pth").exists()  # last kept
+    best = list(wd.glob("best_accuracy_top1_epoch_*.pth"))
+    assert len(best) == 1
+    assert (wd / "last_checkpoint").read_text().strip().endswith("epoch_3.pth")
+    assert not list(wd.glob(".*.tmp"))  # atomic writes left nothing behind
+    for png in ("curves.png", "confusion_matrix.png"):
+        with Image.open(wd / png) as im:
+            assert im.format == "PNG" and im.size[0] >= 300
+    m = json.loads((wd / "metrics.json").read_text())
+    final = m["final"]
+    assert final["classes"] == ["blue", "green", "red"] and final["count"] == 9
+    assert np.array(final["confusion"]).shape == (3, 3) and np.array(final["confusion"]).sum() == 9
+    assert set(final["per_class"]) == {"blue", "green", "red"}
+    assert final["top5"] is None  # fewer than 5 classes
+    assert [h["epoch"] for h in m["history"]] == [1, 2, 3]
+    assert all("train_loss" in h and "accuracy_top1" in h and "lr" in h for h in m["history"])
+    ckpt = read_training_checkpoint(wd / "epoch_3.pth")
+    assert ckpt["meta"]["dataset_meta"] == {"classes": ("blue", "green", "red")}
+    assert ckpt["meta"]["epoch"] == 3 and "optimizer" in ckpt and "param_schedulers" in ckpt
+
+
+def test_resume_needs_exactly_the_allow_listed_types(trained):
+    """mmengine checkpoints fail torch.load(weights_only=True) until featx allow-lists their types."""
+    wd, _ = trained
+    torch.serialization.clear_safe_globals()
+    try:
+        with pytest.raises(pickle.UnpicklingError, match="HistoryBuffer"):
+            torch.load(wd / "epoch_3.pth", weights_only=True)
+    finally:
+        allow_mmengine_checkpoints()
+    assert torch.load(wd / "epoch_3.pth", weights_only=True)["meta"]["epoch"] == 3
+    # each allow-listed type is needed: dropping any one makes the load fail
+    for dropped in MMENGINE_CHECKPOINT_TYPES:
+        torch.serialization.clear_safe_globals()
+        torch.serialization.add_safe_globals([t for t in MMENGINE_CHECKPOINT_TYPES if t is not dropped])
+        try:
+            with pytest.raises(pickle.UnpicklingError):
+                torch.load(wd / "epoch_3.pth", weights_only=True)
+        finally:
+            allow_mmengine_checkpoints()
+
+
+class _Crash(Hook):
+    """Simulates a kill: raises when epoch ``at`` (0-based) is about to start."""
+
+    def __init__(self, at: int) -> None:
+        self.at = at
+
+    def before_train_epoch(self, runner) -> None:
+        if runner.epoch == self.at:
+            raise KeyboardInterrupt("killed")
+
+
+class _CountIters(Hook):
+    def __init__(self) -> None:
+        self.iters: list[tuple[int, float]] = []
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
+        self.iters.append((runner.epoch, runner.optim_wrapper.get_lr()["lr"][0]))
+
+
+def test_kill_and_resume_continues_at_the_right_epoch_with_the_same_lr(tiny_root, tmp_path):
+    cfg = write_tiny_config(tmp_path / "tiny.py", tiny_root, epochs=4, random_aug=False)
+    full = _CountIters()
+    train(cfg, work_dir=str(tmp_path / "full"), extra_hooks=[full])
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, work_dir=str(tmp_path / "killed"), extra_hooks=[_Crash(at=2)])
+    assert find_resume_checkpoint(tmp_path / "killed").name == "epoch_2.pth"
+    resumed = _CountIters()
+    r = train(cfg, work_dir=str(tmp_path / "killed"), resume="auto", extra_hooks=[resumed])
+    # it trained epochs 3 and 4 only (0-based 2, 3), at exactly the learning rates of the uninterrupted run
+    assert sorted({e for e, _ in resumed.iters}) == [2, 3]
+    assert resumed.iters == [it for it in full.iters if it[0] >= 2]
+    a = read_training_checkpoint(tmp_path / "full" / "epoch_4.pth")["state_dict"]
+    b = read_training_checkpoint(Path(r["last_checkpoint"]))["state_dict"]
+    assert max((a[k].float() - b[k].float()).abs().max().item() for k in a) < 1e-5
+    history = json.loads((tmp_path / "killed" / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [1, 2, 3, 4]
+
+
+def test_atomic_checkpoint_backend_leaves_nothing_on_failure(tmp_path, monkeypatch):
+    backend = AtomicLocalBackend()
+    backend.put(b"old", tmp_path / "epoch_1.pth")
+
+    def boom(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", boom)
+    with pytest.raises(OSError, match="disk full"):
+        backend.put(b"new" * 1000, tmp_path / "epoch_1.pth")
+    assert (tmp_path / "epoch_1.pth").read_bytes() == b"old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["epoch_1.pth"]
+
+
+def test_prepare_config_fills_classes_and_refuses_what_cannot_run(tiny_root, tmp_path):
+    cfg = load_config(write_tiny_config(tmp_path / "tiny.py", tiny_root))
+    ready = prepare_config(cfg, work_dir=str(tmp_path / "wd"))
+    assert ready.model.num_classes == 3
+    assert ready.default_hooks.checkpoint.backend_args == {"backend": ATOMIC_BACKEND}
+    cfg.model.num_classes = 5
+    with pytest.raises(DataError, match="model.num_classes is 5 but .* has 3 classes"):
+        prepare_config(cfg)
+    cfg.model.num_classes = None
+    with pytest.raises(TrainError, match="no checkpoint in .* to resume from"):
+        prepare_config(cfg, work_dir=str(tmp_path / "fresh"), resume="auto")
+    if not torch.cuda.is_available():
+        with pytest.raises(TrainError, match="--amp needs a CUDA GPU"):
+            prepare_config(cfg, amp=True)
+    with pytest.raises(TrainError, match="started by torchrun"):
+        prepare_config(cfg, launcher="pytorch")
+    r = run_cli("train", str(tmp_path / "tiny.py"), "--amp")
+    if not torch.cuda.is_available():
+        assert r.returncode == 1 and "--amp needs a CUDA GPU" in r.stderr
+
+
+# -- predict and export ----------------------------------------------------------------------------
+def test_predict_agrees_with_the_validation_metric(trained, tiny_root):
+    from featx.train.predict import Predictor, expand_image_paths
+
+    wd, _ = trained
+    best = next(wd.glob("best_accuracy_top1_epoch_*.pth"))
+    epoch = int(best.stem.rsplit("_", 1)[1])
+    predictor = Predictor(best)
+    assert predictor.classes == ["blue", "green", "red"] and predictor.epoch == epoch
+    paths = expand_image_paths([tiny_root / "val"])
+    preds = predictor.predict(paths, topk=5)
+    assert len(preds) == 9 and all(len(p.top) == 3 for p in preds)  # top-k capped at the class count
+    for p in preds:
+        probs = [t[2] for t in p.top]
+        assert probs == sorted(probs, reverse=True) and abs(sum(probs) - 1) < 1e-5
+    correct = sum(p.top[0][0] == Path(p.image).parent.name for p in preds)
+    history = json.loads((wd / "history.json").read_text())
+    best_top1 = next(h["accuracy_top1"] for h in history if h["epoch"] == epoch)
+    assert abs(correct / 9 * 100 - best_top1) < 1e-6  # same model, same preprocessing
+
+    r = run_cli("predict", str(best), str(tiny_root / "val" / "red"), str(tiny_root / "train" / "red" / "corrupt.png"),
+                "--json", "--topk", "2")
+    assert r.returncode == 1  # one unreadable image
+    rows = json.loads(r.stdout)
+    assert [Path(x["image"]).name for x in rows] == ["000.png", "001.png", "002.png", "corrupt.png"]
+    assert rows[-1]["error"].startswith("cannot read as an image")
+    assert all(len(x["predictions"]) == 2 and x["predictions"][0]["class"] in predictor.classes for x in rows[:3])
+
+
+def test_finetuned_classifier_exports_to_onnx_with_parity(trained, tmp_path):
+    import onnx
+
+    from featx.onnx import ort_parity, read_metadata
+
+    wd, _ = trained
+    best = next(wd.glob("best_accuracy_top1_epoch_*.pth"))
+    out = tmp_path / "clf.onnx"
+    r = run_cli("export", str(best), "-o", str(out), "--exporter", "torchscript")
+    assert r.returncode == 0, r.stderr
+    proto = onnx.load(str(out))
+    assert [o.name for o in proto.graph.output] == ["logits"]
+    meta = read_metadata(out)
+    assert meta["input"]["mean"] == [0.5, 0.5, 0.5] and meta["levels"][0]["channels"] == 3
+    report = ort_parity(out, sizes=[(32, 32), (45, 61)], repeats=0, log=lambda m: None)
+    assert report.passed and max(x.rel for x in report.results) < 1e-4
+
+
+# -- distributed -----------------------------------------------------------------------------------
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_process_gloo_run(tiny_root, tmp_path):
+    cfg = write_tiny_config(tmp_path / "tiny.py", tiny_root, epochs=2)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}",
+           str(REPO / "tools" / "train.py"), cfg, "--launcher", "pytorch", "--work-dir", str(tmp_path / "wd")]
+    p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path)
+    assert p.returncode == 0, p.stderr[-4000:]
+    log = p.stdout + p.stderr
+    run_log = next((tmp_path / "wd").glob("*/*.log")).read_text()
+    assert "Distributed launcher: pytorch" in run_log and "Distributed training: True" in run_log
+    m = json.loads((tmp_path / "wd" / "metrics.json").read_text())
+    assert m["final"]["count"] == 9  # the sharded val results were gathered from both ranks
+    assert (tmp_path / "wd" / "epoch_2.pth").is_file()
+    # sharded: each rank ran half the 21 training images per epoch -> 2 iterations of batch 6
+    assert "Epoch(train) [1][2/2]" in log
+
+
+@pytest.mark.slow
+def test_digits_config_reaches_its_accuracy(tmp_path):
+    """The shipped config on scikit-learn's real digits: >= 98.5% val top-1 (README states the time)."""
+    data = tmp_path / "digits"
+    assert run_cli("make-digits", str(data)).returncode == 0
+    r = run_cli("train", str(REPO / "configs" / "finetune" / "resnet18_digits.py"), "--data-root", str(data),
+                "--work-dir", str(tmp_path / "wd"))
+    assert r.returncode == 0, r.stderr[-3000:]
+    final = json.loads((tmp_path / "wd" / "metrics.json").read_text())["final"]
+    assert final["count"] == 359 and final["epoch"] == 12
+    assert final["top1"] >= 98.5, final
+    print(r.stdout.strip().splitlines()[-4])  # "val top-1 ... (epoch 12, 359 images, N s)"
