@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-__all__ = ["FeatureInfo", "FeatureExtractor", "validate_out_indices", "check_image_batch"]
+__all__ = ["FeatureInfo", "FeatureExtractor", "SequenceExtractor", "validate_out_indices", "check_image_batch"]
 
 
 @dataclass(frozen=True)
@@ -96,6 +96,7 @@ class FeatureExtractor(nn.Module):
     """
 
     in_channels: int = 3
+    min_input_size: int = 0  # families whose unpadded convs/pools need a minimum input set this
 
     def _init_features(
         self,
@@ -145,6 +146,10 @@ class FeatureExtractor(nn.Module):
         """Stage ``index`` (0 -> C2 .. 3 -> C5)."""
         raise NotImplementedError
 
+    def run_stage(self, index: int, x: torch.Tensor) -> torch.Tensor:
+        """Run stage ``index`` on ``x`` (families may run it without building a module)."""
+        return self.stage_module(index)(x)
+
     # -- behaviour ----------------------------------------------------------------------
     def _freeze_stages(self) -> None:
         for module in self.frozen_modules():
@@ -167,10 +172,68 @@ class FeatureExtractor(nn.Module):
         Stages past the last requested output are not run.
         """
         check_image_batch(x, self.in_channels, type(self).__name__)
+        if self.min_input_size and min(x.shape[-2:]) < self.min_input_size:
+            raise ValueError(f"{type(self).__name__} needs inputs of at least {self.min_input_size}x{self.min_input_size} "
+                             f"pixels (its convolutions and pools shrink smaller ones to nothing), got {tuple(x.shape)}")
         x = self.forward_stem(x)
         outs = []
         for i in range(self.out_indices[-1] + 1):
-            x = self.stage_module(i)(x)
+            x = self.run_stage(i, x)
             if i in self.out_indices:
                 outs.append(x)
         return tuple(outs)
+
+
+class _Steps(nn.Module):
+    """Runs sub-modules in order. Built per call from names, so it never owns (or duplicates) the
+    parameters: the modules stay registered under their source names (torchvision's/timm's keys)."""
+
+    def __init__(self, modules: Sequence[nn.Module]) -> None:
+        super().__init__()
+        self.steps = list(modules)  # a plain list: not registered as children
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for step in self.steps:
+            x = step(x)
+        return x
+
+    def parameters(self, recurse: bool = True):  # the frozen_stages switch iterates these
+        for step in self.steps:
+            yield from step.parameters(recurse)
+
+    def train(self, mode: bool = True) -> "_Steps":
+        for step in self.steps:
+            step.train(mode)
+        return self
+
+
+class SequenceExtractor(FeatureExtractor):
+    """A ``FeatureExtractor`` whose stem and stages are runs of named sub-modules.
+
+    Families whose source model is a chain of modules (torchvision's VGG, AlexNet, GoogLeNet,
+    Inception-v3, DenseNet, MobileNet; timm's feature nets) keep the source's modules under the
+    source's attribute names, so checkpoints load strictly, and describe each stage as the
+    names of the modules it runs (``"features.4"``, ``"inception3a"``, ...).
+    """
+
+    def _init_sequence(self, stem: Sequence[str], stages: Sequence[Sequence[str]]) -> None:
+        self.stem_names = tuple(stem)
+        self.stage_names = tuple(tuple(s) for s in stages)
+        for name in self.stem_names + tuple(n for s in self.stage_names for n in s):
+            self.get_submodule(name)  # fail at construction, not at the first forward
+
+    def stem_modules(self) -> list[nn.Module]:
+        return [self.get_submodule(n) for n in self.stem_names]
+
+    def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
+        for name in self.stem_names:
+            x = self.get_submodule(name)(x)
+        return x
+
+    def stage_module(self, index: int) -> nn.Module:
+        return _Steps([self.get_submodule(n) for n in self.stage_names[index]])
+
+    def run_stage(self, index: int, x: torch.Tensor) -> torch.Tensor:
+        for name in self.stage_names[index]:
+            x = self.get_submodule(name)(x)
+        return x

@@ -16,7 +16,12 @@ from typing import Any, Callable, Optional
 import torch
 from torch import nn
 
+from featx.backbones.densenet import DENSENET_SPECS, DenseNet
+from featx.backbones.inception import GoogLeNet, InceptionV3
+from featx.backbones.mobilenet import MOBILENET_SPECS, MobileNet
 from featx.backbones.resnet import RESNET_ARCHS, ResNet
+from featx.backbones.timm_backbone import TIMM_ARCHS, TimmBackbone
+from featx.backbones.vgg import VGG_SPECS, AlexNet, VGG
 from featx.features import FeatureInfo
 from featx.necks.fpn import FPN
 from featx.registry import MODELS, build_module
@@ -24,7 +29,7 @@ from featx.weights import load_weights
 
 __all__ = [
     "BackboneFPN", "PYRAMIDS", "ModelEntry", "CATALOG", "list_models", "create_model",
-    "get_entry", "unknown_model_error",
+    "get_entry", "unknown_model_error", "Family", "FAMILIES",
 ]
 
 
@@ -98,16 +103,40 @@ PYRAMIDS: dict[str, Pyramid] = {
     ),
 }
 
-_ARCH_TITLES = {
-    "resnet": "ResNet", "resnext": "ResNeXt", "wide_resnet": "WideResNet",
-}
+@dataclass(frozen=True)
+class Family:
+    """A backbone family in the catalogue: its base class and architectures, as data.
+
+    ``titles`` maps each architecture (the base class's ``arch_kw`` value) to its class name; an
+    architecture titled like the base class itself (``AlexNet``) reuses the base class.
+    """
+
+    name: str
+    base: type
+    arch_kw: str
+    titles: dict[str, str]
+    pyramids: tuple[str, ...] = ("fpn",)
 
 
-def _arch_title(arch: str) -> str:
+def _resnet_title(arch: str) -> str:
     """``"resnext50_32x4d"`` -> ``"ResNeXt50_32x4d"``, ``"wide_resnet50_2"`` -> ``"WideResNet50_2"``."""
     m = re.match(r"(wide_resnet|resnext|resnet)(.*)", arch)
     assert m, arch
-    return _ARCH_TITLES[m.group(1)] + m.group(2)
+    return {"resnet": "ResNet", "resnext": "ResNeXt", "wide_resnet": "WideResNet"}[m.group(1)] + m.group(2)
+
+
+FAMILIES: tuple[Family, ...] = (
+    Family("resnet", ResNet, "arch", {a: _resnet_title(a) for a in RESNET_ARCHS}, ("fpn", "retinafpn")),
+    Family("vgg", VGG, "arch", {a: a.upper().replace("_BN", "BN") for a in VGG_SPECS}),
+    Family("alexnet", AlexNet, "arch", {"alexnet": "AlexNet"}),
+    Family("googlenet", GoogLeNet, "arch", {"googlenet": "GoogLeNet"}),
+    Family("inception", InceptionV3, "arch", {"inception_v3": "InceptionV3"}),
+    Family("densenet", DenseNet, "arch", {a: a.replace("densenet", "DenseNet") for a in DENSENET_SPECS}),
+    Family("mobilenet", MobileNet, "arch", {"mobilenet_v2": "MobileNetV2", "mobilenet_v3_large": "MobileNetV3Large",
+                                            "mobilenet_v3_small": "MobileNetV3Small"}),
+    Family("timm", TimmBackbone, "model_name", dict(TIMM_ARCHS)),
+)
+assert all(set(f.titles) == set(f.base.SPECS) for f in FAMILIES if hasattr(f.base, "SPECS"))
 
 
 @dataclass(frozen=True)
@@ -128,39 +157,42 @@ class ModelEntry:
 CATALOG: dict[str, ModelEntry] = {}
 
 
-def _make_composite(arch: str, pyramid: Pyramid) -> type:
-    name = f"{_arch_title(arch)}{pyramid.suffix}"
+def _make_composite(family: Family, arch: str, pyramid: Pyramid) -> type:
+    name = f"{family.titles[arch]}{pyramid.suffix}"
+    base = family.base
 
     def __init__(self, neck: Optional[dict] = None, weights: Any = None, **backbone_kwargs: Any) -> None:
-        for fixed in ("arch", "depth"):
+        for fixed in ("arch", "depth", "model_name"):
             if fixed in backbone_kwargs:
                 raise TypeError(f"{name} fixes the architecture ({arch}); use BackboneFPN for another one")
         neck_cfg = {"type": FPN, **pyramid.neck, **(neck or {})}
-        BackboneFPN.__init__(self, backbone=dict(type=ResNet, arch=arch, **backbone_kwargs), neck=neck_cfg,
-                             weights=weights)
+        BackboneFPN.__init__(self, backbone=dict(type=base, **{family.arch_kw: arch}, **backbone_kwargs),
+                             neck=neck_cfg, weights=weights)
 
     doc = (
         f"{arch} backbone + FPN neck: {pyramid.doc}\n\n"
-        "    Keyword arguments go to ``featx.ResNet`` (out_indices, frozen_stages, norm_cfg, norm_eval,\n"
-        "    style, deep_stem, avg_down, output_stride, zero_init_residual); ``neck=dict(...)``\n"
-        f"    overrides the FPN settings {pyramid.neck}; ``weights=`` as for ``BackboneFPN``.\n"
+        f"    Keyword arguments go to ``featx.{base.__name__}`` (out_indices, frozen_stages, norm_eval, ...);\n"
+        f"    ``neck=dict(...)`` overrides the FPN settings {pyramid.neck}; ``weights=`` as for ``BackboneFPN``.\n"
     )
     cls = type(name, (BackboneFPN,), {"__init__": __init__, "__doc__": doc, "__module__": __name__, "arch": arch})
     MODELS.register_module(module=cls)
     return cls
 
 
-def _make_backbone(arch: str) -> type:
-    name = _arch_title(arch)
+def _make_backbone(family: Family, arch: str) -> type:
+    name = family.titles[arch]
+    base = family.base
+    if name == base.__name__:  # a one-architecture family: the base class is the model
+        return base
 
     def __init__(self, **kwargs: Any) -> None:
-        for fixed in ("arch", "depth"):
+        for fixed in ("arch", "depth", "model_name"):
             if fixed in kwargs:
-                raise TypeError(f"{name} fixes the architecture ({arch}); use featx.ResNet(arch=...) for another one")
-        ResNet.__init__(self, arch=arch, **kwargs)
+                raise TypeError(f"{name} fixes the architecture ({arch}); use featx.{base.__name__}(...) for another one")
+        base.__init__(self, **{family.arch_kw: arch}, **kwargs)
 
-    doc = f"{arch} as a C2..C5 feature extractor; keyword arguments as for ``featx.ResNet``."
-    cls = type(name, (ResNet,), {"__init__": __init__, "__doc__": doc, "__module__": __name__})
+    doc = f"{arch} as a C2..C5 feature extractor; keyword arguments as for ``featx.{base.__name__}``."
+    cls = type(name, (base,), {"__init__": __init__, "__doc__": doc, "__module__": __name__})
     MODELS.register_module(module=cls)
     return cls
 
@@ -184,15 +216,16 @@ def _register_timm(entry: ModelEntry) -> None:
 
 
 def _populate() -> None:
-    for arch in RESNET_ARCHS:
-        family = "resnet"
-        backbone_cls = _make_backbone(arch)
-        globals()[backbone_cls.__name__] = backbone_cls
-        CATALOG[backbone_cls.__name__] = ModelEntry(backbone_cls.__name__, f"featx_{arch}", family, arch, "backbone", backbone_cls)
-        for key, pyramid in PYRAMIDS.items():
-            cls = _make_composite(arch, pyramid)
-            globals()[cls.__name__] = cls
-            CATALOG[cls.__name__] = ModelEntry(cls.__name__, f"featx_{arch}_{key}", family, arch, "composite", cls)
+    for family in FAMILIES:
+        for arch in family.titles:
+            backbone_cls = _make_backbone(family, arch)
+            globals()[backbone_cls.__name__] = backbone_cls
+            CATALOG[family.titles[arch]] = ModelEntry(family.titles[arch], f"featx_{arch}", family.name, arch,
+                                                      "backbone", backbone_cls)
+            for key in family.pyramids:
+                cls = _make_composite(family, arch, PYRAMIDS[key])
+                globals()[cls.__name__] = cls
+                CATALOG[cls.__name__] = ModelEntry(cls.__name__, f"featx_{arch}_{key}", family.name, arch, "composite", cls)
     for entry in CATALOG.values():
         _register_timm(entry)
 

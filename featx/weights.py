@@ -42,7 +42,7 @@ logger = logging.getLogger("featx")
 
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".safetensors")
 # Keys a loader may drop: classification heads and detector heads (torchvision and mmdet names).
-HEAD_PREFIXES = ("fc.", "head.", "rpn.", "roi_heads.", "rpn_head.", "roi_head.", "bbox_head.", "mask_head.")
+HEAD_PREFIXES = ("fc.", "classifier.", "aux1.", "aux2.", "AuxLogits.", "head.", "rpn.", "roi_heads.", "rpn_head.", "roi_head.", "bbox_head.", "mask_head.")
 
 
 class WeightsError(ValueError):
@@ -203,6 +203,9 @@ def resolve_weights(model: nn.Module, weights: Any, progress: bool = True) -> tu
         except (ValueError, KeyError, AttributeError):
             raise WeightsError(f"unknown torchvision weights {weights!r} (expected e.g. 'ResNet50_Weights.IMAGENET1K_V2')") from None
         return resolve_weights(model, member, progress)
+    backbone = _backbone_of(model)
+    if hasattr(backbone, "resolve_named_weights"):  # timm families: timm's own pretrained loading
+        return backbone.resolve_named_weights(weights)
     enum = _weights_enum_for(model)
     if enum is None:
         raise WeightsError(f"{type(model).__name__} has no torchvision weights named {weights!r}; pass a file, URL or WeightsEnum")
@@ -289,8 +292,8 @@ def adapt_state_dict(model: nn.Module, state: dict[str, torch.Tensor]) -> tuple[
 
 
 def _is_head_key(key: str, is_composite: bool) -> bool:
-    if is_composite and key.startswith("backbone.fc."):
-        return True
+    if is_composite and key.startswith("backbone."):
+        key = key[len("backbone."):]
     return key.startswith(HEAD_PREFIXES)
 
 

@@ -1,0 +1,126 @@
+"""Any timm model as a featx extractor (``TimmBackbone``), and the timm-owned families
+SE-ResNet/ResNeXt, SK-ResNet/ResNeXt and ResNeSt as presets of it.
+
+timm's ``features_only`` net (``FeatureListNet``) is a chain of the model's own top-level
+modules, under the model's own names, with some of them tapped. ``TimmBackbone`` keeps exactly
+those modules and names (so timm checkpoints load strictly) and adds what mmpretrain's timm
+wrapper lacks:
+
+- levels named by stride: the taps at strides 4, 8, 16, 32 are C2..C5 whatever timm's index
+  (timm counts the stride-2 stem tap as index 0), and ``out_indices`` counts C2..C5 as 0..3;
+- ``frozen_stages``: the stem is every module up to the last tap before C2, stage k runs the
+  modules after the previous tap up to tap k;
+- ``norm_eval``;
+- ``weights=``: "DEFAULT" or a timm pretrained tag ("a1_in1k") through ``timm.create_model(...,
+  pretrained=True)`` (timm's hub download and cache), or a file / URL loaded strictly.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+
+from featx.features import FeatureInfo, SequenceExtractor, level_name
+from featx.registry import MODELS
+from featx.weights import WeightsUnavailableError, load_weights
+
+__all__ = ["TimmBackbone", "TIMM_ARCHS"]
+
+# The timm-owned families in the catalogue: timm model name -> featx class name.
+TIMM_ARCHS: dict[str, str] = {
+    "seresnet50": "SEResNet50",
+    "seresnet101": "SEResNet101",
+    "seresnext50_32x4d": "SEResNeXt50_32x4d",
+    "skresnet18": "SKResNet18",
+    "skresnet34": "SKResNet34",
+    "skresnext50_32x4d": "SKResNeXt50_32x4d",
+    "resnest50d": "ResNeSt50d",
+    "resnest101e": "ResNeSt101e",
+}
+
+_LEVEL_STRIDES = (4, 8, 16, 32)
+
+
+@MODELS.register_module()
+class TimmBackbone(SequenceExtractor):
+    """A timm model's ``features_only`` chain as C2..C5 (see the module docstring).
+
+    Args:
+        model_name: a timm model name (``timm.list_models()``), e.g. ``"seresnet50"``.
+        out_indices: which of C2..C5 (0..3) to return.
+        frozen_stages, norm_eval: as for every featx backbone.
+        weights: None, "DEFAULT" / a timm pretrained tag, or a checkpoint file / URL.
+        **timm_kwargs: passed to ``timm.create_model`` (``output_stride``, ``drop_path_rate``, ...).
+
+    >>> TimmBackbone("resnest50d", out_indices=(1, 2, 3))(torch.rand(1, 3, 224, 224))  # C3, C4, C5
+    """
+
+    def __init__(self, model_name: str, out_indices: Sequence[int] = (0, 1, 2, 3), frozen_stages: int = -1,
+                 norm_eval: bool = False, weights: Any = None, **timm_kwargs: Any) -> None:
+        super().__init__()
+        import timm
+        from timm.models import FeatureListNet
+
+        if not timm.is_model(model_name):
+            import difflib
+
+            close = difflib.get_close_matches(str(model_name), timm.list_models(), n=5)
+            raise ValueError(f"unknown timm model {model_name!r}" + (f"; close: {', '.join(close)}" if close else ""))
+        for fixed in ("features_only", "pretrained", "out_indices"):
+            if fixed in timm_kwargs:
+                raise TypeError(f"TimmBackbone sets {fixed} itself; use out_indices (C2..C5 = 0..3) and weights=")
+        net = timm.create_model(model_name, pretrained=False, features_only=True, **timm_kwargs)
+        if not isinstance(net, FeatureListNet):
+            raise ValueError(f"{model_name}'s features_only net is a {type(net).__name__}, not a chain of modules "
+                             "(FeatureListNet); TimmBackbone cannot split it into stages")
+        self.arch = self.model_name = model_name
+        reductions = net.feature_info.reduction()
+        channels = net.feature_info.channels()
+        children = list(net.named_children())
+        for name, module in children:
+            self.add_module(name, module)
+        # which child ends which timm feature level
+        tap_of_level = {int(index): name for name, index in net.return_layers.items()}
+        order = [name for name, _ in children]
+        levels = {}
+        for index, stride in enumerate(reductions):
+            if stride in _LEVEL_STRIDES and stride not in levels:
+                levels[stride] = index
+        missing = [s for s in _LEVEL_STRIDES if s not in levels]
+        if missing:
+            raise ValueError(f"{model_name} has feature maps at strides {reductions}; featx needs 4, 8, 16 and 32 "
+                             f"(missing {missing}); try another output_stride or a model with a stride-4 stage")
+        ends = [order.index(tap_of_level[levels[s]]) for s in _LEVEL_STRIDES]
+        first_c2_module = next((order.index(tap_of_level[i]) + 1 for i in range(levels[4] - 1, -1, -1)
+                                if i in tap_of_level), 0)
+        stem = order[:first_c2_module]
+        starts = [first_c2_module] + [e + 1 for e in ends[:-1]]
+        stages = [order[a:b + 1] for a, b in zip(starts, ends)]
+        infos = [FeatureInfo(level_name("C", s), channels[levels[s]], s, tap_of_level[levels[s]]) for s in _LEVEL_STRIDES]
+        self.timm_feature_indices = tuple(levels[s] for s in _LEVEL_STRIDES)
+        self._init_sequence(stem, stages)
+        self._init_features(infos, out_indices, frozen_stages, norm_eval)
+        self.load_report = load_weights(self, weights)
+
+    def resolve_named_weights(self, name: str) -> tuple[dict[str, torch.Tensor], str]:
+        """``"DEFAULT"`` or a pretrained tag -> timm's pretrained state dict, through
+        ``timm.create_model(..., pretrained=True)`` (its hub download and cache)."""
+        import timm
+
+        full = self.model_name if name == "DEFAULT" else f"{self.model_name}.{name}"
+        cfg = timm.models.get_pretrained_cfg(full)
+        if cfg is None or not (cfg.hf_hub_id or cfg.url or cfg.file):
+            tags = [m.split(".", 1)[1] for m in timm.list_pretrained(f"{self.model_name}.*")]
+            raise WeightsUnavailableError(
+                f"timm has no pretrained weights {full!r}" + (f"; available tags: {', '.join(tags)}" if tags else
+                                                                f"; timm lists none for {self.model_name}"))
+        try:
+            model = timm.create_model(full, pretrained=True)
+        except Exception as e:  # hub errors come in many types; offline is the usual one
+            where = (f"the Hugging Face cache ($HF_HOME/hub/models--{cfg.hf_hub_id.replace('/', '--')})"
+                     if cfg.hf_hub_id else cfg.url or cfg.file)
+            raise WeightsUnavailableError(
+                f"timm could not load pretrained {full} ({type(e).__name__}: {str(e)[:200]}); "
+                f"expected in {where}") from None
+        tag = f"{cfg.hf_hub_id or cfg.url}"
+        return model.state_dict(), f"timm {full} ({tag})"

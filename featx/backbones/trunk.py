@@ -1,0 +1,111 @@
+"""The shared base of the torchvision families that are chains of modules (VGG, AlexNet,
+GoogLeNet, Inception-v3, DenseNet, MobileNet): a family is a table of ``TrunkSpec`` rows.
+
+Each spec names torchvision's builder (also the key of its weights enum), which of the built
+model's top-level modules to keep (their parameter names stay torchvision's, so torchvision
+checkpoints load strictly with only the classifier dropped), and which of those modules make the
+stem and each stage C2..C5. The tap of a level is the output of the last module of its stage.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Optional, Sequence
+
+import torch
+from torch import nn
+
+from featx.features import FeatureInfo, SequenceExtractor, level_name
+from featx.weights import load_weights
+
+__all__ = ["TrunkSpec", "TorchvisionTrunk", "transform_input_to_inception"]
+
+
+@dataclass(frozen=True)
+class TrunkSpec:
+    """One architecture of a chain-of-modules family.
+
+    Attributes:
+        arch: torchvision's builder name (``"vgg16_bn"``), also its weights enum key.
+        build: returns torchvision's model, randomly initialised (never downloads).
+        keep: top-level attributes of that model the extractor keeps (``("features",)``).
+        stem: module names run before C2 (frozen by ``frozen_stages >= 0``).
+        stages: four tuples of module names: the modules whose last output is C2, C3, C4, C5.
+        channels: channels of C2..C5.
+        strides: nominal strides of C2..C5; ``real_strides`` documents families whose maps are
+            not exact (AlexNet's 11x11/4 conv and unpadded pools, Inception-v3's unpadded convs).
+        min_size: smallest input height/width the convolutions accept.
+        transform_input: the family re-normalizes ImageNet-normalized input as torchvision does
+            when its pretrained weights are loaded (GoogLeNet, Inception-v3).
+        extra: modules without parameters the stages use beyond torchvision's (name -> factory).
+    """
+
+    arch: str
+    build: Callable[[], nn.Module]
+    keep: tuple[str, ...]
+    stem: tuple[str, ...]
+    stages: tuple[tuple[str, ...], ...]
+    channels: tuple[int, ...]
+    strides: tuple[int, ...] = (4, 8, 16, 32)
+    real_strides: str = ""
+    min_size: int = 32
+    transform_input: bool = False
+    extra: tuple[tuple[str, Callable[[], nn.Module]], ...] = ()
+    has_norm: bool = True
+
+
+def transform_input_to_inception(x: torch.Tensor) -> torch.Tensor:
+    """ImageNet mean/std-normalized input -> the (x - 0.5) / 0.5 normalization torchvision's
+    GoogLeNet/Inception-v3 weights were trained with (torchvision's ``transform_input=True``)."""
+    mean = torch.tensor((0.485, 0.456, 0.406), dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor((0.229, 0.224, 0.225), dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    return x * (std / 0.5) + (mean - 0.5) / 0.5
+
+
+class TorchvisionTrunk(SequenceExtractor):
+    """A torchvision chain-of-modules classifier as a C2..C5 extractor (see the module docstring).
+
+    Args:
+        arch: a key of the family's spec table.
+        out_indices: which of C2..C5 (0..3) to return.
+        frozen_stages: -1 nothing, 0 the stem, k the stem and stages 1..k.
+        norm_eval: BatchNorm layers use running statistics in ``train()``.
+        weights: None, "DEFAULT", a torchvision enum name/member, a file or a URL (strict).
+        transform_input: re-normalize input for GoogLeNet/Inception-v3 weights; default: True
+            when weights are given (torchvision's rule), False otherwise.
+    """
+
+    SPECS: dict[str, TrunkSpec] = {}
+
+    def __init__(self, arch: str, out_indices: Sequence[int] = (0, 1, 2, 3), frozen_stages: int = -1,
+                 norm_eval: bool = False, weights: Any = None, transform_input: Optional[bool] = None) -> None:
+        super().__init__()
+        if arch not in self.SPECS:
+            import difflib
+
+            close = difflib.get_close_matches(str(arch), list(self.SPECS), n=3)
+            raise ValueError(f"unknown {type(self).__name__} arch {arch!r}; expected one of {sorted(self.SPECS)}"
+                             + (f" (did you mean {', '.join(close)}?)" if close else ""))
+        spec = self.SPECS[arch]
+        self.arch = arch
+        self.spec = spec
+        source = spec.build()
+        for name in spec.keep:
+            setattr(self, name, getattr(source, name))
+        for name, factory in spec.extra:
+            setattr(self, name, factory())
+        del source  # the classifier head goes with it
+        if transform_input and not spec.transform_input:
+            raise ValueError(f"transform_input applies to GoogLeNet/Inception-v3 only, not {arch}")
+        self.transform_input = bool(spec.transform_input and (weights is not None if transform_input is None
+                                                              else transform_input))
+        self.min_input_size = spec.min_size
+        stage_infos = [FeatureInfo(level_name("C", s), c, s, names[-1])
+                       for s, c, names in zip(spec.strides, spec.channels, spec.stages)]
+        self._init_sequence(spec.stem, spec.stages)
+        self._init_features(stage_infos, out_indices, frozen_stages, norm_eval)
+        self.load_report = load_weights(self, weights)
+
+    def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
+        if self.transform_input:
+            x = transform_input_to_inception(x)
+        return super().forward_stem(x)
