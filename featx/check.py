@@ -67,10 +67,13 @@ class CheckReport:
 
 
 def checkable_models() -> list[str]:
-    """Every catalogue model with a torchvision reference, then the detection presets."""
+    """Every ResNet catalogue model, every backbone of the other families (their composites add
+    only a neck, which classification checkpoints do not hold), then the detection presets."""
     from featx.models import CATALOG
 
-    return [n for n, e in CATALOG.items() if e.family == "resnet"] + list(DETECTION_PRESETS)
+    return ([n for n, e in CATALOG.items() if e.family == "resnet"]
+            + [n for n, e in CATALOG.items() if e.family != "resnet" and e.kind == "backbone"]
+            + list(DETECTION_PRESETS))
 
 
 def randomize_norm_stats(model: nn.Module, seed: int = 0) -> nn.Module:
@@ -198,6 +201,9 @@ def _check(report, model_name, weights, reference_weights, sizes, batch, tol, se
         report.reference = f"torchvision {model_name}(...).backbone"
         make = lambda w: detection_composite(model_name, weights=w, progress=False, **model_kwargs)  # noqa: E731
         kind = "detector"
+    elif get_entry(model_name).family != "resnet":
+        _check_zoo(report, get_entry(model_name), weights, reference_weights, sizes, batch, tol, seed, tmp, model_kwargs)
+        return
     else:
         entry = get_entry(model_name)
         probe = entry.build(**model_kwargs)
@@ -247,3 +253,58 @@ def _check(report, model_name, weights, reference_weights, sizes, batch, tol, se
     names = [f.name for f in model.feature_info]
     report.reference += f" ({type(ref).__name__})"
     report.levels = _run_pair(model, ref.eval(), names, sizes, batch, seed, tol)
+
+
+def _zoo_reference(entry, named: Optional[str] = None) -> nn.Module:
+    """The reference library's classification model for a zoo family: timm's for the timm
+    families, torchvision's otherwise (with the auxiliary heads its checkpoints carry)."""
+    if entry.family == "timm":
+        import timm
+
+        if named is None:
+            return timm.create_model(entry.arch, pretrained=False)
+        return timm.create_model(entry.arch if named == "DEFAULT" else f"{entry.arch}.{named}", pretrained=True)
+    aux = {"aux_logits": True, "init_weights": True} if entry.arch in ("googlenet", "inception_v3") else {}
+    if named is None:
+        return torchvision.models.get_model(entry.arch, weights=None, **aux)
+    return torchvision.models.get_model(entry.arch, weights=named)
+
+
+def _check_zoo(report, entry, weights, reference_weights, sizes, batch, tol, seed, tmp: Path, model_kwargs) -> None:
+    """VGG ... MobileNet against torchvision's ``create_feature_extractor`` on the classification
+    model; the timm families against timm's ``features_only`` net. Backbone levels only."""
+    full_ref = _zoo_reference(entry)
+    if weights == RANDOM or reference_weights == RANDOM:
+        randomize_norm_stats(full_ref, seed)
+        ckpt = tmp / "random_reference.pth"
+        torch.save(full_ref.state_dict(), ckpt)
+        weights = ckpt if weights == RANDOM else weights
+        reference_weights = ckpt if reference_weights == RANDOM else reference_weights
+    named = isinstance(reference_weights, str) and not Path(reference_weights).suffix and "://" not in reference_weights
+    if named:
+        full_ref = _zoo_reference(entry, reference_weights)
+    else:
+        _load_reference(full_ref, str(reference_weights), None)
+    full_ref.eval()
+    model = entry.build(weights=str(weights), **model_kwargs).eval()
+    report.load = model.load_report.to_dict() if model.load_report else {}
+    backbone = model.backbone if entry.kind == "composite" else model
+    if entry.kind == "composite":
+        report.not_compared.append("neck (not in the checkpoint; randomly initialised)")
+    if entry.family == "timm":
+        import timm
+
+        ref = timm.create_model(entry.arch, pretrained=False, features_only=True,
+                                out_indices=[backbone.timm_feature_indices[i] for i in backbone.out_indices])
+        own = ref.state_dict()
+        ref.load_state_dict({k: v for k, v in full_ref.state_dict().items() if k in own}, strict=True)
+        report.reference = f"timm {entry.arch} (features_only)"
+    else:
+        from torchvision.models.feature_extraction import create_feature_extractor
+
+        if hasattr(full_ref, "transform_input"):
+            full_ref.transform_input = backbone.transform_input
+        nodes = [backbone.spec.reference_nodes[i] for i in backbone.out_indices]
+        ref = create_feature_extractor(full_ref, {n: str(j) for j, n in enumerate(nodes)})
+        report.reference = f"torchvision {entry.arch} (create_feature_extractor: {', '.join(nodes)})"
+    report.levels = _run_pair(backbone, ref.eval(), [f.name for f in backbone.feature_info], sizes, batch, seed, tol)

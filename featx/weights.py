@@ -255,6 +255,12 @@ def adapt_state_dict(model: nn.Module, state: dict[str, torch.Tensor]) -> tuple[
     """
     key_map = "identity"
     is_composite = hasattr(model, "neck") and hasattr(model, "backbone")
+    renames = getattr(_backbone_of(model), "checkpoint_key_map", None)
+    if renames:  # a timm feature net that flattened nested names ("stages.0" -> "stages_0")
+        inverse = {timm_key: own_key for own_key, timm_key in renames.items()}
+        if any(k in inverse for k in state):
+            state = {inverse.get(k, k): v for k, v in state.items()}
+            key_map = "timm checkpoint -> flattened feature net"
     outside: list[str] = []  # keys of a whole detector that a bare backbone does not take
     if any(k.startswith("backbone.body.") for k in state):
         if is_composite:
@@ -275,7 +281,10 @@ def adapt_state_dict(model: nn.Module, state: dict[str, torch.Tensor]) -> tuple[
         key_map = "classification -> backbone" if key_map == "identity" else key_map
 
     own = model.state_dict()
-    dropped = outside + sorted(k for k in state if k not in own and _is_head_key(k, is_composite))
+    head_keys = getattr(_backbone_of(model), "checkpoint_head_keys", frozenset())  # timm: beyond the last tap
+    prefix = "backbone." if is_composite else ""
+    dropped = outside + sorted(k for k in state if k not in own and (
+        _is_head_key(k, is_composite) or k.removeprefix(prefix) in head_keys))
     state = {k: v for k, v in state.items() if k not in dropped}
     # BatchNorm's step counter is optional both ways (FrozenBatchNorm2d has none).
     state = {k: v for k, v in state.items() if not (k.endswith("num_batches_tracked") and k not in own)}

@@ -34,6 +34,7 @@ def _densenet_spec(arch: str) -> TrunkSpec:
                 (f + "transition3", f + "denseblock4", f + "norm5", "relu5")),
         channels=_DENSENET_CHANNELS[arch],
         extra=(("relu5", lambda: nn.ReLU(inplace=False)),),  # torchvision applies F.relu after norm5
+        graph_nodes=(f + "denseblock1", f + "denseblock2", f + "denseblock3", "relu"),
     )
 
 

@@ -70,19 +70,10 @@ class TimmBackbone(SequenceExtractor):
             if fixed in timm_kwargs:
                 raise TypeError(f"TimmBackbone sets {fixed} itself; use out_indices (C2..C5 = 0..3) and weights=")
         net = timm.create_model(model_name, pretrained=False, features_only=True, **timm_kwargs)
-        if not isinstance(net, FeatureListNet):
-            raise ValueError(f"{model_name}'s features_only net is a {type(net).__name__}, not a chain of modules "
-                             "(FeatureListNet); TimmBackbone cannot split it into stages")
         self.arch = self.model_name = model_name
         reductions = net.feature_info.reduction()
         channels = net.feature_info.channels()
-        children = list(net.named_children())
-        for name, module in children:
-            self.add_module(name, module)
-        # which child ends which timm feature level
-        tap_of_level = {int(index): name for name, index in net.return_layers.items()}
-        order = [name for name, _ in children]
-        levels = {}
+        levels: dict[int, int] = {}
         for index, stride in enumerate(reductions):
             if stride in _LEVEL_STRIDES and stride not in levels:
                 levels[stride] = index
@@ -90,17 +81,83 @@ class TimmBackbone(SequenceExtractor):
         if missing:
             raise ValueError(f"{model_name} has feature maps at strides {reductions}; featx needs 4, 8, 16 and 32 "
                              f"(missing {missing}); try another output_stride or a model with a stride-4 stage")
-        ends = [order.index(tap_of_level[levels[s]]) for s in _LEVEL_STRIDES]
-        first_c2_module = next((order.index(tap_of_level[i]) + 1 for i in range(levels[4] - 1, -1, -1)
-                                if i in tap_of_level), 0)
-        stem = order[:first_c2_module]
-        starts = [first_c2_module] + [e + 1 for e in ends[:-1]]
-        stages = [order[a:b + 1] for a, b in zip(starts, ends)]
-        infos = [FeatureInfo(level_name("C", s), channels[levels[s]], s, tap_of_level[levels[s]]) for s in _LEVEL_STRIDES]
         self.timm_feature_indices = tuple(levels[s] for s in _LEVEL_STRIDES)
-        self._init_sequence(stem, stages)
+        module_names = net.feature_info.module_name()
+        infos = [FeatureInfo(level_name("C", s), channels[levels[s]], s, module_names[levels[s]]) for s in _LEVEL_STRIDES]
+        self.checkpoint_key_map: dict[str, str] = {}  # featx key -> timm key, where they differ
+        if isinstance(net, FeatureListNet):
+            self._init_chain(net, levels)
+        else:
+            self._init_wrapped(net, levels)
+        # the classifier side of timm's checkpoints (fc, conv_head, head.norm, ...): dropped and reported
+        own = {self.checkpoint_key_map.get(k, k) for k in self.state_dict()}
+        self.checkpoint_head_keys = frozenset(k for k in self._timm_full_state_keys() if k not in own)
         self._init_features(infos, out_indices, frozen_stages, norm_eval)
         self.load_report = load_weights(self, weights)
+
+    def _init_chain(self, net: Any, levels: dict[int, int]) -> None:
+        """A FeatureListNet: its children, in order, become the stem and the stages."""
+        self.chain = True
+        children = list(net.named_children())
+        for name, module in children:
+            self.add_module(name, module)
+        tap_of_level = {int(index): name for name, index in net.return_layers.items()}
+        order = [name for name, _ in children]
+        ends = [order.index(tap_of_level[levels[s]]) for s in _LEVEL_STRIDES]
+        first = next((order.index(tap_of_level[i]) + 1 for i in range(levels[4] - 1, -1, -1) if i in tap_of_level), 0)
+        starts = [first] + [e + 1 for e in ends[:-1]]
+        self._init_sequence(order[:first], [order[a:b + 1] for a, b in zip(starts, ends)])
+        # timm flattens nested sequentials into "stages_0"; its checkpoints say "stages.0"
+        full_keys = list(self._timm_full_state_keys())
+        for i, key in enumerate(self.state_dict()):
+            if i < len(full_keys) and key != full_keys[i]:
+                if key.replace("_", ".") != full_keys[i].replace("_", "."):
+                    raise ValueError(f"cannot map {self.model_name}'s feature-net key {key!r} to its checkpoint keys")
+                self.checkpoint_key_map[key] = full_keys[i]
+
+    def _timm_full_state_keys(self):
+        import timm
+
+        with torch.device("meta"):
+            return timm.create_model(self.model_name, pretrained=False).state_dict().keys()
+
+    def _init_wrapped(self, net: Any, levels: dict[int, int]) -> None:
+        """A feature class of its own (EfficientNetFeatures, ...): timm's forward runs it. Its
+        children are registered here under their own (timm's) names; freezing follows the order
+        of its modules up to each level's tap."""
+        self.chain = False
+        for name, module in net.named_children():
+            self.add_module(name, module)
+        object.__setattr__(self, "_timm_net", net)  # not a child: its modules are registered above
+        leaves = [n for n, m in self.named_modules() if n and (list(m.parameters(recurse=False))
+                                                              or list(m.buffers(recurse=False)))]
+        names = net.feature_info.module_name()
+
+        def last_leaf(module: str) -> int:
+            hits = [i for i, n in enumerate(leaves) if n == module or n.startswith(module + ".")]
+            if not hits:
+                raise ValueError(f"cannot find the modules of {self.model_name}'s tap {module!r}")
+            return hits[-1]
+
+        stem_end = last_leaf(names[levels[4] - 1]) + 1 if levels[4] > 0 else 0
+        self._leaves = leaves
+        self._stage_ends = [stem_end] + [last_leaf(names[levels[s]]) + 1 for s in _LEVEL_STRIDES]
+
+    def frozen_modules(self) -> list:
+        if getattr(self, "chain", True):
+            return super().frozen_modules()
+        if self.frozen_stages < 0:
+            return []
+        return [self.get_submodule(n) for n in self._leaves[: self._stage_ends[self.frozen_stages]]]
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        if self.chain:
+            return super().forward(x)
+        from featx.features import check_image_batch
+
+        check_image_batch(x, self.in_channels, type(self).__name__)
+        outs = self._timm_net(x)
+        return tuple(outs[self.timm_feature_indices[i]] for i in self.out_indices)
 
     def resolve_named_weights(self, name: str) -> tuple[dict[str, torch.Tensor], str]:
         """``"DEFAULT"`` or a pretrained tag -> timm's pretrained state dict, through

@@ -37,6 +37,7 @@ class TrunkSpec:
         transform_input: the family re-normalizes ImageNet-normalized input as torchvision does
             when its pretrained weights are loaded (GoogLeNet, Inception-v3).
         extra: modules without parameters the stages use beyond torchvision's (name -> factory).
+        graph_nodes: torchvision's graph node names of C2..C5 where they differ from the modules.
     """
 
     arch: str
@@ -51,6 +52,13 @@ class TrunkSpec:
     transform_input: bool = False
     extra: tuple[tuple[str, Callable[[], nn.Module]], ...] = ()
     has_norm: bool = True
+    graph_nodes: tuple[str, ...] = ()
+
+    @property
+    def reference_nodes(self) -> tuple[str, ...]:
+        """The torchvision FX graph node of each level (``create_feature_extractor`` return nodes):
+        the last module of each stage unless ``graph_nodes`` says otherwise."""
+        return self.graph_nodes or tuple(names[-1] for names in self.stages)
 
 
 def transform_input_to_inception(x: torch.Tensor) -> torch.Tensor:
