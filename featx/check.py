@@ -9,6 +9,7 @@ must agree to ``max|featx - ref| <= tol * max|ref|`` (fp32, tol 1e-5 by default)
 from __future__ import annotations
 
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -305,6 +306,8 @@ def _check_zoo(report, entry, weights, reference_weights, sizes, batch, tol, see
         if hasattr(full_ref, "transform_input"):
             full_ref.transform_input = backbone.transform_input
         nodes = [backbone.spec.reference_nodes[i] for i in backbone.out_indices]
-        ref = create_feature_extractor(full_ref, {n: str(j) for j, n in enumerate(nodes)})
+        with warnings.catch_warnings():  # its note about train/eval node lists does not apply to these models
+            warnings.simplefilter("ignore", UserWarning)
+            ref = create_feature_extractor(full_ref, {n: str(j) for j, n in enumerate(nodes)})
         report.reference = f"torchvision {entry.arch} (create_feature_extractor: {', '.join(nodes)})"
     report.levels = _run_pair(backbone, ref.eval(), [f.name for f in backbone.feature_info], sizes, batch, seed, tol)

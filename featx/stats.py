@@ -45,12 +45,13 @@ def flops_and_shapes(module: nn.Module, inputs: Any) -> tuple[float, list[tuple[
 
 
 @lru_cache(maxsize=None)
-def _backbone_cost(arch: str, size: tuple[int, int]) -> tuple[float, tuple[tuple[int, ...], ...]]:
+def _backbone_cost(family: str, arch: str, size: tuple[int, int]) -> tuple[float, tuple[tuple[int, ...], ...]]:
     """GFLOPs and C2..C5 shapes of the default backbone of ``arch`` (shared by its composites)."""
-    from featx.backbones.resnet import ResNet
+    from featx.models import CATALOG
 
+    entry = next(e for e in CATALOG.values() if e.family == family and e.arch == arch and e.kind == "backbone")
     with torch.device("meta"):
-        backbone = ResNet(arch=arch).eval()
+        backbone = entry.build().eval()
         x = torch.empty(1, 3, *size)
     flops, shapes = flops_and_shapes(backbone, x)
     return flops, tuple(shapes)
@@ -62,11 +63,16 @@ def _build_meta(entry: ModelEntry) -> nn.Module:
 
 
 def loadable_weights(entry: ModelEntry) -> list[str]:
-    """torchvision weight names the model takes, plus the torchvision detectors it can hold."""
+    """Weight names the model takes (torchvision enum names; timm pretrained tags for the timm
+    families), plus the torchvision detectors it can hold."""
     from torchvision.models import get_model_weights
 
     from featx.weights import DETECTION_PRESETS
 
+    if entry.family == "timm":  # timm's pretrained tags ("a1_in1k"), as weights= takes them
+        import timm
+
+        return [m.split(".", 1)[1] for m in timm.list_pretrained(f"{entry.arch}.*")]
     try:
         names = [w.name for w in get_model_weights(entry.arch)]
     except (ValueError, KeyError):
@@ -83,7 +89,7 @@ def model_stats(name: str, sizes: Sequence[tuple[int, int]] = STAT_SIZES) -> Mod
     params = sum(p.numel() for p in model.parameters()) / 1e6
     gflops = {}
     for size in sizes:
-        flops, shapes = _backbone_cost(entry.arch, tuple(size))
+        flops, shapes = _backbone_cost(entry.family, entry.arch, tuple(size))
         if entry.kind == "composite":
             with torch.device("meta"):
                 feats = [torch.empty(s) for s in shapes]
