@@ -27,21 +27,25 @@ def _size(text: str) -> tuple[int, int]:
 def _add_check_weights(sub) -> None:
     p = sub.add_parser(
         "check-weights",
-        help="compare a featx model with the torchvision reference on the same checkpoint",
-        description="Build a featx model and its torchvision reference, load the same checkpoint into both "
-                    "(each through its own loading code), run random inputs at several sizes and compare every "
-                    "level: pass when max|featx - ref| <= tol * max|ref|. Exit code 0 only when all pass.",
+        help="compare a featx model with the reference library (torchvision / timm) on the same checkpoint",
+        description="Build a featx model and its reference, load the same checkpoint into both (each through its "
+                    "own loading code), run random inputs at several sizes and compare every level: pass when "
+                    "max|featx - ref| <= tol * max|ref|. References: torchvision IntermediateLayerGetter / "
+                    "BackboneWithFPN / detector.backbone for the ResNets, torchvision create_feature_extractor for "
+                    "VGG, AlexNet, GoogLeNet, Inception-v3, DenseNet and MobileNet, timm features_only for the timm "
+                    "families. Exit code 0 only when all pass.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="examples:\n"
                "  featx check-weights ResNet50 --weights IMAGENET1K_V2      # torchvision hub cache\n"
+               "  featx check-weights SEResNet50 --weights a1_in1k          # timm's hub cache\n"
                "  featx check-weights fasterrcnn_resnet50_fpn_v2 --weights COCO_V1\n"
                "  featx check-weights ResNet50FPN --weights my.pth --reference-weights original.pth\n"
                "  featx check-weights --all --json report.json               # every model, random weights\n",
     )
     p.add_argument("model", nargs="?", help="catalogue name (featx list) or torchvision detector name")
     p.add_argument("--weights", default="random",
-                   help="'random' (default: a random torchvision checkpoint, offline), an enum name "
-                        "(DEFAULT, IMAGENET1K_V1, COCO_V1 for detectors), a file or a URL")
+                   help="'random' (default: a random reference checkpoint, offline), an enum name "
+                        "(DEFAULT, IMAGENET1K_V1, COCO_V1 for detectors), a timm tag, a file or a URL")
     p.add_argument("--reference-weights", default=None,
                    help="what the reference loads (default: the same as --weights); use it to check a "
                         "converted or re-saved checkpoint against the original")
@@ -105,7 +109,7 @@ def _cmd_check_weights(args) -> int:
 # -- list / info / viz / demo -----------------------------------------------------------------
 def _add_list(sub) -> None:
     p = sub.add_parser("list", help="list the registered models with their pyramids, size and cost",
-                       description="Every featx model: mmengine type (featx.<name>), timm name, output levels, strides, "
+                       description="Every featx model: mmengine type (featx.<name>), timm name, family, output levels, strides, "
                                    "channels, parameters, GFLOPs at 224x224 and 800x1216 (torch.utils.flop_counter: "
                                    "2 x multiply-adds, so twice the 'GFLOPS' torchvision's docs list), and the "
                                    "torchvision weights / detectors it loads. Computed on the meta device.",
@@ -131,10 +135,11 @@ def model_table_rows(pattern: Optional[str] = None) -> tuple[list[str], list[lis
         stats.append(model_stats(n))
     if len(names) > 3:
         print("\r" + " " * 50 + "\r", end="", file=sys.stderr, flush=True)
-    headers = ["model", "timm name", "levels", "strides", "channels", "params (M)", "GFLOPs 224", "GFLOPs 800x1216", "weights"]
+    headers = ["model", "timm name", "family", "levels", "strides", "channels", "params (M)", "GFLOPs 224",
+               "GFLOPs 800x1216", "weights"]
     rows = []
     for st in stats:
-        rows.append([st.name, st.timm_name, f"{st.levels[0]}-{st.levels[-1]}", "/".join(map(str, st.strides)),
+        rows.append([st.name, st.timm_name, st.family, f"{st.levels[0]}-{st.levels[-1]}", "/".join(map(str, st.strides)),
                      "/".join(map(str, st.channels)) if len(set(st.channels)) > 1 else str(st.channels[0]),
                      f"{st.params_m:.1f}", f"{st.gflops['224x224']:.1f}", f"{st.gflops['800x1216']:.1f}",
                      ", ".join(st.weights) or "-"])
@@ -313,7 +318,8 @@ def _add_export(sub) -> None:
                "  featx export ResNet50FPN                                  # export/ResNet50FPN_dynamic_fp32.onnx\n"
                "  featx export ResNet50FPN --static 800 1216 -o r50.onnx\n"
                "  featx export configs/models/resnet50_fpn.py --cfg-options model.frozen_stages=-1\n"
-               "  featx export ResNet50FPN --weights DEFAULT --profile dynamic_fp16\n",
+               "  featx export ResNet50FPN --weights DEFAULT --profile dynamic_fp16\n"
+               "  featx export ResNet50FPN --weights DEFAULT --int8 --calib data/digits/train   # + int8 QDQ\n",
     )
     p.add_argument("model", help="catalogue name (featx list), a config .py with `model = dict(...)`, or a "
                    "checkpoint .pth written by featx train (the fine-tuned classifier; output `logits`)")
@@ -332,6 +338,15 @@ def _add_export(sub) -> None:
     p.add_argument("--fp16-io", action="store_true", default=None, help="with --fp16: fp16 input and outputs too")
     p.add_argument("--simplify", action="store_true", default=None, help="run onnxslim on the graph (pip install onnxslim)")
     p.add_argument("--exporter", choices=["dynamo", "torchscript"], help="torch.onnx exporter (default dynamo)")
+    p.add_argument("--int8", action="store_true", help="also quantize: static int8 (ONNX Runtime QDQ, per-channel "
+                   "int8 weights, uint8 activations) calibrated on --calib images; writes <output>_int8.onnx")
+    p.add_argument("--calib", metavar="FOLDER", help="with --int8: images to calibrate on (an ImageFolder or any "
+                   "folder of images)")
+    p.add_argument("--calib-count", type=int, default=32, help="with --int8: calibration images (default 32)")
+    p.add_argument("--calib-size", type=_size, default=(512, 512), help="with --int8: calibration input HxW "
+                   "(default 512x512)")
+    p.add_argument("--calib-method", choices=["percentile", "minmax", "entropy"], default="percentile",
+                   help="with --int8: activation range estimate (default percentile 99.99)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random init when no weights are given (default 0)")
     p.set_defaults(func=_cmd_export)
 
@@ -367,6 +382,10 @@ def _cmd_export(args) -> int:
         out = folder / f"{stem}_{settings.name}.onnx"
     if out.suffix != ".onnx":
         raise ValueError(f"output must end in .onnx, got {out}")
+    if args.int8 and not args.calib:
+        raise ValueError("--int8 needs --calib FOLDER: static quantization calibrates on real images")
+    if args.int8 and settings.fp16:
+        raise ValueError("--int8 quantizes an fp32 export; drop --fp16 (or the fp16 profile)")
     r = export_onnx(cfg, out, settings, seed=args.seed, log=lambda m: print(m, file=sys.stderr, flush=True))
     print(f"wrote {r.path}  ({r.size_mb:.1f} MB, opset {r.opset}, {r.exporter} exporter, {r.seconds:.1f} s)")
     print(f"weights: {r.metadata['featx.weights']}  precision: {r.metadata['featx.precision']} "
@@ -374,6 +393,14 @@ def _cmd_export(args) -> int:
     rows = [["input", v["name"], v["dtype"], v["shape"]] for v in r.inputs]
     rows += [["output", v["name"], v["dtype"], v["shape"]] for v in r.outputs]
     print(format_table(["", "name", "dtype", "shape"], [[a, b, c, " x ".join(map(str, d))] for a, b, c, d in rows]))
+    if args.int8:
+        from featx.quantize import quantize_onnx
+
+        q_out = out.with_name(out.stem + "_int8.onnx")
+        q = quantize_onnx(out, q_out, args.calib, tuple(args.calib_size), args.calib_count, args.calib_method,
+                          log=lambda m: print(m, file=sys.stderr, flush=True))
+        print(f"wrote {q.path}  ({q.size_mb:.1f} MB, int8 QDQ, calibrated on {q.images} images at "
+              f"{q.calib_size[0]}x{q.calib_size[1]} ({q.method}), {q.seconds:.1f} s); check it with: featx parity {q.path}")
     return 0
 
 

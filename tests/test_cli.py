@@ -15,6 +15,10 @@ from helpers import run_cli
 ROOT = Path(__file__).resolve().parents[1]
 
 
+SUBCOMMANDS = ["list", "info", "demo", "export", "parity", "check-weights", "viz", "train", "predict", "make-digits",
+               "finetune-demo", "train-detector", "bench"]
+
+
 def featx(*args):
     return run_cli(*args)
 
@@ -23,11 +27,11 @@ def test_console_script_is_installed():
     exe = Path(sys.executable).with_name("featx")
     r = subprocess.run([str(exe), "--help"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0
-    for sub in ("list", "info", "demo", "export", "parity", "check-weights", "viz"):
+    for sub in SUBCOMMANDS:
         assert sub in r.stdout
 
 
-@pytest.mark.parametrize("sub", ["list", "info", "demo", "export", "parity", "check-weights", "viz"])
+@pytest.mark.parametrize("sub", SUBCOMMANDS)
 def test_every_subcommand_has_help_with_example(sub):
     r = featx(sub, "--help")
     assert r.returncode == 0 and "example" in r.stdout.lower()
@@ -38,9 +42,10 @@ def test_list_table_and_json():
     assert r.returncode == 0
     rows = {line.split()[0]: line.split() for line in r.stdout.splitlines()[2:]}
     assert set(rows) == {"ResNet18", "ResNet18FPN", "ResNet18RetinaFPN"}
-    # name, timm name, levels, strides, channels, params, GFLOPs 224, GFLOPs 800x1216, weights
-    assert rows["ResNet18"][1:8] == ["featx_resnet18", "C2-C5", "4/8/16/32", "64/128/256/512", "11.2", "3.6", "70.3"]
-    assert rows["ResNet18FPN"][2:5] == ["P2-P6", "4/8/16/32/64", "256"]
+    # name, timm name, family, levels, strides, channels, params, GFLOPs 224, GFLOPs 800x1216, weights
+    assert rows["ResNet18"][1:9] == ["featx_resnet18", "resnet", "C2-C5", "4/8/16/32", "64/128/256/512", "11.2", "3.6",
+                                     "70.3"]
+    assert rows["ResNet18FPN"][3:6] == ["P2-P6", "4/8/16/32/64", "256"]
     j = featx("list", "ResNet18*", "--json")
     data = {d["name"]: d for d in json.loads(j.stdout)}
     assert data["ResNet18"]["params_m"] == 11.18 and data["ResNet18"]["weights"] == ["IMAGENET1K_V1"]

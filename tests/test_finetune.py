@@ -338,3 +338,19 @@ def test_digits_config_reaches_its_accuracy(tmp_path):
     assert final["count"] == 359 and final["epoch"] == 12
     assert final["top1"] >= 98.5, final
     print(r.stdout.strip().splitlines()[-4])  # "val top-1 ... (epoch 12, 359 images, N s)"
+
+
+def test_console_script_train_output_predicts_in_a_subprocess(trained, tiny_root):
+    """The installed `featx` command, end to end on the trained checkpoint: --json parses and names the classes."""
+    wd, _ = trained
+    best = next(wd.glob("best_accuracy_top1_epoch_*.pth"))
+    exe = Path(sys.executable).with_name("featx")
+    p = subprocess.run([str(exe), "predict", str(best), str(tiny_root / "val" / "blue"), "--json", "--topk", "3"],
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    rows = json.loads(p.stdout)
+    assert len(rows) == 3 and all(r["error"] is None for r in rows)
+    assert all(sorted(x["class"] for x in r["predictions"]) == ["blue", "green", "red"] for r in rows)
+    table = subprocess.run([str(exe), "predict", str(best), str(tiny_root / "val" / "blue" / "000.png")],
+                           capture_output=True, text=True, timeout=300)
+    assert table.returncode == 0 and "000.png" in table.stdout and "prob" in table.stdout.splitlines()[0]

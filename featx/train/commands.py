@@ -126,6 +126,8 @@ def add_make_digits(sub) -> None:
         "make-digits", help="write scikit-learn's handwritten digits as an ImageFolder (train/ and val/)",
         description="Write the 1,797 real 8x8 handwritten digit scans bundled with scikit-learn as PNGs: "
                     "OUT/train/<digit>/*.png and OUT/val/<digit>/*.png, split per class by a seeded ratio.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n  featx make-digits data/digits\n  featx make-digits data/digits --val-ratio 0.3 --seed 1 --overwrite\n",
     )
     p.add_argument("out", help="output folder (must not exist unless --overwrite)")
     p.add_argument("--val-ratio", type=float, default=0.2, help="fraction of each class for val (default 0.2)")
@@ -149,6 +151,8 @@ def add_finetune_demo(sub) -> None:
         description="The fine-tuning demo: writes scikit-learn's digits as an ImageFolder (if missing), trains "
                     f"{DIGITS_CONFIG} (ResNet-18 from scratch; about 4-5 minutes on 2 CPU cores), predicts a few "
                     "validation images with the best checkpoint, exports it to ONNX and checks ONNX Runtime parity.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n  featx finetune-demo\n  featx finetune-demo --cfg-options train_cfg.max_epochs=3   # a quick look\n",
     )
     p.add_argument("--work-dir", default="work_dirs/finetune_demo", help="default work_dirs/finetune_demo")
     p.add_argument("--data-root", default="data/digits", help="where the digits ImageFolder is (or goes)")
