@@ -7,6 +7,8 @@ Entries (each an ``(N, 3, H, W) -> pyramid`` callable):
   featx_optimized  ``featx.inference.optimize_for_inference`` (BN folded, channels_last)
   featx_ort        the featx model exported to ONNX, in ONNX Runtime (CPU, or CUDA when present)
   featx_compile    ``torch.compile`` of the optimized model (opt-in: compiling takes minutes)
+  featx_ort_int8   the ONNX export quantized to int8 (QDQ, per-channel), calibrated on the photos
+                   matplotlib ships (opt-in: quantizing takes ~20 s)
 
 Reported per entry and input: median latency and spread (25th-75th percentile) after warm-up,
 images/s, ratio to torchvision in the same run, GFLOPs (``torch.utils.flop_counter``) and achieved
@@ -29,7 +31,7 @@ from torch import nn
 
 __all__ = ["ENTRIES", "measure_matmul_peak", "run_benchmark", "build_entry"]
 
-ENTRIES = ("torchvision", "timm+tv_fpn", "featx", "featx_optimized", "featx_ort", "featx_compile")
+ENTRIES = ("torchvision", "timm+tv_fpn", "featx", "featx_optimized", "featx_ort", "featx_compile", "featx_ort_int8")
 _TV_ARCH = {"ResNet18FPN": "resnet18", "ResNet34FPN": "resnet34", "ResNet50FPN": "resnet50",
             "ResNet101FPN": "resnet101", "ResNet152FPN": "resnet152"}
 
@@ -84,7 +86,7 @@ def build_entry(name: str, model: str, workdir: Path) -> Callable[[torch.Tensor]
         net = optimize_for_inference(featx.create_model(model), inplace=True)
         if name == "featx_compile":
             net = torch.compile(net)
-    elif name == "featx_ort":
+    elif name in ("featx_ort", "featx_ort_int8"):
         import onnxruntime as ort
 
         from featx.onnx import export_onnx
@@ -92,6 +94,14 @@ def build_entry(name: str, model: str, workdir: Path) -> Callable[[torch.Tensor]
         path = workdir / f"{model}.onnx"
         if not path.exists():
             export_onnx(model, path, log=lambda m: None)
+        if name == "featx_ort_int8":
+            from featx.images import sample_image_path
+            from featx.quantize import quantize_onnx
+
+            int8 = workdir / f"{model}_int8.onnx"
+            if not int8.exists():
+                quantize_onnx(path, int8, sample_image_path().parent, (512, 512), 8, log=lambda m: None)
+            path = int8
         providers = ["CUDAExecutionProvider"] if "CUDAExecutionProvider" in ort.get_available_providers() \
             and torch.cuda.is_available() else ["CPUExecutionProvider"]
         options = ort.SessionOptions()

@@ -548,7 +548,7 @@ def _add_bench(sub) -> None:
         description="Time each entry on the same random input with the same thread count: median and 25-75%% "
                     "spread after warm-up, images/s, ratio to torchvision's resnet_fpn_backbone in this run, GFLOPs "
                     "(torch.utils.flop_counter) and achieved GFLOP/s against the measured fp32 matmul peak. "
-                    f"Entries: {', '.join(ENTRIES)} (featx_compile only when named).",
+                    f"Entries: {', '.join(ENTRIES)} (featx_compile and featx_ort_int8 only when named).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="examples:\n"
                "  featx bench --threads 2 --json bench.json --png bench.png\n"

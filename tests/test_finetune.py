@@ -158,6 +158,9 @@ def test_short_run_writes_checkpoints_pictures_and_metrics(trained):
     ckpt = read_training_checkpoint(wd / "epoch_3.pth")
     assert ckpt["meta"]["dataset_meta"] == {"classes": ("blue", "green", "red")}
     assert ckpt["meta"]["epoch"] == 3 and "optimizer" in ckpt and "param_schedulers" in ckpt
+    # paramwise: the backbone learns at half the head's rate (lr_mult=0.5 in the tiny config)
+    lrs = sorted({round(g["lr"], 12) for g in ckpt["optimizer"]["param_groups"]})
+    assert len(lrs) == 2 and abs(lrs[0] / lrs[1] - 0.5) < 1e-9
 
 
 def test_resume_needs_exactly_the_allow_listed_types(trained):

@@ -235,3 +235,25 @@ def test_a_checkpoint_of_another_family_is_refused(tmp_path):
     torch.save(vgg13(weights=None).state_dict(), path)
     with pytest.raises(CheckpointMismatchError, match="does not fit VGG"):
         create_model("VGG11", weights=str(path))
+
+
+def test_torchvision_weights_by_name_through_the_hub_cache(tmp_path, monkeypatch):
+    """weights="DEFAULT" resolves torchvision's enum and reads $TORCH_HOME/hub/checkpoints/<its file name>."""
+    from torchvision.models import MobileNet_V3_Small_Weights, mobilenet_v3_small
+
+    from featx.weights import hub_checkpoint_path
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    url = MobileNet_V3_Small_Weights.DEFAULT.url
+    path = hub_checkpoint_path(url)
+    assert path.name == Path(url).name and str(tmp_path) in str(path)
+    path.parent.mkdir(parents=True)
+    torch.manual_seed(5)
+    source = mobilenet_v3_small(weights=None)
+    torch.save(source.state_dict(), path)
+    model = create_model("MobileNetV3SmallFPN", weights="DEFAULT")
+    assert "MobileNet_V3_Small_Weights.IMAGENET1K_V1" in model.load_report.source
+    assert model.load_report.not_in_checkpoint == ["neck"]
+    assert sorted({k.split(".")[1] for k in model.load_report.dropped}) == ["classifier"]
+    own = model.backbone.state_dict()
+    assert all(torch.equal(own[k], v) for k, v in source.state_dict().items() if k in own)

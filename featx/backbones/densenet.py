@@ -6,8 +6,6 @@ torchvision's classifier pools). Each tap is a dense block's full concatenated o
 """
 from __future__ import annotations
 
-from typing import Any
-
 import torchvision.models as tvm
 from torch import nn
 
@@ -46,6 +44,4 @@ class DenseNet(TorchvisionTrunk):
     """torchvision's DenseNet (``arch``: densenet121/161/169/201) as C2..C5."""
 
     SPECS = DENSENET_SPECS
-
-    def __init__(self, arch: str = "densenet121", **kwargs: Any) -> None:
-        super().__init__(arch, **kwargs)
+    DEFAULT_ARCH = "densenet121"

@@ -13,8 +13,6 @@ With pretrained weights both re-normalize their input as torchvision does (``tra
 """
 from __future__ import annotations
 
-from typing import Any
-
 import torchvision.models as tvm
 
 from featx.backbones.trunk import TorchvisionTrunk, TrunkSpec
@@ -56,9 +54,7 @@ class GoogLeNet(TorchvisionTrunk):
     """torchvision's GoogLeNet as C2..C5 (see the module docstring)."""
 
     SPECS = GOOGLENET_SPECS
-
-    def __init__(self, arch: str = "googlenet", **kwargs: Any) -> None:
-        super().__init__(arch, **kwargs)
+    DEFAULT_ARCH = "googlenet"
 
 
 @MODELS.register_module()
@@ -66,6 +62,4 @@ class InceptionV3(TorchvisionTrunk):
     """torchvision's Inception-v3 as C2..C5 (nominal strides; see the module docstring)."""
 
     SPECS = INCEPTION_V3_SPECS
-
-    def __init__(self, arch: str = "inception_v3", **kwargs: Any) -> None:
-        super().__init__(arch, **kwargs)
+    DEFAULT_ARCH = "inception_v3"

@@ -10,8 +10,6 @@ Each tap is the last block of the last run of blocks at a stride (``features`` i
 """
 from __future__ import annotations
 
-from typing import Any
-
 import torchvision.models as tvm
 
 from featx.backbones.trunk import TorchvisionTrunk, TrunkSpec
@@ -39,6 +37,4 @@ class MobileNet(TorchvisionTrunk):
     """torchvision's MobileNetV2 / V3 (``arch`` in ``MOBILENET_SPECS``) as C2..C5."""
 
     SPECS = MOBILENET_SPECS
-
-    def __init__(self, arch: str = "mobilenet_v2", **kwargs: Any) -> None:
-        super().__init__(arch, **kwargs)
+    DEFAULT_ARCH = "mobilenet_v2"

@@ -82,11 +82,13 @@ class TorchvisionTrunk(SequenceExtractor):
             when weights are given (torchvision's rule), False otherwise.
     """
 
-    SPECS: dict[str, TrunkSpec] = {}
+    SPECS: dict[str, TrunkSpec] = {}  # each family's table
+    DEFAULT_ARCH: str = ""
 
-    def __init__(self, arch: str, out_indices: Sequence[int] = (0, 1, 2, 3), frozen_stages: int = -1,
+    def __init__(self, arch: Optional[str] = None, out_indices: Sequence[int] = (0, 1, 2, 3), frozen_stages: int = -1,
                  norm_eval: bool = False, weights: Any = None, transform_input: Optional[bool] = None) -> None:
         super().__init__()
+        arch = arch or self.DEFAULT_ARCH
         if arch not in self.SPECS:
             import difflib
 

@@ -14,8 +14,6 @@ Taps (torchvision ``features`` indices; VGG's are derived from its layer table):
 """
 from __future__ import annotations
 
-from typing import Any
-
 import torchvision.models as tvm
 from torch import nn
 from torchvision.models.vgg import cfgs as VGG_LAYER_TABLES
@@ -87,9 +85,7 @@ class VGG(TorchvisionTrunk):
     """
 
     SPECS = VGG_SPECS
-
-    def __init__(self, arch: str = "vgg16", **kwargs: Any) -> None:
-        super().__init__(arch, **kwargs)
+    DEFAULT_ARCH = "vgg16"
 
 
 @MODELS.register_module()
@@ -97,6 +93,4 @@ class AlexNet(TorchvisionTrunk):
     """torchvision's AlexNet as C2..C5 (nominal strides; see the module docstring)."""
 
     SPECS = ALEXNET_SPECS
-
-    def __init__(self, arch: str = "alexnet", **kwargs: Any) -> None:
-        super().__init__(arch, **kwargs)
+    DEFAULT_ARCH = "alexnet"
