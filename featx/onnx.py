@@ -223,7 +223,7 @@ def _run_exporter(net: nn.Module, sample: torch.Tensor, path: Path, out_names: l
         shapes = None
         if s.static_shape is None:
             dyn = torch.export.Dim.DYNAMIC
-            shapes = {"x": {0: dyn, 2: dyn, 3: dyn}}
+            shapes = ({0: dyn, 2: dyn, 3: dyn},)  # positional: forward's first argument, whatever its name
         # the exporter narrates its passes on stdout; keep the tool's output to its own summary
         with contextlib.redirect_stdout(io.StringIO()):
             torch.onnx.export(net, (sample,), str(path), dynamo=True, input_names=["input"], output_names=out_names,

@@ -294,12 +294,13 @@ def test_finetuned_classifier_exports_to_onnx_with_parity(trained, tmp_path):
     wd, _ = trained
     best = next(wd.glob("best_accuracy_top1_epoch_*.pth"))
     out = tmp_path / "clf.onnx"
-    r = run_cli("export", str(best), "-o", str(out), "--exporter", "torchscript")
+    r = run_cli("export", str(best), "-o", str(out))  # the default (dynamo) exporter: once failed on forward's arg name
     assert r.returncode == 0, r.stderr
     proto = onnx.load(str(out))
     assert [o.name for o in proto.graph.output] == ["logits"]
     meta = read_metadata(out)
     assert meta["input"]["mean"] == [0.5, 0.5, 0.5] and meta["levels"][0]["channels"] == 3
+    assert meta["model_config"]["weights"] == str(best.resolve())
     report = ort_parity(out, sizes=[(32, 32), (45, 61)], repeats=0, log=lambda m: None)
     assert report.passed and max(x.rel for x in report.results) < 1e-4
 

@@ -80,6 +80,29 @@ def test_auto_import_in_fresh_interpreter():
     assert out.stdout.split("\n")[:2] == ["featx.models ResNet50FPN 256 [4, 8, 16, 32, 64]", "FPN"]
 
 
+def test_fine_tuning_pieces_resolve_from_mmengines_root_registries_in_a_fresh_interpreter():
+    """A downstream config names them with the featx. prefix; nothing needs importing first."""
+    code = textwrap.dedent("""
+        import sys
+        from mmengine.registry import DATASETS, HOOKS, METRICS, MODELS
+        assert "featx" not in sys.modules
+        print(DATASETS.get("featx.ImageFolderDataset").__name__, METRICS.get("featx.ClassificationMetric").__name__,
+              HOOKS.get("featx.ProgressHook").__name__, HOOKS.get("featx.TrainingReportHook").__name__,
+              MODELS.get("featx.ImageClassifier").__name__, MODELS.get("featx.VGG16BNFPN").__name__,
+              MODELS.get("featx.TimmBackbone").__name__)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["ImageFolderDataset", "ClassificationMetric", "ProgressHook", "TrainingReportHook",
+                                  "ImageClassifier", "VGG16BNFPN", "TimmBackbone"]
+
+
+def test_timm_registry_zoo():
+    m = timm.create_model("featx_mobilenet_v3_small_fpn", frozen_stages=1)
+    assert type(m).__name__ == "MobileNetV3SmallFPN" and m.strides == [4, 8, 16, 32, 64]
+    assert type(timm.create_model("featx_seresnet50")).__name__ == "SEResNet50"
+
+
 def test_timm_registry():
     names = timm.list_models("featx_*")
     assert sorted(names) == sorted(e.timm_name for e in CATALOG.values())

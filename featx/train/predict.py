@@ -44,7 +44,7 @@ def classifier_config_from_checkpoint(path: Union[str, Path]) -> dict:
     (``weights=path``); what ``featx export CHECKPOINT.pth`` builds."""
     cfg = _run_config(read_training_checkpoint(path), path)
     model = _strip_weights(cfg.model.to_dict())
-    model["weights"] = str(path)
+    model["weights"] = str(Path(path).resolve())  # the ONNX metadata must find it from any folder
     return model
 
 
