@@ -22,7 +22,7 @@ from torchvision.models.detection.backbone_utils import BackboneWithFPN
 from torchvision.ops import FrozenBatchNorm2d
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool, LastLevelP6P7
 
-from featx.models import create_model, get_entry
+from featx.models import get_entry
 from featx.weights import DETECTION_PRESETS, detection_composite, read_checkpoint, unwrap_state_dict
 
 __all__ = ["LevelResult", "CheckReport", "check_weights", "checkable_models", "randomize_norm_stats", "DEFAULT_SIZES"]

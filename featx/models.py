@@ -18,7 +18,7 @@ from torch import nn
 
 from featx.backbones.densenet import DENSENET_SPECS, DenseNet
 from featx.backbones.inception import GoogLeNet, InceptionV3
-from featx.backbones.mobilenet import MOBILENET_SPECS, MobileNet
+from featx.backbones.mobilenet import MobileNet
 from featx.backbones.resnet import RESNET_ARCHS, ResNet
 from featx.backbones.timm_backbone import TIMM_ARCHS, TimmBackbone
 from featx.backbones.vgg import VGG_SPECS, AlexNet, VGG

@@ -6,7 +6,6 @@ Data layout (``torchvision.datasets.CocoDetection``): ``ROOT/train/*.png``, ``RO
 from __future__ import annotations
 
 import math
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
