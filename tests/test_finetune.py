@@ -358,3 +358,33 @@ def test_console_script_train_output_predicts_in_a_subprocess(trained, tiny_root
     table = subprocess.run([str(exe), "predict", str(best), str(tiny_root / "val" / "blue" / "000.png")],
                            capture_output=True, text=True, timeout=300)
     assert table.returncode == 0 and "000.png" in table.stdout and "prob" in table.stdout.splitlines()[0]
+
+
+@pytest.mark.slow
+def test_sigkill_mid_run_then_resume(tiny_root, tmp_path):
+    """A real kill (SIGKILL, no cleanup) while training; --resume continues after the last checkpoint."""
+    import signal
+    import time
+
+    cfg = write_tiny_config(tmp_path / "tiny.py", tiny_root, epochs=40)
+    wd = tmp_path / "wd"
+    exe = Path(sys.executable).with_name("featx")
+    p = subprocess.Popen([str(exe), "train", cfg, "--work-dir", str(wd)], stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL, cwd=tmp_path)
+    try:
+        deadline = time.time() + 300
+        while not (wd / "epoch_2.pth").exists():  # written atomically: it exists only when complete
+            assert p.poll() is None and time.time() < deadline, "training ended before its second checkpoint"
+            time.sleep(0.2)
+    finally:
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+    last = find_resume_checkpoint(wd)
+    done = int(last.stem.split("_")[1])
+    assert 2 <= done < 40
+    read_training_checkpoint(last)  # loads: not truncated
+    counter = _CountIters()
+    r = train(cfg, work_dir=str(wd), resume="auto", cfg_options={"train_cfg.max_epochs": done + 1},
+              extra_hooks=[counter])
+    assert {e for e, _ in counter.iters} == {done}  # exactly one more epoch, the next one
+    assert Path(r["last_checkpoint"]).name == f"epoch_{done + 1}.pth"
