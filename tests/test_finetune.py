@@ -388,3 +388,25 @@ def test_sigkill_mid_run_then_resume(tiny_root, tmp_path):
               extra_hooks=[counter])
     assert {e for e, _ in counter.iters} == {done}  # exactly one more epoch, the next one
     assert Path(r["last_checkpoint"]).name == f"epoch_{done + 1}.pth"
+
+
+@pytest.mark.slow
+def test_shipped_pretrained_config_runs(tiny_root, tmp_path):
+    """configs/finetune/resnet50_imagefolder.py as shipped (frozen stages, norm_eval, paramwise backbone LR,
+    AdamW, warm-up + cosine), one epoch; weights=None only because nothing can be downloaded here."""
+    r = run_cli("train", str(REPO / "configs" / "finetune" / "resnet50_imagefolder.py"), "--data-root", str(tiny_root),
+                "--work-dir", str(tmp_path / "wd"), "--cfg-options", "model.backbone.weights=None",
+                "train_cfg.max_epochs=1", "train_dataloader.num_workers=0", "train_dataloader.persistent_workers=False",
+                "val_dataloader.num_workers=0", "val_dataloader.persistent_workers=False",
+                "train_dataloader.batch_size=8")
+    assert r.returncode == 0, r.stderr[-3000:]
+    ckpt = read_training_checkpoint(tmp_path / "wd" / "epoch_1.pth")
+    lrs = sorted({round(g["lr"], 15) for g in ckpt["optimizer"]["param_groups"]})
+    assert len(lrs) == 2 and abs(lrs[0] / lrs[1] - 0.1) < 1e-9  # backbone at 0.1x the head
+    # the optimizer holds exactly the trainable parameters: all but the stem and layer1 (frozen_stages=1), + the head
+    from featx.models import create_model
+
+    names = [n for n, _ in create_model("ResNet50").named_parameters()]
+    trainable = [n for n in names if not n.startswith(("conv1.", "bn1.", "layer1."))]
+    assert len(ckpt["optimizer"]["param_groups"]) == len(trainable) + 2 == len(ckpt["optimizer"]["state"])
+    assert json.loads((tmp_path / "wd" / "metrics.json").read_text())["final"]["count"] == 9

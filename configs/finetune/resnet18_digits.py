@@ -13,18 +13,13 @@ tail = [dict(type="ToImage"), dict(type="ToDtype", dtype="float32", scale=True),
 train_pipeline = [dict(type="Resize", size=size, antialias=True), dict(type="RandomCrop", size=size, padding=4)] + tail
 val_pipeline = [dict(type="Resize", size=size, antialias=True)] + tail
 
-train_dataloader = dict(
-    batch_size=64, num_workers=0,
-    sampler=dict(type="DefaultSampler", shuffle=True),
-    collate_fn=dict(type="default_collate"),
-    dataset=dict(type="featx.ImageFolderDataset", data_root=data_root, split="train", pipeline=train_pipeline),
-)
-val_dataloader = dict(
-    batch_size=128, num_workers=0,
-    sampler=dict(type="DefaultSampler", shuffle=False),
-    collate_fn=dict(type="default_collate"),
-    dataset=dict(type="featx.ImageFolderDataset", data_root=data_root, split="val", pipeline=val_pipeline),
-)
+# what the train and val loaders share
+loader = dict(num_workers=0, collate_fn=dict(type="default_collate"))
+dataset = dict(type="featx.ImageFolderDataset", data_root=data_root)
+train_dataloader = dict(batch_size=64, sampler=dict(type="DefaultSampler", shuffle=True), **loader,
+                        dataset=dict(**dataset, split="train", pipeline=train_pipeline))
+val_dataloader = dict(batch_size=128, sampler=dict(type="DefaultSampler", shuffle=False), **loader,
+                      dataset=dict(**dataset, split="val", pipeline=val_pipeline))
 
 model = dict(
     type="featx.ImageClassifier",

@@ -12,20 +12,13 @@ tail = [dict(type="ToImage"), dict(type="ToDtype", dtype="float32", scale=True),
 train_pipeline = [dict(type="RandomResizedCrop", size=size, antialias=True), dict(type="RandomHorizontalFlip")] + tail
 val_pipeline = [dict(type="Resize", size=256, antialias=True), dict(type="CenterCrop", size=size)] + tail
 
-train_dataloader = dict(
-    batch_size=32, num_workers=2, persistent_workers=True,
-    sampler=dict(type="DefaultSampler", shuffle=True),
-    collate_fn=dict(type="default_collate"),
-    dataset=dict(type="featx.ImageFolderDataset", data_root=data_root, split="train", pipeline=train_pipeline,
-                 val_ratio=0.2, seed=0),
-)
-val_dataloader = dict(
-    batch_size=64, num_workers=2, persistent_workers=True,
-    sampler=dict(type="DefaultSampler", shuffle=False),
-    collate_fn=dict(type="default_collate"),
-    dataset=dict(type="featx.ImageFolderDataset", data_root=data_root, split="val", pipeline=val_pipeline,
-                 val_ratio=0.2, seed=0),
-)
+# what the train and val loaders share
+loader = dict(num_workers=2, persistent_workers=True, collate_fn=dict(type="default_collate"))
+dataset = dict(type="featx.ImageFolderDataset", data_root=data_root, val_ratio=0.2, seed=0)
+train_dataloader = dict(batch_size=32, sampler=dict(type="DefaultSampler", shuffle=True), **loader,
+                        dataset=dict(**dataset, split="train", pipeline=train_pipeline))
+val_dataloader = dict(batch_size=64, sampler=dict(type="DefaultSampler", shuffle=False), **loader,
+                      dataset=dict(**dataset, split="val", pipeline=val_pipeline))
 
 model = dict(
     type="featx.ImageClassifier",
