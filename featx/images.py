@@ -2,14 +2,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Union
+from typing import Sequence, Union
 
+import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.transforms.functional import pil_to_tensor
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "sample_image_path", "load_image", "detection_batch"]
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "sample_image_path", "to_rgb", "load_image", "resize_normalize",
+           "detection_batch"]
 
 # ImageNet statistics used by every torchvision (and timm ResNet) checkpoint, on a 0..1 scale.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -23,6 +25,28 @@ def sample_image_path() -> Path:
     return Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
 
 
+def to_rgb(image: Image.Image) -> Image.Image:
+    """8-bit RGB version of ``image``: 16-bit/32-bit grayscale scaled to 0..255, alpha composited
+    on white, palette and grayscale expanded."""
+    mode = image.mode
+    if mode == "RGB":
+        return image
+    if mode.startswith("I;16") or mode in ("I", "F"):
+        arr = np.asarray(image, dtype=np.float64)
+        if mode == "F" and arr.size and arr.max() <= 1.0:
+            top = 1.0
+        elif mode.startswith("I;16") or (arr.size and arr.max() > 255):
+            top = 65535.0
+        else:
+            top = 255.0
+        return Image.fromarray(np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8), "L").convert("RGB")
+    if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
 def load_image(path: Union[str, Path]) -> torch.Tensor:
     """Read an image file as a float RGB tensor ``(3, H, W)`` in 0..1 (grayscale/RGBA converted)."""
     path = Path(path)
@@ -30,10 +54,20 @@ def load_image(path: Union[str, Path]) -> torch.Tensor:
         raise FileNotFoundError(f"image not found: {path}")
     try:
         with Image.open(path) as im:
-            rgb = im.convert("RGB")
+            rgb = to_rgb(im)
+            rgb.load()
     except (UnidentifiedImageError, OSError) as e:
         raise ValueError(f"cannot read {path} as an image: {e}") from None
     return pil_to_tensor(rgb).float().div_(255)
+
+
+def resize_normalize(image: torch.Tensor, size: Sequence[int], mean: Sequence[float] = IMAGENET_MEAN,
+                     std: Sequence[float] = IMAGENET_STD) -> torch.Tensor:
+    """``(3, H, W)`` 0..1 image -> ``(3, *size)`` resized (antialiased) and normalized by ``mean``/``std``."""
+    from torchvision.transforms.v2 import functional as TF
+
+    x = TF.resize(image, list(size), antialias=True)
+    return (x - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)
 
 
 def detection_batch(images: list[torch.Tensor], min_size: int = 800, max_size: int = 1333,

@@ -99,8 +99,11 @@ def build_from_config(cfg: dict, seed: int = 0) -> nn.Module:
 
 
 def _min_input_size(model: nn.Module) -> int:
+    """The coarsest stride, or more where the family's unpadded convs need it (Inception-v3: 75)."""
     backbone = getattr(model, "backbone", model)
-    return max(info.stride for info in backbone.stage_infos) if hasattr(backbone, "stage_infos") else 32
+    if not hasattr(backbone, "stage_infos"):
+        return 32
+    return max([info.stride for info in backbone.stage_infos] + [backbone.min_input_size])
 
 
 def _value_info(values) -> list[dict]:
@@ -467,14 +470,10 @@ def ort_parity(
 def _photo_batch(batch: int, h: int, w: int, norm: dict) -> torch.Tensor:
     """The bundled photo resized to ``h x w`` and normalized as the model expects; odd batch
     entries are mirrored so a batch is not one image repeated."""
-    from torchvision.transforms.v2 import functional as TF
+    from featx.images import load_image, resize_normalize, sample_image_path
 
-    from featx.images import load_image, sample_image_path
-
-    x = TF.resize(load_image(sample_image_path()), [h, w], antialias=True)
-    mean = torch.tensor(norm.get("mean", IMAGENET_MEAN)).view(3, 1, 1)
-    std = torch.tensor(norm.get("std", IMAGENET_STD)).view(3, 1, 1)
-    x = (x - mean) / std
+    x = resize_normalize(load_image(sample_image_path()), (h, w), norm.get("mean", IMAGENET_MEAN),
+                         norm.get("std", IMAGENET_STD))
     return torch.stack([x if i % 2 == 0 else x.flip(-1) for i in range(batch)])
 
 

@@ -35,15 +35,11 @@ class QuantizeResult:
 
 
 def calibration_inputs(folder: Union[str, Path], size: tuple[int, int], count: int,
-                       mean: Sequence[float], std: Sequence[float], seed: int = 0) -> list[np.ndarray]:
+                       mean: Sequence[float], std: Sequence[float]) -> list[np.ndarray]:
     """Up to ``count`` images found under ``folder`` (an ImageFolder or any folder of images),
     chosen evenly over the sorted list, as ``(1, 3, H, W)`` float32 arrays: RGB, resized to
     ``size``, scaled to 0..1 and normalized. Unreadable files are skipped."""
-    import torch
-    from PIL import Image
-    from torchvision.transforms.v2 import functional as TF
-
-    from featx.train.data import to_rgb
+    from featx.images import load_image, resize_normalize
     from featx.train.predict import expand_image_paths
 
     folder = Path(folder)
@@ -55,18 +51,12 @@ def calibration_inputs(folder: Union[str, Path], size: tuple[int, int], count: i
     if len(paths) > count:  # spread over classes: an even stride through the sorted list
         paths = [paths[int(i * len(paths) / count)] for i in range(count)]
     out = []
-    m = torch.tensor(mean).view(3, 1, 1)
-    s = torch.tensor(std).view(3, 1, 1)
     for p in paths:
         try:
-            with Image.open(p) as im:
-                image = to_rgb(im)
-                image.load()
-        except Exception:  # skip, as training does
+            image = load_image(p)
+        except ValueError:  # unreadable: skipped, as training does
             continue
-        x = TF.pil_to_tensor(image).float().div_(255)
-        x = TF.resize(x, list(size), antialias=True)
-        out.append(((x - m) / s).unsqueeze(0).numpy().astype(np.float32))
+        out.append(resize_normalize(image, size, mean, std).unsqueeze(0).numpy().astype(np.float32))
     if not out:
         raise ValueError(f"none of the images under {folder} could be read")
     return out

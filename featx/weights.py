@@ -89,6 +89,13 @@ class LoadReport:
 # -- reading files --------------------------------------------------------------------------
 def read_checkpoint(path: Union[str, Path]) -> dict[str, torch.Tensor]:
     """Read a checkpoint file safely and return its (unwrapped) state dict on the CPU."""
+    return unwrap_state_dict(load_checkpoint_file(path), str(path))
+
+
+def load_checkpoint_file(path: Union[str, Path]) -> Any:
+    """The object in a checkpoint file, on the CPU: safetensors, or ``torch.load(weights_only=True)``
+    (plus the types registered with ``torch.serialization.add_safe_globals``). Missing, corrupt and
+    unsafe files raise ``WeightsError`` subclasses with a clear message."""
     path = Path(path)
     if not path.is_file():
         raise WeightsUnavailableError(f"checkpoint file not found: {path}")
@@ -113,7 +120,7 @@ def read_checkpoint(path: Union[str, Path]) -> dict[str, torch.Tensor]:
             ) from None
         except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
             raise WeightsError(f"cannot read {path}: corrupt or truncated checkpoint ({type(e).__name__}: {str(e)[:200]})") from None
-    return unwrap_state_dict(obj, str(path))
+    return obj
 
 
 def unwrap_state_dict(obj: Any, source: str = "checkpoint") -> dict[str, torch.Tensor]:

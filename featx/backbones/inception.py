@@ -43,8 +43,7 @@ INCEPTION_V3_SPECS: dict[str, TrunkSpec] = {
         keep=_INCEPTION_V3_BODY, stem=("Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3"),
         stages=(("maxpool1", "Conv2d_3b_1x1", "Conv2d_4a_3x3"), ("maxpool2", "Mixed_5b", "Mixed_5c", "Mixed_5d"),
                 ("Mixed_6a", "Mixed_6b", "Mixed_6c", "Mixed_6d", "Mixed_6e"), ("Mixed_7a", "Mixed_7b", "Mixed_7c")),
-        channels=(192, 288, 768, 2048), real_strides="299 -> 71, 35, 17, 8 (4.2, 8.5, 17.6, 37.4)",
-        min_size=75, transform_input=True,
+        channels=(192, 288, 768, 2048), min_size=75, transform_input=True,
     ),
 }
 

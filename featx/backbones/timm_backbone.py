@@ -85,17 +85,19 @@ class TimmBackbone(SequenceExtractor):
         module_names = net.feature_info.module_name()
         infos = [FeatureInfo(level_name("C", s), channels[levels[s]], s, module_names[levels[s]]) for s in _LEVEL_STRIDES]
         self.checkpoint_key_map: dict[str, str] = {}  # featx key -> timm key, where they differ
+        with torch.device("meta"):  # only its key names are needed: no memory, no init
+            full_keys = list(timm.create_model(model_name, pretrained=False, **timm_kwargs).state_dict())
         if isinstance(net, FeatureListNet):
-            self._init_chain(net, levels)
+            self._init_chain(net, levels, full_keys)
         else:
             self._init_wrapped(net, levels)
         # the classifier side of timm's checkpoints (fc, conv_head, head.norm, ...): dropped and reported
         own = {self.checkpoint_key_map.get(k, k) for k in self.state_dict()}
-        self.checkpoint_head_keys = frozenset(k for k in self._timm_full_state_keys() if k not in own)
+        self.checkpoint_head_keys = frozenset(k for k in full_keys if k not in own)
         self._init_features(infos, out_indices, frozen_stages, norm_eval)
         self.load_report = load_weights(self, weights)
 
-    def _init_chain(self, net: Any, levels: dict[int, int]) -> None:
+    def _init_chain(self, net: Any, levels: dict[int, int], full_keys: list[str]) -> None:
         """A FeatureListNet: its children, in order, become the stem and the stages."""
         self.chain = True
         children = list(net.named_children())
@@ -108,18 +110,11 @@ class TimmBackbone(SequenceExtractor):
         starts = [first] + [e + 1 for e in ends[:-1]]
         self._init_sequence(order[:first], [order[a:b + 1] for a, b in zip(starts, ends)])
         # timm flattens nested sequentials into "stages_0"; its checkpoints say "stages.0"
-        full_keys = list(self._timm_full_state_keys())
         for i, key in enumerate(self.state_dict()):
             if i < len(full_keys) and key != full_keys[i]:
                 if key.replace("_", ".") != full_keys[i].replace("_", "."):
                     raise ValueError(f"cannot map {self.model_name}'s feature-net key {key!r} to its checkpoint keys")
                 self.checkpoint_key_map[key] = full_keys[i]
-
-    def _timm_full_state_keys(self):
-        import timm
-
-        with torch.device("meta"):
-            return timm.create_model(self.model_name, pretrained=False).state_dict().keys()
 
     def _init_wrapped(self, net: Any, levels: dict[int, int]) -> None:
         """A feature class of its own (EfficientNetFeatures, ...): timm's forward runs it. Its

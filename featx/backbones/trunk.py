@@ -31,8 +31,8 @@ class TrunkSpec:
         stem: module names run before C2 (frozen by ``frozen_stages >= 0``).
         stages: four tuples of module names: the modules whose last output is C2, C3, C4, C5.
         channels: channels of C2..C5.
-        strides: nominal strides of C2..C5; ``real_strides`` documents families whose maps are
-            not exact (AlexNet's 11x11/4 conv and unpadded pools, Inception-v3's unpadded convs).
+        strides: nominal strides of C2..C5 (AlexNet's and Inception-v3's maps are not exact; their
+            module docstrings give the real sizes).
         min_size: smallest input height/width the convolutions accept.
         transform_input: the family re-normalizes ImageNet-normalized input as torchvision does
             when its pretrained weights are loaded (GoogLeNet, Inception-v3).
@@ -47,11 +47,9 @@ class TrunkSpec:
     stages: tuple[tuple[str, ...], ...]
     channels: tuple[int, ...]
     strides: tuple[int, ...] = (4, 8, 16, 32)
-    real_strides: str = ""
     min_size: int = 32
     transform_input: bool = False
     extra: tuple[tuple[str, Callable[[], nn.Module]], ...] = ()
-    has_norm: bool = True
     graph_nodes: tuple[str, ...] = ()
 
     @property

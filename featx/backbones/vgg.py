@@ -60,7 +60,7 @@ def _vgg_spec(arch: str) -> TrunkSpec:
         arch=arch, build=lambda: _VGGFeatures(table, batch_norm), keep=("features",),
         stem=tuple(names[:p2]),
         stages=(tuple(names[p2:p3]), tuple(names[p3:p4]), tuple(names[p4:p5]), (names[p5],)),
-        channels=(256, 512, 512, 512), has_norm=batch_norm,
+        channels=(256, 512, 512, 512),
     )
 
 
@@ -71,8 +71,7 @@ ALEXNET_SPECS: dict[str, TrunkSpec] = {
         arch="alexnet", build=lambda: tvm.alexnet(weights=None), keep=("features",), stem=(),
         stages=(("features.0", "features.1"), ("features.2", "features.3", "features.4"),
                 tuple(f"features.{i}" for i in range(5, 12)), ("features.12",)),
-        channels=(64, 192, 256, 256), real_strides="224 -> 55, 27, 13, 6 (4.07, 8.3, 17.2, 37.3)",
-        min_size=63, has_norm=False,
+        channels=(64, 192, 256, 256), min_size=63,
     ),
 }
 

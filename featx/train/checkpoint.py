@@ -65,22 +65,10 @@ allow_mmengine_checkpoints()
 
 def read_training_checkpoint(path: Union[str, Path]) -> dict:
     """Load a training checkpoint (``{"meta", "state_dict", "optimizer", "message_hub", ...}``)
-    with ``weights_only=True``; a checkpoint that needs anything else is refused."""
-    import zipfile
+    with ``weights_only=True`` and the allow-list above; anything else is refused."""
+    from featx.weights import load_checkpoint_file
 
-    from featx.weights import UnsafeCheckpointError, WeightsError, WeightsUnavailableError
-
-    path = Path(path)
-    if not path.is_file():
-        raise WeightsUnavailableError(f"checkpoint file not found: {path}")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        detail = next((ln.strip() for ln in str(e).splitlines() if "GLOBAL" in ln), str(e).splitlines()[0] if str(e) else "")
-        raise UnsafeCheckpointError(f"refusing to load {path}: it holds objects outside the allow-list ({detail}); "
-                                    "featx never loads with weights_only=False") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
-        raise WeightsError(f"cannot read {path}: corrupt or truncated checkpoint ({type(e).__name__}: {str(e)[:200]})") from None
+    return load_checkpoint_file(path)
 
 
 def find_resume_checkpoint(work_dir: Union[str, Path]) -> Optional[Path]:

@@ -19,12 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence, Union
 
-import numpy as np
 import torch
 from mmengine.logging import print_log
 from PIL import Image
 from torch.utils.data import Dataset
 
+from featx.images import to_rgb
 from featx.registry import DATASETS
 
 __all__ = [
@@ -52,6 +52,7 @@ class FolderScan:
     empty_classes: list[str] = field(default_factory=list)
     skipped: dict[str, list[str]] = field(default_factory=dict)
     converted: Counter = field(default_factory=Counter)
+    logged: bool = False
 
     @property
     def classes(self) -> list[str]:
@@ -67,28 +68,6 @@ class FolderScan:
         if self.converted:
             parts.append("converted to RGB: " + ", ".join(f"{n} {m}" for m, n in sorted(self.converted.items())))
         return "; ".join(parts)
-
-
-def to_rgb(image: Image.Image) -> Image.Image:
-    """8-bit RGB version of ``image``: 16-bit/32-bit grayscale scaled to 0..255, alpha composited
-    on white, palette and grayscale expanded."""
-    mode = image.mode
-    if mode == "RGB":
-        return image
-    if mode.startswith("I;16") or mode in ("I", "F"):
-        arr = np.asarray(image, dtype=np.float64)
-        if mode == "F" and arr.size and arr.max() <= 1.0:
-            top = 1.0
-        elif mode.startswith("I;16") or (arr.size and arr.max() > 255):
-            top = 65535.0
-        else:
-            top = 255.0
-        return Image.fromarray(np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8), "L").convert("RGB")
-    if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in image.info):
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
-    return image.convert("RGB")
 
 
 def _mode_label(mode: str) -> str:
@@ -160,6 +139,13 @@ def scan_class_folders(root: Union[str, Path], extensions: Sequence[str] = IMAGE
     return scan
 
 
+def _log_once(scan: FolderScan, log: Callable[[str], None]) -> None:
+    # the config check, the train and the val dataset all resolve the same (cached) scan
+    if not scan.logged:
+        log(scan.summary())
+        scan.logged = True
+
+
 def _stratified_split(samples: list[tuple[str, str]], val_ratio: float, seed: int) -> dict[str, list]:
     by_class: dict[str, list] = {}
     for s in samples:
@@ -197,7 +183,7 @@ def resolve_splits(data_root: Union[str, Path], val_ratio: float = 0.2, seed: in
                             f"folders directly under {root} to split by val_ratio")
         scans = {s: scan_class_folders(root / s, extensions, verify) for s in ("train", "val")}
         for s in scans.values():
-            log(s.summary())
+            _log_once(s, log)
         train_classes, val_classes = scans["train"].classes, scans["val"].classes
         if not scans["train"].samples:
             raise DataError(f"empty dataset: no readable images with extensions {', '.join(extensions)} "
@@ -214,7 +200,7 @@ def resolve_splits(data_root: Union[str, Path], val_ratio: float = 0.2, seed: in
         layout = "train/val folders"
     else:
         scan = scan_class_folders(root, extensions, verify)
-        log(scan.summary())
+        _log_once(scan, log)
         if not scan.samples:
             raise DataError(f"empty dataset: no readable images with extensions {', '.join(extensions)} "
                             f"under {root}/<class>/ (or {root}/train/<class>/ and {root}/val/<class>/)")

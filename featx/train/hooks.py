@@ -22,6 +22,12 @@ from featx.registry import HOOKS
 __all__ = ["ProgressHook", "TrainingReportHook", "plot_confusion_matrix", "plot_curves"]
 
 
+def _current_lr(runner) -> Optional[float]:
+    """The learning rate mmengine's RuntimeInfoHook logged for this iteration (None before any)."""
+    hub = runner.message_hub
+    return hub.get_scalar("train/lr").current() if "train/lr" in hub.log_scalars else None
+
+
 @HOOKS.register_module()
 class ProgressHook(Hook):
     """A rich progress bar for each training epoch (main process only)."""
@@ -54,7 +60,7 @@ class ProgressHook(Hook):
         loss = float(outputs["loss"].detach()) if outputs and "loss" in outputs else None
         if loss is not None:
             self._loss = loss if self._loss is None else self.smoothing * self._loss + (1 - self.smoothing) * loss
-        lr = runner.message_hub.get_scalar("train/lr").current() if "train/lr" in runner.message_hub.log_scalars else None
+        lr = _current_lr(runner)
         self._progress.update(self._task, advance=1, loss=f"{self._loss:.4f}" if self._loss is not None else "-",
                               lr=f"{lr:.2e}" if lr is not None else "-")
 
@@ -89,7 +95,7 @@ class TrainingReportHook(Hook):
             self._loss_count += 1
 
     def after_train_epoch(self, runner) -> None:
-        lr = runner.message_hub.get_scalar("train/lr").current() if "train/lr" in runner.message_hub.log_scalars else None
+        lr = _current_lr(runner)
         # mmengine counts the epoch as finished only after these hooks: +1 for a 1-based epoch
         self._record(runner.epoch + 1, train_loss=self._loss_sum / max(self._loss_count, 1), lr=lr)
 

@@ -15,7 +15,8 @@ from mmengine.config import Config
 from PIL import Image
 
 from featx.train.checkpoint import read_training_checkpoint
-from featx.train.data import IMAGE_EXTENSIONS, build_pipeline, default_pipeline, to_rgb
+from featx.images import to_rgb
+from featx.train.data import IMAGE_EXTENSIONS, build_pipeline, default_pipeline
 
 __all__ = ["Prediction", "Predictor", "classifier_config_from_checkpoint", "expand_image_paths"]
 
