@@ -4,15 +4,18 @@ Entries (each an ``(N, 3, H, W) -> pyramid`` callable):
   torchvision      ``resnet_fpn_backbone`` (FrozenBatchNorm2d, eval) - the reference for ratios
   timm+tv_fpn      timm ``features_only`` + torchvision ``FeaturePyramidNetwork`` + max-pool P6
   featx            featx eager
-  featx_optimized  ``featx.inference.optimize_for_inference`` (BN folded, channels_last)
-  featx_ort        the featx model exported to ONNX, in ONNX Runtime (CPU, or CUDA when present)
+  featx_optimized  ``featx.inference.optimize_for_inference`` (BN folded, Winograd F(4x4,3x3) for wide
+                   3x3 convs on the CPU, channels_last)
+  featx_ort        the featx model exported to ONNX (the same path), in ONNX Runtime (CPU, or CUDA)
   featx_compile    ``torch.compile`` of the optimized model (opt-in: compiling takes minutes)
   featx_ort_int8   the ONNX export quantized to int8 (QDQ, per-channel), calibrated on the photos
                    matplotlib ships (opt-in: quantizing takes ~20 s)
 
 Reported per entry and input: median latency and spread (25th-75th percentile) after warm-up,
 images/s, ratio to torchvision in the same run, GFLOPs (``torch.utils.flop_counter``) and achieved
-GFLOP/s against this machine's measured fp32 matmul peak. ``peak_rss_mb`` (``--memory``) is the
+GFLOP/s against this machine's measured fp32 matmul peak. GFLOPs are the model's direct-convolution
+FLOPs for every entry, so a Winograd entry's GFLOP/s is an effective rate (it does fewer
+multiplies) and may exceed the peak. ``peak_rss_mb`` (``--memory``) is the
 peak resident memory that building the entry and one forward add to a fresh process (imports
 excluded).
 """
@@ -63,8 +66,9 @@ class _TimmFPN(nn.Module):
         return self.fpn({str(i): f for i, f in enumerate(self.body(x))})
 
 
-def build_entry(name: str, model: str, workdir: Path) -> Callable[[torch.Tensor], Any]:
-    """The callable for one benchmark entry (models in eval mode, no autograd)."""
+def build_entry(name: str, model: str, workdir: Path, winograd: bool = True) -> Callable[[torch.Tensor], Any]:
+    """The callable for one benchmark entry (models in eval mode, no autograd). ``winograd=False``
+    keeps the optimized and ONNX entries on direct convolutions (to measure what Winograd adds)."""
     import featx
 
     arch = _TV_ARCH.get(model)
@@ -83,17 +87,20 @@ def build_entry(name: str, model: str, workdir: Path) -> Callable[[torch.Tensor]
     elif name in ("featx_optimized", "featx_compile"):
         from featx.inference import optimize_for_inference
 
-        net = optimize_for_inference(featx.create_model(model), inplace=True)
+        net = optimize_for_inference(featx.create_model(model), inplace=True, winograd=winograd)
         if name == "featx_compile":
             net = torch.compile(net)
     elif name in ("featx_ort", "featx_ort_int8"):
         import onnxruntime as ort
 
-        from featx.onnx import export_onnx
+        from featx.onnx import ExportSettings, export_onnx
 
-        path = workdir / f"{model}.onnx"
+        cuda = "CUDAExecutionProvider" in ort.get_available_providers() and torch.cuda.is_available()
+        # Winograd is a CPU path (cuDNN has its own); int8 quantizes the direct convolutions
+        direct = not winograd or cuda or name == "featx_ort_int8"
+        path = workdir / f"{model}{'_direct' if direct else ''}.onnx"
         if not path.exists():
-            export_onnx(model, path, log=lambda m: None)
+            export_onnx(model, path, ExportSettings(winograd=not direct), log=lambda m: None)
         if name == "featx_ort_int8":
             from featx.images import sample_image_path
             from featx.quantize import quantize_onnx
@@ -102,8 +109,7 @@ def build_entry(name: str, model: str, workdir: Path) -> Callable[[torch.Tensor]
             if not int8.exists():
                 quantize_onnx(path, int8, sample_image_path().parent, (512, 512), 8, log=lambda m: None)
             path = int8
-        providers = ["CUDAExecutionProvider"] if "CUDAExecutionProvider" in ort.get_available_providers() \
-            and torch.cuda.is_available() else ["CPUExecutionProvider"]
+        providers = ["CUDAExecutionProvider"] if cuda else ["CPUExecutionProvider"]
         options = ort.SessionOptions()
         options.intra_op_num_threads = torch.get_num_threads()
         session = ort.InferenceSession(str(path), options, providers=providers)
@@ -142,16 +148,17 @@ def status(key):
 x = torch.rand({batch}, 3, {h}, {w})
 open("/proc/self/clear_refs", "w").write("5")  # reset the high-water mark after imports
 base = status("VmRSS:")
-f = build_entry({entry!r}, {model!r}, Path(tempfile.mkdtemp()))
+f = build_entry({entry!r}, {model!r}, Path(tempfile.mkdtemp()), {winograd!r})
 f(x)
 print(status("VmHWM:") - base)
 """
 
 
-def _peak_rss_mb(entry: str, model: str, size: tuple[int, int], batch: int) -> Optional[float]:
+def _peak_rss_mb(entry: str, model: str, size: tuple[int, int], batch: int, winograd: bool = True) -> Optional[float]:
     """Peak resident memory added by building ``entry`` and running one forward, in a fresh process
     (Linux: the high-water mark is reset after imports through /proc/self/clear_refs)."""
-    code = _RSS_PROBE.format(threads=torch.get_num_threads(), batch=batch, h=size[0], w=size[1], entry=entry, model=model)
+    code = _RSS_PROBE.format(threads=torch.get_num_threads(), batch=batch, h=size[0], w=size[1], entry=entry, model=model,
+                              winograd=winograd)
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=900)
     if r.returncode != 0:
         return None
@@ -167,6 +174,7 @@ def run_benchmark(
     repeats: int = 5,
     memory: bool = False,
     log: Callable = print,
+    winograd: bool = True,
 ) -> dict[str, Any]:
     """Time every entry on the same inputs; every size at ``batches[0]``, the first size at the rest."""
     from featx.stats import flops_and_shapes
@@ -175,7 +183,7 @@ def run_benchmark(
     log(f"matmul peak: {peak:.1f} GFLOP/s (fp32, 2048^3, {torch.get_num_threads()} threads; measured again at the end)")
     runs = [(s, batches[0]) for s in sizes] + [(sizes[0], b) for b in batches[1:]]
     results: dict[str, Any] = {"model": model, "threads": torch.get_num_threads(), "matmul_peak_gflops": peak,
-                               "device": "cpu", "rows": []}
+                               "device": "cpu", "winograd": winograd, "rows": []}
     import featx
 
     with torch.device("meta"):
@@ -187,7 +195,7 @@ def run_benchmark(
         for name in entries:
             log(f"building {name} ...")
             try:
-                callables[name] = build_entry(name, model, Path(tmp))
+                callables[name] = build_entry(name, model, Path(tmp), winograd)
             except Exception as e:  # reported in the table, the others still run
                 results["rows"].append({"entry": name, "error": f"{type(e).__name__}: {str(e)[:200]}"})
         for size, batch in runs:
@@ -212,7 +220,7 @@ def run_benchmark(
                     base = med
                 row["vs_torchvision"] = round(med / base, 3) if base else None
                 if memory:
-                    row["peak_rss_mb"] = _peak_rss_mb(name, model, size, batch)
+                    row["peak_rss_mb"] = _peak_rss_mb(name, model, size, batch, winograd)
                 results["rows"].append(row)
     end_peak = measure_matmul_peak()
     if end_peak > peak:  # the machine was busier at the start: use the higher peak for every row

@@ -1,8 +1,10 @@
-"""An inference path: BatchNorm folded into the preceding convolutions, channels_last, no autograd.
+"""An inference path: BatchNorm folded into the preceding convolutions, wide 3x3 convolutions as
+Winograd F(4x4, 3x3), channels_last, no autograd.
 
 ``optimize_for_inference(model)`` returns a copy; the original is untouched. Folding is exact in
 real arithmetic (``w' = w * gamma / sqrt(var + eps)``, ``b' = (b - mean) * gamma / sqrt(var + eps) + beta``);
-in fp32 the outputs stay within 1e-5 of the unfolded model relative to their magnitude.
+Winograd is exact in real arithmetic too (:mod:`featx.winograd`). In fp32 the outputs stay within
+1e-5 of the original model relative to their magnitude (ResNet50FPN: about 3e-6).
 
 Which norm follows which conv is known from featx's own layout (the weights' source names):
 ``convN``/``bnN`` pairs in ResNet blocks and the stem, ``(conv, bn)`` runs inside ``nn.Sequential``
@@ -11,6 +13,7 @@ Which norm follows which conv is known from featx's own layout (the weights' sou
 from __future__ import annotations
 
 import copy
+from typing import Optional
 
 import torch
 from torch import nn
@@ -18,6 +21,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_weights
 from torchvision.ops import FrozenBatchNorm2d
 
 from featx.layers import ConvNormAct
+from featx.winograd import convert_to_winograd
 
 __all__ = ["fold_batchnorm", "optimize_for_inference"]
 
@@ -72,15 +76,32 @@ def fold_batchnorm(model: nn.Module) -> int:
     return count
 
 
-def optimize_for_inference(model: nn.Module, channels_last: bool = True, inplace: bool = False) -> nn.Module:
+def optimize_for_inference(
+    model: nn.Module,
+    channels_last: bool = True,
+    inplace: bool = False,
+    winograd: Optional[bool] = None,
+    winograd_min_channels: int = 128,
+) -> nn.Module:
     """A copy of ``model`` (or ``model`` itself with ``inplace=True``, which saves holding the weights
     twice) for inference: eval mode, BN folded, no gradients, channels_last weights.
+
+    ``winograd`` replaces every 3x3 stride-1 conv with at least ``winograd_min_channels`` input and
+    output channels by :class:`featx.winograd.WinogradConv2d` (4x fewer multiplies; ResNet50FPN at
+    512x512 on a 2-core CPU: 909 -> 757 ms eager). It is a CPU fp32 optimization, so the default
+    (``None``) turns it on only for a float32 model on the CPU: on CUDA, cuDNN picks its own
+    algorithms (Winograd among them), and fp16/int8 rounding would be amplified by the transforms.
 
     Feed it inputs as usual; with ``channels_last`` the convolutions run in NHWC (oneDNN's
     preferred layout on CPUs) and outputs come back in that memory format (same values, same shape).
     """
     m = (model if inplace else copy.deepcopy(model)).eval()
     m.folded_batchnorms = fold_batchnorm(m)
+    # after folding: the Winograd weights are transformed from the folded ones
+    if winograd is None:
+        first = next(m.parameters(), None)
+        winograd = first is not None and first.device.type == "cpu" and first.dtype == torch.float32
+    m.winograd_convs = convert_to_winograd(m, winograd_min_channels) if winograd else 0
     for p in m.parameters():
         p.requires_grad_(False)
     if channels_last:

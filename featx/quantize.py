@@ -78,6 +78,11 @@ def quantize_onnx(fp32_path: Union[str, Path], out_path: Union[str, Path], calib
     meta = read_metadata(fp32_path)
     if meta.get("precision", "fp32") != "fp32":
         raise ValueError(f"{fp32_path} is {meta.get('precision')}; int8 quantization starts from an fp32 export")
+    if int(meta.get("winograd_convs", 0)):
+        # the Winograd transform domain has a wider, channel-mixed range than the conv's activations;
+        # int8 per-tensor scales there lose the accuracy the direct convolutions keep
+        raise ValueError(f"{fp32_path} has {meta['winograd_convs']} Winograd convolutions; quantize an export "
+                         "made without them (featx export --no-winograd, ExportSettings(winograd=False))")
     norm = meta.get("input") or {}
     inputs = calibration_inputs(calib_folder, calib_size, count, norm.get("mean", (0.485, 0.456, 0.406)),
                                 norm.get("std", (0.229, 0.224, 0.225)))

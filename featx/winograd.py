@@ -1,0 +1,161 @@
+"""Winograd F(4x4, 3x3) convolution: the same output as a 3x3 stride-1 conv with 4x fewer multiplies.
+
+A 3x3 convolution computes each 4x4 output tile from a 6x6 input tile with 144 multiply-adds per
+(input channel, output channel) pair; the Winograd/Toom-Cook algorithm F(4x4, 3x3) does it with 36
+(Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks", 2016):
+
+    Y = A^T [ (G w G^T) * (B^T d B) ] A        (per tile; * is elementwise over the 6x6 domain)
+
+Summed over input channels, the elementwise products become 36 independent matrix products
+``U[ij] (K x C) @ V[ij] (C x tiles)``, which run at the machine's GEMM peak. The transforms of the
+input (``B^T d B``) and output (``A^T m A``) cost memory traffic, not FLOPs, so the trade pays off
+for wide layers (>= 128 channels); for narrow ones the direct convolution stays faster.
+
+Numerics: the interpolation points are (0, -1, 1, 1/2, -2, inf), which in fp32 give about 2x the
+direct convolution's rounding error (about 3e-6 of max|output| for a 256-channel layer) where the
+common (0, 1, -1, 2, -2, inf) gives 6x (Barabasz et al., "Error Analysis and Improving the Accuracy
+of Winograd Convolution for Deep Neural Networks", 2020). The matrices are derived in exact rational
+arithmetic below, not typed in.
+
+Every op is plain torch (conv2d, matmul, transpose, pixel_shuffle), so the module runs in eager
+mode and exports to ONNX as Conv/MatMul/Transpose/DepthToSpace, which ONNX Runtime runs at GEMM speed.
+"""
+from __future__ import annotations
+
+from fractions import Fraction
+from functools import lru_cache
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["WinogradConv2d", "winograd_matrices", "winograd_eligible", "convert_to_winograd"]
+
+TILE = 4  # output tile side m of F(m x m, 3 x 3)
+POINTS = (Fraction(0), Fraction(-1), Fraction(1), Fraction(1, 2), Fraction(-2))
+
+
+@lru_cache(maxsize=None)
+def winograd_matrices(m: int = TILE, r: int = 3, points: Sequence[Fraction] = POINTS) -> tuple:
+    """``(B^T, G, A^T)`` of F(m, r) as float64 tensors: shapes (n, n), (n, r), (m, n) with
+    n = m + r - 1, from the n-1 finite interpolation ``points`` plus the point at infinity.
+
+    A^T evaluates the product polynomial at the points, G evaluates the filter polynomial (scaled
+    by the Lagrange denominators), and B^T is the unique matrix making the bilinear algorithm
+    exact; it is solved for in rational arithmetic and checked.
+    """
+    n = m + r - 1
+    p = [Fraction(x) for x in points]
+    if len(p) != n - 1 or len(set(p)) != n - 1:
+        raise ValueError(f"F({m}, {r}) needs {n - 1} distinct finite points, got {points}")
+    at = [[p[j] ** i for j in range(n - 1)] + [Fraction(int(i == m - 1))] for i in range(m)]
+    g = []
+    for j in range(n - 1):
+        denom = Fraction(1)
+        for k in range(n - 1):
+            if k != j:
+                denom *= p[j] - p[k]
+        g.append([p[j] ** k / denom for k in range(r)])
+    g.append([Fraction(int(k == r - 1)) for k in range(r)])
+    # B^T column l solves sum_j AT[i][j] G[j][k] BT[j][l] = [l == i + k] for all (i, k): n unknowns,
+    # m*r equations of full column rank; solve the normal equations exactly.
+    rows = [[at[i][j] * g[j][k] for j in range(n)] for i in range(m) for k in range(r)]
+    bt_cols = []
+    for l in range(n):
+        rhs = [Fraction(int(l == i + k)) for i in range(m) for k in range(r)]
+        ata = [[sum(row[a] * row[b] for row in rows) for b in range(n)] for a in range(n)]
+        atb = [sum(row[a] * y for row, y in zip(rows, rhs)) for a in range(n)]
+        bt_cols.append(_solve(ata, atb))
+        residual = [sum(row[j] * bt_cols[-1][j] for j in range(n)) - y for row, y in zip(rows, rhs)]
+        if any(residual):
+            raise ArithmeticError(f"points {points} give no exact F({m}, {r}) algorithm")
+    bt = [[bt_cols[l][j] for l in range(n)] for j in range(n)]
+    as_tensor = lambda rows_: torch.tensor([[float(v) for v in row] for row in rows_], dtype=torch.float64)
+    return as_tensor(bt), as_tensor(g), as_tensor(at)
+
+
+def _solve(a: list, b: list) -> list:
+    """Gauss-Jordan elimination in exact fractions (a is small and non-singular)."""
+    n = len(b)
+    rows = [list(a[i]) + [b[i]] for i in range(n)]
+    for col in range(n):
+        pivot = next(i for i in range(col, n) if rows[i][col] != 0)
+        rows[col], rows[pivot] = rows[pivot], rows[col]
+        rows[col] = [v / rows[col][col] for v in rows[col]]
+        for i in range(n):
+            if i != col and rows[i][col] != 0:
+                f = rows[i][col]
+                rows[i] = [v - f * w for v, w in zip(rows[i], rows[col])]
+    return [rows[i][n] for i in range(n)]
+
+
+def winograd_eligible(conv: nn.Module, min_channels: int = 128) -> bool:
+    """True for a plain 3x3, stride-1, undilated, ungrouped ``nn.Conv2d`` with zero padding and at
+    least ``min_channels`` input and output channels (narrower layers are faster direct)."""
+    return (type(conv) is nn.Conv2d and conv.kernel_size == (3, 3) and conv.stride == (1, 1)
+            and conv.dilation == (1, 1) and conv.groups == 1 and conv.padding_mode == "zeros"
+            and isinstance(conv.padding, tuple) and conv.padding[0] == conv.padding[1]
+            and min(conv.in_channels, conv.out_channels) >= min_channels)
+
+
+class WinogradConv2d(nn.Module):
+    """Drop-in inference replacement for an eligible 3x3 conv (see :func:`winograd_eligible`).
+
+    Input ``(N, C, H, W)`` -> output ``(N, K, H + 2p - 2, W + 2p - 2)`` for padding ``p``, equal
+    to the conv's output up to fp32 rounding. The weights are transformed once, here, in float64.
+    """
+
+    def __init__(self, conv: nn.Conv2d) -> None:
+        super().__init__()
+        if not winograd_eligible(conv, min_channels=1):
+            raise ValueError(f"WinogradConv2d needs a 3x3 stride-1 ungrouped conv, got {conv}")
+        bt, g, at = winograd_matrices()
+        m, n = TILE, TILE + 2
+        self.in_channels, self.out_channels, self.padding = conv.in_channels, conv.out_channels, conv.padding[0]
+        w = conv.weight.detach().to(torch.float64)
+        dtype, device = conv.weight.dtype, conv.weight.device
+        # U[ij] = (G w G^T)_ij as (K, C) matrices, one per point of the 6x6 transform domain
+        u = torch.einsum("iu,kcuv,jv->ijkc", g, w.cpu(), g).reshape(n * n, self.out_channels, self.in_channels)
+        self.register_buffer("u", u.to(device=device, dtype=dtype))
+        # B^T d B for every 6x6 tile at once: a 1-channel conv (stride m) over the N*C input planes
+        self.register_buffer("input_transform", torch.einsum("iu,jv->ijuv", bt, bt).reshape(n * n, 1, n, n)
+                             .to(device=device, dtype=dtype))
+        self.register_buffer("output_transform", torch.einsum("ri,sj->rsij", at, at).reshape(m * m, n * n)
+                             .to(device=device, dtype=dtype))
+        bias = conv.bias.detach() if conv.bias is not None else torch.zeros(self.out_channels, dtype=dtype)
+        self.register_buffer("bias", bias.to(device=device, dtype=dtype).reshape(1, -1, 1, 1))
+
+    def extra_repr(self) -> str:
+        return f"{self.in_channels}, {self.out_channels}, kernel_size=(3, 3), padding={self.padding}, F(4x4, 3x3)"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        m, n, p = TILE, TILE + 2, self.padding
+        batch, channels, height, width = x.shape
+        out_h, out_w = height + 2 * p - 2, width + 2 * p - 2
+        tiles_h, tiles_w = (out_h + m - 1) // m, (out_w + m - 1) // m
+        # pad so the tiles cover the output; the extra rows/columns are cropped at the end
+        x = F.pad(x, (p, tiles_w * m + 2 - width - p, p, tiles_h * m + 2 - height - p))
+        x = x.contiguous().reshape(batch * channels, 1, tiles_h * m + 2, tiles_w * m + 2)
+        v = F.conv2d(x, self.input_transform, stride=m)                        # (N*C, 36, th, tw)
+        v = v.reshape(batch, channels, n * n, tiles_h * tiles_w).transpose(1, 2)  # (N, 36, C, T)
+        prod = torch.matmul(self.u, v)                                          # (N, 36, K, T)
+        y = torch.matmul(self.output_transform, prod.reshape(batch, n * n, -1))  # (N, 16, K*T)
+        # (N, 16, K, T) -> (N, K*16, th, tw) -> pixel_shuffle interleaves each 4x4 tile into place
+        y = y.reshape(batch, m * m, self.out_channels, tiles_h * tiles_w).transpose(1, 2)
+        y = F.pixel_shuffle(y.reshape(batch, self.out_channels * m * m, tiles_h, tiles_w), m)
+        # narrow, not slicing: its result size is exactly out_h (slicing gives min(out_h, 4 * tiles_h)
+        # to the exporter's symbolic shapes, and those nested mins grow layer by layer)
+        return y.narrow(2, 0, out_h).narrow(3, 0, out_w) + self.bias
+
+
+def convert_to_winograd(model: nn.Module, min_channels: int = 128) -> int:
+    """Replace every eligible conv in ``model`` (in place) by a :class:`WinogradConv2d`; returns how
+    many. For inference only: the replacement holds transformed weights as buffers."""
+    count = 0
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if winograd_eligible(child, min_channels):
+                setattr(parent, name, WinogradConv2d(child))
+                count += 1
+    return count

@@ -1,0 +1,107 @@
+"""Winograd F(4x4, 3x3): exact matrices, equal outputs at any size/padding, which convs qualify,
+and the inference path / ONNX export that use it."""
+from __future__ import annotations
+
+from fractions import Fraction
+
+import onnx
+import pytest
+import torch
+from torch import nn
+
+import featx
+from featx.inference import optimize_for_inference
+from featx.onnx import ExportSettings, export_onnx, ort_parity, read_metadata
+from featx.winograd import WinogradConv2d, convert_to_winograd, winograd_eligible, winograd_matrices
+from helpers import rel_err
+
+
+def test_matrices_compute_a_3_tap_correlation_exactly():
+    bt, g, at = winograd_matrices()
+    assert bt.shape == (6, 6) and g.shape == (6, 3) and at.shape == (4, 6)
+    torch.manual_seed(0)
+    d, w = torch.randn(6, 100, dtype=torch.float64), torch.randn(3, 100, dtype=torch.float64)
+    y = at @ ((g @ w) * (bt @ d))
+    ref = torch.stack([sum(w[k] * d[i + k] for k in range(3)) for i in range(4)])
+    assert (y - ref).abs().max().item() < 1e-12
+
+
+def test_other_point_sets_and_bad_ones():
+    bt, g, at = winograd_matrices(2, 3, (Fraction(0), Fraction(1), Fraction(-1)))  # F(2, 3), Lavin's points
+    d, w = torch.randn(4, 10, dtype=torch.float64), torch.randn(3, 10, dtype=torch.float64)
+    ref = torch.stack([sum(w[k] * d[i + k] for k in range(3)) for i in range(2)])
+    assert (at @ ((g @ w) * (bt @ d)) - ref).abs().max().item() < 1e-12
+    with pytest.raises(ValueError, match="distinct finite points"):
+        winograd_matrices(4, 3, (0, 1, 1, 2, -2))
+
+
+def _reference(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    return nn.functional.conv2d(x.double(), conv.weight.double(),
+                                None if conv.bias is None else conv.bias.double(), padding=conv.padding)
+
+
+@pytest.mark.parametrize("cin,cout,batch,h,w,padding,bias", [
+    (128, 130, 2, 37, 50, 1, True),   # odd sizes: tiles overhang and are cropped
+    (128, 128, 1, 8, 12, 0, False),   # no padding: output shrinks by 2
+    (129, 131, 1, 5, 6, 2, True),     # padding 2: output grows by 2
+    (128, 128, 1, 1, 1, 1, True),     # a single pixel
+])
+def test_winograd_conv_equals_the_convolution(cin, cout, batch, h, w, padding, bias):
+    torch.manual_seed(0)
+    conv = nn.Conv2d(cin, cout, 3, padding=padding, bias=bias)
+    x = torch.randn(batch, cin, h, w)
+    with torch.no_grad():
+        ref, direct, out = _reference(conv, x), conv(x), WinogradConv2d(conv)(x)
+    assert out.shape == direct.shape == (batch, cout, h + 2 * padding - 2, w + 2 * padding - 2)
+    # fp32 rounding against float64: measured 2.8e-6..3.6e-6 (the direct conv: 0.4e-6..2.3e-6); the
+    # textbook points (0, 1, -1, 2, -2) give about 8e-6 on a 256-channel layer
+    assert rel_err(out, ref) <= 5e-6
+
+
+def test_channels_last_input_and_gradients_off():
+    conv = nn.Conv2d(128, 128, 3, padding=1)
+    x = torch.randn(2, 128, 20, 24).to(memory_format=torch.channels_last)
+    with torch.no_grad():
+        assert rel_err(WinogradConv2d(conv)(x), _reference(conv, x)) <= 1e-5
+
+
+@pytest.mark.parametrize("conv,eligible", [
+    (nn.Conv2d(128, 128, 3, padding=1), True),
+    (nn.Conv2d(128, 256, 3, padding=0, bias=False), True),
+    (nn.Conv2d(128, 128, 3, stride=2, padding=1), False),
+    (nn.Conv2d(128, 128, 3, padding=2, dilation=2), False),
+    (nn.Conv2d(128, 128, 3, padding=1, groups=32), False),
+    (nn.Conv2d(128, 128, 1), False),
+    (nn.Conv2d(64, 64, 3, padding=1), False),        # narrow: faster direct
+    (nn.Conv2d(128, 128, 3, padding=(1, 0)), False),
+    (nn.Conv2d(128, 128, 3, padding=1, padding_mode="reflect"), False),
+    (nn.ConvTranspose2d(128, 128, 3, padding=1), False),
+])
+def test_which_convs_qualify(conv, eligible):
+    assert winograd_eligible(conv) is eligible
+
+
+def test_resnet50fpn_converts_its_wide_stride1_3x3_convs():
+    model = featx.create_model("ResNet50FPN").eval()
+    # layer2: 3, layer3: 5, layer4: 2 (the first block's 3x3 has stride 2), FPN outputs: 4
+    fast = optimize_for_inference(model)
+    assert fast.winograd_convs == 14 == sum(isinstance(m, WinogradConv2d) for m in fast.modules())
+    assert optimize_for_inference(model, winograd=False).winograd_convs == 0
+    assert optimize_for_inference(model.double()).winograd_convs == 0  # auto: float32 CPU models only
+    # ResNet18FPN: layer2-4: 3 each, FPN: 4; with min_channels=64 also layer1's 4 (2 blocks x 2)
+    assert convert_to_winograd(featx.create_model("ResNet18FPN"), min_channels=64) == 17
+
+
+@pytest.mark.slow
+def test_winograd_export_runs_in_onnx_runtime_within_the_fp32_gate(tmp_path):
+    path = tmp_path / "r18.onnx"
+    r = export_onnx("ResNet18FPN", path, log=lambda m: None)
+    assert r.metadata["featx.winograd_convs"] == "13"  # layer2-4: 3 each, FPN: 4
+    ops = [n.op_type for n in onnx.load(str(path)).graph.node]
+    assert ops.count("DepthToSpace") == 13 and ops.count("MatMul") == 26
+    report = ort_parity(path, sizes=[(97, 131), (64, 64)], batches=(1, 2), repeats=0, log=lambda m: None)
+    assert report.passed and max(x.rel for x in report.results) < 5e-5
+    direct = tmp_path / "direct.onnx"
+    export_onnx("ResNet18FPN", direct, ExportSettings(winograd=False), log=lambda m: None)
+    assert read_metadata(direct)["winograd_convs"] == 0
+    assert "MatMul" not in {n.op_type for n in onnx.load(str(direct)).graph.node}
