@@ -148,17 +148,20 @@ def status(key):
 x = torch.rand({batch}, 3, {h}, {w})
 open("/proc/self/clear_refs", "w").write("5")  # reset the high-water mark after imports
 base = status("VmRSS:")
-f = build_entry({entry!r}, {model!r}, Path(tempfile.mkdtemp()), {winograd!r})
+f = build_entry({entry!r}, {model!r}, Path({workdir!r}), {winograd!r})
 f(x)
 print(status("VmHWM:") - base)
 """
 
 
-def _peak_rss_mb(entry: str, model: str, size: tuple[int, int], batch: int, winograd: bool = True) -> Optional[float]:
+def _peak_rss_mb(entry: str, model: str, size: tuple[int, int], batch: int, winograd: bool = True,
+                 workdir: Optional[Path] = None) -> Optional[float]:
     """Peak resident memory added by building ``entry`` and running one forward, in a fresh process
-    (Linux: the high-water mark is reset after imports through /proc/self/clear_refs)."""
+    (Linux: the high-water mark is reset after imports through /proc/self/clear_refs). ONNX entries
+    reuse the files already exported to ``workdir``, so exporting is not counted as inference."""
+    workdir = str(workdir) if workdir is not None else tempfile.mkdtemp()
     code = _RSS_PROBE.format(threads=torch.get_num_threads(), batch=batch, h=size[0], w=size[1], entry=entry, model=model,
-                              winograd=winograd)
+                              winograd=winograd, workdir=workdir)
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=900)
     if r.returncode != 0:
         return None
@@ -220,7 +223,7 @@ def run_benchmark(
                     base = med
                 row["vs_torchvision"] = round(med / base, 3) if base else None
                 if memory:
-                    row["peak_rss_mb"] = _peak_rss_mb(name, model, size, batch, winograd)
+                    row["peak_rss_mb"] = _peak_rss_mb(name, model, size, batch, winograd, Path(tmp))
                 results["rows"].append(row)
     end_peak = measure_matmul_peak()
     if end_peak > peak:  # the machine was busier at the start: use the higher peak for every row

@@ -90,13 +90,14 @@ def _solve(a: list, b: list) -> list:
     return [rows[i][n] for i in range(n)]
 
 
-def winograd_eligible(conv: nn.Module, min_channels: int = 128) -> bool:
-    """True for a plain 3x3, stride-1, undilated, ungrouped ``nn.Conv2d`` with zero padding and at
-    least ``min_channels`` input and output channels (narrower layers are faster direct)."""
+def winograd_eligible(conv: nn.Module, min_channels: int = 128, max_channels: int = 1 << 30) -> bool:
+    """True for a plain 3x3, stride-1, undilated, ungrouped ``nn.Conv2d`` with zero padding and
+    input and output channels in ``[min_channels, max_channels]``."""
     return (type(conv) is nn.Conv2d and conv.kernel_size == (3, 3) and conv.stride == (1, 1)
             and conv.dilation == (1, 1) and conv.groups == 1 and conv.padding_mode == "zeros"
             and isinstance(conv.padding, tuple) and conv.padding[0] == conv.padding[1]
-            and min(conv.in_channels, conv.out_channels) >= min_channels)
+            and min_channels <= min(conv.in_channels, conv.out_channels)
+            and max(conv.in_channels, conv.out_channels) <= max_channels)
 
 
 class WinogradConv2d(nn.Module):
@@ -149,13 +150,13 @@ class WinogradConv2d(nn.Module):
         return y.narrow(2, 0, out_h).narrow(3, 0, out_w) + self.bias
 
 
-def convert_to_winograd(model: nn.Module, min_channels: int = 128) -> int:
+def convert_to_winograd(model: nn.Module, min_channels: int = 128, max_channels: int = 1 << 30) -> int:
     """Replace every eligible conv in ``model`` (in place) by a :class:`WinogradConv2d`; returns how
     many. For inference only: the replacement holds transformed weights as buffers."""
     count = 0
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
-            if winograd_eligible(child, min_channels):
+            if winograd_eligible(child, min_channels, max_channels):
                 setattr(parent, name, WinogradConv2d(child))
                 count += 1
     return count

@@ -6,6 +6,7 @@ import pytest
 from helpers import run_cli
 
 from featx.onnx import GATES, ort_parity, read_metadata
+from featx.quantize import quantize_onnx
 
 
 @pytest.mark.slow
@@ -21,6 +22,12 @@ def test_export_int8_calibrated_on_real_images(tmp_path):
     proto = onnx.load(str(q))
     ops = {n.op_type for n in proto.graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    # the fp32 file runs its wide 3x3 convs as Winograd MatMuls; int8 quantized a direct export
+    assert read_metadata(out)["winograd_convs"] == 10 and "MatMul" in {n.op_type for n in onnx.load(str(out)).graph.node}
+    assert "MatMul" not in ops and "without Winograd, for int8" in r.stderr
+    with pytest.raises(ValueError, match="10 Winograd convolutions"):
+        quantize_onnx(out, tmp_path / "bad.onnx", data / "train", (64, 64), 2, log=lambda m: None)
+    assert not (tmp_path / "bad.onnx").exists()
     # per-channel: the conv weights' scales are vectors, one per output channel
     scales = {i.name: i for i in proto.graph.initializer if i.name.endswith("_scale")}
     assert any(len(t.dims) == 1 and t.dims[0] > 1 for t in scales.values())

@@ -73,6 +73,7 @@ def test_channels_last_input_and_gradients_off():
     (nn.Conv2d(128, 128, 3, padding=1, groups=32), False),
     (nn.Conv2d(128, 128, 1), False),
     (nn.Conv2d(64, 64, 3, padding=1), False),        # narrow: faster direct
+    (nn.Conv2d(256, 512, 3, padding=1), True),
     (nn.Conv2d(128, 128, 3, padding=(1, 0)), False),
     (nn.Conv2d(128, 128, 3, padding=1, padding_mode="reflect"), False),
     (nn.ConvTranspose2d(128, 128, 3, padding=1), False),
@@ -83,22 +84,24 @@ def test_which_convs_qualify(conv, eligible):
 
 def test_resnet50fpn_converts_its_wide_stride1_3x3_convs():
     model = featx.create_model("ResNet50FPN").eval()
-    # layer2: 3, layer3: 5, layer4: 2 (the first block's 3x3 has stride 2), FPN outputs: 4
+    # layer2: 3, layer3: 5 (each first block's 3x3 has stride 2), FPN outputs: 4; layer4's 512-channel
+    # convs only with a higher winograd_max_channels
     fast = optimize_for_inference(model)
-    assert fast.winograd_convs == 14 == sum(isinstance(m, WinogradConv2d) for m in fast.modules())
+    assert fast.winograd_convs == 12 == sum(isinstance(m, WinogradConv2d) for m in fast.modules())
+    assert optimize_for_inference(model, winograd_max_channels=512).winograd_convs == 14
     assert optimize_for_inference(model, winograd=False).winograd_convs == 0
     assert optimize_for_inference(model.double()).winograd_convs == 0  # auto: float32 CPU models only
-    # ResNet18FPN: layer2-4: 3 each, FPN: 4; with min_channels=64 also layer1's 4 (2 blocks x 2)
-    assert convert_to_winograd(featx.create_model("ResNet18FPN"), min_channels=64) == 17
+    # ResNet18FPN: layer2-3: 3 each, FPN: 4; with min_channels=64 also layer1's 4 (2 blocks x 2)
+    assert convert_to_winograd(featx.create_model("ResNet18FPN"), min_channels=64, max_channels=256) == 14
 
 
 @pytest.mark.slow
 def test_winograd_export_runs_in_onnx_runtime_within_the_fp32_gate(tmp_path):
     path = tmp_path / "r18.onnx"
     r = export_onnx("ResNet18FPN", path, log=lambda m: None)
-    assert r.metadata["featx.winograd_convs"] == "13"  # layer2-4: 3 each, FPN: 4
+    assert r.metadata["featx.winograd_convs"] == "10"  # layer2-3: 3 each, FPN: 4
     ops = [n.op_type for n in onnx.load(str(path)).graph.node]
-    assert ops.count("DepthToSpace") == 13 and ops.count("MatMul") == 26
+    assert ops.count("DepthToSpace") == 10 and ops.count("MatMul") == 20
     report = ort_parity(path, sizes=[(97, 131), (64, 64)], batches=(1, 2), repeats=0, log=lambda m: None)
     assert report.passed and max(x.rel for x in report.results) < 5e-5
     direct = tmp_path / "direct.onnx"
