@@ -135,19 +135,20 @@ class WinogradConv2d(nn.Module):
         batch, channels, height, width = x.shape
         out_h, out_w = height + 2 * p - 2, width + 2 * p - 2
         tiles_h, tiles_w = (out_h + m - 1) // m, (out_w + m - 1) // m
-        # pad so the tiles cover the output; the extra rows/columns are cropped at the end
-        x = F.pad(x, (p, tiles_w * m + 2 - width - p, p, tiles_h * m + 2 - height - p))
-        x = x.contiguous().reshape(batch * channels, 1, tiles_h * m + 2, tiles_w * m + 2)
-        v = F.conv2d(x, self.input_transform, stride=m)                        # (N*C, 36, th, tw)
-        v = v.reshape(batch, channels, n * n, tiles_h * tiles_w).transpose(1, 2)  # (N, 36, C, T)
-        prod = torch.matmul(self.u, v)                                          # (N, 36, K, T)
-        y = torch.matmul(self.output_transform, prod.reshape(batch, n * n, -1))  # (N, 16, K*T)
+        # one name for every intermediate, so each is freed as soon as the next exists (eager peak
+        # memory); pad so the tiles cover the output: the extra rows/columns are cropped at the end
+        t = F.pad(x, (p, tiles_w * m + 2 - width - p, p, tiles_h * m + 2 - height - p))
+        t = t.contiguous().reshape(batch * channels, 1, tiles_h * m + 2, tiles_w * m + 2)
+        t = F.conv2d(t, self.input_transform, stride=m)                        # (N*C, 36, th, tw)
+        t = t.reshape(batch, channels, n * n, tiles_h * tiles_w).transpose(1, 2)  # (N, 36, C, T)
+        t = torch.matmul(self.u, t)                                             # (N, 36, K, T)
+        t = torch.matmul(self.output_transform, t.reshape(batch, n * n, -1))    # (N, 16, K*T)
         # (N, 16, K, T) -> (N, K*16, th, tw) -> pixel_shuffle interleaves each 4x4 tile into place
-        y = y.reshape(batch, m * m, self.out_channels, tiles_h * tiles_w).transpose(1, 2)
-        y = F.pixel_shuffle(y.reshape(batch, self.out_channels * m * m, tiles_h, tiles_w), m)
+        t = t.reshape(batch, m * m, self.out_channels, tiles_h * tiles_w).transpose(1, 2)
+        t = F.pixel_shuffle(t.reshape(batch, self.out_channels * m * m, tiles_h, tiles_w), m)
         # narrow, not slicing: its result size is exactly out_h (slicing gives min(out_h, 4 * tiles_h)
         # to the exporter's symbolic shapes, and those nested mins grow layer by layer)
-        return y.narrow(2, 0, out_h).narrow(3, 0, out_w) + self.bias
+        return t.narrow(2, 0, out_h).narrow(3, 0, out_w) + self.bias
 
 
 def convert_to_winograd(model: nn.Module, min_channels: int = 128, max_channels: int = 1 << 30) -> int:
