@@ -340,7 +340,7 @@ def _add_export(sub) -> None:
     p.add_argument("--exporter", choices=["dynamo", "torchscript"], help="torch.onnx exporter (default dynamo)")
     p.add_argument("--no-winograd", dest="winograd", action="store_false", default=None,
                    help="keep every 3x3 conv a Conv node (default: 3x3 stride-1 convs with >= 128 channels are "
-                   "exported as Winograd F(4x4,3x3) MatMuls, ~1.5x faster in ONNX Runtime CPU; off for fp16)")
+                   "exported as Winograd F(4x4,3x3) MatMuls, ~1.3x faster in ONNX Runtime CPU; off for fp16)")
     p.add_argument("--int8", action="store_true", help="also quantize: static int8 (ONNX Runtime QDQ, per-channel "
                    "int8 weights, uint8 activations) calibrated on --calib images; writes <output>_int8.onnx")
     p.add_argument("--calib", metavar="FOLDER", help="with --int8: images to calibrate on (an ImageFolder or any "

@@ -54,7 +54,7 @@ class ExportSettings:
     height and width are dynamic. ``fp16`` converts weights and compute to float16, keeping the
     input and outputs float32 unless ``fp16_io``. ``winograd`` exports wide 3x3 convs as Winograd
     F(4x4, 3x3) (MatMul-based, see :mod:`featx.winograd`): ONNX Runtime CPU runs ResNet50FPN about
-    1.5x faster; it is off for fp16 exports and for files meant for int8 quantization."""
+    1.3x faster; it is off for fp16 exports and for files meant for int8 quantization."""
 
     static_shape: Optional[tuple[int, int]] = None
     batch: int = 1
