@@ -311,7 +311,7 @@ def _add_export(sub) -> None:
                     "by default, named input `input` and outputs p2..p6 / c2..c5, featx metadata (levels, strides, "
                     "channels, input normalization, model config, weights), onnx.checker full check and shape "
                     "inference; written atomically (nothing is left behind on failure). Exporter: dynamo by default "
-                    "(output shapes as formulas of the input size, 30%% fewer nodes); --exporter torchscript exports ~4x faster "
+                    "(output shapes as formulas of the input size, fewer nodes); --exporter torchscript exports several times faster "
                     "but leaves output dims as free symbols.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="examples:\n"
@@ -339,7 +339,7 @@ def _add_export(sub) -> None:
     p.add_argument("--simplify", action="store_true", default=None, help="run onnxslim on the graph (pip install onnxslim)")
     p.add_argument("--exporter", choices=["dynamo", "torchscript"], help="torch.onnx exporter (default dynamo)")
     p.add_argument("--no-winograd", dest="winograd", action="store_false", default=None,
-                   help="keep every 3x3 conv a Conv node (default: 3x3 stride-1 convs with >= 128 channels are "
+                   help="keep every 3x3 conv a Conv node (default: 3x3 stride-1 convs with 128-256 channels are "
                    "exported as Winograd F(4x4,3x3) MatMuls, ~1.3x faster in ONNX Runtime CPU; off for fp16)")
     p.add_argument("--int8", action="store_true", help="also quantize: static int8 (ONNX Runtime QDQ, per-channel "
                    "int8 weights, uint8 activations) calibrated on --calib images; writes <output>_int8.onnx")
@@ -557,7 +557,7 @@ def _add_bench(sub) -> None:
 
     p = sub.add_parser(
         "bench", help="time featx against torchvision / timm / ONNX Runtime in one run",
-        description="Time each entry on the same random input with the same thread count: median and 25-75%% "
+        description="Time each entry on the same random input with the same thread count: median and 25-75% "
                     "spread after warm-up, images/s, ratio to torchvision's resnet_fpn_backbone in this run, GFLOPs "
                     "(torch.utils.flop_counter) and achieved GFLOP/s against the measured fp32 matmul peak. GFLOPs "
                     "are the direct convolutions' for every entry, so the Winograd entries (featx_optimized, featx_ort "

@@ -35,6 +35,7 @@ def test_console_script_is_installed():
 def test_every_subcommand_has_help_with_example(sub):
     r = featx(sub, "--help")
     assert r.returncode == 0 and "example" in r.stdout.lower()
+    assert "%%" not in r.stdout  # raw descriptions are not %-formatted: a doubled % shows as typed
 
 
 def test_list_table_and_json():
