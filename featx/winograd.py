@@ -36,15 +36,20 @@ TILE = 4  # output tile side m of F(m x m, 3 x 3)
 POINTS = (Fraction(0), Fraction(-1), Fraction(1), Fraction(1, 2), Fraction(-2))
 
 
-@lru_cache(maxsize=None)
-def winograd_matrices(m: int = TILE, r: int = 3, points: Sequence[Fraction] = POINTS) -> tuple:
-    """``(B^T, G, A^T)`` of F(m, r) as float64 tensors: shapes (n, n), (n, r), (m, n) with
-    n = m + r - 1, from the n-1 finite interpolation ``points`` plus the point at infinity.
+def winograd_matrices(m: int = TILE, r: int = 3, points: Sequence = POINTS) -> tuple:
+    """``(B^T, G, A^T)`` of F(m, r) as new float64 tensors: shapes (n, n), (n, r), (m, n) with
+    n = m + r - 1, from the n-1 finite interpolation ``points`` (ints or Fractions) plus the point
+    at infinity.
 
     A^T evaluates the product polynomial at the points, G evaluates the filter polynomial (scaled
     by the Lagrange denominators), and B^T is the unique matrix making the bilinear algorithm
     exact; it is solved for in rational arithmetic and checked.
     """
+    return tuple(t.clone() for t in _matrices(m, r, tuple(Fraction(x) for x in points)))
+
+
+@lru_cache(maxsize=None)
+def _matrices(m: int, r: int, points: tuple) -> tuple:
     n = m + r - 1
     p = [Fraction(x) for x in points]
     if len(p) != n - 1 or len(set(p)) != n - 1:

@@ -27,7 +27,7 @@ def test_matrices_compute_a_3_tap_correlation_exactly():
 
 
 def test_other_point_sets_and_bad_ones():
-    bt, g, at = winograd_matrices(2, 3, (Fraction(0), Fraction(1), Fraction(-1)))  # F(2, 3), Lavin's points
+    bt, g, at = winograd_matrices(2, 3, [0, 1, Fraction(-1)])  # F(2, 3), Lavin's points; any sequence
     d, w = torch.randn(4, 10, dtype=torch.float64), torch.randn(3, 10, dtype=torch.float64)
     ref = torch.stack([sum(w[k] * d[i + k] for k in range(3)) for i in range(2)])
     assert (at @ ((g @ w) * (bt @ d)) - ref).abs().max().item() < 1e-12
