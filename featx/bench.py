@@ -136,7 +136,7 @@ def _time(fn: Callable, x: torch.Tensor, warmup: int, repeats: int) -> list[floa
 
 
 _RSS_PROBE = """
-import sys, tempfile, torch
+import sys, torch
 from pathlib import Path
 torch.set_num_threads({threads})
 from featx.bench import build_entry
@@ -154,14 +154,13 @@ print(status("VmHWM:") - base)
 """
 
 
-def _peak_rss_mb(entry: str, model: str, size: tuple[int, int], batch: int, winograd: bool = True,
-                 workdir: Optional[Path] = None) -> Optional[float]:
+def _peak_rss_mb(entry: str, model: str, size: tuple[int, int], batch: int, winograd: bool,
+                 workdir: Path) -> Optional[float]:
     """Peak resident memory added by building ``entry`` and running one forward, in a fresh process
     (Linux: the high-water mark is reset after imports through /proc/self/clear_refs). ONNX entries
     reuse the files already exported to ``workdir``, so exporting is not counted as inference."""
-    workdir = str(workdir) if workdir is not None else tempfile.mkdtemp()
     code = _RSS_PROBE.format(threads=torch.get_num_threads(), batch=batch, h=size[0], w=size[1], entry=entry, model=model,
-                              winograd=winograd, workdir=workdir)
+                              winograd=winograd, workdir=str(workdir))
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=900)
     if r.returncode != 0:
         return None

@@ -17,6 +17,7 @@ from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 
+from featx.images import IMAGENET_MEAN, IMAGENET_STD, load_image, resize_normalize
 from featx.io import atomic_path
 
 __all__ = ["QuantizeResult", "calibration_inputs", "quantize_onnx", "CALIBRATION_METHODS"]
@@ -39,7 +40,6 @@ def calibration_inputs(folder: Union[str, Path], size: tuple[int, int], count: i
     """Up to ``count`` images found under ``folder`` (an ImageFolder or any folder of images),
     chosen evenly over the sorted list, as ``(1, 3, H, W)`` float32 arrays: RGB, resized to
     ``size``, scaled to 0..1 and normalized. Unreadable files are skipped."""
-    from featx.images import load_image, resize_normalize
     from featx.train.predict import expand_image_paths
 
     folder = Path(folder)
@@ -84,8 +84,8 @@ def quantize_onnx(fp32_path: Union[str, Path], out_path: Union[str, Path], calib
         raise ValueError(f"{fp32_path} has {meta['winograd_convs']} Winograd convolutions; quantize an export "
                          "made without them (featx export --no-winograd, ExportSettings(winograd=False))")
     norm = meta.get("input") or {}
-    inputs = calibration_inputs(calib_folder, calib_size, count, norm.get("mean", (0.485, 0.456, 0.406)),
-                                norm.get("std", (0.229, 0.224, 0.225)))
+    inputs = calibration_inputs(calib_folder, calib_size, count, norm.get("mean", IMAGENET_MEAN),
+                                norm.get("std", IMAGENET_STD))
     log(f"calibrating on {len(inputs)} images from {calib_folder} at {calib_size[0]}x{calib_size[1]} ({method}) ...")
 
     class _Reader(CalibrationDataReader):

@@ -51,7 +51,7 @@ def winograd_matrices(m: int = TILE, r: int = 3, points: Sequence = POINTS) -> t
 @lru_cache(maxsize=None)
 def _matrices(m: int, r: int, points: tuple) -> tuple:
     n = m + r - 1
-    p = [Fraction(x) for x in points]
+    p = list(points)
     if len(p) != n - 1 or len(set(p)) != n - 1:
         raise ValueError(f"F({m}, {r}) needs {n - 1} distinct finite points, got {points}")
     at = [[p[j] ** i for j in range(n - 1)] + [Fraction(int(i == m - 1))] for i in range(m)]
@@ -66,10 +66,10 @@ def _matrices(m: int, r: int, points: tuple) -> tuple:
     # B^T column l solves sum_j AT[i][j] G[j][k] BT[j][l] = [l == i + k] for all (i, k): n unknowns,
     # m*r equations of full column rank; solve the normal equations exactly.
     rows = [[at[i][j] * g[j][k] for j in range(n)] for i in range(m) for k in range(r)]
+    ata = [[sum(row[a] * row[b] for row in rows) for b in range(n)] for a in range(n)]
     bt_cols = []
     for l in range(n):
         rhs = [Fraction(int(l == i + k)) for i in range(m) for k in range(r)]
-        ata = [[sum(row[a] * row[b] for row in rows) for b in range(n)] for a in range(n)]
         atb = [sum(row[a] * y for row, y in zip(rows, rhs)) for a in range(n)]
         bt_cols.append(_solve(ata, atb))
         residual = [sum(row[j] * bt_cols[-1][j] for j in range(n)) - y for row, y in zip(rows, rhs)]

@@ -58,7 +58,7 @@ def test_winograd_conv_equals_the_convolution(cin, cout, batch, h, w, padding, b
     assert rel_err(out, ref) <= 5e-6
 
 
-def test_channels_last_input_and_gradients_off():
+def test_channels_last_input():
     conv = nn.Conv2d(128, 128, 3, padding=1)
     x = torch.randn(2, 128, 20, 24).to(memory_format=torch.channels_last)
     with torch.no_grad():
