@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml requirements/constraints.txt
 	@touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m featx.demo
+	$(PY) -m featx.cli demo
 
 finetune-demo: $(STAMP)
 	$(PY) -m featx.cli finetune-demo

@@ -25,40 +25,50 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
+import timm
 import torch
 from torch import nn
+from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
+from torchvision.ops import FeaturePyramidNetwork
+from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
-__all__ = ["ENTRIES", "measure_matmul_peak", "run_benchmark", "build_entry"]
+from featx.deploy.onnx_export import ExportSettings, export_onnx
+from featx.deploy.quantize import quantize_onnx
+from featx.images import sample_image_path
+from featx.inference import optimize_for_inference
+from featx.io import atomic_path
+from featx.models import create_model, get_entry
+from featx.stats import flops_and_shapes
+from featx.timing import time_ms
+
+__all__ = ["ENTRIES", "measure_matmul_peak", "run_benchmark", "build_entry", "bench_chart"]
 
 ENTRIES = ("torchvision", "timm+tv_fpn", "featx", "featx_optimized", "featx_ort", "featx_compile", "featx_ort_int8")
-_TV_ARCH = {"ResNet18FPN": "resnet18", "ResNet34FPN": "resnet34", "ResNet50FPN": "resnet50",
-            "ResNet101FPN": "resnet101", "ResNet152FPN": "resnet152"}
+
+
+def torchvision_counterpart(model: str) -> str:
+    """The torchvision architecture ``resnet_fpn_backbone`` builds for a featx ResNet FPN composite."""
+    entry = get_entry(model)
+    if entry.family.name != "resnet" or entry.pyramid is None or entry.pyramid.key != "fpn":
+        raise ValueError(f"torchvision's resnet_fpn_backbone has no counterpart of {model}: the torchvision and "
+                         "timm+tv_fpn entries need a ResNet-family <Arch>FPN model")
+    return entry.arch
 
 
 def measure_matmul_peak(n: int = 2048, repeats: int = 10) -> float:
     """fp32 GFLOP/s of an ``n x n`` matmul with the current thread count: the best of ``repeats``
     (a peak, so a moment of interference from other processes does not lower it)."""
     a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - t)
+    best = min(time_ms(lambda: a @ b, repeats, warmup=1)) / 1000
     return 2 * n**3 / best / 1e9
 
 
 class _TimmFPN(nn.Module):
     def __init__(self, arch: str) -> None:
         super().__init__()
-        import timm
-        from torchvision.ops import FeaturePyramidNetwork
-        from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
-
         self.body = timm.create_model(arch, pretrained=False, features_only=True, out_indices=(1, 2, 3, 4))
         self.fpn = FeaturePyramidNetwork(self.body.feature_info.channels(), 256, extra_blocks=LastLevelMaxPool())
 
@@ -69,31 +79,18 @@ class _TimmFPN(nn.Module):
 def build_entry(name: str, model: str, workdir: Path, winograd: bool = True) -> Callable[[torch.Tensor], Any]:
     """The callable for one benchmark entry (models in eval mode, no autograd). ``winograd=False``
     keeps the optimized and ONNX entries on direct convolutions (to measure what Winograd adds)."""
-    import featx
-
-    arch = _TV_ARCH.get(model)
     if name == "torchvision":
-        from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
-
-        if arch is None:
-            raise ValueError(f"torchvision has no resnet_fpn_backbone for {model}")
-        net = resnet_fpn_backbone(backbone_name=arch, weights=None, trainable_layers=5).eval()
+        net = resnet_fpn_backbone(backbone_name=torchvision_counterpart(model), weights=None, trainable_layers=5).eval()
     elif name == "timm+tv_fpn":
-        if arch is None:
-            raise ValueError(f"no timm counterpart for {model}")
-        net = _TimmFPN(arch).eval()
+        net = _TimmFPN(torchvision_counterpart(model)).eval()
     elif name == "featx":
-        net = featx.create_model(model).eval()
+        net = create_model(model).eval()
     elif name in ("featx_optimized", "featx_compile"):
-        from featx.inference import optimize_for_inference
-
-        net = optimize_for_inference(featx.create_model(model), inplace=True, winograd=winograd)
+        net = optimize_for_inference(create_model(model), inplace=True, winograd=winograd)
         if name == "featx_compile":
             net = torch.compile(net)
     elif name in ("featx_ort", "featx_ort_int8"):
-        import onnxruntime as ort
-
-        from featx.onnx import ExportSettings, export_onnx
+        import onnxruntime as ort  # one of two exclusive extras (onnxruntime / onnxruntime-gpu): imported on use
 
         cuda = "CUDAExecutionProvider" in ort.get_available_providers() and torch.cuda.is_available()
         # Winograd is a CPU path (cuDNN has its own); int8 quantizes the direct convolutions
@@ -102,9 +99,6 @@ def build_entry(name: str, model: str, workdir: Path, winograd: bool = True) -> 
         if not path.exists():
             export_onnx(model, path, ExportSettings(winograd=not direct), log=lambda m: None)
         if name == "featx_ort_int8":
-            from featx.images import sample_image_path
-            from featx.quantize import quantize_onnx
-
             int8 = workdir / f"{model}_int8.onnx"
             if not int8.exists():
                 quantize_onnx(path, int8, sample_image_path().parent, (512, 512), 8, log=lambda m: None)
@@ -122,17 +116,6 @@ def build_entry(name: str, model: str, workdir: Path, winograd: bool = True) -> 
             return net(x)
 
     return call
-
-
-def _time(fn: Callable, x: torch.Tensor, warmup: int, repeats: int) -> list[float]:
-    for _ in range(warmup):
-        fn(x)
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn(x)
-        times.append((time.perf_counter() - t) * 1000)
-    return times
 
 
 _RSS_PROBE = """
@@ -179,17 +162,19 @@ def run_benchmark(
     winograd: bool = True,
 ) -> dict[str, Any]:
     """Time every entry on the same inputs; every size at ``batches[0]``, the first size at the rest."""
-    from featx.stats import flops_and_shapes
-
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    if warmup < 0:
+        raise ValueError(f"warmup must be >= 0, got {warmup}")
+    if not batches or any(b < 1 for b in batches):
+        raise ValueError(f"batch sizes must be >= 1, got {list(batches)}")
     peak = measure_matmul_peak()
     log(f"matmul peak: {peak:.1f} GFLOP/s (fp32, 2048^3, {torch.get_num_threads()} threads; measured again at the end)")
     runs = [(s, batches[0]) for s in sizes] + [(sizes[0], b) for b in batches[1:]]
     results: dict[str, Any] = {"model": model, "threads": torch.get_num_threads(), "matmul_peak_gflops": peak,
                                "device": "cpu", "winograd": winograd, "rows": []}
-    import featx
-
     with torch.device("meta"):
-        meta_model = featx.create_model(model).eval()
+        meta_model = create_model(model).eval()
         params_m = sum(p.numel() for p in meta_model.parameters()) / 1e6
     results["params_m"] = round(params_m, 2)
     with tempfile.TemporaryDirectory() as tmp:
@@ -208,7 +193,7 @@ def run_benchmark(
             for name, fn in callables.items():
                 log(f"  {name} {batch}x3x{size[0]}x{size[1]} ...")
                 try:
-                    times = _time(fn, x, warmup if name != "featx_compile" else warmup + 1, repeats)
+                    times = time_ms(lambda: fn(x), repeats, warmup if name != "featx_compile" else warmup + 1)
                 except Exception as e:
                     results["rows"].append({"entry": name, "input": [batch, 3, *size], "error": f"{type(e).__name__}: {str(e)[:200]}"})
                     continue
@@ -231,3 +216,30 @@ def run_benchmark(
             if "achieved_gflops_s" in row:
                 row["of_peak"] = round(row["achieved_gflops_s"] / peak, 3)
     return results
+
+
+def bench_chart(result: dict, path: str) -> None:
+    """A bar chart (PNG) of each entry's latency relative to torchvision, per input."""
+    import matplotlib  # the Agg backend must be chosen before pyplot is imported
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [x for x in result["rows"] if "error" not in x and x.get("vs_torchvision")]
+    inputs = list(dict.fromkeys("x".join(map(str, x["input"])) for x in rows))
+    entries = list(dict.fromkeys(x["entry"] for x in rows))
+    fig, ax = plt.subplots(figsize=(8, 4), dpi=100)
+    width = 0.8 / max(1, len(entries))
+    for j, e in enumerate(entries):
+        vals = [next((x["vs_torchvision"] for x in rows if x["entry"] == e and "x".join(map(str, x["input"])) == i), 0)
+                for i in inputs]
+        ax.bar([k + j * width for k in range(len(inputs))], vals, width, label=e)
+    ax.axhline(1.0, color="k", lw=0.8)
+    ax.set_xticks([k + width * (len(entries) - 1) / 2 for k in range(len(inputs))], inputs)
+    ax.set_ylabel("latency / torchvision (lower is faster)")
+    ax.set_title(f"{result['model']}, {result['threads']} threads, {result['device']}")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)

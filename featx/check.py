@@ -14,16 +14,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+import timm
 import torch
 import torchvision
 from torch import nn
+from torchvision.models.feature_extraction import create_feature_extractor
 from torchvision.models._utils import IntermediateLayerGetter
 from torchvision.models.detection.backbone_utils import BackboneWithFPN
 from torchvision.ops import FrozenBatchNorm2d
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool, LastLevelP6P7
 
-from featx.models import get_entry
-from featx.weights import DETECTION_PRESETS, detection_composite, read_checkpoint, unwrap_state_dict
+from featx.checkpoints import read_checkpoint, unwrap_state_dict
+from featx.compare import compare_arrays
+from featx.models import CATALOG, DETECTION_PRESETS, detection_composite, get_entry
 
 __all__ = ["LevelResult", "CheckReport", "check_weights", "checkable_models", "randomize_norm_stats", "DEFAULT_SIZES"]
 
@@ -70,10 +73,8 @@ class CheckReport:
 def checkable_models() -> list[str]:
     """Every ResNet catalogue model, every backbone of the other families (their composites add
     only a neck, which classification checkpoints do not hold), then the detection presets."""
-    from featx.models import CATALOG
-
-    return ([n for n, e in CATALOG.items() if e.family == "resnet"]
-            + [n for n, e in CATALOG.items() if e.family != "resnet" and e.kind == "backbone"]
+    return ([n for n, e in CATALOG.items() if e.family.name == "resnet"]
+            + [n for n, e in CATALOG.items() if e.family.name != "resnet" and e.kind == "backbone"]
             + list(DETECTION_PRESETS))
 
 
@@ -141,12 +142,8 @@ def _run_pair(model: nn.Module, ref: nn.Module, names: Sequence[str], sizes, bat
         if len(out) != len(r):
             raise RuntimeError(f"featx gives {len(out)} levels, the reference {len(r)}")
         for name, o, rr in zip(names, out, r):
-            if o.shape != rr.shape:
-                results.append(LevelResult(name, (h, w), tuple(o.shape), float("inf"), float("inf"), False))
-                continue
-            max_abs = (o - rr).abs().max().item()
-            max_rel = max_abs / max(rr.abs().max().item(), 1e-12)
-            results.append(LevelResult(name, (h, w), tuple(o.shape), max_abs, max_rel, max_rel <= tol))
+            d = compare_arrays(o, rr)
+            results.append(LevelResult(name, (h, w), d.shape, d.max_abs, d.rel, d.rel <= tol))
     return results
 
 
@@ -202,7 +199,7 @@ def _check(report, model_name, weights, reference_weights, sizes, batch, tol, se
         report.reference = f"torchvision {model_name}(...).backbone"
         make = lambda w: detection_composite(model_name, weights=w, progress=False, **model_kwargs)  # noqa: E731
         kind = "detector"
-    elif get_entry(model_name).family != "resnet":
+    elif get_entry(model_name).family.name != "resnet":
         _check_zoo(report, get_entry(model_name), weights, reference_weights, sizes, batch, tol, seed, tmp, model_kwargs)
         return
     else:
@@ -259,9 +256,7 @@ def _check(report, model_name, weights, reference_weights, sizes, batch, tol, se
 def _zoo_reference(entry, named: Optional[str] = None) -> nn.Module:
     """The reference library's classification model for a zoo family: timm's for the timm
     families, torchvision's otherwise (with the auxiliary heads its checkpoints carry)."""
-    if entry.family == "timm":
-        import timm
-
+    if entry.family.name == "timm":
         if named is None:
             return timm.create_model(entry.arch, pretrained=False)
         return timm.create_model(entry.arch if named == "DEFAULT" else f"{entry.arch}.{named}", pretrained=True)
@@ -292,17 +287,13 @@ def _check_zoo(report, entry, weights, reference_weights, sizes, batch, tol, see
     backbone = model.backbone if entry.kind == "composite" else model
     if entry.kind == "composite":
         report.not_compared.append("neck (not in the checkpoint; randomly initialised)")
-    if entry.family == "timm":
-        import timm
-
+    if entry.family.name == "timm":
         ref = timm.create_model(entry.arch, pretrained=False, features_only=True,
                                 out_indices=[backbone.timm_feature_indices[i] for i in backbone.out_indices])
         own = ref.state_dict()
         ref.load_state_dict({k: v for k, v in full_ref.state_dict().items() if k in own}, strict=True)
         report.reference = f"timm {entry.arch} (features_only)"
     else:
-        from torchvision.models.feature_extraction import create_feature_extractor
-
         if hasattr(full_ref, "transform_input"):
             full_ref.transform_input = backbone.transform_input
         nodes = [backbone.spec.reference_nodes[i] for i in backbone.out_indices]

@@ -1,19 +1,33 @@
-"""The contract every featx extractor shares: ``FeatureInfo`` and ``FeatureExtractor``.
+"""The extractor contract every featx model implements, and the base every backbone shares.
 
-A feature extractor maps an image batch ``(N, C, H, W)`` to a tuple of feature maps in
-ascending stride order. ``feature_info`` describes each output (name, channels, stride), so
-necks and detectors can be wired from the model alone, without running it.
+An extractor maps an image batch ``(N, C, H, W)`` to a tuple of feature maps in ascending stride
+order; ``feature_info`` describes each output (name, channels, stride), so necks and detectors can
+be wired from the model alone, without running it.
+
+- ``Extractor``: the contract (``feature_info``, ``channels``, ``strides``, ``forward``).
+- ``FeatureExtractor``: backbones (C2..C5): stages, ``out_indices``, the freezing switches, input
+  checks, gradient checkpointing. Families implement its three abstract hooks.
+- ``SequenceExtractor``: backbones whose stem and stages are runs of named sub-modules.
+- ``Composite``: a backbone followed by a neck (``featx.models.BackboneFPN``).
+
+``out_channels`` has one meaning: the channel count shared by every level of a pyramid (an int,
+what torchvision's detectors read). Only extractors whose levels all have the same width (FPNs and
+composites) define it; ``channels`` lists each output's width for every extractor.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from abc import ABCMeta, abstractmethod
+from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 import torch
+import torch.fx
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
+from torch.utils.checkpoint import checkpoint
 
-__all__ = ["FeatureInfo", "FeatureExtractor", "SequenceExtractor", "validate_out_indices", "check_image_batch"]
+__all__ = ["FeatureInfo", "Extractor", "FeatureExtractor", "SequenceExtractor", "Composite", "level_name",
+           "validate_out_indices", "check_image_batch", "check_feature_maps", "as_output_tuple"]
 
 
 @dataclass(frozen=True)
@@ -24,16 +38,14 @@ class FeatureInfo:
         name: level name by stride, ``"C2"``..``"C5"`` for backbones, ``"P2"``..``"P7"`` for necks.
         channels: number of channels of the map.
         stride: input pixels per output pixel (4 for C2, 32 for C5 at the default output stride).
-        module: the sub-module whose output it is (``"layer1"``), empty when it is not one module.
+        module: the sub-module whose output it is (``"layer1"``; timm's ``FeatureInfo`` reports
+            it), empty when it is not one module.
     """
 
     name: str
     channels: int
     stride: int
     module: str = ""
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def level_name(prefix: str, stride: int) -> str:
@@ -63,8 +75,10 @@ def validate_out_indices(out_indices: Iterable[int], num_stages: int) -> tuple[i
     return indices
 
 
-def check_image_batch(x: object, in_channels: int, owner: str) -> None:
-    """Raise a clear error unless ``x`` is a float tensor of shape ``(N, in_channels, H, W)``."""
+def check_image_batch(x: object, in_channels: int, owner: str, min_size: int = 0) -> torch.Tensor:
+    """Return ``x`` unless it is not a float tensor ``(N, in_channels, H, W)`` with H, W >= ``min_size``
+    (then raise a clear error). Under ``torch.fx`` tracing it is one opaque call, so traced graphs
+    (``create_feature_extractor``, timm's FX tests) keep the check."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{owner} expects a torch.Tensor of shape (N, {in_channels}, H, W), got {type(x).__name__}")
     if x.dim() != 4:
@@ -79,12 +93,68 @@ def check_image_batch(x: object, in_channels: int, owner: str) -> None:
         )
     if x.shape[1] != in_channels:
         raise ValueError(f"{owner} expects {in_channels} input channels (N, {in_channels}, H, W), got shape {tuple(x.shape)}")
+    if min(x.shape[-2:]) < max(min_size, 1):
+        raise ValueError(f"{owner} needs inputs of at least {max(min_size, 1)}x{max(min_size, 1)} pixels "
+                         f"(its convolutions and pools shrink smaller ones to nothing), got shape {tuple(x.shape)}")
+    return x
 
 
-class FeatureExtractor(nn.Module):
-    """Base of every featx backbone: stages, output selection, freezing switches.
+def check_feature_maps(inputs: Sequence[torch.Tensor], in_channels: Sequence[int], owner: str) -> Sequence[torch.Tensor]:
+    """Return ``inputs`` unless they are not ``len(in_channels)`` maps ``(N, in_channels[i], H_i, W_i)``
+    in ascending stride (non-increasing size) order; FX-opaque like :func:`check_image_batch`."""
+    if len(inputs) != len(in_channels):
+        raise ValueError(f"{owner} expects {len(in_channels)} input levels (in_channels={list(in_channels)}), "
+                         f"got {len(inputs)}")
+    for i, (x, c) in enumerate(zip(inputs, in_channels)):
+        if not isinstance(x, torch.Tensor) or x.dim() != 4 or x.shape[1] != c:
+            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise ValueError(f"{owner} input {i} must be (N, {c}, H, W), got {shape}")
+    for i in range(1, len(inputs)):
+        if inputs[i].shape[-2] > inputs[i - 1].shape[-2] or inputs[i].shape[-1] > inputs[i - 1].shape[-1]:
+            raise ValueError(
+                f"{owner} inputs must be in ascending stride order (finest first, as backbones return them); "
+                f"input {i} is {tuple(inputs[i].shape[-2:])}, larger than input {i - 1} {tuple(inputs[i - 1].shape[-2:])}")
+    return inputs
 
-    Subclasses build their stem and stage modules (with the weight source's parameter names),
+
+def as_output_tuple(out: object) -> tuple:
+    """A model's output as a tuple: extractors return a tuple of maps, a classifier one logits tensor."""
+    return (out,) if isinstance(out, torch.Tensor) else tuple(out)
+
+
+torch.fx.wrap("check_image_batch")
+torch.fx.wrap("check_feature_maps")
+
+
+class Extractor(nn.Module, metaclass=ABCMeta):
+    """The contract of every featx model: ``forward(x)`` returns a tuple of maps described, in
+    order, by ``feature_info``."""
+
+    feature_info: list[FeatureInfo]
+
+    @property
+    def channels(self) -> list[int]:
+        """Channels of each output, in output order."""
+        return [f.channels for f in self.feature_info]
+
+    @property
+    def strides(self) -> list[int]:
+        """Stride of each output (input pixels per output pixel), in output order."""
+        return [f.stride for f in self.feature_info]
+
+    @abstractmethod
+    def forward(self, x):  # noqa: D102 - documented by each implementation
+        ...
+
+    def weights_loaded(self) -> None:
+        """Called by the builder once pretrained weights are in (a family may adapt, e.g. its input
+        normalization); nothing by default."""
+
+
+class FeatureExtractor(Extractor):
+    """Base of every featx backbone: stages, output selection, freezing, checks, checkpointing.
+
+    Families build their stem and stage modules (with the weight source's parameter names),
     implement ``stem_modules``/``forward_stem``/``stage_module``, then call ``_init_features``.
     This base validates input, runs the stages up to the last of ``out_indices``, and keeps the
     three freezing switches separate:
@@ -93,10 +163,14 @@ class FeatureExtractor(nn.Module):
       and those modules stay in eval mode; re-applied on every ``train()``.
     - ``norm_eval``: every BatchNorm uses its running statistics even in ``train()``.
     - the norm layer choice (e.g. ``FrozenBatchNorm2d``) freezes BN affine parameters.
+
+    ``set_grad_checkpointing()`` (timm's name; mmdet's ``with_cp=True``) recomputes each stage in
+    the backward pass instead of storing its activations.
     """
 
     in_channels: int = 3
     min_input_size: int = 0  # families whose unpadded convs/pools need a minimum input set this
+    grad_checkpointing: bool = False
 
     def _init_features(
         self,
@@ -117,40 +191,53 @@ class FeatureExtractor(nn.Module):
         self.feature_info = [self.stage_infos[i] for i in self.out_indices]
         self._freeze_stages()
 
-    # -- the contract -------------------------------------------------------------------
-    @property
-    def out_channels(self) -> list[int]:
-        """Channels of each output, in output order."""
-        return [f.channels for f in self.feature_info]
-
-    @property
-    def strides(self) -> list[int]:
-        """Stride of each output (input pixels per output pixel), in output order."""
-        return [f.stride for f in self.feature_info]
-
     def frozen_modules(self) -> list[nn.Module]:
         """Modules frozen by ``frozen_stages``: the stem for 0, plus stages 1..k for k."""
         if self.frozen_stages < 0:
             return []
         return list(self.stem_modules()) + [self.stage_module(i) for i in range(self.frozen_stages)]
 
-    # Families implement these three; parameter names stay the weights' source names.
-    def stem_modules(self) -> list[nn.Module]:  # pragma: no cover - every family overrides
+    # -- what each family implements (parameter names stay the weights' source names) ---------
+    @abstractmethod
+    def stem_modules(self) -> list[nn.Module]:
         """The modules of the stem (frozen by ``frozen_stages >= 0``)."""
-        raise NotImplementedError
 
-    def forward_stem(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover
-        raise NotImplementedError
+    @abstractmethod
+    def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
+        """``(N, in_channels, H, W)`` -> the input of stage 0."""
 
-    def stage_module(self, index: int) -> nn.Module:  # pragma: no cover - every family overrides
-        """Stage ``index`` (0 -> C2 .. 3 -> C5)."""
-        raise NotImplementedError
+    @abstractmethod
+    def stage_module(self, index: int) -> nn.Module:
+        """Stage ``index`` (0 -> C2 .. 3 -> C5) as one module."""
+
+    @abstractmethod
+    def stage_module_names(self, index: int) -> list[str]:
+        """Names of the sub-modules stage ``index`` runs, in order (``["layer1"]``)."""
 
     def run_stage(self, index: int, x: torch.Tensor) -> torch.Tensor:
         """Run stage ``index`` on ``x`` (families may run it without building a module)."""
         return self.stage_module(index)(x)
 
+    def prune_stages_after(self, last: int) -> None:
+        """Drop the stages after ``last`` (their modules become ``nn.Identity``): a model that will
+        only ever be asked for C2..C{last + 2} stops holding the rest."""
+        if not 0 <= last < len(self.stage_infos):
+            raise ValueError(f"last must be a stage index in 0..{len(self.stage_infos) - 1}, got {last}")
+        for i in range(last + 1, len(self.stage_infos)):
+            for name in self.stage_module_names(i):
+                self.set_submodule(name, nn.Identity())
+        self.out_indices = tuple(i for i in self.out_indices if i <= last) or (last,)
+        self.feature_info = [self.stage_infos[i] for i in self.out_indices]
+
+    def check_input(self, x: object) -> torch.Tensor:
+        """``x`` when it is a valid image batch for this backbone, else a clear error."""
+        return check_image_batch(x, self.in_channels, type(self).__name__, self.min_input_size)
+
     # -- behaviour ----------------------------------------------------------------------
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute each stage during backward instead of keeping its activations (saves memory)."""
+        self.grad_checkpointing = bool(enable)
+
     def _freeze_stages(self) -> None:
         for module in self.frozen_modules():
             module.eval()
@@ -166,22 +253,26 @@ class FeatureExtractor(nn.Module):
                     m.eval()
         return self
 
+    def forward_stages(self, x: torch.Tensor, last: int) -> list[torch.Tensor]:
+        """Stem, then stages ``0..last``; returns every stage's output (``C2``.. up to ``last``)."""
+        x = self.forward_stem(x)
+        outs = []
+        for i in range(last + 1):
+            if self.grad_checkpointing and self.training and torch.is_grad_enabled():
+                x = checkpoint(self.run_stage, i, x, use_reentrant=False)
+            else:
+                x = self.run_stage(i, x)
+            outs.append(x)
+        return outs
+
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """``(N, 3, H, W)`` float images -> tuple of maps ``(N, channels_i, ~H/stride_i, ~W/stride_i)``.
 
         Stages past the last requested output are not run.
         """
-        check_image_batch(x, self.in_channels, type(self).__name__)
-        if self.min_input_size and min(x.shape[-2:]) < self.min_input_size:
-            raise ValueError(f"{type(self).__name__} needs inputs of at least {self.min_input_size}x{self.min_input_size} "
-                             f"pixels (its convolutions and pools shrink smaller ones to nothing), got {tuple(x.shape)}")
-        x = self.forward_stem(x)
-        outs = []
-        for i in range(self.out_indices[-1] + 1):
-            x = self.run_stage(i, x)
-            if i in self.out_indices:
-                outs.append(x)
-        return tuple(outs)
+        x = self.check_input(x)
+        outs = self.forward_stages(x, self.out_indices[-1])
+        return tuple(outs[i] for i in self.out_indices)
 
 
 class _Steps(nn.Module):
@@ -233,7 +324,33 @@ class SequenceExtractor(FeatureExtractor):
     def stage_module(self, index: int) -> nn.Module:
         return _Steps([self.get_submodule(n) for n in self.stage_names[index]])
 
+    def stage_module_names(self, index: int) -> list[str]:
+        return list(self.stage_names[index])
+
     def run_stage(self, index: int, x: torch.Tensor) -> torch.Tensor:
         for name in self.stage_names[index]:
             x = self.get_submodule(name)(x)
         return x
+
+
+class Composite(Extractor):
+    """A backbone followed by a neck: ``forward(x) = neck(backbone(x))``; its levels are the neck's.
+
+    ``out_channels`` is the width of every level (the neck's), as torchvision's detectors read it.
+    """
+
+    backbone: FeatureExtractor
+    neck: Extractor
+
+    @property
+    def out_channels(self) -> int:
+        return int(self.neck.out_channels)
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.backbone.set_grad_checkpointing(enable)
+
+    def weights_loaded(self) -> None:
+        self.backbone.weights_loaded()
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return self.neck(self.backbone(x))

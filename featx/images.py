@@ -10,8 +10,11 @@ from PIL import Image, UnidentifiedImageError
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.transforms.functional import pil_to_tensor
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "sample_image_path", "to_rgb", "load_image", "resize_normalize",
-           "detection_batch"]
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "IMAGE_EXTENSIONS", "sample_image_path", "to_rgb", "load_image",
+           "resize_normalize", "detection_batch", "expand_image_paths"]
+
+# File types featx reads as images (PIL decodes each).
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
 # ImageNet statistics used by every torchvision (and timm ResNet) checkpoint, on a 0..1 scale.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -45,6 +48,18 @@ def to_rgb(image: Image.Image) -> Image.Image:
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
     return image.convert("RGB")
+
+
+def expand_image_paths(inputs: Sequence[Union[str, Path]]) -> list[Path]:
+    """Files as given; folders expanded to their image files (recursively, sorted)."""
+    out: list[Path] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            out += sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS)
+        else:
+            out.append(p)
+    return out
 
 
 def load_image(path: Union[str, Path]) -> torch.Tensor:

@@ -1,4 +1,9 @@
-"""Atomic file writes: a temporary file in the same folder, then a rename."""
+"""Atomic file writes: a temporary file in the same folder, flushed to disk, then renamed.
+
+A crash or an exception never leaves a half-written file under the final name, and the file ends
+up with the permissions a plain ``open(path, "w")`` would give it (``0o666`` less the umask), not
+the private ``0o600`` of a temporary file.
+"""
 from __future__ import annotations
 
 import json
@@ -8,13 +13,25 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Union
 
+__all__ = ["atomic_path", "atomic_write_bytes", "write_json", "default_file_mode"]
+
+
+def default_file_mode() -> int:
+    """The mode ``open()`` gives a new file under the current umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def _fsync(path: Path) -> None:
+    with open(path, "rb+") as f:
+        os.fsync(f.fileno())
+
 
 @contextmanager
 def atomic_path(path: Union[str, Path]) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success rename it to ``path``, on error delete it.
-
-    A crash or exception never leaves a half-written file under the final name.
-    """
+    """Yield a temporary path beside ``path`` to write; on success it is synced and renamed to
+    ``path``, on any error (or interrupt) deleted."""
     path = Path(path)
     if not path.parent.is_dir():
         raise FileNotFoundError(f"output folder does not exist: {path.parent}")
@@ -25,12 +42,20 @@ def atomic_path(path: Union[str, Path]) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        os.chmod(tmp_path, default_file_mode())
+        _fsync(tmp_path)
         os.replace(tmp_path, path)
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
 
 
-def write_json(path: Union[str, Path], data: Any) -> None:
+def atomic_write_bytes(path: Union[str, Path], data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically."""
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
+        tmp.write_bytes(data)
+
+
+def write_json(path: Union[str, Path], data: Any) -> None:
+    """Write ``data`` as indented JSON to ``path`` atomically."""
+    atomic_write_bytes(path, (json.dumps(data, indent=2, default=str) + "\n").encode())

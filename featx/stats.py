@@ -8,15 +8,18 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
-from typing import Any, Sequence
+from typing import Any, Callable, Optional, Sequence
 
+import timm
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
+from torchvision.models import get_model_weights
 
-from featx.models import ModelEntry, get_entry
+from featx.models import CATALOG, DETECTION_PRESETS, ModelEntry, get_entry, list_models
 
-__all__ = ["ModelStats", "model_stats", "flops_and_shapes", "pyramid_table", "mmdet_config", "loadable_weights", "STAT_SIZES"]
+__all__ = ["ModelStats", "model_stats", "model_table", "flops_and_shapes", "pyramid_table", "mmdet_config",
+           "loadable_weights", "STAT_SIZES"]
 
 STAT_SIZES: tuple[tuple[int, int], ...] = ((224, 224), (800, 1216))
 
@@ -47,11 +50,9 @@ def flops_and_shapes(module: nn.Module, inputs: Any) -> tuple[float, list[tuple[
 @lru_cache(maxsize=None)
 def _backbone_cost(family: str, arch: str, size: tuple[int, int]) -> tuple[float, tuple[tuple[int, ...], ...]]:
     """GFLOPs and C2..C5 shapes of the default backbone of ``arch`` (shared by its composites)."""
-    from featx.models import CATALOG
-
-    entry = next(e for e in CATALOG.values() if e.family == family and e.arch == arch and e.kind == "backbone")
+    entry = next(e for e in CATALOG.values() if e.family.name == family and e.arch == arch and e.kind == "backbone")
     with torch.device("meta"):
-        backbone = entry.build().eval()
+        backbone = entry.construct().eval()
         x = torch.empty(1, 3, *size)
     flops, shapes = flops_and_shapes(backbone, x)
     return flops, tuple(shapes)
@@ -59,19 +60,13 @@ def _backbone_cost(family: str, arch: str, size: tuple[int, int]) -> tuple[float
 
 def _build_meta(entry: ModelEntry) -> nn.Module:
     with torch.device("meta"):
-        return entry.build().eval()
+        return entry.construct().eval()
 
 
 def loadable_weights(entry: ModelEntry) -> list[str]:
     """Weight names the model takes (torchvision enum names; timm pretrained tags for the timm
     families), plus the torchvision detectors it can hold."""
-    from torchvision.models import get_model_weights
-
-    from featx.weights import DETECTION_PRESETS
-
-    if entry.family == "timm":  # timm's pretrained tags ("a1_in1k"), as weights= takes them
-        import timm
-
+    if entry.family.name == "timm":  # timm's pretrained tags ("a1_in1k"), as weights= takes them
         return [m.split(".", 1)[1] for m in timm.list_pretrained(f"{entry.arch}.*")]
     try:
         names = [w.name for w in get_model_weights(entry.arch)]
@@ -89,7 +84,7 @@ def model_stats(name: str, sizes: Sequence[tuple[int, int]] = STAT_SIZES) -> Mod
     params = sum(p.numel() for p in model.parameters()) / 1e6
     gflops = {}
     for size in sizes:
-        flops, shapes = _backbone_cost(entry.family, entry.arch, tuple(size))
+        flops, shapes = _backbone_cost(entry.family.name, entry.arch, tuple(size))
         if entry.kind == "composite":
             with torch.device("meta"):
                 feats = [torch.empty(s) for s in shapes]
@@ -97,7 +92,7 @@ def model_stats(name: str, sizes: Sequence[tuple[int, int]] = STAT_SIZES) -> Mod
             flops += neck_flops
         gflops[f"{size[0]}x{size[1]}"] = round(flops, 2)
     infos = model.feature_info
-    return ModelStats(entry.name, entry.timm_name, entry.family, entry.kind, [f.name for f in infos],
+    return ModelStats(entry.name, entry.timm_name, entry.family.name, entry.kind, [f.name for f in infos],
                       [f.stride for f in infos], [f.channels for f in infos], round(params, 2), gflops,
                       loadable_weights(entry))
 
@@ -105,7 +100,7 @@ def model_stats(name: str, sizes: Sequence[tuple[int, int]] = STAT_SIZES) -> Mod
 def pyramid_table(name: str, size: tuple[int, int], batch: int = 1, **kwargs: Any) -> list[list]:
     """Rows of (level, stride, channels, output shape) of a catalogue model for ``(batch, 3, H, W)``."""
     with torch.device("meta"):
-        model = get_entry(name).build(**kwargs).eval()
+        model = get_entry(name).construct(**kwargs).eval()
         outs = model(torch.empty(batch, 3, *size))
     return [[f.name, f.stride, f.channels, tuple(o.shape)] for f, o in zip(model.feature_info, outs)]
 
@@ -116,7 +111,31 @@ def mmdet_config(entry: ModelEntry) -> str:
         return (f'backbone=dict(type="featx.{entry.name}", out_indices=(0, 1, 2, 3), frozen_stages=1, '
                 f'norm_eval=True),\ncustom_imports=dict(imports=["featx"], allow_failed_imports=False)')
     with torch.device("meta"):
-        model = entry.build()
+        model = entry.construct()
     return (f'backbone=dict(type="featx.{entry.name}", frozen_stages=1, norm_eval=True),  '
             f'# out_channels={model.out_channels}, strides={model.strides}\n'
             'neck=None,\ncustom_imports=dict(imports=["featx"], allow_failed_imports=False)')
+
+
+def model_table(pattern: Optional[str] = None, progress: Optional[Callable[[int, int, str], None]] = None
+                ) -> tuple[list[str], list[list], list[ModelStats]]:
+    """``(headers, rows, stats)`` of ``featx list``: one row per catalogue model matching ``pattern``.
+    ``progress(i, n, name)`` is called before each model is measured."""
+    names = list_models(pattern)
+    if not names:
+        raise ValueError(f"no model matches {pattern!r}; featx list shows them all")
+    stats = []
+    for i, n in enumerate(names, 1):
+        if progress:
+            progress(i, len(names), n)
+        stats.append(model_stats(n))
+    headers = ["model", "timm name", "family", "levels", "strides", "channels", "params (M)", "GFLOPs 224",
+               "GFLOPs 800x1216", "weights"]
+    rows = []
+    for st in stats:
+        rows.append([st.name, st.timm_name if st.kind == "backbone" else "-", st.family, f"{st.levels[0]}-{st.levels[-1]}",
+                     "/".join(map(str, st.strides)),
+                     "/".join(map(str, st.channels)) if len(set(st.channels)) > 1 else str(st.channels[0]),
+                     f"{st.params_m:.1f}", f"{st.gflops['224x224']:.1f}", f"{st.gflops['800x1216']:.1f}",
+                     ", ".join(st.weights) or "-"])
+    return headers, rows, stats

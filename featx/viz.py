@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Sequence, Union
+from typing import Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
 
-from featx.io import atomic_path
+import torchvision.transforms.v2.functional as TF
 
-__all__ = ["reduce_map", "feature_figure"]
+from featx.images import IMAGENET_MEAN, IMAGENET_STD, load_image, sample_image_path
+from featx.io import atomic_path
+from featx.models import create_model
+
+__all__ = ["reduce_map", "feature_figure", "render_feature_maps"]
 
 PANEL_INCHES = 4.0
 DPI = 100
@@ -81,3 +85,19 @@ def feature_figure(image: torch.Tensor, features: Sequence[torch.Tensor], titles
         fig.savefig(tmp, format="png", dpi=DPI)
     plt.close(fig)
     return int(PANEL_INCHES * DPI * cols), int(PANEL_INCHES * DPI * rows), panels
+
+
+def render_feature_maps(image: str, model_name: str, out: Union[str, Path], weights: Optional[str] = None,
+                        size: int = 512, method: str = "mean") -> tuple[int, int, int]:
+    """Run ``model_name`` on ``image`` (``"sample"``: matplotlib's photo) resized to shorter side
+    ``size`` and write the heat-map figure to ``out``; returns ``(width, height, panels)`` in pixels."""
+    img = load_image(sample_image_path() if image == "sample" else image)
+    img = TF.resize(img, size, antialias=True)
+    x = TF.normalize(img, list(IMAGENET_MEAN), list(IMAGENET_STD))[None]
+    torch.manual_seed(0)
+    model = create_model(model_name, weights=weights).eval()
+    with torch.inference_mode():
+        feats = model(x)
+    titles = [f"{f.name}  stride {f.stride}  {f.channels}x{o.shape[-2]}x{o.shape[-1]}" for f, o in zip(model.feature_info, feats)]
+    note = model.load_report.source if model.load_report else "random init (seed 0)"
+    return feature_figure(img, [f[0] for f in feats], titles, out, method, f"{model_name}: {method} activation | weights: {note}")

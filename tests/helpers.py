@@ -6,6 +6,22 @@ import torch
 from featx.check import randomize_norm_stats  # noqa: F401  (re-exported for the tests)
 
 
+def place_in_hub_cache(state: dict, url: str, monkeypatch) -> "Path":
+    """Save ``state`` where torch.hub caches ``url`` (torchvision's own file name) and, for this test
+    only, accept it as the published file: its content cannot match the SHA-256 prefix the name
+    carries, which featx checks on every load (tested on its own in test_weights)."""
+    from pathlib import Path  # noqa: F401
+
+    import featx.checkpoints as ckpt
+
+    path = ckpt.hub_checkpoint_path(url)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(state, path)
+    prefix = ckpt._HASH_IN_NAME.search(path.name).group(1)
+    monkeypatch.setitem(ckpt._VERIFIED, ckpt._verification_key(path), prefix)
+    return path
+
+
 def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
     """max|out - ref| / max|ref| (the design's equivalence measure)."""
     assert out.shape == ref.shape, (out.shape, ref.shape)

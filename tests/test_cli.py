@@ -57,7 +57,9 @@ def test_info_pyramid_and_config():
     r = featx("info", "featx_resnet50_fpn", "--size", "801x1333")
     assert r.returncode == 0
     assert re.search(r"P2\s+4\s+256\s+1x256x201x334", r.stdout) and re.search(r"P6\s+64\s+256\s+1x256x13x21", r.stdout)
-    assert 'backbone=dict(type="featx.ResNet50FPN"' in r.stdout and "timm.create_model('featx_resnet50_fpn')" in r.stdout
+    assert 'backbone=dict(type="featx.ResNet50FPN"' in r.stdout
+    assert "timm.create_model('featx_resnet50', features_only=True)" in r.stdout  # composites are not timm models
+    assert "timm.create_model('featx_resnet18')" in featx("info", "resnet18", "--size", "64x64").stdout
     j = json.loads(featx("info", "ResNet18", "--size", "64x64", "--json").stdout)
     assert [lv["shape"] for lv in j["levels"]] == [[1, 64, 16, 16], [1, 128, 8, 8], [1, 256, 4, 4], [1, 512, 2, 2]]
 
@@ -87,7 +89,7 @@ def test_viz_reduce_map():
 
 
 @pytest.mark.parametrize("args,words", [
-    (["info", "ResNet51FPN"], "unknown featx model 'ResNet51FPN'. Close matches: ResNet50FPN"),
+    (["info", "ResNet51FPN"], "unknown featx model 'ResNet51FPN' (did you mean ResNet50FPN"),
     (["viz", "/nonexistent.jpg", "--model", "ResNet18"], "image not found: /nonexistent.jpg"),
     (["list", "nomodel*"], "no model matches"),
 ])

@@ -21,7 +21,7 @@ def test_sample_photo_preprocessed_like_torchvision_detection():
 
 
 def test_demo_prints_pyramid_table(capsys, tmp_path):
-    assert demo.main(["--model", "ResNet18FPN", "--no-export", "--export-dir", str(tmp_path)]) == 0
+    assert demo.run_demo("ResNet18FPN", export=False, export_dir=str(tmp_path), log=lambda m: None) == 0
     assert (tmp_path / "ResNet18FPN_features.png").is_file()
     out = capsys.readouterr().out
     assert "input 1x3x960x800" in out

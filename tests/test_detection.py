@@ -78,7 +78,10 @@ def test_backbone_adapter_contract():
     assert wrapped.out_channels == 256 and as_detection_backbone(wrapped) is wrapped
     with torch.no_grad():
         feats = wrapped.eval()(torch.rand(1, 3, 64, 96))
-    assert list(feats) == ["p2", "p3", "p4", "p5", "p6"] and feats["p6"].shape == (1, 256, 1, 2)
+    # torchvision's BackboneWithFPN keys: levels from backbone stages "0".."3", the max-pooled P6 "pool"
+    assert list(feats) == ["0", "1", "2", "3", "pool"] and feats["pool"].shape == (1, 256, 1, 2)
+    retina = as_detection_backbone(featx.create_model("ResNet18RetinaFPN"))
+    assert retina.names == ["0", "1", "2", "p6", "p7"]  # LastLevelP6P7's names for conv-made levels
     with pytest.raises(ValueError, match="one channel count on every level"):
         as_detection_backbone(featx.create_model("ResNet18"))
 
@@ -90,7 +93,7 @@ def test_anchor_settings_equal_torchvision_defaults():
     assert anchor_generator(retina, "retinanet").sizes == _default_anchorgen().sizes
     assert anchor_generator(retina, "fcos").sizes == ((8,), (16,), (32,), (64,), (128,))
     kw = detector_kwargs(fpn, "mask_rcnn")
-    assert kw["box_roi_pool"].featmap_names == ["p2", "p3", "p4", "p5"] and "mask_roi_pool" in kw
+    assert kw["box_roi_pool"].featmap_names == ["0", "1", "2", "3"] and "mask_roi_pool" in kw
     with pytest.raises(ValueError, match="detector must be one of"):
         detector_kwargs(fpn, "yolo")
 

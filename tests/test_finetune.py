@@ -16,10 +16,11 @@ from helpers import run_cli, write_color_imagefolder, write_tiny_config
 from mmengine.hooks import Hook
 from PIL import Image
 
-from featx.train.checkpoint import (ATOMIC_BACKEND, MMENGINE_CHECKPOINT_TYPES, AtomicLocalBackend,
-                                    allow_mmengine_checkpoints, find_resume_checkpoint, read_training_checkpoint)
-from featx.train.data import DataError, ImageFolderDataset, resolve_splits, scan_class_folders
-from featx.train.runner import TrainError, load_config, prepare_config, train
+from featx.checkpoints import MMENGINE_CHECKPOINT_TYPES, allow_mmengine_checkpoints
+from featx.errors import DataError, TrainError
+from featx.train.checkpoint import ATOMIC_BACKEND, AtomicLocalBackend, find_resume_checkpoint, read_training_checkpoint
+from featx.train.data import ImageFolderDataset, resolve_splits, scan_class_folders
+from featx.train.runner import load_config, prepare_config, train
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -259,7 +260,8 @@ def test_prepare_config_fills_classes_and_refuses_what_cannot_run(tiny_root, tmp
 
 # -- predict and export ----------------------------------------------------------------------------
 def test_predict_agrees_with_the_validation_metric(trained, tiny_root):
-    from featx.train.predict import Predictor, expand_image_paths
+    from featx.images import expand_image_paths
+    from featx.train.predict import Predictor
 
     wd, _ = trained
     best = next(wd.glob("best_accuracy_top1_epoch_*.pth"))
@@ -289,7 +291,8 @@ def test_predict_agrees_with_the_validation_metric(trained, tiny_root):
 def test_finetuned_classifier_exports_to_onnx_with_parity(trained, tmp_path):
     import onnx
 
-    from featx.onnx import ort_parity, read_metadata
+    from featx.deploy.metadata import read_metadata
+    from featx.deploy.parity import ort_parity
 
     wd, _ = trained
     best = next(wd.glob("best_accuracy_top1_epoch_*.pth"))

@@ -13,7 +13,10 @@ import torch
 from onnx import numpy_helper
 
 from helpers import run_cli
-from featx.onnx import (ExportError, ExportSettings, ParityError, export_onnx, ort_parity, read_metadata)
+from featx.deploy.metadata import read_metadata
+from featx.deploy.onnx_export import ExportSettings, export_onnx
+from featx.deploy.parity import ort_parity
+from featx.errors import ExportError, ParityError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -130,11 +133,11 @@ def test_export_profiles_and_config_file(tmp_path):
 
 
 @pytest.mark.parametrize("args,words", [
-    (["export", "ResNet51FPN"], "Close matches: ResNet50FPN"),
-    (["export", "ResNet18", "--profile", "nope"], "unknown export profile 'nope'; known: dynamic_fp16, dynamic_fp32, static_fp32"),
-    (["export", "ResNet18", "-o", "/nonexistent/dir/x.onnx"], "output folder does not exist: /nonexistent/dir"),
+    (["export", "ResNet51FPN"], "did you mean ResNet50FPN"),
+    (["export", "ResNet18", "--profile", "nope"], "unknown export profile 'nope'; shipped: dynamic_fp16, dynamic_fp32, static_fp32"),
+    (["export", "ResNet18", "-o", "/nonexistent/dir/x.onnx"], "folder /nonexistent/dir does not exist"),
     (["export", "ResNet18", "--static", "8", "8", "-o", "{tmp}/x.onnx"], "static shape 8x8 is too small"),
-    (["export", "ResNet18", "--opset", "5", "-o", "{tmp}/x.onnx"], "could not write opset 5"),
+    (["export", "ResNet18", "--opset", "5", "-o", "{tmp}/x.onnx"], "--opset: expected an integer in 7..23, got 5"),
     (["parity", "{tmp}/not_onnx.onnx"], "is not an ONNX model"),
     (["parity", "{tmp}/missing.onnx"], "ONNX file not found"),
 ])
@@ -155,7 +158,7 @@ def test_parity_against_another_model_is_refused(r50fpn_onnx):
 
 
 def test_export_error_leaves_no_file(tmp_path, monkeypatch):
-    import featx.onnx as fo
+    import featx.deploy.onnx_export as fo
 
     def boom(*a, **k):
         Path(a[2]).write_bytes(b"partial")  # the exporter wrote half a file, then died

@@ -5,8 +5,9 @@ import onnx
 import pytest
 from helpers import run_cli
 
-from featx.onnx import GATES, ort_parity, read_metadata
-from featx.quantize import quantize_onnx
+from featx.deploy.metadata import read_metadata
+from featx.deploy.parity import GATES, ort_parity
+from featx.deploy.quantize import quantize_onnx
 
 
 @pytest.mark.slow

@@ -40,12 +40,12 @@ SMALL = dict(type="featx.ResNet18FPN", neck=dict(out_channels=16))
 @pytest.mark.parametrize("default_scope", [None, "fakedet", "mmdet", "featx"])
 def test_build_composite(registry, default_scope):
     cfgs = [SMALL, dict(type="featx.ResNet", depth=18), dict(type="featx.FPN", in_channels=[8, 16], out_channels=8, num_outs=3)]
-    expected = [featx.models.ResNet18FPN, ResNet, FPN]
+    expected = [(BackboneFPN, "ResNet18FPN"), (ResNet, "ResNet"), (FPN, "FPN")]
     with DefaultScope.overwrite_default_scope(default_scope):  # None: no default scope
         if default_scope is not None:
             assert DefaultScope.get_current_instance().scope_name == default_scope
         built = [registry.build(dict(c)) for c in cfgs]
-    assert [type(b) for b in built] == expected
+    assert [(type(b), b.name) for b in built] == expected
 
 
 def test_bare_names_inside_featx_are_not_hijacked():
@@ -60,9 +60,11 @@ def test_bare_names_inside_featx_are_not_hijacked():
 
 def test_every_catalog_model_is_registered():
     for name, entry in CATALOG.items():
-        assert featx.MODELS.get(f"featx.{name}") is entry.factory
-        assert ROOT.get(f"featx.{name}") is entry.factory
-    assert featx.MODELS.get("featx.BackboneFPN") is BackboneFPN
+        assert featx.MODELS.get(f"featx.{name}") is ROOT.get(f"featx.{name}")
+        assert featx.MODELS.get(f"featx.{name}").__name__ == name
+    with torch.device("meta"):
+        assert isinstance(featx.MODELS.build(dict(type="featx.BackboneFPN", backbone=dict(type="ResNet", depth=18),
+                                                  neck=dict(type="FPN", out_channels=8, num_outs=5))), BackboneFPN)
 
 
 def test_auto_import_in_fresh_interpreter():
@@ -77,7 +79,7 @@ def test_auto_import_in_fresh_interpreter():
     """)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.split("\n")[:2] == ["featx.models ResNet50FPN 256 [4, 8, 16, 32, 64]", "FPN"]
+    assert out.stdout.split("\n")[:2] == ["featx.models.composite BackboneFPN 256 [4, 8, 16, 32, 64]", "FPN"]
 
 
 def test_fine_tuning_pieces_resolve_from_mmengines_root_registries_in_a_fresh_interpreter():
@@ -98,17 +100,19 @@ def test_fine_tuning_pieces_resolve_from_mmengines_root_registries_in_a_fresh_in
 
 
 def test_timm_registry_zoo():
-    m = timm.create_model("featx_mobilenet_v3_small_fpn", frozen_stages=1)
-    assert type(m).__name__ == "MobileNetV3SmallFPN" and m.strides == [4, 8, 16, 32, 64]
-    assert type(timm.create_model("featx_seresnet50")).__name__ == "SEResNet50"
+    m = timm.create_model("featx_mobilenet_v3_small", frozen_stages=1, features_only=True)
+    assert m.feature_info.reduction() == [4, 8, 16, 32] and m.feature_info.channels() == [16, 24, 48, 576]
+    assert timm.create_model("featx_seresnet50").backbone.arch == "seresnet50"
 
 
 def test_timm_registry():
+    """Every catalogue backbone is a timm model; composites are not (their output is a pyramid)."""
     names = timm.list_models("featx_*")
-    assert sorted(names) == sorted(e.timm_name for e in CATALOG.values())
-    assert {"featx_resnet50_fpn", "featx_resnet50_retinafpn", "featx_resnext101_64x4d", "featx_wide_resnet50_2_fpn"} <= set(names)
-    m = timm.create_model("featx_resnet18_fpn", frozen_stages=1, neck=dict(out_channels=32))
-    assert type(m).__name__ == "ResNet18FPN" and m.out_channels == 32
+    assert sorted(names) == sorted(e.timm_name for e in CATALOG.values() if e.kind == "backbone")
+    assert {"featx_resnet50", "featx_resnext101_64x4d", "featx_vgg16_bn", "featx_seresnet50"} <= set(names)
+    assert not {"featx_resnet50_fpn", "featx_resnet50_retinafpn"} & set(names)
+    m = timm.create_model("featx_resnet18", frozen_stages=1, num_classes=7)
+    assert m.num_classes == 7 and m.backbone.arch == "resnet18"
     assert not m.backbone.layer1[0].conv1.weight.requires_grad and m.backbone.layer2[0].conv1.weight.requires_grad
-    b = timm.create_model("featx_resnext50_32x4d", out_indices=(3,))
-    assert b.arch == "resnext50_32x4d" and b.out_channels == [2048]
+    b = timm.create_model("featx_resnext50_32x4d", features_only=True, out_indices=(3,))
+    assert b.feature_info.channels() == [2048] and b.feature_info.reduction() == [32]

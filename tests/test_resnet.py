@@ -43,7 +43,7 @@ def test_resnet50_shape_table():
     assert [tuple(o.shape[1:]) for o in outs] == [(256, 200, 304), (512, 100, 152), (1024, 50, 76), (2048, 25, 38)]
     assert [(f.name, f.channels, f.stride) for f in m.feature_info] == [
         ("C2", 256, 4), ("C3", 512, 8), ("C4", 1024, 16), ("C5", 2048, 32)]
-    assert m.out_channels == [256, 512, 1024, 2048] and m.strides == [4, 8, 16, 32]
+    assert m.channels == [256, 512, 1024, 2048] and m.strides == [4, 8, 16, 32]
 
 
 @pytest.mark.parametrize("arch", sorted(RESNET_ARCHS))

@@ -17,11 +17,10 @@ from torchvision.models._utils import IntermediateLayerGetter
 
 import featx
 from featx import ResNet
-from featx.weights import (
-    CheckpointMismatchError, UnsafeCheckpointError, WeightsError, WeightsUnavailableError,
-    detection_composite, hub_checkpoint_path, read_checkpoint,
-)
-from helpers import randomize_norm_stats, rel_err
+from featx.checkpoints import hub_checkpoint_path, read_checkpoint
+from featx.errors import CheckpointMismatchError, UnsafeCheckpointError, WeightsError, WeightsUnavailableError
+from featx.models import detection_composite
+from helpers import place_in_hub_cache, randomize_norm_stats, rel_err
 
 ROOT = Path(__file__).resolve().parents[1]
 LAYERS = {"layer1": "0", "layer2": "1", "layer3": "2", "layer4": "3"}
@@ -31,13 +30,6 @@ LAYERS = {"layer1": "0", "layer2": "1", "layer3": "2", "layer4": "3"}
 def torch_home(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
     return tmp_path / "torch_home"
-
-
-def _place_in_hub_cache(state: dict, url: str) -> Path:
-    path = hub_checkpoint_path(url)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(state, path)
-    return path
 
 
 def _compare_backbone(ours, ref, size=(67, 93)):
@@ -53,47 +45,50 @@ def resnet50_state():
     return randomize_norm_stats(torchvision.models.resnet50(), seed=3).state_dict()
 
 
-def test_torchvision_enum_names_load_offline_from_hub_cache(torch_home, resnet50_state):
-    v1 = _place_in_hub_cache(resnet50_state, ResNet50_Weights.IMAGENET1K_V1.url)
+def test_torchvision_enum_names_load_offline_from_hub_cache(torch_home, resnet50_state, monkeypatch):
+    v1 = place_in_hub_cache(resnet50_state, ResNet50_Weights.IMAGENET1K_V1.url, monkeypatch)
     assert v1 == torch_home / "hub" / "checkpoints" / "resnet50-0676ba61.pth"  # torchvision's own file name
-    ours = ResNet(depth=50, weights="IMAGENET1K_V1")
+    ours = featx.create_model("ResNet", depth=50, weights="IMAGENET1K_V1")
     assert ours.load_report.loaded == len(resnet50_state) - 2 == 318 and ours.load_report.dropped == ["fc.bias", "fc.weight"]
     ref = torchvision.models.resnet50(weights="IMAGENET1K_V1")  # torchvision's own loader, same cache
     assert _compare_backbone(ours, ref) <= 1e-5
     # DEFAULT is IMAGENET1K_V2, another file name
-    _place_in_hub_cache(resnet50_state, ResNet50_Weights.IMAGENET1K_V2.url)
+    place_in_hub_cache(resnet50_state, ResNet50_Weights.IMAGENET1K_V2.url, monkeypatch)
     assert (torch_home / "hub" / "checkpoints" / "resnet50-11ad3fa6.pth").is_file()
     for weights in ("DEFAULT", ResNet50_Weights.IMAGENET1K_V2, "ResNet50_Weights.IMAGENET1K_V2"):
-        m = ResNet(depth=50, weights=weights)
+        m = featx.create_model("ResNet", depth=50, weights=weights)
         assert "IMAGENET1K_V2" in m.load_report.source
         assert _compare_backbone(m, ref) <= 1e-5
 
 
-def test_composite_and_timm_pretrained_fill_the_backbone(torch_home, resnet50_state):
-    _place_in_hub_cache(resnet50_state, ResNet50_Weights.IMAGENET1K_V2.url)
+def test_composite_and_timm_pretrained_fill_the_backbone(torch_home, resnet50_state, monkeypatch):
+    place_in_hub_cache(resnet50_state, ResNet50_Weights.IMAGENET1K_V2.url, monkeypatch)
     m = featx.create_model("ResNet50FPN", weights="DEFAULT")
     assert m.load_report.not_in_checkpoint == ["neck"] and "backbone.fc.weight" in m.load_report.dropped
     assert torch.equal(m.backbone.layer3[2].conv2.weight, resnet50_state["layer3.2.conv2.weight"])
-    t = timm.create_model("featx_resnet50_fpn", pretrained=True, frozen_stages=1)
+    # timm's own pretrained path (pretrained_cfg -> hub cache -> featx's loader), classifier included
+    t = timm.create_model("featx_resnet50", pretrained=True, frozen_stages=1)
+    assert t.pretrained_cfg["tag"] == "tv2_in1k" and t.load_report.loaded == len(resnet50_state)
     assert torch.equal(t.backbone.bn1.running_var, resnet50_state["bn1.running_var"])
+    assert torch.equal(t.fc.weight, resnet50_state["fc.weight"])
     assert not t.backbone.layer1[0].conv1.weight.requires_grad
 
 
 def test_unknown_enum_name_lists_valid_ones():
     with pytest.raises(WeightsError, match="valid: DEFAULT, IMAGENET1K_V1, IMAGENET1K_V2"):
-        ResNet(depth=50, weights="IMAGENET1K_V3")
+        featx.create_model("ResNet", depth=50, weights="IMAGENET1K_V3")
     with pytest.raises(WeightsError, match="unknown torchvision weights"):
-        ResNet(depth=50, weights="ResNet50_Weights.NOPE")
+        featx.create_model("ResNet", depth=50, weights="ResNet50_Weights.NOPE")
 
 
 def test_not_cached_and_no_network_names_the_cache_path(torch_home):
     with pytest.raises(WeightsUnavailableError) as e:
-        ResNet(depth=18, weights="IMAGENET1K_V1")
+        featx.create_model("ResNet", depth=18, weights="IMAGENET1K_V1")
     msg = str(e.value)
     assert "resnet18-f37072fd.pth" in msg and str(torch_home / "hub" / "checkpoints") in msg
     assert "copy it there" in msg
     with pytest.raises(WeightsUnavailableError, match="model.pth is not cached"):
-        ResNet(depth=18, weights="http://127.0.0.1:9/model.pth")  # closed port: no network
+        featx.create_model("ResNet", depth=18, weights="http://127.0.0.1:9/model.pth")  # closed port: no network
     assert not list((torch_home / "hub" / "checkpoints").glob("*"))  # nothing half-written
 
 
@@ -110,7 +105,7 @@ def test_file_formats_and_wrappers(tmp_path, wrap):
         obj = {"plain": sd, "state_dict": {"state_dict": sd, "epoch": 3}, "model": {"model": sd},
                "ddp": {f"module.{k}": v for k, v in sd.items()}}[wrap]
         torch.save(obj, path)
-    m = ResNet(depth=18, weights=str(path))
+    m = featx.create_model("ResNet", depth=18, weights=str(path))
     assert m.load_report.loaded == len(sd) - 2
     assert _compare_backbone(m, ref) <= 1e-5
 
@@ -125,7 +120,7 @@ def test_mmdet_style_prefixes(tmp_path):
     assert sorted(m.load_report.dropped) == ["bbox_head.fc_cls.weight", "rpn_head.rpn_conv.weight"]
     assert all(torch.equal(a, b) for a, b in zip(m.state_dict().values(), comp.state_dict().values()))
     # a bare backbone takes backbone.* and reports the rest as dropped
-    b = ResNet(depth=18, weights=str(tmp_path / "det.pth"))
+    b = featx.create_model("ResNet", depth=18, weights=str(tmp_path / "det.pth"))
     assert b.load_report.key_map == "mmdet backbone.* -> backbone"
     assert any(k.startswith("neck.") for k in b.load_report.dropped)
     assert torch.equal(b.layer4[1].bn2.running_mean, comp.backbone.layer4[1].bn2.running_mean)
@@ -134,9 +129,9 @@ def test_mmdet_style_prefixes(tmp_path):
 def test_wrong_architecture_lists_mismatches(tmp_path):
     torch.save(torchvision.models.resnet18().state_dict(), tmp_path / "r18.pth")
     with pytest.raises(CheckpointMismatchError) as e:
-        ResNet(depth=50, weights=str(tmp_path / "r18.pth"))
+        featx.create_model("ResNet", depth=50, weights=str(tmp_path / "r18.pth"))
     msg = str(e.value)
-    assert "shape mismatches, first: layer1.0.conv1.weight: checkpoint [64, 64, 3, 3] vs model [64, 64, 1, 1]" in msg
+    assert "23 shape mismatches (layer1.0.conv1.weight: checkpoint [64, 64, 3, 3] vs model [64, 64, 1, 1]" in msg
     assert "keys missing from the checkpoint" in msg and "layer1.0.conv3.weight" in msg
 
 
@@ -146,10 +141,10 @@ def test_missing_and_unexpected_keys_are_errors(tmp_path):
     del missing["layer2.1.bn1.weight"]
     torch.save(missing, tmp_path / "missing.pth")
     with pytest.raises(CheckpointMismatchError, match=r"1 keys missing.*layer2\.1\.bn1\.weight"):
-        ResNet(depth=18, weights=str(tmp_path / "missing.pth"))
+        featx.create_model("ResNet", depth=18, weights=str(tmp_path / "missing.pth"))
     torch.save({**sd, "layer5.0.conv1.weight": torch.zeros(1)}, tmp_path / "extra.pth")
     with pytest.raises(CheckpointMismatchError, match=r"1 unexpected keys.*layer5\.0\.conv1\.weight"):
-        ResNet(depth=18, weights=str(tmp_path / "extra.pth"))
+        featx.create_model("ResNet", depth=18, weights=str(tmp_path / "extra.pth"))
 
 
 def test_truncated_and_corrupt_files(tmp_path):
@@ -179,8 +174,8 @@ class _Payload:
 def test_malicious_pickle_is_refused_and_not_executed(tmp_path):
     marker = tmp_path / "pwned"
     torch.save({"conv1.weight": torch.zeros(1), "evil": _Payload(str(marker))}, tmp_path / "evil.pth")
-    with pytest.raises(UnsafeCheckpointError, match="refusing to load .*arbitrary unpickling"):
-        ResNet(depth=18, weights=str(tmp_path / "evil.pth"))
+    with pytest.raises(UnsafeCheckpointError, match="refused to load .*arbitrary unpickling"):
+        featx.create_model("ResNet", depth=18, weights=str(tmp_path / "evil.pth"))
     assert not marker.exists()
 
 
@@ -211,12 +206,12 @@ def test_torchvision_detection_checkpoints(tmp_path, detector):
         assert rel_err(o, r) <= 1e-5, f"{detector} level {level}"
 
 
-def test_detection_enum_loads_from_hub_cache(torch_home):
+def test_detection_enum_loads_from_hub_cache(torch_home, monkeypatch):
     from torchvision.models.detection import FasterRCNN_ResNet50_FPN_Weights as W
 
     det = torchvision.models.detection.fasterrcnn_resnet50_fpn(weights=None, weights_backbone=None)
     randomize_norm_stats(det, seed=5)
-    path = _place_in_hub_cache(det.state_dict(), W.COCO_V1.url)
+    path = place_in_hub_cache(det.state_dict(), W.COCO_V1.url, monkeypatch)
     assert path.name == "fasterrcnn_resnet50_fpn_coco-258fb6c6.pth"
     m = detection_composite("fasterrcnn_resnet50_fpn", weights="COCO_V1").eval()
     x = torch.randn(1, 3, 64, 80)
@@ -281,6 +276,6 @@ def test_check_weights_bad_usage():
     from helpers import run_cli
 
     r = run_cli("check-weights", "ResNet51FPN", "--sizes", "64x64")
-    assert r.returncode == 1 and "Close matches: ResNet50FPN" in r.stdout
+    assert r.returncode == 1 and "did you mean ResNet50FPN" in r.stdout
     r = run_cli("check-weights")
     assert r.returncode != 0 and "give a MODEL or --all" in r.stderr

@@ -11,7 +11,9 @@ from torch import nn
 
 import featx
 from featx.inference import optimize_for_inference
-from featx.onnx import ExportSettings, export_onnx, ort_parity, read_metadata
+from featx.deploy.metadata import read_metadata
+from featx.deploy.onnx_export import ExportSettings, export_onnx
+from featx.deploy.parity import ort_parity
 from featx.winograd import WinogradConv2d, convert_to_winograd, winograd_eligible, winograd_matrices
 from helpers import rel_err
 

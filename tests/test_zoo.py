@@ -8,16 +8,17 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import rel_err
+from helpers import place_in_hub_cache, rel_err
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from featx import TimmBackbone
 from featx.check import check_weights
 from featx.models import CATALOG, create_model
+from featx.checkpoints import hub_checkpoint_path
+from featx.errors import CheckpointMismatchError, WeightsUnavailableError
 from featx.registry import MODELS
-from featx.weights import CheckpointMismatchError, WeightsUnavailableError
 
-ZOO = [n for n, e in CATALOG.items() if e.family != "resnet" and e.kind == "backbone"]
+ZOO = [n for n, e in CATALOG.items() if e.family.name != "resnet" and e.kind == "backbone"]
 # one variant per family for the slower checks (ONNX, freezing)
 PER_FAMILY = ["VGG11BN", "AlexNet", "GoogLeNet", "InceptionV3", "DenseNet121", "MobileNetV3Large", "SEResNet50",
               "SKResNet18", "ResNeSt50d"]
@@ -55,7 +56,7 @@ def test_shapes_strides_and_fpn(name):
         with torch.no_grad():
             feats = backbone(x)
             pyramid = model(x)
-        assert [f.shape[1] for f in feats] == backbone.out_channels
+        assert [f.shape[1] for f in feats] == backbone.channels
         sides = [tuple(f.shape[-2:]) for f in feats]
         assert all(a[0] >= b[0] and a[1] >= b[1] for a, b in zip(sides, sides[1:]))  # coarser each level
         if name not in INEXACT:  # every map is H/stride, rounded down or up
@@ -148,7 +149,8 @@ def test_bad_input_errors(name):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", PER_FAMILY)
 def test_onnx_export_and_ort_parity(name, tmp_path):
-    from featx.onnx import ExportSettings, export_onnx, ort_parity
+    from featx.deploy.onnx_export import ExportSettings, export_onnx
+    from featx.deploy.parity import ort_parity
 
     out = tmp_path / f"{name}.onnx"
     export_onnx(name, out, ExportSettings(exporter="torchscript"), log=lambda m: None)
@@ -160,7 +162,7 @@ def test_onnx_export_and_ort_parity(name, tmp_path):
 
 def test_out_indices_select_levels():
     model = create_model("MobileNetV2", out_indices=(1, 3)).eval()
-    assert [f.name for f in model.feature_info] == ["C3", "C5"] and model.out_channels == [32, 1280]
+    assert [f.name for f in model.feature_info] == ["C3", "C5"] and model.channels == [32, 1280]
     with torch.no_grad():
         assert [tuple(f.shape) for f in model(torch.randn(1, 3, 64, 64))] == [(1, 32, 8, 8), (1, 1280, 2, 2)]
 
@@ -174,7 +176,7 @@ def test_timm_backbone_any_model(model_name, chain, tmp_path):
     full = timm.create_model(model_name).eval()
     path = tmp_path / "full.pth"
     torch.save(full.state_dict(), path)
-    model = TimmBackbone(model_name=model_name, weights=str(path), frozen_stages=1).eval()
+    model = create_model("TimmBackbone", model_name=model_name, weights=str(path), frozen_stages=1).eval()
     assert model.chain is chain and model.strides == [4, 8, 16, 32]
     assert model.load_report.dropped  # the classifier side of the checkpoint, reported
     ref = timm.create_model(model_name, features_only=True, out_indices=model.timm_feature_indices)
@@ -241,16 +243,13 @@ def test_torchvision_weights_by_name_through_the_hub_cache(tmp_path, monkeypatch
     """weights="DEFAULT" resolves torchvision's enum and reads $TORCH_HOME/hub/checkpoints/<its file name>."""
     from torchvision.models import MobileNet_V3_Small_Weights, mobilenet_v3_small
 
-    from featx.weights import hub_checkpoint_path
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
     url = MobileNet_V3_Small_Weights.DEFAULT.url
-    path = hub_checkpoint_path(url)
-    assert path.name == Path(url).name and str(tmp_path) in str(path)
-    path.parent.mkdir(parents=True)
     torch.manual_seed(5)
     source = mobilenet_v3_small(weights=None)
-    torch.save(source.state_dict(), path)
+    path = place_in_hub_cache(source.state_dict(), url, monkeypatch)
+    assert path.name == Path(url).name and path == hub_checkpoint_path(url) and str(tmp_path) in str(path)
     model = create_model("MobileNetV3SmallFPN", weights="DEFAULT")
     assert "MobileNet_V3_Small_Weights.IMAGENET1K_V1" in model.load_report.source
     assert model.load_report.not_in_checkpoint == ["neck"]

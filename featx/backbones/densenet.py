@@ -10,7 +10,6 @@ import torchvision.models as tvm
 from torch import nn
 
 from featx.backbones.trunk import TorchvisionTrunk, TrunkSpec
-from featx.registry import MODELS
 
 __all__ = ["DenseNet", "DENSENET_SPECS"]
 
@@ -39,7 +38,6 @@ def _densenet_spec(arch: str) -> TrunkSpec:
 DENSENET_SPECS: dict[str, TrunkSpec] = {a: _densenet_spec(a) for a in _DENSENET_CHANNELS}
 
 
-@MODELS.register_module()
 class DenseNet(TorchvisionTrunk):
     """torchvision's DenseNet (``arch``: densenet121/161/169/201) as C2..C5."""
 

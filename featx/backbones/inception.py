@@ -16,7 +16,6 @@ from __future__ import annotations
 import torchvision.models as tvm
 
 from featx.backbones.trunk import TorchvisionTrunk, TrunkSpec
-from featx.registry import MODELS
 
 __all__ = ["GoogLeNet", "InceptionV3", "GOOGLENET_SPECS", "INCEPTION_V3_SPECS"]
 
@@ -48,7 +47,6 @@ INCEPTION_V3_SPECS: dict[str, TrunkSpec] = {
 }
 
 
-@MODELS.register_module()
 class GoogLeNet(TorchvisionTrunk):
     """torchvision's GoogLeNet as C2..C5 (see the module docstring)."""
 
@@ -56,7 +54,6 @@ class GoogLeNet(TorchvisionTrunk):
     DEFAULT_ARCH = "googlenet"
 
 
-@MODELS.register_module()
 class InceptionV3(TorchvisionTrunk):
     """torchvision's Inception-v3 as C2..C5 (nominal strides; see the module docstring)."""
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import torchvision.models as tvm
 
 from featx.backbones.trunk import TorchvisionTrunk, TrunkSpec
-from featx.registry import MODELS
 
 __all__ = ["MobileNet", "MOBILENET_SPECS"]
 
@@ -32,7 +31,6 @@ MOBILENET_SPECS: dict[str, TrunkSpec] = {
 }
 
 
-@MODELS.register_module()
 class MobileNet(TorchvisionTrunk):
     """torchvision's MobileNetV2 / V3 (``arch`` in ``MOBILENET_SPECS``) as C2..C5."""
 

@@ -15,17 +15,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Callable, Iterable, Optional
+from typing import Callable, Iterable, Optional
 
 import torch
 from torch import nn
 
+from featx.errors import did_you_mean
 from featx.features import FeatureExtractor, FeatureInfo
 from featx.layers import NormCfg, build_norm
-from featx.registry import MODELS
-from featx.weights import load_weights
 
-__all__ = ["ResNetSpec", "RESNET_ARCHS", "RESNET_DEPTHS", "ResNet", "BasicBlock", "Bottleneck"]
+__all__ = ["ResNetSpec", "RESNET_ARCHS", "RESNET_DEPTHS", "ResNet", "BasicBlock", "Bottleneck", "arch_depth", "resolve_arch"]
 
 NormFactory = Callable[[int], nn.Module]
 
@@ -79,7 +78,6 @@ class BasicBlock(nn.Module):
         dilation: int = 1,
         first_dilation: int = 1,
         norm_layer: NormFactory = nn.BatchNorm2d,
-        style: str = "pytorch",
     ) -> None:
         super().__init__()
         if groups != 1 or width_per_group != 64:
@@ -151,27 +149,34 @@ _BLOCKS = {"basic": BasicBlock, "bottleneck": Bottleneck}
 _STYLES = ("pytorch", "caffe")
 
 
+def arch_depth(arch: str) -> int:
+    """The depth of a ResNet-family architecture: ``"resnext101_32x8d"`` -> 101."""
+    spec = RESNET_ARCHS[arch]
+    return (2 if spec.block == "basic" else 3) * sum(spec.layers) + 2
+
+
 def resolve_arch(depth: Optional[int], arch: Optional[str]) -> str:
-    """Pick the architecture name from ``arch`` (e.g. "resnext50_32x4d") or ``depth`` (18..152)."""
+    """Pick the architecture name from ``arch`` (e.g. "resnext50_32x4d") or ``depth`` (18..152);
+    both may be given only when they agree. Neither means ResNet-50."""
     if arch is not None:
         if arch not in RESNET_ARCHS:
-            import difflib
-
-            close = difflib.get_close_matches(str(arch), RESNET_ARCHS, n=3)
-            hint = f"; did you mean {', '.join(close)}?" if close else ""
-            raise ValueError(f"unknown ResNet arch {arch!r}; expected one of {sorted(RESNET_ARCHS)}{hint}")
+            raise ValueError(f"unknown ResNet arch {arch!r}{did_you_mean(arch, RESNET_ARCHS)}; "
+                             f"expected one of {sorted(RESNET_ARCHS)}")
+        if depth is not None and depth != arch_depth(arch):
+            raise ValueError(f"depth={depth!r} contradicts arch={arch!r} (depth {arch_depth(arch)}); give one of them")
         return arch
+    if depth is None:
+        return "resnet50"
     if depth not in RESNET_DEPTHS:
         raise ValueError(f"ResNet depth must be one of {sorted(RESNET_DEPTHS)}, got {depth!r}")
     return RESNET_DEPTHS[depth]
 
 
-@MODELS.register_module()
 class ResNet(FeatureExtractor):
     """ResNet-family backbone returning C2..C5.
 
     Args:
-        depth: 18, 34, 50, 101 or 152 (ignored when ``arch`` is given).
+        depth: 18, 34, 50, 101 or 152 (with ``arch``, it must agree; neither means 50).
         arch: a torchvision architecture name from ``RESNET_ARCHS`` (ResNeXt / Wide-ResNet).
         groups, width_per_group: override the spec's grouped-conv width (mmdet's ResNeXt args).
         in_channels: input image channels.
@@ -185,8 +190,8 @@ class ResNet(FeatureExtractor):
         avg_down: average-pool then 1x1 conv in the downsample path (ResNet-D).
         output_stride: 32, 16 or 8; the last stages trade stride for dilation.
         zero_init_residual: zero each block's last norm weight so blocks start as identity.
-        weights: None, "DEFAULT", a torchvision enum name/member ("IMAGENET1K_V2"), a checkpoint
-            path or URL; loaded strictly (see ``featx.weights``), report in ``self.load_report``.
+
+    Weights are loaded by the builder, not here: ``featx.create_model("ResNet50", weights="DEFAULT")``.
 
     Shapes: ``(N, 3, H, W)`` -> C2 ``(N, 256, ceil(H/4), ceil(W/4))`` ... C5
     ``(N, 2048, ceil(H/32), ceil(W/32))`` for bottleneck nets (64..512 for ResNet-18/34).
@@ -199,7 +204,7 @@ class ResNet(FeatureExtractor):
 
     def __init__(
         self,
-        depth: Optional[int] = 50,
+        depth: Optional[int] = None,
         arch: Optional[str] = None,
         groups: Optional[int] = None,
         width_per_group: Optional[int] = None,
@@ -214,7 +219,6 @@ class ResNet(FeatureExtractor):
         avg_down: bool = False,
         output_stride: int = 32,
         zero_init_residual: bool = False,
-        weights: Any = None,
     ) -> None:
         super().__init__()
         self.arch = resolve_arch(depth, arch)
@@ -267,7 +271,6 @@ class ResNet(FeatureExtractor):
 
         self._init_weights(zero_init_residual)
         self._init_features(infos, out_indices, frozen_stages, norm_eval)
-        self.load_report = load_weights(self, weights)
 
     def _make_stage(self, block, inplanes, planes, blocks, stride, dilation, first_dilation,
                     groups, width_per_group, norm_layer, norm_cfg) -> nn.Sequential:
@@ -279,7 +282,9 @@ class ResNet(FeatureExtractor):
                 downsample = nn.Sequential(pool, _conv1x1(inplanes, out_channels), norm_layer(out_channels))
             else:
                 downsample = nn.Sequential(_conv1x1(inplanes, out_channels, stride), norm_layer(out_channels))
-        kw = dict(groups=groups, width_per_group=width_per_group, norm_layer=norm_layer, style=self.style)
+        kw = dict(groups=groups, width_per_group=width_per_group, norm_layer=norm_layer)
+        if block is Bottleneck:
+            kw["style"] = self.style
         layers = [block(inplanes, planes, stride, downsample, dilation=dilation, first_dilation=first_dilation, **kw)]
         for _ in range(1, blocks):
             layers.append(block(out_channels, planes, dilation=dilation, first_dilation=dilation, **kw))
@@ -307,3 +312,6 @@ class ResNet(FeatureExtractor):
 
     def stage_module(self, index: int) -> nn.Module:
         return getattr(self, f"layer{index + 1}")
+
+    def stage_module_names(self, index: int) -> list[str]:
+        return [f"layer{index + 1}"]

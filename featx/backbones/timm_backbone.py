@@ -10,19 +10,21 @@ wrapper lacks:
   (timm counts the stride-2 stem tap as index 0), and ``out_indices`` counts C2..C5 as 0..3;
 - ``frozen_stages``: the stem is every module up to the last tap before C2, stage k runs the
   modules after the previous tap up to tap k;
-- ``norm_eval``;
-- ``weights=``: "DEFAULT" or a timm pretrained tag ("a1_in1k") through ``timm.create_model(...,
-  pretrained=True)`` (timm's hub download and cache), or a file / URL loaded strictly.
+- ``norm_eval``.
+
+Weights are loaded by the builder: ``featx.create_model("SEResNet50", weights="a1_in1k")`` reads
+timm's pretrained tag through timm's own hub download and cache; a file or URL loads strictly.
 """
 from __future__ import annotations
 
 from typing import Any, Sequence
 
+import timm
 import torch
+from timm.models import FeatureListNet
 
-from featx.features import FeatureInfo, SequenceExtractor, level_name
-from featx.registry import MODELS
-from featx.weights import WeightsUnavailableError, load_weights
+from featx.errors import did_you_mean
+from featx.features import FeatureInfo, SequenceExtractor, check_image_batch, level_name
 
 __all__ = ["TimmBackbone", "TIMM_ARCHS"]
 
@@ -41,7 +43,6 @@ TIMM_ARCHS: dict[str, str] = {
 _LEVEL_STRIDES = (4, 8, 16, 32)
 
 
-@MODELS.register_module()
 class TimmBackbone(SequenceExtractor):
     """A timm model's ``features_only`` chain as C2..C5 (see the module docstring).
 
@@ -49,23 +50,16 @@ class TimmBackbone(SequenceExtractor):
         model_name: a timm model name (``timm.list_models()``), e.g. ``"seresnet50"``.
         out_indices: which of C2..C5 (0..3) to return.
         frozen_stages, norm_eval: as for every featx backbone.
-        weights: None, "DEFAULT" / a timm pretrained tag, or a checkpoint file / URL.
         **timm_kwargs: passed to ``timm.create_model`` (``output_stride``, ``drop_path_rate``, ...).
 
     >>> TimmBackbone("resnest50d", out_indices=(1, 2, 3))(torch.rand(1, 3, 224, 224))  # C3, C4, C5
     """
 
     def __init__(self, model_name: str, out_indices: Sequence[int] = (0, 1, 2, 3), frozen_stages: int = -1,
-                 norm_eval: bool = False, weights: Any = None, **timm_kwargs: Any) -> None:
+                 norm_eval: bool = False, **timm_kwargs: Any) -> None:
         super().__init__()
-        import timm
-        from timm.models import FeatureListNet
-
-        if not timm.is_model(model_name):
-            import difflib
-
-            close = difflib.get_close_matches(str(model_name), timm.list_models(), n=5)
-            raise ValueError(f"unknown timm model {model_name!r}" + (f"; close: {', '.join(close)}" if close else ""))
+        if not timm.is_model(model_name) or str(model_name).startswith("featx_"):
+            raise ValueError(f"unknown timm model {model_name!r}{did_you_mean(model_name, timm.list_models(), n=5)}")
         for fixed in ("features_only", "pretrained", "out_indices"):
             if fixed in timm_kwargs:
                 raise TypeError(f"TimmBackbone sets {fixed} itself; use out_indices (C2..C5 = 0..3) and weights=")
@@ -95,7 +89,6 @@ class TimmBackbone(SequenceExtractor):
         own = {self.checkpoint_key_map.get(k, k) for k in self.state_dict()}
         self.checkpoint_head_keys = frozenset(k for k in full_keys if k not in own)
         self._init_features(infos, out_indices, frozen_stages, norm_eval)
-        self.load_report = load_weights(self, weights)
 
     def _init_chain(self, net: Any, levels: dict[int, int], full_keys: list[str]) -> None:
         """A FeatureListNet: its children, in order, become the stem and the stages."""
@@ -138,6 +131,12 @@ class TimmBackbone(SequenceExtractor):
         self._leaves = leaves
         self._stage_ends = [stem_end] + [last_leaf(names[levels[s]]) + 1 for s in _LEVEL_STRIDES]
 
+    def stage_module_names(self, index: int) -> list[str]:
+        if not self.chain:
+            raise NotImplementedError(f"{self.model_name} runs as timm's own feature class; its stages have no "
+                                      "separate modules")
+        return super().stage_module_names(index)
+
     def frozen_modules(self) -> list:
         if getattr(self, "chain", True):
             return super().frozen_modules()
@@ -148,31 +147,6 @@ class TimmBackbone(SequenceExtractor):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         if self.chain:
             return super().forward(x)
-        from featx.features import check_image_batch
-
-        check_image_batch(x, self.in_channels, type(self).__name__)
+        x = check_image_batch(x, self.in_channels, type(self).__name__)
         outs = self._timm_net(x)
         return tuple(outs[self.timm_feature_indices[i]] for i in self.out_indices)
-
-    def resolve_named_weights(self, name: str) -> tuple[dict[str, torch.Tensor], str]:
-        """``"DEFAULT"`` or a pretrained tag -> timm's pretrained state dict, through
-        ``timm.create_model(..., pretrained=True)`` (its hub download and cache)."""
-        import timm
-
-        full = self.model_name if name == "DEFAULT" else f"{self.model_name}.{name}"
-        cfg = timm.models.get_pretrained_cfg(full)
-        if cfg is None or not (cfg.hf_hub_id or cfg.url or cfg.file):
-            tags = [m.split(".", 1)[1] for m in timm.list_pretrained(f"{self.model_name}.*")]
-            raise WeightsUnavailableError(
-                f"timm has no pretrained weights {full!r}" + (f"; available tags: {', '.join(tags)}" if tags else
-                                                                f"; timm lists none for {self.model_name}"))
-        try:
-            model = timm.create_model(full, pretrained=True)
-        except Exception as e:  # hub errors come in many types; offline is the usual one
-            where = (f"the Hugging Face cache ($HF_HOME/hub/models--{cfg.hf_hub_id.replace('/', '--')})"
-                     if cfg.hf_hub_id else cfg.url or cfg.file)
-            raise WeightsUnavailableError(
-                f"timm could not load pretrained {full} ({type(e).__name__}: {str(e)[:200]}); "
-                f"expected in {where}") from None
-        tag = f"{cfg.hf_hub_id or cfg.url}"
-        return model.state_dict(), f"timm {full} ({tag})"

@@ -9,13 +9,14 @@ stem and each stage C2..C5. The tap of a level is the output of the last module 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import torch
 from torch import nn
 
+from featx.errors import did_you_mean
 from featx.features import FeatureInfo, SequenceExtractor, level_name
-from featx.weights import load_weights
+from featx.images import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = ["TrunkSpec", "TorchvisionTrunk", "transform_input_to_inception"]
 
@@ -62,8 +63,8 @@ class TrunkSpec:
 def transform_input_to_inception(x: torch.Tensor) -> torch.Tensor:
     """ImageNet mean/std-normalized input -> the (x - 0.5) / 0.5 normalization torchvision's
     GoogLeNet/Inception-v3 weights were trained with (torchvision's ``transform_input=True``)."""
-    mean = torch.tensor((0.485, 0.456, 0.406), dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-    std = torch.tensor((0.229, 0.224, 0.225), dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    mean = torch.tensor(IMAGENET_MEAN, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
     return x * (std / 0.5) + (mean - 0.5) / 0.5
 
 
@@ -75,24 +76,22 @@ class TorchvisionTrunk(SequenceExtractor):
         out_indices: which of C2..C5 (0..3) to return.
         frozen_stages: -1 nothing, 0 the stem, k the stem and stages 1..k.
         norm_eval: BatchNorm layers use running statistics in ``train()``.
-        weights: None, "DEFAULT", a torchvision enum name/member, a file or a URL (strict).
-        transform_input: re-normalize input for GoogLeNet/Inception-v3 weights; default: True
-            when weights are given (torchvision's rule), False otherwise.
+        transform_input: re-normalize input for GoogLeNet/Inception-v3 weights; default (None):
+            on once pretrained weights are loaded (torchvision's rule), off for a random init.
+
+    Weights are loaded by the builder (``featx.create_model(..., weights=...)``), not here.
     """
 
     SPECS: dict[str, TrunkSpec] = {}  # each family's table
     DEFAULT_ARCH: str = ""
 
     def __init__(self, arch: Optional[str] = None, out_indices: Sequence[int] = (0, 1, 2, 3), frozen_stages: int = -1,
-                 norm_eval: bool = False, weights: Any = None, transform_input: Optional[bool] = None) -> None:
+                 norm_eval: bool = False, transform_input: Optional[bool] = None) -> None:
         super().__init__()
         arch = arch or self.DEFAULT_ARCH
         if arch not in self.SPECS:
-            import difflib
-
-            close = difflib.get_close_matches(str(arch), list(self.SPECS), n=3)
-            raise ValueError(f"unknown {type(self).__name__} arch {arch!r}; expected one of {sorted(self.SPECS)}"
-                             + (f" (did you mean {', '.join(close)}?)" if close else ""))
+            raise ValueError(f"unknown {type(self).__name__} arch {arch!r}{did_you_mean(arch, self.SPECS)}; "
+                             f"expected one of {sorted(self.SPECS)}")
         spec = self.SPECS[arch]
         self.arch = arch
         self.spec = spec
@@ -104,14 +103,19 @@ class TorchvisionTrunk(SequenceExtractor):
         del source  # the classifier head goes with it
         if transform_input and not spec.transform_input:
             raise ValueError(f"transform_input applies to GoogLeNet/Inception-v3 only, not {arch}")
-        self.transform_input = bool(spec.transform_input and (weights is not None if transform_input is None
-                                                              else transform_input))
+        self.transform_input = bool(spec.transform_input and transform_input)
+        self._transform_input_follows_weights = spec.transform_input and transform_input is None
         self.min_input_size = spec.min_size
         stage_infos = [FeatureInfo(level_name("C", s), c, s, names[-1])
                        for s, c, names in zip(spec.strides, spec.channels, spec.stages)]
         self._init_sequence(spec.stem, spec.stages)
         self._init_features(stage_infos, out_indices, frozen_stages, norm_eval)
-        self.load_report = load_weights(self, weights)
+
+    def weights_loaded(self) -> None:
+        """Pretrained weights were loaded: GoogLeNet/Inception-v3 re-normalize their input as
+        torchvision does for its weights, unless ``transform_input`` was set explicitly."""
+        if self._transform_input_follows_weights:
+            self.transform_input = True
 
     def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
         if self.transform_input:

@@ -20,7 +20,6 @@ from torchvision.models.vgg import cfgs as VGG_LAYER_TABLES
 from torchvision.models.vgg import make_layers
 
 from featx.backbones.trunk import TorchvisionTrunk, TrunkSpec
-from featx.registry import MODELS
 
 __all__ = ["VGG", "AlexNet", "VGG_SPECS", "ALEXNET_SPECS"]
 
@@ -76,7 +75,6 @@ ALEXNET_SPECS: dict[str, TrunkSpec] = {
 }
 
 
-@MODELS.register_module()
 class VGG(TorchvisionTrunk):
     """torchvision's VGG (``arch`` in ``VGG_SPECS``: vgg11..vgg19, ``_bn`` variants) as C2..C5.
 
@@ -87,7 +85,6 @@ class VGG(TorchvisionTrunk):
     DEFAULT_ARCH = "vgg16"
 
 
-@MODELS.register_module()
 class AlexNet(TorchvisionTrunk):
     """torchvision's AlexNet as C2..C5 (nominal strides; see the module docstring)."""
 

@@ -5,6 +5,8 @@ Data layout (``torchvision.datasets.CocoDetection``): ``ROOT/train/*.png``, ``RO
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -13,6 +15,14 @@ from typing import Any, Callable, Optional
 
 import torch
 from torch import nn
+from torchvision import datasets
+from torchvision.models.detection import FasterRCNN
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.transforms import v2
+
+from featx.integrations.torchvision import as_detection_backbone, detector_kwargs
+from featx.io import atomic_path
+from featx.models import create_model
 
 __all__ = ["DetectorTrainConfig", "build_detector", "coco_loaders", "train_detector", "evaluate_coco"]
 
@@ -45,13 +55,7 @@ class DetectorTrainConfig:
 
 def build_detector(cfg: DetectorTrainConfig, num_classes: int) -> nn.Module:
     """torchvision FasterRCNN around a featx composite, anchors/poolers from ``detector_kwargs``."""
-    from torchvision.models.detection import FasterRCNN
-    from torchvision.models.detection.anchor_utils import AnchorGenerator
-
-    import featx
-    from featx.integrations.torchvision import as_detection_backbone, detector_kwargs
-
-    body = featx.create_model(cfg.model, weights=cfg.weights, frozen_stages=cfg.frozen_stages,
+    body = create_model(cfg.model, weights=cfg.weights, frozen_stages=cfg.frozen_stages,
                               neck=dict(out_channels=cfg.fpn_channels))
     strides = [f.stride for f in body.feature_info]
     anchors = AnchorGenerator(tuple((cfg.anchor_size_per_stride * s,) for s in strides), ((0.5, 1.0, 2.0),) * len(strides))
@@ -66,9 +70,6 @@ def _collate(batch):
 
 def coco_loaders(root: Path, cfg: DetectorTrainConfig):
     """Train/val loaders over ``CocoDetection`` wrapped for transforms v2 (XYXY boxes, labels)."""
-    from torchvision import datasets
-    from torchvision.transforms import v2
-
     tf = v2.Compose([v2.ToImage(), v2.ToDtype(torch.float32, scale=True)])
     out = {}
     for split in ("train", "val"):
@@ -92,10 +93,7 @@ def _to_target(t: dict) -> dict:
 
 def evaluate_coco(model: nn.Module, loader, log: Callable = print) -> dict[str, float]:
     """COCO bbox metrics on ``loader``'s dataset: ``{"mAP": .., "mAP50": .., "mAP75": ..}``."""
-    import contextlib
-    import io
-
-    from pycocotools.cocoeval import COCOeval
+    from pycocotools.cocoeval import COCOeval  # the optional `detection` extra
 
     coco = loader.dataset._dataset.coco if hasattr(loader.dataset, "_dataset") else loader.dataset.coco
     model.eval()
@@ -172,8 +170,6 @@ def train_detector(root: Path, cfg: DetectorTrainConfig, out_dir: Optional[Path]
     result: dict[str, Any] = {"iters": it, "seconds": train_s, "losses": losses, "metrics": metrics,
                               "config": asdict(cfg), "checkpoint": None}
     if out_dir is not None:
-        from featx.io import atomic_path
-
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         ckpt = out_dir / "detector.pth"

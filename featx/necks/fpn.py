@@ -14,17 +14,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from featx.features import FeatureInfo, level_name
+from featx.features import Extractor, FeatureInfo, check_feature_maps, level_name
 from featx.layers import ConvNormAct, NormCfg
-from featx.registry import MODELS
 
 __all__ = ["FPN"]
 
 _EXTRA_MODES = ("on_input", "on_lateral", "on_output")
 
 
-@MODELS.register_module()
-class FPN(nn.Module):
+class FPN(Extractor):
     """Top-down feature pyramid: lateral 1x1 convs, size-based upsampling, 3x3 output convs.
 
     Args:
@@ -72,15 +70,23 @@ class FPN(nn.Module):
         super().__init__()
         if isinstance(in_channels, int) or not isinstance(in_channels, Sequence) or not in_channels:
             raise TypeError(f"in_channels must be a non-empty list of ints, got {in_channels!r}")
-        self.in_channels = [int(c) for c in in_channels]
-        self.out_channels = int(out_channels)
+        if not all(isinstance(c, int) and not isinstance(c, bool) and c > 0 for c in in_channels):
+            raise ValueError(f"in_channels must be positive ints, got {list(in_channels)}")
+        if not isinstance(out_channels, int) or isinstance(out_channels, bool) or out_channels < 1:
+            raise ValueError(f"out_channels must be a positive int, got {out_channels!r}")
+        if not isinstance(num_outs, int) or isinstance(num_outs, bool) or num_outs < 1:
+            raise ValueError(f"num_outs must be a positive int, got {num_outs!r}")
+        self.in_channels = list(in_channels)
+        self.out_channels = out_channels
         self.num_ins = len(self.in_channels)
-        self.num_outs = int(num_outs)
+        self.num_outs = num_outs
         if in_strides is None:
             in_strides = [4 * 2**i for i in range(self.num_ins)]
         if len(in_strides) != self.num_ins:
             raise ValueError(f"in_strides has {len(in_strides)} entries but in_channels has {self.num_ins}")
         self.in_strides = [int(s) for s in in_strides]
+        if any(b < a for a, b in zip(self.in_strides, self.in_strides[1:])):
+            raise ValueError(f"in_strides must be ascending (inputs finest first), got {self.in_strides}")
 
         if not isinstance(start_level, int) or not 0 <= start_level < self.num_ins:
             raise ValueError(f"start_level must be in 0..{self.num_ins - 1} for {self.num_ins} inputs, got {start_level!r}")
@@ -145,17 +151,9 @@ class FPN(nn.Module):
                 if m.bias is not None:
                     nn.init.constant_(m.bias, 0)
 
-    @property
-    def strides(self) -> list[int]:
-        return [f.stride for f in self.feature_info]
-
     def forward(self, inputs: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
         """Tuple of ``len(in_channels)`` maps in ascending stride -> tuple of ``num_outs`` maps."""
-        if len(inputs) != self.num_ins:
-            raise ValueError(f"FPN expects {self.num_ins} input levels (in_channels={self.in_channels}), got {len(inputs)}")
-        for i, (x, c) in enumerate(zip(inputs, self.in_channels)):
-            if x.dim() != 4 or x.shape[1] != c:
-                raise ValueError(f"FPN input {i} must be (N, {c}, H, W), got shape {tuple(x.shape)}")
+        inputs = check_feature_maps(inputs, self.in_channels, "FPN")
         laterals = [conv(inputs[i + self.start_level]) for i, conv in enumerate(self.lateral_convs)]
         for i in range(len(laterals) - 1, 0, -1):
             if "scale_factor" in self.upsample_cfg:

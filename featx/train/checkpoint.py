@@ -1,73 +1,25 @@
-"""Training checkpoints: safe loading of mmengine's format, atomic writes, finding the one to resume.
+"""Training checkpoints: reading mmengine's format safely, atomic writes, finding the one to resume.
 
 mmengine 0.10 saves the Runner's ``message_hub`` (``HistoryBuffer`` objects holding numpy arrays)
-in every checkpoint, and torch >= 2.6 loads with ``weights_only=True`` by default, so resuming
-fails. The fix is to allow-list exactly those types for the safe unpickler
-(``torch.serialization.add_safe_globals``), never ``weights_only=False``.
+in every checkpoint; ``featx.checkpoints`` allow-lists exactly those types for
+``torch.load(weights_only=True)``, so resuming works under torch >= 2.6 without unsafe loading.
 """
 from __future__ import annotations
 
-import os
-import pickle
-import tempfile
 from pathlib import Path
 from typing import Optional, Union
 
-import numpy as np
-import torch
 from mmengine.fileio.backends import LocalBackend, register_backend
-from mmengine.logging.history_buffer import HistoryBuffer
 
-__all__ = ["MMENGINE_CHECKPOINT_TYPES", "allow_mmengine_checkpoints", "read_training_checkpoint",
-           "find_resume_checkpoint", "ATOMIC_BACKEND", "AtomicLocalBackend"]
+from featx.checkpoints import load_checkpoint_file
+from featx.io import atomic_write_bytes
 
-
-def _numpy_multiarray():
-    # numpy 2 moved numpy.core to numpy._core; the pickles name whichever wrote them
-    return (getattr(np, "_core", None) or np.core).multiarray
-
-
-# HistoryBuffer's built-in statistics (its registry of them fills only when an instance exists)
-_HISTORY_BUFFER_STATISTICS = frozenset({"min", "max", "mean", "current"})
-
-
-def _history_buffer_getattr(owner: object, name: str) -> object:
-    """The one ``getattr`` mmengine's pickles call: ``getattr(HistoryBuffer, "min"/"max"/"mean"/"current")``
-    (its statistics methods). Anything else is refused: a general ``getattr`` would let a crafted
-    checkpoint walk from an allowed class to arbitrary code."""
-    if owner is HistoryBuffer and name in _HISTORY_BUFFER_STATISTICS:
-        return getattr(owner, name)
-    raise pickle.UnpicklingError(f"featx refuses getattr({owner!r}, {name!r}) in a checkpoint")
-
-
-# Exactly what mmengine's message hub pickles (found by loading a real checkpoint with
-# weights_only=True until it loaded): the history buffers, the numpy arrays/scalars inside,
-# and a getattr restricted to HistoryBuffer's statistics methods.
-MMENGINE_CHECKPOINT_TYPES = [
-    HistoryBuffer,
-    (_history_buffer_getattr, "builtins.getattr"),
-    _numpy_multiarray()._reconstruct,  # numpy arrays
-    _numpy_multiarray().scalar,  # numpy scalars
-    np.ndarray,
-    np.dtype,
-    type(np.dtype(np.float64)),  # numpy.dtypes.Float64DType (the dtype of the logged scalars)
-    type(np.dtype(np.int64)),
-]
-
-
-def allow_mmengine_checkpoints() -> None:
-    """Allow-list the types mmengine's checkpoints hold for ``torch.load(weights_only=True)``."""
-    torch.serialization.add_safe_globals(MMENGINE_CHECKPOINT_TYPES)
-
-
-allow_mmengine_checkpoints()
+__all__ = ["read_training_checkpoint", "find_resume_checkpoint", "ATOMIC_BACKEND", "AtomicLocalBackend"]
 
 
 def read_training_checkpoint(path: Union[str, Path]) -> dict:
     """Load a training checkpoint (``{"meta", "state_dict", "optimizer", "message_hub", ...}``)
-    with ``weights_only=True`` and the allow-list above; anything else is refused."""
-    from featx.weights import load_checkpoint_file
-
+    with ``weights_only=True`` and the mmengine allow-list; anything else is refused."""
     return load_checkpoint_file(path)
 
 
@@ -95,22 +47,13 @@ ATOMIC_BACKEND = "featx_atomic_local"
 
 
 class AtomicLocalBackend(LocalBackend):
-    """mmengine's local file backend, but ``put`` writes a temporary file beside the target and
-    renames it, so a kill during checkpointing never leaves a truncated ``epoch_N.pth``."""
+    """mmengine's local file backend whose ``put`` writes atomically (``featx.io``), so a kill
+    during checkpointing never leaves a truncated ``epoch_N.pth``."""
 
     def put(self, obj: bytes, filepath: Union[str, Path]) -> None:
         filepath = Path(filepath)
         filepath.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{filepath.name}.", suffix=".tmp", dir=filepath.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(obj)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, filepath)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write_bytes(filepath, obj)
 
     def put_text(self, obj: str, filepath: Union[str, Path], encoding: str = "utf-8") -> None:
         self.put(obj.encode(encoding), filepath)

@@ -13,11 +13,15 @@ import torch.nn.functional as F
 from mmengine.model import BaseModel
 from torch import nn
 
-from featx.features import FeatureInfo
+from featx.checkpoints import unwrap_state_dict
+from featx.errors import CheckpointMismatchError
+from featx.features import Extractor, FeatureInfo
 from featx.images import IMAGENET_MEAN, IMAGENET_STD
-from featx.registry import MODELS, build_module
+from featx.models import build_module
+from featx.registry import MODELS
+from featx.train.checkpoint import read_training_checkpoint
 
-__all__ = ["ClassifierHead", "ImageClassifier"]
+__all__ = ["ClassifierHead", "ImageClassifier", "image_classifier", "load_classifier_weights"]
 
 
 class ClassifierHead(nn.Module):
@@ -37,8 +41,7 @@ class ClassifierHead(nn.Module):
         return self.fc(self.dropout(torch.flatten(self.pool(x), 1)))
 
 
-@MODELS.register_module()
-class ImageClassifier(BaseModel):
+class ImageClassifier(BaseModel, Extractor):
     """A featx backbone with a classification head on its last (coarsest) output.
 
     Args:
@@ -48,8 +51,9 @@ class ImageClassifier(BaseModel):
         dropout: dropout before the linear layer.
         label_smoothing: of the cross-entropy loss.
         mean, std: the input normalization the pipeline applies (0..1 scale); recorded in exports.
-        weights: a whole-classifier checkpoint to load strictly (a featx/mmengine training
-            checkpoint or a state-dict file), e.g. for export and prediction.
+
+    Its one output level is ``"logits"``. Built by name (``dict(type="featx.ImageClassifier",
+    ..., weights=CHECKPOINT)``), it loads a whole-classifier checkpoint (see ``image_classifier``).
 
     ``forward(inputs (N, 3, H, W) normalized float, labels (N,) int, mode)``: ``"tensor"`` ->
     ``(N, num_classes)`` logits; ``"loss"`` -> ``{"loss": cross-entropy}``; ``"predict"`` -> a list
@@ -58,8 +62,7 @@ class ImageClassifier(BaseModel):
 
     def __init__(self, backbone: Union[dict, nn.Module], num_classes: Optional[int] = None, dropout: float = 0.0,
                  label_smoothing: float = 0.0, mean: Sequence[float] = IMAGENET_MEAN,
-                 std: Sequence[float] = IMAGENET_STD, weights: Optional[str] = None,
-                 data_preprocessor: Optional[dict] = None, init_cfg: Optional[dict] = None) -> None:
+                 std: Sequence[float] = IMAGENET_STD, data_preprocessor: Optional[dict] = None, init_cfg: Optional[dict] = None) -> None:
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
         if num_classes is None:
             raise ValueError("ImageClassifier needs num_classes (featx train fills it from the dataset's classes)")
@@ -74,9 +77,6 @@ class ImageClassifier(BaseModel):
         self.mean, self.std = tuple(float(m) for m in mean), tuple(float(s) for s in std)
         # one output, named for what it is; its stride is that of the pooled map
         self.feature_info = [FeatureInfo("logits", self.num_classes, last.stride, "head")]
-        self.load_report = None
-        if weights is not None:
-            self.load_report = load_classifier_weights(self, weights)
 
     def forward(self, inputs: torch.Tensor, labels: Optional[torch.Tensor] = None, mode: str = "tensor") -> Any:
         logits = self.head(self.backbone(inputs)[-1])
@@ -95,9 +95,6 @@ class ImageClassifier(BaseModel):
 
 def load_classifier_weights(model: ImageClassifier, weights: str) -> str:
     """Load a whole-classifier checkpoint strictly; returns a one-line report."""
-    from featx.train.checkpoint import read_training_checkpoint
-    from featx.weights import CheckpointMismatchError, unwrap_state_dict
-
     ckpt = read_training_checkpoint(weights)
     state = unwrap_state_dict(ckpt, str(weights))
     try:
@@ -109,3 +106,16 @@ def load_classifier_weights(model: ImageClassifier, weights: str) -> str:
             f"{weights} does not fit this classifier: missing {result.missing_keys[:6]}, "
             f"unexpected {result.unexpected_keys[:6]}")
     return f"loaded {len(state)} tensors from {weights}"
+
+
+def image_classifier(weights: Optional[str] = None, allow_download: bool = True, **kwargs: Any) -> ImageClassifier:
+    """Build an ``ImageClassifier`` (keyword arguments as for the class), then load ``weights``, a
+    whole-classifier checkpoint file (a featx training checkpoint or a state dict), strictly.
+    (``allow_download`` is accepted as every featx builder does; these weights are always a file.)"""
+    model = ImageClassifier(**kwargs)
+    model.load_report = load_classifier_weights(model, weights) if weights is not None else None
+    return model
+
+
+image_classifier.__name__ = image_classifier.__qualname__ = "ImageClassifier"
+MODELS.register_module(name="ImageClassifier", module=image_classifier, force=True)

@@ -11,7 +11,6 @@ Images are converted to 8-bit RGB: grayscale, palette, RGBA/LA (composited on wh
 """
 from __future__ import annotations
 
-import difflib
 import os
 import random
 from collections import Counter
@@ -24,19 +23,14 @@ from mmengine.logging import print_log
 from PIL import Image
 from torch.utils.data import Dataset
 
-from featx.images import to_rgb
+from featx.errors import DataError, did_you_mean
+from featx.images import IMAGE_EXTENSIONS, IMAGENET_MEAN, IMAGENET_STD, to_rgb
 from featx.registry import DATASETS
 
 __all__ = [
-    "DataError", "IMAGE_EXTENSIONS", "FolderScan", "scan_class_folders", "resolve_splits", "to_rgb",
+    "FolderScan", "scan_class_folders", "resolve_splits",
     "ImageFolderDataset", "build_pipeline", "default_pipeline",
 ]
-
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
-
-
-class DataError(ValueError):
-    """The dataset cannot be used as given (raised before training starts)."""
 
 
 @dataclass
@@ -243,9 +237,7 @@ def build_pipeline(steps: Sequence[Union[dict, Callable]]) -> Callable:
         cls = getattr(v2, name, None) if isinstance(name, str) else name
         if cls is None or not callable(cls):
             names = [n for n in dir(v2) if n[:1].isupper()]
-            close = difflib.get_close_matches(str(name), names, n=3)
-            raise ValueError(f"unknown transform {name!r} (torchvision.transforms.v2)"
-                             + (f"; did you mean {', '.join(close)}?" if close else ""))
+            raise ValueError(f"unknown transform {name!r} (torchvision.transforms.v2){did_you_mean(name, names)}")
         try:
             built.append(cls(**kwargs))
         except TypeError as e:
@@ -253,8 +245,8 @@ def build_pipeline(steps: Sequence[Union[dict, Callable]]) -> Callable:
     return v2.Compose(built)
 
 
-def default_pipeline(split: str, size: int = 224, mean: Sequence[float] = (0.485, 0.456, 0.406),
-                     std: Sequence[float] = (0.229, 0.224, 0.225)) -> list[dict]:
+def default_pipeline(split: str, size: int = 224, mean: Sequence[float] = IMAGENET_MEAN,
+                     std: Sequence[float] = IMAGENET_STD) -> list[dict]:
     """The usual ImageNet-style pipeline as config dicts: random resized crop + flip for train,
     resize (size * 8/7) + center crop for val; both end in float 0..1 and normalize."""
     tail = [dict(type="ToImage"), dict(type="ToDtype", dtype="float32", scale=True),

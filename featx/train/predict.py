@@ -14,11 +14,13 @@ import torch
 from mmengine.config import Config
 from PIL import Image
 
-from featx.train.checkpoint import read_training_checkpoint
+from featx.checkpoints import unwrap_state_dict
 from featx.images import to_rgb
-from featx.train.data import IMAGE_EXTENSIONS, build_pipeline, default_pipeline
+from featx.models import build_module
+from featx.train.checkpoint import read_training_checkpoint
+from featx.train.data import build_pipeline, default_pipeline
 
-__all__ = ["Prediction", "Predictor", "classifier_config_from_checkpoint", "expand_image_paths"]
+__all__ = ["Prediction", "Predictor", "classifier_config_from_checkpoint"]
 
 
 def _strip_weights(cfg: Any) -> Any:
@@ -62,18 +64,6 @@ class Prediction:
                 "predictions": [{"class": c, "index": i, "probability": p} for c, i, p in self.top]}
 
 
-def expand_image_paths(inputs: Sequence[Union[str, Path]]) -> list[Path]:
-    """Files as given; folders expanded to their image files (recursively, sorted)."""
-    out: list[Path] = []
-    for item in inputs:
-        p = Path(item)
-        if p.is_dir():
-            out += sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS)
-        else:
-            out.append(p)
-    return out
-
-
 class Predictor:
     """A fine-tuned classifier from a training checkpoint, ready to classify image files.
 
@@ -82,9 +72,6 @@ class Predictor:
     """
 
     def __init__(self, checkpoint: Union[str, Path], device: str = "cpu") -> None:
-        from featx.registry import build_module
-        from featx.weights import unwrap_state_dict
-
         ckpt = read_training_checkpoint(checkpoint)
         cfg = _run_config(ckpt, checkpoint)
         self.classes: list[str] = list((ckpt["meta"].get("dataset_meta") or {}).get("classes") or [])

@@ -18,14 +18,11 @@ from typing import Any, Optional, Union
 import torch
 from mmengine.config import Config
 
+from featx.errors import DataError, TrainError
 from featx.train.checkpoint import ATOMIC_BACKEND, find_resume_checkpoint
-from featx.train.data import DataError, resolve_splits
+from featx.train.data import resolve_splits
 
 __all__ = ["TrainError", "load_config", "prepare_config", "train"]
-
-
-class TrainError(RuntimeError):
-    """The training run cannot start as asked (clear message, raised before any epoch)."""
 
 
 def load_config(config: Union[str, Path, Config], cfg_options: Optional[dict] = None) -> Config:

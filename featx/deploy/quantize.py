@@ -8,6 +8,7 @@ per-channel int8 weights and uint8 activations. The featx metadata is carried ov
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import tempfile
 import time
@@ -17,10 +18,12 @@ from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 
-from featx.images import IMAGENET_MEAN, IMAGENET_STD, load_image, resize_normalize
+from featx.deploy.metadata import read_metadata
+from featx.deploy.onnx_export import ExportSettings, export_onnx
+from featx.images import IMAGENET_MEAN, IMAGENET_STD, expand_image_paths, load_image, resize_normalize
 from featx.io import atomic_path
 
-__all__ = ["QuantizeResult", "calibration_inputs", "quantize_onnx", "CALIBRATION_METHODS"]
+__all__ = ["QuantizeResult", "calibration_inputs", "quantize_onnx", "export_int8", "CALIBRATION_METHODS"]
 
 CALIBRATION_METHODS = ("percentile", "minmax", "entropy")
 
@@ -40,8 +43,6 @@ def calibration_inputs(folder: Union[str, Path], size: tuple[int, int], count: i
     """Up to ``count`` images found under ``folder`` (an ImageFolder or any folder of images),
     chosen evenly over the sorted list, as ``(1, 3, H, W)`` float32 arrays: RGB, resized to
     ``size``, scaled to 0..1 and normalized. Unreadable files are skipped."""
-    from featx.train.predict import expand_image_paths
-
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"calibration folder not found: {folder}")
@@ -67,10 +68,9 @@ def quantize_onnx(fp32_path: Union[str, Path], out_path: Union[str, Path], calib
                   log: Any = print) -> QuantizeResult:
     """Write a statically quantized (QDQ, per-channel int8 weights) copy of ``fp32_path``."""
     import onnx
+    # ONNX Runtime is one of two exclusive extras (onnxruntime / onnxruntime-gpu): imported on use
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
                                           quant_pre_process, quantize_static)
-
-    from featx.onnx import read_metadata
 
     if method not in CALIBRATION_METHODS:
         raise ValueError(f"calibration method must be one of {CALIBRATION_METHODS}, got {method!r}")
@@ -121,3 +121,21 @@ def quantize_onnx(fp32_path: Union[str, Path], out_path: Union[str, Path], calib
         size_mb = final.stat().st_size / 1e6
     return QuantizeResult(str(out_path), size_mb, len(inputs), tuple(calib_size), method,
                           time.perf_counter() - start)
+
+
+def export_int8(model_cfg: dict, fp32_path: Union[str, Path], settings: ExportSettings, calib_folder: Union[str, Path],
+                calib_size: tuple[int, int] = (512, 512), count: int = 32, method: str = "percentile", seed: int = 0,
+                log: Any = print) -> QuantizeResult:
+    """The int8 companion of an fp32 export at ``fp32_path``: ``<stem>_int8.onnx`` beside it.
+
+    int8 quantizes direct convolutions, so when the fp32 file holds Winograd convolutions a direct
+    export is made first (in a temporary folder) and quantized instead."""
+    fp32_path = Path(fp32_path)
+    out = fp32_path.with_name(fp32_path.stem + "_int8.onnx")
+    with tempfile.TemporaryDirectory() as tmp:
+        source = fp32_path
+        if int(read_metadata(fp32_path).get("winograd_convs", 0)):
+            source = Path(tmp) / "direct.onnx"
+            export_onnx(model_cfg, source, dataclasses.replace(settings, winograd=False), seed=seed,
+                        log=lambda m: log(m + " (without Winograd, for int8)"))
+        return quantize_onnx(source, out, calib_folder, calib_size, count, method, log=log)

@@ -1,0 +1,74 @@
+"""The description an exported file carries (``featx.*`` ONNX metadata), and the model it names.
+
+A featx export records its model config, weights, init seed, levels, strides, channels and input
+normalization, so parity can rebuild the same model. A model file is untrusted input: rebuilding
+never downloads anything and never writes into a shared cache. Weights a file names are used only
+when they are already on this machine (a local file, or a torchvision/timm file already cached);
+anything else needs the user to say which weights to use.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Union
+
+import torch
+from torch import nn
+
+from featx.errors import ParityError, WeightsUnavailableError
+from featx.models import build_module
+
+__all__ = ["read_metadata", "build_from_config", "model_from_metadata"]
+
+
+def read_metadata(path: Union[str, Path]) -> dict[str, Any]:
+    """The ``featx.*`` metadata of an exported ONNX file, JSON values decoded, prefix dropped."""
+    import onnx
+
+    path = Path(path)
+    if path.is_dir():
+        raise ParityError(f"{path} is a folder; expected an .onnx file")
+    if not path.is_file():
+        raise ParityError(f"ONNX file not found: {path}")
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception as e:
+        raise ParityError(f"{path} is not an ONNX model ({type(e).__name__}: {str(e)[:200]})") from None
+    if not proto.graph.node:
+        raise ParityError(f"{path} is not an ONNX model (no graph)")
+    meta: dict[str, Any] = {}
+    for prop in proto.metadata_props:
+        if prop.key.startswith("featx."):
+            try:
+                meta[prop.key[6:]] = json.loads(prop.value)
+            except json.JSONDecodeError:
+                meta[prop.key[6:]] = prop.value
+    return meta
+
+
+def build_from_config(cfg: dict, seed: int = 0, allow_download: bool = True) -> nn.Module:
+    """Build a model config deterministically (the same seed gives the same random init), in eval mode."""
+    cfg = dict(cfg)
+    if cfg.get("weights") is not None:
+        cfg["allow_download"] = allow_download
+    torch.manual_seed(seed)
+    return build_module(cfg).eval()
+
+
+def model_from_metadata(meta: dict) -> nn.Module:
+    """The model an exported file describes, rebuilt offline (see the module docstring)."""
+    if "model_config" not in meta:
+        raise ParityError("the ONNX file has no featx metadata (not exported by featx?); pass the model to compare "
+                          "with (--model)")
+    cfg = meta["model_config"]
+    if not isinstance(cfg, dict) or "type" not in cfg:
+        raise ParityError(f"the file's featx.model_config is not a model config: {str(cfg)[:200]}")
+    weights = cfg.get("weights")
+    if isinstance(weights, str) and weights.startswith(("http://", "https://")):
+        raise ParityError(f"the file's metadata names weights at {weights}; featx does not fetch what a model file "
+                          "names. Download them yourself if you trust the source, then pass --model and --weights PATH")
+    try:
+        return build_from_config(cfg, int(meta.get("init_seed", 0)), allow_download=False)
+    except WeightsUnavailableError as e:
+        raise ParityError(f"the weights the file names ({weights}) are not on this machine ({e}); pass --model and "
+                          "--weights to compare with weights you have") from None

@@ -1,0 +1,207 @@
+"""ONNX Runtime parity as a library function (``featx parity``): the exported file against the same
+model in PyTorch (rebuilt from the file's metadata, on the same device), per output: max abs error,
+max abs / max|ref|, cosine (``featx.compare``), with gates per precision.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Sequence, Union
+
+import numpy as np
+import torch
+from torch import nn
+
+from featx.compare import compare_arrays
+from featx.deploy.metadata import model_from_metadata, read_metadata
+from featx.errors import ParityError
+from featx.features import as_output_tuple
+from featx.images import IMAGENET_MEAN, IMAGENET_STD, load_image, resize_normalize, sample_image_path
+from featx.timing import median_ms
+
+__all__ = ["Gate", "GATES", "OutputResult", "ParityReport", "ort_parity", "DEFAULT_PARITY_SIZES"]
+
+DEFAULT_PARITY_SIZES: tuple[tuple[int, int], ...] = ((512, 512), (800, 1216), (801, 1333), (333, 517))
+
+
+# -- parity ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Gate:
+    """Pass when ``max|ort - ref| <= max_rel * max|ref|`` and cosine >= ``min_cos`` for every output."""
+
+    max_rel: float
+    min_cos: float
+    why: str
+
+
+GATES: dict[str, Gate] = {
+    "fp32": Gate(5e-4, 0.99999, "fp32 rounding alone gives ~1e-4 relative on a ResNet-50 FPN"),
+    "tf32": Gate(1e-2, 0.9999, "TF32 keeps 10 mantissa bits (~5e-4 per op), compounded over ~60 layers"),
+    "fp16": Gate(5e-2, 0.999, "fp16 weights and activations keep 10 mantissa bits and round every op, "
+                 "so a deep pyramid drifts ~1e-2 relative; cosine shows the maps still agree"),
+    "int8": Gate(0.5, 0.99, "int8 activations carry ~8 bits of a calibrated range, so single values move by "
+                 "several percent of the maximum; the gate is on the map as a whole (cosine)"),
+}
+
+
+@dataclass
+class OutputResult:
+    output: str
+    size: tuple[int, int]
+    batch: int
+    shape: tuple[int, ...]
+    max_abs: float
+    rel: float
+    cosine: float
+    passed: bool
+
+
+@dataclass
+class ParityReport:
+    onnx: str
+    device: str
+    providers: list[str]
+    precision: str
+    gate: dict
+    results: list[OutputResult] = field(default_factory=list)
+    latency_ms: dict = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.results) and all(r.passed for r in self.results)
+
+    def to_dict(self) -> dict:
+        return {"onnx": self.onnx, "device": self.device, "providers": self.providers, "precision": self.precision,
+                "gate": self.gate, "passed": self.passed, "latency_ms": self.latency_ms,
+                "results": [asdict(r) for r in self.results]}
+
+
+def _providers(device: str) -> tuple[list, str]:
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    cuda_ok = "CUDAExecutionProvider" in available and torch.cuda.is_available()
+    if device == "auto":
+        device = "cuda" if cuda_ok else "cpu"
+    if device == "cuda":
+        if not cuda_ok:
+            raise ParityError(
+                f"--device cuda asked, but CUDA is not usable here: onnxruntime providers {available}, "
+                f"torch.cuda.is_available()={torch.cuda.is_available()}. Install featx[gpu] (onnxruntime-gpu, "
+                "without onnxruntime) on a machine with an NVIDIA GPU, or use --device cpu."
+            )
+        return ["CUDAExecutionProvider"], "cuda"
+    if device != "cpu":
+        raise ParityError(f"--device must be auto, cuda or cpu, got {device!r}")
+    return ["CPUExecutionProvider"], "cpu"
+
+
+def ort_parity(
+    onnx_path: Union[str, Path],
+    model: Optional[nn.Module] = None,
+    device: str = "auto",
+    sizes: Optional[Sequence[tuple[int, int]]] = None,
+    batches: Sequence[int] = (1, 2),
+    repeats: int = 5,
+    tf32: bool = False,
+    gate: Optional[Gate] = None,
+    threads: Optional[int] = None,
+    seed: int = 0,
+    log: Any = print,
+    meta: Optional[dict] = None,
+) -> ParityReport:
+    """Run ``onnx_path`` in ONNX Runtime and ``model`` (default: rebuilt from the file's metadata) in
+    PyTorch on the same inputs and device; compare every output.
+
+    Every size runs at ``batches[0]``; the first size also at each further batch. A file exported
+    with a static shape runs at that shape only; other sizes are a clear ``ParityError``.
+    """
+    import onnxruntime as ort
+
+    if repeats < 0:
+        raise ValueError(f"repeats must be >= 0, got {repeats}")
+    if not batches or any(b < 1 for b in batches):
+        raise ValueError(f"batch sizes must be >= 1, got {list(batches)}")
+    meta = read_metadata(onnx_path) if meta is None else meta
+    providers, device = _providers(device)
+    net = model if model is not None else model_from_metadata(meta)
+    net = net.eval()
+    expected = [f.name.lower() for f in net.feature_info]
+    precision = meta.get("precision", "fp32")
+    if gate is None:
+        gate = (GATES[precision] if precision in ("fp16", "int8")
+                else GATES["tf32"] if (device == "cuda" and tf32) else GATES["fp32"])
+
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    provider_options = [{"use_tf32": int(tf32)}] if device == "cuda" else None
+    try:
+        session = ort.InferenceSession(str(onnx_path), options, providers=providers, provider_options=provider_options)
+    except Exception as e:
+        raise ParityError(f"ONNX Runtime cannot load {onnx_path}: {str(e)[:300]}") from None
+    used = session.get_providers()
+    if device == "cuda" and used[0] != "CUDAExecutionProvider":
+        raise ParityError(f"asked for CUDA but ONNX Runtime runs on {used}; refusing to report a CPU result as CUDA")
+    outputs = [o.name for o in session.get_outputs()]
+    if outputs != expected:
+        raise ParityError(f"{onnx_path} outputs {outputs}, but the model gives {expected}: is it for another model?")
+    in_meta = session.get_inputs()[0]
+    in_type = np.float16 if "float16" in in_meta.type else np.float32
+    static = [d if isinstance(d, int) else None for d in in_meta.shape]
+    if all(isinstance(d, int) for d in static):
+        fixed = (static[2], static[3])
+        if sizes is not None and any(tuple(s) != fixed for s in sizes):
+            raise ParityError(
+                f"{onnx_path} was exported with a static input {'x'.join(map(str, static))}; it cannot run "
+                f"{', '.join('x'.join(map(str, s)) for s in sizes if tuple(s) != fixed)}. Use --sizes "
+                f"{fixed[0]}x{fixed[1]} or export with dynamic shapes."
+            )
+        sizes, batches = [fixed], [static[0]]
+    sizes = list(sizes or DEFAULT_PARITY_SIZES)
+
+    torch_device = torch.device(device)
+    net = net.to(torch_device)
+    if device == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        torch.backends.cudnn.allow_tf32 = tf32
+    report = ParityReport(str(onnx_path), device, used, precision, asdict(gate))
+    runs = [(s, batches[0]) for s in sizes] + [(sizes[0], b) for b in batches[1:]]
+    g = torch.Generator().manual_seed(seed)
+    photo = precision == "int8"  # int8 ranges are calibrated on real images: test on one, not on noise
+    norm = meta.get("input") or {}
+    for (h, w), b in runs:
+        log(f"  {b}x3x{h}x{w} ..." + (" (the bundled photo)" if photo else ""))
+        x = _photo_batch(b, h, w, norm) if photo else torch.randn(b, 3, h, w, generator=g)
+        with torch.no_grad():
+            ref = [r.float().cpu().numpy() for r in as_output_tuple(net(x.to(torch_device)))]
+        got = session.run(None, {in_meta.name: x.numpy().astype(in_type)})
+        for name, o, r in zip(outputs, got, ref):
+            d = compare_arrays(o.astype(np.float32), r)
+            report.results.append(OutputResult(name, (h, w), b, d.shape, d.max_abs, d.rel, d.cosine,
+                                               d.rel <= gate.max_rel and d.cosine >= gate.min_cos))
+    if repeats > 0:
+        (h, w), b = runs[0]
+        x = torch.randn(b, 3, h, w, generator=g)
+        feed = {in_meta.name: x.numpy().astype(in_type)}
+        report.latency_ms = {"input": [b, 3, h, w], "repeats": repeats,
+                             "ort": median_ms(lambda: session.run(None, feed), repeats),
+                             "torch_eager": median_ms(lambda: _torch_call(net, x.to(torch_device), device), repeats)}
+        report.latency_ms["ort_over_torch"] = report.latency_ms["ort"] / report.latency_ms["torch_eager"]
+    return report
+
+
+def _photo_batch(batch: int, h: int, w: int, norm: dict) -> torch.Tensor:
+    """The bundled photo resized to ``h x w`` and normalized as the model expects; odd batch
+    entries are mirrored so a batch is not one image repeated."""
+    x = resize_normalize(load_image(sample_image_path()), (h, w), norm.get("mean", IMAGENET_MEAN),
+                         norm.get("std", IMAGENET_STD))
+    return torch.stack([x if i % 2 == 0 else x.flip(-1) for i in range(batch)])
+
+
+def _torch_call(net: nn.Module, x: torch.Tensor, device: str):
+    with torch.no_grad():
+        out = net(x)
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return out

@@ -1,0 +1,75 @@
+"""featx's exceptions (one ``FeatxError`` base) and the one "did you mean" helper.
+
+Every error featx raises on purpose is a ``FeatxError``, so a caller (the CLI, a training script)
+can tell featx's clear messages from bugs. Each also derives from the built-in exception a caller
+would expect (``ValueError`` for bad arguments, ``KeyError`` for unknown names, ``RuntimeError``
+for a step that could not run), so ``except ValueError`` keeps working.
+"""
+from __future__ import annotations
+
+import difflib
+from typing import Iterable
+
+__all__ = [
+    "FeatxError", "UnknownModelError", "WeightsError", "UnsafeCheckpointError", "CheckpointMismatchError",
+    "WeightsUnavailableError", "ExportError", "ParityError", "DataError", "TrainError", "DetectorMismatchError",
+    "did_you_mean",
+]
+
+
+class FeatxError(Exception):
+    """Base of every error featx raises on purpose; the message says what was expected and what to do."""
+
+
+class UnknownModelError(FeatxError, KeyError):
+    """A model name that no registry entry, alias or timm name matches."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class WeightsError(FeatxError, ValueError):
+    """A weights argument or checkpoint that featx cannot use."""
+
+
+class UnsafeCheckpointError(WeightsError):
+    """The file needs arbitrary unpickling (code execution) to load; featx refuses it."""
+
+
+class CheckpointMismatchError(WeightsError):
+    """The checkpoint's keys or shapes do not fit the model."""
+
+
+class WeightsUnavailableError(WeightsError):
+    """The file is neither cached nor downloadable."""
+
+
+class ExportError(FeatxError, RuntimeError):
+    """The export could not be done; no file was left behind."""
+
+
+class ParityError(FeatxError, RuntimeError):
+    """The parity check could not run (wrong file, unavailable device); distinct from a failed gate."""
+
+
+class DataError(FeatxError, ValueError):
+    """The dataset cannot be used as given (raised before training starts)."""
+
+
+class TrainError(FeatxError, RuntimeError):
+    """The training run cannot start as asked (raised before any epoch)."""
+
+
+class DetectorMismatchError(FeatxError, ValueError):
+    """A pyramid whose levels do not fit what a detector's anchors or RoI poolers ask for."""
+
+
+def did_you_mean(word: object, choices: Iterable[str], n: int = 3, cutoff: float = 0.6) -> str:
+    """``" (did you mean a, b?)"`` for the choices closest to ``word``, or ``""`` when none is close.
+
+    Matching ignores case, so ``"resnet50fpn"`` finds ``"ResNet50FPN"``.
+    """
+    choices = list(dict.fromkeys(choices))
+    by_lower = {c.lower(): c for c in choices}
+    close = difflib.get_close_matches(str(word).lower(), list(by_lower), n=n, cutoff=cutoff)
+    return f" (did you mean {', '.join(by_lower[c] for c in close)}?)" if close else ""

@@ -1,0 +1,301 @@
+"""featx backbones as timm models: ``timm.create_model("featx_resnet50", ...)`` behaves as timm's own.
+
+Every backbone in the featx catalogue is registered in timm's registry as ``featx_<arch>``
+(``featx_resnet50``, ``featx_vgg16_bn``, ``featx_seresnet50``; the full list is
+``timm.list_models("featx_*")``). Built through timm's own ``build_model_with_cfg``, each is:
+
+- a classifier by default: the featx backbone (``backbone.*``, the weight source's names below it),
+  global pooling and a linear ``fc``, with ``num_classes``, ``global_pool``, ``drop_rate``,
+  ``in_chans``, ``get_classifier()``, ``reset_classifier()``, ``forward_features()`` (the C5 map),
+  ``forward_head(pre_logits=)``, ``forward_intermediates()``, ``set_grad_checkpointing()``;
+  ``num_classes=0`` gives pooled features;
+- a feature extractor with ``features_only=True``: timm's ``FeatureGetterNet`` over
+  ``forward_intermediates``, returning a list of maps, with timm's ``FeatureInfo``
+  (``channels()``, ``reduction()``, ``module_name()``); ``out_indices`` and ``output_stride`` work.
+
+**out_indices.** featx's timm models have four feature levels, C2..C5 (strides 4, 8, 16, 32), so
+timm's ``out_indices`` 0..3 are featx's C2..C5, the same numbers as featx's own (mmdet's)
+``out_indices``; negative indices count from C5. (timm's own ResNets list a fifth, stride-2 stem
+level first, so their C2..C5 are indices 1..4.)
+
+**Weights.** Each model's ``pretrained_cfg`` names the weights of its source library: torchvision's
+enum members as tags (``IMAGENET1K_V1`` -> ``tv_in1k``, ``IMAGENET1K_V2`` -> ``tv2_in1k``, others
+``tv_<name>``; the first tag is torchvision's ``DEFAULT``), with torchvision's preprocessing
+(input size, crop, interpolation, mean/std); timm's own tags for the timm families. ``pretrained=True``
+and ``pretrained_cfg_overlay=dict(file=...)`` go through timm's path (its download into the torch
+hub cache) and end in featx's strict, safe loader (``load_pretrained``): SHA-256 of torchvision's
+files checked, every backbone key matched, the classifier loaded when the checkpoint's fits.
+
+**Classifier.** ``fc`` sits on the globally pooled C5 map. Where the source's classifier is one
+linear layer on that pooled map (ResNet, GoogLeNet, Inception-v3, DenseNet, MobileNetV2 and the
+timm families), its weights load into ``fc`` and the model classifies as the source does; VGG,
+AlexNet and MobileNetV3 have multi-layer heads, so their ``fc`` starts untrained.
+
+featx composites (``ResNet50FPN``) are not timm models (their output is a pyramid, not logits);
+build them with ``featx.create_model``, or put ``featx.FPN`` on a ``features_only`` model.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import torch
+import torch.nn.functional as F
+from timm.layers import SelectAdaptivePool2d
+from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models._features import feature_take_indices
+from timm.models import adapt_input_conv, get_pretrained_cfg, list_pretrained
+from torch import nn
+
+from featx.checkpoints import load_checkpoint_file, unwrap_state_dict, verify_hash_prefix
+from featx.errors import CheckpointMismatchError
+from featx.features import FeatureExtractor
+from featx.models import CATALOG, ModelEntry, torchvision_weights_enum
+from featx.weights import LoadReport, adapt_state_dict, load_state
+
+__all__ = ["FeatxTimmModel", "TIMM_MODELS", "default_cfgs", "timm_name", "pretrained_tag"]
+
+# The source classifier (one Linear on the pooled C5 map) whose weights ``fc`` takes, per family.
+_SOURCE_CLASSIFIER = {"resnet": "fc", "googlenet": "fc", "inception": "fc", "densenet": "classifier",
+                      "mobilenet_v2": "classifier.1", "timm": "fc"}
+# The first convolution of each family (timm's ``first_conv``: adapted for in_chans != 3).
+_FIRST_CONV = {"resnet": "conv1", "vgg": "features.0", "alexnet": "features.0", "googlenet": "conv1.conv",
+               "inception": "Conv2d_1a_3x3.conv", "densenet": "features.conv0", "mobilenet": "features.0.0"}
+# C5's side at the default input where the strides are not exact (AlexNet 224 -> 6, Inception-v3 299 -> 8).
+_C5_SIDE = {"alexnet": 6, "inception_v3": 8}
+
+
+def timm_name(entry: ModelEntry) -> str:
+    """The timm registry name of a catalogue backbone: ``featx_<arch>``."""
+    return f"featx_{entry.arch}"
+
+
+def pretrained_tag(weights_name: str) -> str:
+    """timm tag of a torchvision weights enum member name: ``IMAGENET1K_V1`` -> ``tv_in1k``."""
+    return {"IMAGENET1K_V1": "tv_in1k", "IMAGENET1K_V2": "tv2_in1k"}.get(weights_name, "tv_" + weights_name.lower())
+
+
+def _source_classifier(entry: ModelEntry) -> Optional[str]:
+    return _SOURCE_CLASSIFIER.get(entry.arch, _SOURCE_CLASSIFIER.get(entry.family.name))
+
+
+class FeatxTimmModel(nn.Module):
+    """A featx catalogue backbone as a timm classification model (see the module docstring).
+
+    Args:
+        entry: the catalogue name of the backbone (``"ResNet50"``).
+        num_classes: classifier outputs; 0 for pooled features.
+        in_chans: input channels (the first convolution is rebuilt for other than 3).
+        global_pool: timm's pooling type (``"avg"``, ``"max"``, ``"avgmax"``, ``""`` for none).
+        drop_rate: dropout before the classifier.
+        output_stride: 32, 16 or 8 (ResNet and timm families: dilation in the last stages).
+        **kwargs: the featx backbone's options (``frozen_stages``, ``norm_cfg``, ...).
+
+    Shapes: ``(N, in_chans, H, W)`` -> ``(N, num_classes)``; ``forward_features`` -> the C5 map
+    ``(N, num_features, ~H/32, ~W/32)``.
+    """
+
+    def __init__(self, entry: str, num_classes: int = 1000, in_chans: int = 3, global_pool: str = "avg",
+                 drop_rate: float = 0.0, output_stride: Optional[int] = None, **kwargs: Any) -> None:
+        super().__init__()
+        self.entry = CATALOG[entry]
+        if output_stride not in (None, 32):
+            if self.entry.family.name not in ("resnet", "timm"):
+                raise ValueError(f"{entry} has no output_stride option (only 32); ResNet-family and timm-family "
+                                 f"models take 8 or 16")
+            kwargs["output_stride"] = output_stride
+        kwargs.pop("out_indices", None)  # a timm model computes every level; features_only selects
+        self.backbone: FeatureExtractor = self.entry.construct(**kwargs)
+        if in_chans != self.backbone.in_channels:
+            self._rebuild_first_conv(in_chans)
+        self.num_classes = num_classes
+        self.drop_rate = drop_rate
+        self.num_features = self.head_hidden_size = self.backbone.stage_infos[-1].channels
+        self.global_pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=True)
+        self.fc = self._make_fc(num_classes, global_pool)
+        self.grad_checkpointing = False
+        # timm's feature description: one dict per level C2..C5
+        self.feature_info = [dict(num_chs=f.channels, reduction=f.stride, module=f"backbone.{f.module}" if f.module else
+                                  f"backbone.stage{i}", name=f.name) for i, f in enumerate(self.backbone.stage_infos)]
+
+    def _make_fc(self, num_classes: int, global_pool: str) -> nn.Module:
+        if num_classes <= 0:
+            return nn.Identity()
+        pooled = self.num_features * self.global_pool.feat_mult() if global_pool else self.num_features
+        return nn.Linear(pooled, num_classes)
+
+    def _rebuild_first_conv(self, in_chans: int) -> None:
+        name, conv = next((n, m) for n, m in self.backbone.named_modules() if isinstance(m, nn.Conv2d))
+        new = nn.Conv2d(in_chans, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, conv.dilation,
+                        conv.groups, conv.bias is not None, conv.padding_mode)
+        self.backbone.set_submodule(name, new)
+        self.backbone.in_channels = in_chans
+
+    # -- timm's model interface ------------------------------------------------------------------
+    def get_classifier(self) -> nn.Module:
+        return self.fc
+
+    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
+        self.num_classes = num_classes
+        if global_pool is not None:
+            self.global_pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=True)
+        self.fc = self._make_fc(num_classes, self.global_pool.pool_type)
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.grad_checkpointing = enable
+        self.backbone.set_grad_checkpointing(enable)
+
+    def group_matcher(self, coarse: bool = False) -> dict:
+        """Parameter groups for timm's layer-wise LR decay: the stem, then one group per stage."""
+        stem = [n for n, _ in self.backbone.named_parameters() if not any(
+            n.startswith(m + ".") for i in range(len(self.backbone.stage_infos)) for m in self.backbone.stage_module_names(i))]
+        stages = [rf"^backbone\.({'|'.join(map(re.escape, self.backbone.stage_module_names(i)))})\."
+                  for i in range(len(self.backbone.stage_infos))]
+        return dict(stem=rf"^backbone\.({'|'.join(map(re.escape, stem))})$" if stem else r"^$",
+                    blocks=[(pattern, (i,)) for i, pattern in enumerate(stages)])
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """``(N, C, H, W)`` -> the C5 map, unpooled."""
+        x = self.backbone.check_input(x)
+        return self.backbone.forward_stages(x, len(self.backbone.stage_infos) - 1)[-1]
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = self.global_pool(x)
+        if self.drop_rate:
+            x = F.dropout(x, p=float(self.drop_rate), training=self.training)
+        return x if pre_logits else self.fc(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def forward_intermediates(self, x: torch.Tensor, indices: Optional[Union[int, list[int]]] = None,
+                              norm: bool = False, stop_early: bool = False, output_fmt: str = "NCHW",
+                              intermediates_only: bool = False):
+        """timm's intermediate-feature API: the C2..C5 maps at ``indices`` (all by default; an int
+        takes the last n), and unless ``intermediates_only`` the final C5 map as well."""
+        if output_fmt != "NCHW":
+            raise ValueError(f"featx models give NCHW maps, got output_fmt={output_fmt!r}")
+        num = len(self.backbone.stage_infos)
+        take, last = feature_take_indices(num, indices)
+        x = self.backbone.check_input(x)
+        outs = self.backbone.forward_stages(x, last if (intermediates_only or stop_early) else num - 1)
+        intermediates = [outs[i] for i in take]
+        if intermediates_only:
+            return intermediates
+        return outs[-1], intermediates
+
+    def prune_intermediate_layers(self, indices: Union[int, list[int]] = 1, prune_norm: bool = False,
+                                  prune_head: bool = True) -> list[int]:
+        """Drop the stages after the last of ``indices`` (and the head); returns the indices, absolute."""
+        take, last = feature_take_indices(len(self.backbone.stage_infos), indices)
+        self.backbone.prune_stages_after(last)
+        if prune_head:
+            self.reset_classifier(0, "")
+        return take
+
+    # -- weights ---------------------------------------------------------------------------------
+    def load_pretrained(self, path: str) -> LoadReport:
+        """timm's ``custom_load`` hook: load a checkpoint file (torchvision's, from the hub cache, or
+        ``pretrained_cfg_overlay=dict(file=...)``) through featx's safe, strict loader."""
+        verify_hash_prefix(Path(path))
+        state = unwrap_state_dict(load_checkpoint_file(path), str(path))
+        return self.load_source_state(state, str(path))
+
+    def load_source_state(self, state: dict[str, torch.Tensor], source: str) -> LoadReport:
+        """Load a state dict of the source library's classification model: the backbone strictly,
+        the classifier into ``fc`` when it fits (same classes, one linear layer), the input conv
+        adapted to ``in_chans``."""
+        head = _source_classifier(self.entry)
+        head_state = {k[len(head) + 1:]: v for k, v in state.items() if head and k.startswith(head + ".")}
+        body = {k: v for k, v in state.items() if not (head and k.startswith(head + "."))}
+        conv_name = next(n for n, m in self.backbone.named_modules() if isinstance(m, nn.Conv2d))
+        w = body.get(conv_name + ".weight")
+        if w is not None and w.shape[1] != self.backbone.in_channels:
+            body[conv_name + ".weight"] = adapt_input_conv(self.backbone.in_channels, w)
+        report = load_state(self.backbone, body, source)
+        fc = self.fc
+        if isinstance(fc, nn.Linear) and head_state.get("weight") is not None and head_state["weight"].shape == fc.weight.shape:
+            fc.load_state_dict(head_state, strict=True)
+            report.loaded += len(head_state)
+            report.dropped = [k for k in report.dropped if not k.startswith(head + ".")]
+        self.load_report = report
+        return report
+
+
+def _filter_timm_state(state: dict[str, torch.Tensor], model: FeatxTimmModel) -> dict[str, torch.Tensor]:
+    """timm's ``pretrained_filter_fn`` for hub weights of the timm families: the source checkpoint
+    mapped onto ``model``'s keys with featx's strict matching (``fc`` kept for timm's own check)."""
+    body = {k: v for k, v in state.items() if not k.startswith("fc.")}
+    mapped, _, _, _ = adapt_state_dict(model.backbone, body)
+    out = {f"backbone.{k}": v for k, v in mapped.items()}
+    if isinstance(model.fc, nn.Linear):
+        out.update({k: v for k, v in state.items() if k.startswith("fc.")})
+    missing = set(model.state_dict()) - set(out) - {k for k in model.state_dict() if k.startswith("fc.")}
+    if missing:
+        raise CheckpointMismatchError(f"timm checkpoint does not fit {type(model).__name__}: missing {sorted(missing)[:4]}")
+    return out
+
+
+# -- pretrained configs and registration --------------------------------------------------------------
+def _torchvision_cfgs(entry: ModelEntry) -> dict[str, dict]:
+    enum = torchvision_weights_enum(entry.arch)
+    members = [enum.DEFAULT] + [m for m in enum if m != enum.DEFAULT] if enum is not None else []
+    first_conv = "backbone." + _FIRST_CONV[entry.family.name]
+    head = _source_classifier(entry)
+    cfgs = {}
+    for member in members:
+        t = member.transforms()
+        crop, resize = t.crop_size[0], t.resize_size[0]
+        side = _C5_SIDE.get(entry.arch, -(-crop // 32))
+        cfgs[f"{timm_name(entry)}.{pretrained_tag(member.name)}"] = dict(
+            url=member.url, custom_load=True, num_classes=len(member.meta.get("categories") or []) or 1000,
+            input_size=(3, crop, crop), pool_size=(side, side), crop_pct=round(crop / resize, 4),
+            interpolation=t.interpolation.value, mean=tuple(t.mean), std=tuple(t.std), first_conv=first_conv,
+            classifier="fc", license="bsd-3-clause (torchvision)", origin_url="https://pytorch.org/vision/stable/models.html",
+            notes=(f"torchvision {type(member).__name__}.{member.name}",
+                   "classifier loaded" if head else "classifier not in the source's form: fc starts untrained"),
+        )
+    if not cfgs:  # no torchvision weights: a cfg for the defaults only
+        cfgs[timm_name(entry)] = dict(num_classes=1000, input_size=(3, 224, 224), pool_size=(7, 7), crop_pct=0.875,
+                                      interpolation="bilinear", first_conv=first_conv, classifier="fc")
+    return cfgs
+
+
+def _timm_family_cfgs(entry: ModelEntry) -> dict[str, dict]:
+    cfgs = {}
+    for full in list_pretrained(f"{entry.arch}.*") or [entry.arch]:
+        src = get_pretrained_cfg(full)
+        tag = full.split(".", 1)[1] if "." in full else ""
+        cfg = {k: v for k, v in src.to_dict().items() if k not in ("architecture", "tag") and v is not None}
+        cfg["first_conv"] = "backbone." + (src.first_conv if isinstance(src.first_conv, str) else src.first_conv[0])
+        cfg["classifier"] = "fc"
+        cfgs[f"{timm_name(entry)}.{tag}" if tag else timm_name(entry)] = cfg
+    return cfgs
+
+
+TIMM_MODELS: dict[str, ModelEntry] = {timm_name(e): e for e in CATALOG.values() if e.kind == "backbone"}
+
+default_cfgs = generate_default_cfgs({
+    name: cfg
+    for entry in TIMM_MODELS.values()
+    for name, cfg in (_timm_family_cfgs(entry) if entry.family.name == "timm" else _torchvision_cfgs(entry)).items()
+})
+
+
+def _entrypoint(entry: ModelEntry):
+    def create(pretrained: bool = False, **kwargs: Any) -> FeatxTimmModel:
+        filter_fn = _filter_timm_state if entry.family.name == "timm" else None
+        return build_model_with_cfg(FeatxTimmModel, timm_name(entry), pretrained, entry=entry.name,
+                                    feature_cfg=dict(feature_cls="getter", out_indices=(0, 1, 2, 3)),
+                                    pretrained_filter_fn=filter_fn, **kwargs)
+
+    create.__name__ = create.__qualname__ = timm_name(entry)
+    create.__module__ = __name__
+    create.__doc__ = (f"featx {entry.name} ({entry.arch}) as a timm model: classifier, or C2..C5 with "
+                      f"features_only=True (out_indices 0..3 = C2..C5).")
+    return create
+
+
+for _entry in TIMM_MODELS.values():
+    register_model(_entrypoint(_entry))

@@ -1,0 +1,17 @@
+"""Models by name: the catalogue, composites, detector presets and the one name resolver.
+
+Layer: above ``backbones``/``necks``/``weights``; everything that builds a model by name uses this
+package (``create_model``), so Python, mmengine configs, timm and the CLI agree on names.
+"""
+from featx.models.catalog import (BASES, CATALOG, FAMILIES, PYRAMIDS, Family, ModelEntry, Pyramid, build_model, get_entry,
+                                  list_models)
+from featx.models.composite import BackboneFPN
+from featx.models.presets import DETECTION_PRESETS, detection_composite
+from featx.models.resolve import build_module, create_model, resolve_name
+from featx.models.sources import load_weights, resolve_weights, torchvision_weights_enum
+
+__all__ = [
+    "BASES", "CATALOG", "FAMILIES", "PYRAMIDS", "Family", "ModelEntry", "Pyramid", "BackboneFPN", "build_model",
+    "get_entry", "list_models", "DETECTION_PRESETS", "detection_composite", "build_module", "create_model",
+    "resolve_name", "load_weights", "resolve_weights", "torchvision_weights_enum",
+]
