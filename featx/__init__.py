@@ -3,8 +3,6 @@
 Importing featx registers its models in mmengine's registry (scope ``featx``) and in timm's
 (``featx_<arch>``), and allow-lists mmengine's checkpoint types for ``torch.load(weights_only=True)``.
 """
-__version__ = "0.1.0"
-
 from featx.backbones import VGG, AlexNet, DenseNet, GoogLeNet, InceptionV3, MobileNet, ResNet, TimmBackbone
 from featx.errors import FeatxError
 from featx.integrations import timm as _timm_registration  # noqa: F401  (registers featx_* in timm)
@@ -12,6 +10,7 @@ from featx.features import Composite, Extractor, FeatureExtractor, FeatureInfo
 from featx.models import BackboneFPN, create_model, list_models
 from featx.necks import FPN
 from featx.registry import MODELS
+from featx.version import __version__
 
 __all__ = [
     "__version__", "MODELS", "FeatxError", "FeatureInfo", "Extractor", "FeatureExtractor", "Composite", "ResNet", "VGG",

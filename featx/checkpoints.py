@@ -25,6 +25,7 @@ from urllib.parse import urlparse
 import numpy as np
 import torch
 from mmengine.logging.history_buffer import HistoryBuffer
+from safetensors.torch import load_file as load_safetensors
 
 from featx.errors import UnsafeCheckpointError, WeightsError, WeightsUnavailableError
 
@@ -94,10 +95,8 @@ def load_checkpoint_file(path: Union[str, Path]) -> Any:
     if not path.is_file():
         raise WeightsUnavailableError(f"checkpoint file not found: {path}")
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
         try:
-            return load_file(str(path), device="cpu")
+            return load_safetensors(str(path), device="cpu")
         except Exception as e:  # safetensors raises its own error type for bad headers
             raise WeightsError(f"{path} is not a readable safetensors file (corrupt or truncated?): {e}") from None
     try:

@@ -12,7 +12,6 @@ from typing import Callable, Optional, Sequence
 
 import torch
 
-import featx
 from featx.checkpoints import hub_checkpoint_path
 from featx.deploy.onnx_export import export_onnx
 from featx.deploy.parity import ort_parity
@@ -20,6 +19,7 @@ from featx.images import detection_batch, load_image, sample_image_path
 from featx.models import create_model, get_entry, torchvision_weights_enum
 from featx.report import format_table
 from featx.timing import median_ms
+from featx.version import __version__
 from featx.viz import render_feature_maps
 
 __all__ = ["pick_weights", "pyramid_rows", "run", "run_demo"]
@@ -59,7 +59,7 @@ def run_demo(model_name: str = "ResNet50FPN", image: Optional[str] = None, expor
              log: Callable[[str], None] = lambda m: print(m, file=sys.stderr, flush=True)) -> int:
     """The whole demo; ``out`` gets the report, ``log`` the progress. Returns 0 when parity passes."""
     weights, note = pick_weights(model_name)
-    out(f"featx {featx.__version__} | {model_name} | weights: {note}")
+    out(f"featx {__version__} | {model_name} | weights: {note}")
     r = run(model_name, image, weights)
     out(f"image {r['image']}")
     out(f"input {'x'.join(map(str, r['input']))} (torchvision detection preprocessing: shorter side 800, "

@@ -9,6 +9,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.transforms.functional import pil_to_tensor
+from torchvision.transforms.v2 import functional as TF
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "IMAGE_EXTENSIONS", "sample_image_path", "to_rgb", "load_image",
            "resize_normalize", "detection_batch", "expand_image_paths"]
@@ -23,7 +24,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 def sample_image_path() -> Path:
     """A real photo that ships with matplotlib (Grace Hopper, 600x512 JPEG)."""
-    import matplotlib
+    import matplotlib  # only to find its data folder; importing it costs ~0.3 s
 
     return Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
 
@@ -79,8 +80,6 @@ def load_image(path: Union[str, Path]) -> torch.Tensor:
 def resize_normalize(image: torch.Tensor, size: Sequence[int], mean: Sequence[float] = IMAGENET_MEAN,
                      std: Sequence[float] = IMAGENET_STD) -> torch.Tensor:
     """``(3, H, W)`` 0..1 image -> ``(3, *size)`` resized (antialiased) and normalized by ``mean``/``std``."""
-    from torchvision.transforms.v2 import functional as TF
-
     x = TF.resize(image, list(size), antialias=True)
     return (x - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)
 

@@ -56,7 +56,7 @@ def feature_figure(image: torch.Tensor, features: Sequence[torch.Tensor], titles
     Panels are ``PANEL_INCHES`` square at ``DPI``, at most 3 per row, so the PNG is
     ``(100 * 4 * cols) x (100 * 4 * rows)`` pixels. Returns ``(width, height, panels)``.
     """
-    import matplotlib
+    import matplotlib  # headless: the Agg backend must be chosen before pyplot is imported
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

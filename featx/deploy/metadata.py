@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 from typing import Any, Union
 
+import onnx
 import torch
 from torch import nn
 
@@ -23,8 +24,6 @@ __all__ = ["read_metadata", "build_from_config", "model_from_metadata"]
 
 def read_metadata(path: Union[str, Path]) -> dict[str, Any]:
     """The ``featx.*`` metadata of an exported ONNX file, JSON values decoded, prefix dropped."""
-    import onnx
-
     path = Path(path)
     if path.is_dir():
         raise ParityError(f"{path} is a folder; expected an .onnx file")

@@ -12,17 +12,21 @@ whose keys are ``ExportSettings`` fields.
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import re
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Union
 
+import onnx
 import torch
 from mmengine.config import Config
 from torch import nn
 
-import featx
 from featx.errors import ExportError, did_you_mean
 from featx.features import Composite, FeatureExtractor, as_output_tuple
 from featx.images import IMAGENET_MEAN, IMAGENET_STD
@@ -32,6 +36,7 @@ from featx.deploy.metadata import build_from_config
 from featx.models import resolve_name
 from featx.train.classifier import ImageClassifier
 from featx.train.predict import classifier_config_from_checkpoint
+from featx.version import __version__
 
 __all__ = ["ExportSettings", "ExportResult", "export_onnx", "model_config", "target_config", "PROFILES_DIR",
            "list_profiles", "load_profile", "DEFAULT_OPSET"]
@@ -87,8 +92,6 @@ def _min_input_size(model: nn.Module) -> int:
 
 
 def _value_info(values) -> list[dict]:
-    import onnx
-
     out = []
     for v in values:
         t = v.type.tensor_type
@@ -109,8 +112,6 @@ def export_onnx(
     The model is built with ``torch.manual_seed(seed)`` so a random-init export can be rebuilt
     for parity. Writes atomically: on any failure no file exists under ``path``.
     """
-    import onnx
-
     settings = settings or ExportSettings()
     start = time.perf_counter()
     cfg = model_config(model)
@@ -154,7 +155,7 @@ def export_onnx(
             proto = _simplify(proto)
         weights = cfg.get("weights")
         metadata = {
-            "featx.version": featx.__version__,
+            "featx.version": __version__,
             "featx.model_config": json.dumps(cfg, default=str),
             "featx.init_seed": str(seed),
             "featx.weights": str(weights) if weights is not None else f"none (random init, seed {seed})",
@@ -199,9 +200,6 @@ class _Float16(nn.Module):
 
 
 def _run_exporter(net: nn.Module, sample: torch.Tensor, path: Path, out_names: list[str], s: ExportSettings) -> None:
-    import contextlib
-    import io
-
     if s.exporter == "dynamo":
         shapes = None
         if s.static_shape is None:
@@ -216,8 +214,6 @@ def _run_exporter(net: nn.Module, sample: torch.Tensor, path: Path, out_names: l
         if s.static_shape is None:
             axes = {"input": {0: "batch", 2: "height", 3: "width"}}
             axes.update({n: {0: "batch", 2: f"{n}_height", 3: f"{n}_width"} for n in out_names})
-        import warnings
-
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             torch.onnx.export(net, (sample,), str(path), dynamo=False, input_names=["input"], output_names=out_names,
@@ -226,8 +222,6 @@ def _run_exporter(net: nn.Module, sample: torch.Tensor, path: Path, out_names: l
 
 def _name_dynamic_dims(proto) -> None:
     """Rename the exporter's symbols (``s77``) to ``batch``/``height``/``width`` in every shape."""
-    import re
-
     dims = proto.graph.input[0].type.tensor_type.shape.dim
     names = {dims[i].dim_param: new for i, new in ((0, "batch"), (2, "height"), (3, "width")) if dims[i].dim_param}
     if not names:
@@ -241,7 +235,7 @@ def _name_dynamic_dims(proto) -> None:
 
 def _simplify(proto):
     try:
-        import onnxslim
+        import onnxslim  # optional (--simplify): not a featx dependency
     except ImportError:
         raise ExportError("--simplify needs onnxslim: pip install onnxslim") from None
     return onnxslim.slim(proto)

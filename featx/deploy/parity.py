@@ -77,7 +77,7 @@ class ParityReport:
 
 
 def _providers(device: str) -> tuple[list, str]:
-    import onnxruntime as ort
+    import onnxruntime as ort  # one of two exclusive extras (onnxruntime / onnxruntime-gpu): imported on use
 
     available = ort.get_available_providers()
     cuda_ok = "CUDAExecutionProvider" in available and torch.cuda.is_available()
@@ -116,7 +116,7 @@ def ort_parity(
     Every size runs at ``batches[0]``; the first size also at each further batch. A file exported
     with a static shape runs at that shape only; other sizes are a clear ``ParityError``.
     """
-    import onnxruntime as ort
+    import onnxruntime as ort  # one of two exclusive extras (onnxruntime / onnxruntime-gpu): imported on use
 
     if repeats < 0:
         raise ValueError(f"repeats must be >= 0, got {repeats}")

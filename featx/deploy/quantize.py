@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
 import numpy as np
+import onnx
 
 from featx.deploy.metadata import read_metadata
 from featx.deploy.onnx_export import ExportSettings, export_onnx
@@ -67,7 +68,6 @@ def quantize_onnx(fp32_path: Union[str, Path], out_path: Union[str, Path], calib
                   calib_size: tuple[int, int] = (512, 512), count: int = 32, method: str = "percentile",
                   log: Any = print) -> QuantizeResult:
     """Write a statically quantized (QDQ, per-channel int8 weights) copy of ``fp32_path``."""
-    import onnx
     # ONNX Runtime is one of two exclusive extras (onnxruntime / onnxruntime-gpu): imported on use
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
                                           quant_pre_process, quantize_static)

@@ -22,6 +22,7 @@ import torch
 from mmengine.logging import print_log
 from PIL import Image
 from torch.utils.data import Dataset
+from torchvision.transforms import v2
 
 from featx.errors import DataError, did_you_mean
 from featx.images import IMAGE_EXTENSIONS, IMAGENET_MEAN, IMAGENET_STD, to_rgb
@@ -223,8 +224,6 @@ def build_pipeline(steps: Sequence[Union[dict, Callable]]) -> Callable:
     """A ``torchvision.transforms.v2.Compose`` from config dicts, e.g.
     ``[dict(type="Resize", size=32), dict(type="ToImage"), dict(type="ToDtype", dtype="float32", scale=True)]``.
     ``type`` names a class in ``torchvision.transforms.v2``; dtype names may be strings."""
-    from torchvision.transforms import v2
-
     built = []
     for step in steps:
         if callable(step):

@@ -24,7 +24,7 @@ def write_digits_imagefolder(out: Union[str, Path], val_ratio: float = 0.2, seed
     appears complete or not at all (written beside ``out`` and renamed). Returns counts per split.
     """
     try:
-        from sklearn.datasets import load_digits
+        from sklearn.datasets import load_digits  # the optional `digits` extra
     except ImportError:
         raise RuntimeError("the digits dataset ships with scikit-learn: pip install scikit-learn") from None
     if not 0.0 < val_ratio < 1.0:

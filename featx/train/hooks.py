@@ -15,6 +15,9 @@ from typing import Any, Optional
 import numpy as np
 from mmengine.dist import is_main_process
 from mmengine.hooks import Hook
+from rich.console import Console
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                           TimeRemainingColumn)
 
 from featx.io import atomic_path, write_json
 from featx.registry import HOOKS
@@ -43,10 +46,6 @@ class ProgressHook(Hook):
     def before_train_epoch(self, runner) -> None:
         if not is_main_process():
             return
-        from rich.console import Console
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                                   TimeRemainingColumn)
-
         self._progress = Progress(
             TextColumn(f"epoch {runner.epoch + 1}/{runner.max_epochs}"), BarColumn(), MofNCompleteColumn(),
             TextColumn("loss {task.fields[loss]}  lr {task.fields[lr]}"), TimeElapsedColumn(),
@@ -153,7 +152,7 @@ class TrainingReportHook(Hook):
 
 
 def _figure():
-    import matplotlib
+    import matplotlib  # headless: the Agg backend must be chosen before pyplot is imported
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -11,12 +11,15 @@ checkpointing, logging, launchers); this module only prepares the config:
 """
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any, Optional, Union
 
 import torch
+import torch.distributed as dist
 from mmengine.config import Config
+from mmengine.runner import Runner
 
 from featx.errors import DataError, TrainError
 from featx.train.checkpoint import ATOMIC_BACKEND, find_resume_checkpoint
@@ -129,8 +132,6 @@ def prepare_config(cfg: Config, work_dir: Optional[str] = None, resume: Optional
 def _init_cpu_process_group(cfg: Config) -> None:
     """mmengine's launcher calls ``torch.cuda.set_device`` first, which fails without a GPU; on a
     CPU-only machine featx initializes the gloo process group itself (mmengine then skips it)."""
-    import torch.distributed as dist
-
     if cfg.launcher == "pytorch" and not torch.cuda.is_available() and not dist.is_initialized():
         dist.init_process_group(backend="gloo")
 
@@ -140,10 +141,6 @@ def train(config: Union[str, Path, Config], work_dir: Optional[str] = None, resu
           data_root: Optional[str] = None, extra_hooks: Optional[list] = None) -> dict[str, Any]:
     """Fine-tune as the config says; returns ``{"work_dir", "best_checkpoint", "last_checkpoint",
     "metrics"}`` (``metrics`` from ``metrics.json``, main process only)."""
-    import json
-
-    from mmengine.runner import Runner
-
     name = Path(str(config)).stem if not isinstance(config, Config) else "run"
     cfg = prepare_config(load_config(config, cfg_options), work_dir, resume, amp, launcher, data_root, name)
     _init_cpu_process_group(cfg)

@@ -1,0 +1,147 @@
+"""The package's shape: imports point down the layers, no cycles, and every module says its job."""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "featx"
+
+# Lower layers never import higher ones (README: Layout). Same-layer imports are allowed, cycles are not.
+LAYERS: list[tuple[str, ...]] = [
+    ("featx.version", "featx.errors", "featx.features", "featx.layers", "featx.io", "featx.images", "featx.timing", "featx.compare",
+     "featx.report", "featx.winograd"),
+    ("featx.registry",),
+    ("featx.backbones", "featx.necks"),
+    ("featx.checkpoints", "featx.weights"),
+    ("featx.models",),
+    ("featx.inference", "featx.deploy", "featx.check", "featx.stats", "featx.bench", "featx.train", "featx.detection",
+     "featx.integrations", "featx.viz", "featx.demo"),
+    ("featx.cli",),
+]
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _layer(module: str) -> int:
+    for rank, prefixes in enumerate(LAYERS):
+        if any(module == p or module.startswith(p + ".") for p in prefixes):
+            return rank
+    raise AssertionError(f"{module} is in no layer of tests/test_architecture.py: place it")
+
+
+def _featx_imports(tree: ast.Module, module: str, package: bool) -> tuple[list[str], list[tuple[str, int]]]:
+    """(module-level featx imports, function-level featx imports with line numbers)."""
+    top, nested = [], []
+
+    def targets(node) -> list[str]:
+        if isinstance(node, ast.Import):
+            return [a.name for a in node.names if a.name.split(".")[0] == "featx"]
+        if isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:  # relative import
+                parent = module.split(".")[: len(module.split(".")) - node.level + (1 if package else 0)]
+                base = ".".join(parent + ([base] if base else []))
+            if base.split(".")[0] != "featx":
+                return []
+            # "from featx.x import y" may import the module featx.x.y
+            return [f"{base}.{a.name}" if (PACKAGE.parent / Path(*f"{base}.{a.name}".split("."))).with_suffix(".py").exists()
+                    or (PACKAGE.parent / Path(*f"{base}.{a.name}".split("."))).is_dir() else base for a in node.names]
+        return []
+
+    for node in tree.body:
+        top += targets(node)
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            for inner in ast.walk(node):
+                nested += [(t, inner.lineno) for t in targets(inner)]
+    return top, nested
+
+
+def _modules() -> dict[str, tuple[list[str], list[tuple[str, int]], ast.Module]]:
+    out = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if "profiles" in path.parts:  # export profiles are config files, not modules
+            continue
+        name = _module_name(path)
+        tree = ast.parse(path.read_text())
+        top, nested = _featx_imports(tree, name, path.name == "__init__.py")
+        out[name] = (top, nested, tree)
+    return out
+
+
+MODULES = _modules()
+
+
+def test_every_module_is_in_a_layer_and_says_its_job():
+    for name, (_, _, tree) in MODULES.items():
+        if name == "featx":
+            continue
+        _layer(name)
+        doc = ast.get_docstring(tree)
+        assert doc and doc.strip().splitlines()[0].strip(), f"{name} has no docstring stating its job"
+
+
+def test_imports_point_down_the_layers():
+    wrong = []
+    for name, (top, nested, _) in MODULES.items():
+        if name == "featx":  # the facade re-exports the public API
+            continue
+        for target in top:
+            if target != "featx" and _layer(target) > _layer(name):
+                wrong.append(f"{name} (layer {_layer(name)}) imports {target} (layer {_layer(target)})")
+    assert not wrong, "\n".join(wrong)
+
+
+def test_registry_imports_nothing_of_featx():
+    assert MODULES["featx.registry"][0] == []
+
+
+def test_no_featx_imports_inside_functions():
+    """Imports inside functions hid cycles; featx modules are imported at the top (only optional or heavy
+    third-party packages are imported where they are used)."""
+    nested = [f"{name}:{line} imports {target}" for name, (_, inner, _) in MODULES.items() for target, line in inner]
+    assert not nested, "\n".join(nested)
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str]:
+    """One import cycle of ``graph`` (module -> modules it imports), or [] when there is none."""
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str]:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                return stack[stack.index(nxt):] + [nxt]
+            if nxt not in state:
+                found = visit(nxt)
+                if found:
+                    return found
+        stack.pop()
+        state[node] = 2
+        return []
+
+    for node in sorted(graph):
+        if node not in state:
+            found = visit(node)
+            if found:
+                return found
+    return []
+
+
+def test_no_import_cycle():
+    graph = {name: {t for t in top if t in MODULES and t not in (name, "featx")} for name, (top, _, _) in MODULES.items()
+             if name != "featx"}
+    cycle = find_cycle(graph)
+    assert not cycle, "import cycle: " + " -> ".join(cycle)
+
+
+def test_the_cycle_finder_finds_cycles():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set(), "c": {"a"}}) == []
