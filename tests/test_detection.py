@@ -6,8 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 from mmengine.config import Config
-from mmengine.registry import MODELS as ROOT
-from mmengine.registry import DefaultScope, Registry
+from mmengine.registry import DefaultScope
 from torchvision.models.detection import FCOS, FasterRCNN, KeypointRCNN, MaskRCNN, RetinaNet
 from torchvision.models.detection.retinanet import _default_anchorgen
 
@@ -98,10 +97,7 @@ def test_anchor_settings_equal_torchvision_defaults():
         detector_kwargs(fpn, "yolo")
 
 
-# -- mmdet-format configs ------------------------------------------------------------------
-MMDET = Registry("model", parent=ROOT, scope="mmdet")  # what mmdet's own registry is
-
-
+# -- mmdet's own configs with featx backbones, built by mmdet's registry ---------------------------
 def _pyramid_expected_by_heads(model_cfg) -> tuple[int, list[int]]:
     if "rpn_head" in model_cfg:
         return model_cfg.rpn_head.in_channels, list(model_cfg.rpn_head.anchor_generator.strides)
@@ -110,20 +106,20 @@ def _pyramid_expected_by_heads(model_cfg) -> tuple[int, list[int]]:
 
 @pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.py")), ids=lambda p: p.name)
 def test_detection_configs_build_and_fit_their_heads(path):
+    from mmdet.registry import MODELS as MMDET_MODELS
+    from mmdet.utils import register_all_modules
+
+    register_all_modules(init_default_scope=False)
     cfg = Config.fromfile(str(path))
-    assert cfg.custom_imports.imports == ["featx"]
+    assert cfg.custom_imports.imports == ["featx"] and cfg.default_scope == "mmdet"
     model_cfg = cfg.model
-    backbone_cfg = model_cfg.backbone.to_dict()
-    backbone_cfg["weights"] = None  # no network here; weights loading has its own tests
-    if not DefaultScope.check_instance_created("test-mmdet-configs"):
-        DefaultScope.get_instance("test-mmdet-configs", scope_name="mmdet")
+    model_cfg.backbone.weights = None  # no network here; weights loading has its own tests
     with DefaultScope.overwrite_default_scope("mmdet"):
-        backbone = MMDET.build(backbone_cfg)
-        neck = MMDET.build(model_cfg.neck.to_dict()) if model_cfg.get("neck") else None
+        detector = MMDET_MODELS.build(model_cfg)  # mmdet's own detector class around the featx modules
+    backbone, neck = detector.backbone, (detector.neck if detector.with_neck else None)
+    assert type(backbone).__module__.startswith("featx.") and (neck is None or type(neck).__module__.startswith("featx."))
     with torch.no_grad():
-        feats = backbone.eval()(torch.rand(1, 3, 96, 128))
-        if neck is not None:
-            feats = neck.eval()(feats)
+        feats = detector.eval().extract_feat(torch.rand(1, 3, 96, 128))
     infos = neck.feature_info if neck is not None else backbone.feature_info
     channels, strides = _pyramid_expected_by_heads(model_cfg)
     assert [f.stride for f in infos] == strides and len(feats) == len(strides)

@@ -1,0 +1,169 @@
+"""featx inside a real mmdet 3.3.0 (with mmcv 2.1.0's compiled ops): mmdet's own configs train, evaluate
+with mmdet's CocoMetric and infer through mmdet's inference API; mmdet's ResNet + FPN and featx's agree."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import mmdet
+import pytest
+import torch
+from mmdet.registry import MODELS as MMDET_MODELS
+from mmdet.utils import register_all_modules
+from mmengine.config import Config
+from mmengine.registry import DefaultScope
+from mmengine.runner import Runner
+
+import featx
+from featx.detection.shapes import CATEGORIES, make_shapes_dataset
+from helpers import randomize_norm_stats, rel_err
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "configs" / "detection"
+register_all_modules(init_default_scope=False)
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("shapes")
+    make_shapes_dataset(root, num_train=8, num_val=4, size=128, seed=3)
+    return root
+
+
+def _tiny_run(cfg: Config, data: Path, work_dir: Path, iters: int = 4) -> Config:
+    """mmdet's config, as is, pointed at the shapes set: 3 classes, 128-px images, a few iterations on the CPU."""
+    classes = tuple(c["name"] for c in CATEGORIES)
+    for head in ("bbox_head",):
+        if head in cfg.model:
+            cfg.model[head].num_classes = len(classes)
+    if "roi_head" in cfg.model:
+        cfg.model.roi_head.bbox_head.num_classes = len(classes)
+        if "mask_head" in cfg.model.roi_head:
+            cfg.model.roi_head.mask_head.num_classes = len(classes)
+    cfg.model.backbone.weights = None  # no downloads here; weights loading has its own tests
+    # a few iterations from scratch score below mmdet's 0.05 threshold: keep every box so the metric has input
+    test_cfg = cfg.model.test_cfg
+    (test_cfg.rcnn if "rcnn" in test_cfg else test_cfg).score_thr = 0.0
+    for split, loader in (("train", cfg.train_dataloader), ("val", cfg.val_dataloader), ("val", cfg.test_dataloader)):
+        loader.num_workers = 0
+        loader.persistent_workers = False
+        loader.batch_size = 2
+        ds = loader.dataset
+        ds.data_root = str(data)
+        ds.ann_file = f"annotations/instances_{split}.json"
+        ds.data_prefix = dict(img=f"{split}/")
+        ds.metainfo = dict(classes=classes)
+        for step in ds.pipeline:
+            if step["type"] == "Resize":
+                step["scale"] = (128, 128)
+    for evaluator in (cfg.val_evaluator, cfg.test_evaluator):
+        evaluator.ann_file = str(data / "annotations" / "instances_val.json")
+        evaluator.backend_args = None
+    cfg.train_cfg = dict(type="IterBasedTrainLoop", max_iters=iters, val_interval=iters)
+    cfg.param_scheduler = [dict(type="LinearLR", start_factor=0.1, by_epoch=False, begin=0, end=iters)]
+    cfg.optim_wrapper.optimizer.lr = 0.002
+    cfg.optim_wrapper.clip_grad = dict(max_norm=10)  # random init: keep the first steps from diverging
+    cfg.randomness = dict(seed=0)
+    cfg.default_hooks.checkpoint = dict(type="CheckpointHook", by_epoch=False, interval=iters)
+    cfg.default_hooks.logger.interval = 1
+    cfg.log_processor = dict(type="LogProcessor", window_size=1, by_epoch=False)
+    cfg.work_dir = str(work_dir)
+    cfg.visualizer.vis_backends = [dict(type="LocalVisBackend")]
+    return cfg
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("config", ["faster-rcnn_featx-r50-fpn.py", "faster-rcnn_featx-r50_featx-fpn.py",
+                                    "retinanet_featx-r50-fpn.py"])
+def test_mmdet_trains_evaluates_and_infers_with_featx(config, shapes, tmp_path):
+    cfg = Config.fromfile(str(CONFIGS / config))
+    assert cfg.custom_imports.imports == ["featx"]
+    # the config is mmdet's own, only the backbone (and neck) replaced by featx
+    assert cfg.model.type in ("FasterRCNN", "RetinaNet") and cfg.model.backbone.type.startswith("featx.")
+    cfg = _tiny_run(cfg, shapes, tmp_path / "work")
+    runner = Runner.from_cfg(cfg)
+    assert type(runner.model.backbone).__module__.startswith("featx.")
+    runner.train()
+    metrics = runner.val()  # mmdet's CocoMetric on the 4 val images
+    assert {"coco/bbox_mAP", "coco/bbox_mAP_50"} <= set(metrics) and 0.0 <= metrics["coco/bbox_mAP_50"] <= 1.0
+    ckpt = tmp_path / "work" / "iter_4.pth"
+    assert ckpt.is_file()
+    dumped = tmp_path / "run_config.py"
+    cfg.dump(str(dumped))
+    image = shapes / "val" / "val_00000.png"
+    # mmdet's inference API in a fresh interpreter: torch >= 2.6 loads with weights_only=True, and the config's
+    # custom_imports (import featx) is what makes mmengine's checkpoint types loadable -- nothing unsafe
+    code = textwrap.dedent(f"""
+        import sys, torch
+        assert "featx" not in sys.modules
+        from mmdet.apis import inference_detector, init_detector
+        model = init_detector({str(dumped)!r}, {str(ckpt)!r}, device="cpu")
+        assert "featx" in sys.modules
+        result = inference_detector(model, {str(image)!r})
+        pred = result.pred_instances
+        print(json.dumps(dict(backbone=type(model.backbone).__name__, boxes=list(pred.bboxes.shape),
+                              labels=pred.labels.tolist(), scores=pred.scores.tolist())))
+    """)
+    out = subprocess.run([sys.executable, "-c", "import json\n" + code], capture_output=True, text=True, timeout=600,
+                         cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["backbone"] in ("BackboneFPN", "ResNet")
+    n = result["boxes"][0]
+    assert result["boxes"] == [n, 4] and len(result["labels"]) == len(result["scores"]) == n
+    assert all(0 <= label < len(CATEGORIES) for label in result["labels"])
+    assert all(0.0 <= s <= 1.0 for s in result["scores"])
+
+
+def test_mmengine_checkpoints_need_the_allow_list(shapes, tmp_path):
+    """An mmengine training checkpoint holds HistoryBuffer/numpy objects: weights_only=True refuses them unless
+    featx (imported) allow-listed exactly those types; nothing else gets through."""
+    code = textwrap.dedent("""
+        import pickle, sys, torch, numpy as np
+        from mmengine.logging import HistoryBuffer, MessageHub
+        hub = MessageHub("t"); hub.update_scalar("train/loss", np.float64(0.5))
+        path = sys.argv[1]
+        torch.save({"state_dict": {"w": torch.ones(1)}, "message_hub": hub.state_dict()}, path)
+        try:
+            torch.load(path, weights_only=True)
+            print("loaded without featx")
+        except pickle.UnpicklingError:
+            print("refused without featx")
+        import featx
+        ckpt = torch.load(path, weights_only=True)
+        print("loaded with featx", float(ckpt["message_hub"]["log_scalars"]["train/loss"].current()))
+    """)
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "c.pth")], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split("\n")[:2] == ["refused without featx", "loaded with featx 0.5"]
+
+
+def test_mmdet_resnet_fpn_and_featx_give_the_same_maps(tmp_path):
+    """mmdet's own ResNet-50 + FPN and featx's, loaded with the same (mmdet-format) checkpoint."""
+    with DefaultScope.overwrite_default_scope("mmdet"):
+        backbone = MMDET_MODELS.build(dict(type="ResNet", depth=50, num_stages=4, out_indices=(0, 1, 2, 3),
+                                           frozen_stages=1, norm_cfg=dict(type="BN", requires_grad=True),
+                                           norm_eval=True, style="pytorch"))
+        neck = MMDET_MODELS.build(dict(type="FPN", in_channels=[256, 512, 1024, 2048], out_channels=256, num_outs=5))
+    randomize_norm_stats(backbone, seed=11)
+    with torch.no_grad():
+        for p in neck.parameters():  # mmdet's FPN biases start at zero; make a swapped bias visible
+            p.add_(torch.randn_like(p) * 0.05)
+    state = {**{f"backbone.{k}": v for k, v in backbone.state_dict().items()},
+             **{f"neck.{k}": v for k, v in neck.state_dict().items()}}
+    torch.save({"meta": {"mmdet_version": mmdet.__version__}, "state_dict": state}, tmp_path / "mmdet_r50_fpn.pth")
+    ours = featx.create_model("ResNet50FPN", weights=str(tmp_path / "mmdet_r50_fpn.pth")).eval()
+    assert ours.load_report.loaded == len(state) and ours.load_report.key_map == "identity"
+    backbone.eval(), neck.eval()
+    for size in ((128, 160), (97, 131)):
+        x = torch.randn(2, 3, *size)
+        with torch.no_grad():
+            ref = neck(backbone(x))
+            out = ours(x)
+        assert len(out) == len(ref) == 5
+        for o, r in zip(out, ref):
+            assert o.shape == r.shape and rel_err(o, r) <= 1e-5
