@@ -9,6 +9,7 @@ from mmengine.config import Config
 from mmengine.registry import DefaultScope
 from torchvision.models.detection import FCOS, FasterRCNN, KeypointRCNN, MaskRCNN, RetinaNet
 from torchvision.models.detection.retinanet import _default_anchorgen
+from torchvision.ops import FrozenBatchNorm2d
 
 import featx
 from featx.integrations.torchvision import anchor_generator, as_detection_backbone, detector_kwargs
@@ -132,3 +133,100 @@ def test_detection_configs_build_and_fit_their_heads(path):
         assert roi.bbox_roi_extractor.out_channels == channels
         if "mask_roi_extractor" in roi:
             assert list(roi.mask_roi_extractor.featmap_strides) == strides[:4]
+
+
+# -- torchvision's defaults, as every torchvision tutorial builds a detector ------------------------
+@pytest.mark.parametrize("kind", list(SPECS))
+def test_torchvision_detectors_work_with_only_num_classes(kind):
+    """``FasterRCNN(backbone, num_classes)``, where resnet_fpn_backbone goes: torchvision's default anchors and
+    RoI poolers (levels "0".."3", "pool") fit a featx FPN composite (and RetinaNet/FCOS a RetinaFPN one)."""
+    cls, name, extra = SPECS[kind]
+    backbone = as_detection_backbone(featx.create_model(name))
+    det = cls(backbone, num_classes=3, min_size=128, max_size=192, **{k: v for k, v in extra.items()
+                                                                    if k == "num_keypoints"})
+    det.train()
+    losses = det([torch.rand(3, 128, 160)], [_targets(128, 160, kind)])
+    assert losses and all(torch.isfinite(v) for v in losses.values())
+    det.eval()
+    with torch.no_grad():
+        out = det([torch.rand(3, 131, 173)])[0]
+    assert out["boxes"].shape[1:] == (4,)
+
+
+@pytest.mark.parametrize("detector", ["fasterrcnn_resnet50_fpn", "maskrcnn_resnet50_fpn", "keypointrcnn_resnet50_fpn",
+                                      "retinanet_resnet50_fpn", "fcos_resnet50_fpn"])
+def test_featx_composite_replaces_a_torchvision_detectors_backbone_and_trains(detector):
+    import torchvision
+
+    from featx.models import DETECTION_PRESETS
+
+    det = torchvision.models.get_model(detector, weights=None, weights_backbone=None, num_classes=3,
+                                       min_size=128, max_size=160)
+    preset = dict(DETECTION_PRESETS[detector])
+    det.backbone = as_detection_backbone(featx.create_model(preset.pop("model"), **preset))
+    det.train()
+    kind = {"fasterrcnn": "faster_rcnn", "maskrcnn": "mask_rcnn", "keypointrcnn": "keypoint_rcnn"}.get(
+        detector.split("_")[0], detector.split("_")[0])
+    target = _targets(128, 160, kind)
+    if kind == "keypoint_rcnn":  # torchvision's keypoint R-CNN predicts 17 keypoints
+        target["keypoints"] = torch.cat([target["keypoints"]] * 6, dim=1)[:, :17]
+    losses = det([torch.rand(3, 128, 160)], [target])
+    loss = sum(losses.values())
+    assert torch.isfinite(loss)
+    loss.backward()
+    assert det.backbone.body.neck.fpn_convs[0].conv.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.slow
+def test_same_detections_as_torchvision_from_the_same_detection_checkpoint(tmp_path, monkeypatch):
+    """torchvision's Faster R-CNN on COCO_V1 against the same detector whose backbone is the featx composite
+    loaded (by featx's loader) from that checkpoint: the same boxes, scores and labels, in float64."""
+    import torchvision
+    from torchvision.models.detection import FasterRCNN_ResNet50_FPN_Weights as W
+
+    from featx.models import detection_composite
+    from helpers import place_in_hub_cache, randomize_norm_stats
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    source = torchvision.models.detection.fasterrcnn_resnet50_fpn(weights=None, weights_backbone=None)
+    randomize_norm_stats(source, seed=21)
+    place_in_hub_cache(source.state_dict(), W.COCO_V1.url, monkeypatch)
+
+    small = dict(box_score_thresh=0.0, min_size=256, max_size=320)  # every box kept; small images for the CPU
+    reference = torchvision.models.detection.fasterrcnn_resnet50_fpn(weights="COCO_V1", **small)
+    ours = torchvision.models.detection.fasterrcnn_resnet50_fpn(weights="COCO_V1", **small)
+    ours.backbone = as_detection_backbone(detection_composite("fasterrcnn_resnet50_fpn", weights="COCO_V1"))
+    assert ours.backbone.body.load_report.key_map == "torchvision detection -> featx"
+    # these legacy weights run with FrozenBatchNorm eps 0, as torchvision's builder sets it (a 1.5e-4 difference else)
+    assert {m.eps for m in ours.backbone.modules() if isinstance(m, FrozenBatchNorm2d)} == {0.0}
+    g = torch.Generator().manual_seed(0)
+    images = [torch.rand(3, 240, 320, generator=g, dtype=torch.float64), torch.rand(3, 257, 199, generator=g,
+                                                                                  dtype=torch.float64)]
+    with torch.no_grad():
+        ref = reference.double().eval()(images)
+        out = ours.double().eval()(images)
+    for o, r in zip(out, ref):
+        assert len(r["boxes"]) > 50  # a real comparison: torchvision keeps up to 100 boxes per image
+        assert torch.equal(o["labels"], r["labels"])
+        assert torch.allclose(o["boxes"], r["boxes"], rtol=0, atol=1e-8)
+        assert torch.allclose(o["scores"], r["scores"], rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("model,kwargs,words", [
+    ("ResNet18RetinaFPN", {}, "box_roi_pool pools levels ['0', '1', '2', '3'], but the featx pyramid has no '3'"),
+    ("ResNet18FPN", {"neck": {"num_outs": 4}}, "anchor generator has 5 sizes"),
+])
+def test_a_pyramid_that_does_not_fit_the_detector_fails_early_and_clearly(model, kwargs, words):
+    from featx.errors import DetectorMismatchError
+
+    det = FasterRCNN(as_detection_backbone(featx.create_model(model, **kwargs)), num_classes=3, min_size=128,
+                     max_size=160).eval()
+    with pytest.raises(DetectorMismatchError) as e, torch.no_grad():
+        det([torch.rand(3, 128, 160)])
+    assert words in str(e.value) and "detector_kwargs" in str(e.value)
+    # built with detector_kwargs, the same pyramid fits
+    backbone = det.backbone
+    fitted = FasterRCNN(backbone, num_classes=3, min_size=128, max_size=160,
+                        **detector_kwargs(backbone, "faster_rcnn")).eval()
+    with torch.no_grad():
+        assert fitted([torch.rand(3, 128, 160)])[0]["boxes"].shape[1:] == (4,)
