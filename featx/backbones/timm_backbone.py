@@ -24,7 +24,7 @@ import torch
 from timm.models import FeatureListNet
 
 from featx.errors import did_you_mean
-from featx.features import FeatureInfo, SequenceExtractor, check_image_batch, level_name
+from featx.features import FeatureInfo, SequenceExtractor, check_image_batch
 
 __all__ = ["TimmBackbone", "TIMM_ARCHS"]
 
@@ -67,30 +67,34 @@ class TimmBackbone(SequenceExtractor):
         self.arch = self.model_name = model_name
         reductions = net.feature_info.reduction()
         channels = net.feature_info.channels()
-        levels: dict[int, int] = {}
-        for index, stride in enumerate(reductions):
-            if stride in _LEVEL_STRIDES and stride not in levels:
-                levels[stride] = index
-        missing = [s for s in _LEVEL_STRIDES if s not in levels]
-        if missing:
-            raise ValueError(f"{model_name} has feature maps at strides {reductions}; featx needs 4, 8, 16 and 32 "
-                             f"(missing {missing}); try another output_stride or a model with a stride-4 stage")
-        self.timm_feature_indices = tuple(levels[s] for s in _LEVEL_STRIDES)
+        # C2..C5 are the first taps at strides 4, 8, 16, 32, each capped at the output stride (a dilated net
+        # repeats its last stride: 4, 8, 16, 16 at output_stride=16)
+        cap = int(timm_kwargs.get("output_stride") or 32)
+        wanted = [min(s, cap) for s in _LEVEL_STRIDES]
+        taps: list[int] = []
+        for stride in wanted:
+            start = taps[-1] + 1 if taps else 0
+            found = next((i for i in range(start, len(reductions)) if reductions[i] == stride), None)
+            if found is None:
+                raise ValueError(f"{model_name} has feature maps at strides {reductions}; featx needs {wanted} in that "
+                                 "order (C2..C5); try another output_stride or a model with a stride-4 stage")
+            taps.append(found)
+        self.timm_feature_indices = tuple(taps)
         module_names = net.feature_info.module_name()
-        infos = [FeatureInfo(level_name("C", s), channels[levels[s]], s, module_names[levels[s]]) for s in _LEVEL_STRIDES]
+        infos = [FeatureInfo(f"C{i + 2}", channels[t], reductions[t], module_names[t]) for i, t in enumerate(taps)]
         self.checkpoint_key_map: dict[str, str] = {}  # featx key -> timm key, where they differ
         with torch.device("meta"):  # only its key names are needed: no memory, no init
             full_keys = list(timm.create_model(model_name, pretrained=False, **timm_kwargs).state_dict())
         if isinstance(net, FeatureListNet):
-            self._init_chain(net, levels, full_keys)
+            self._init_chain(net, taps, full_keys)
         else:
-            self._init_wrapped(net, levels)
+            self._init_wrapped(net, taps)
         # the classifier side of timm's checkpoints (fc, conv_head, head.norm, ...): dropped and reported
         own = {self.checkpoint_key_map.get(k, k) for k in self.state_dict()}
         self.checkpoint_head_keys = frozenset(k for k in full_keys if k not in own)
         self._init_features(infos, out_indices, frozen_stages, norm_eval)
 
-    def _init_chain(self, net: Any, levels: dict[int, int], full_keys: list[str]) -> None:
+    def _init_chain(self, net: Any, taps: list[int], full_keys: list[str]) -> None:
         """A FeatureListNet: its children, in order, become the stem and the stages."""
         self.chain = True
         children = list(net.named_children())
@@ -98,8 +102,8 @@ class TimmBackbone(SequenceExtractor):
             self.add_module(name, module)
         tap_of_level = {int(index): name for name, index in net.return_layers.items()}
         order = [name for name, _ in children]
-        ends = [order.index(tap_of_level[levels[s]]) for s in _LEVEL_STRIDES]
-        first = next((order.index(tap_of_level[i]) + 1 for i in range(levels[4] - 1, -1, -1) if i in tap_of_level), 0)
+        ends = [order.index(tap_of_level[t]) for t in taps]
+        first = next((order.index(tap_of_level[i]) + 1 for i in range(taps[0] - 1, -1, -1) if i in tap_of_level), 0)
         starts = [first] + [e + 1 for e in ends[:-1]]
         self._init_sequence(order[:first], [order[a:b + 1] for a, b in zip(starts, ends)])
         # timm flattens nested sequentials into "stages_0"; its checkpoints say "stages.0"
@@ -109,7 +113,7 @@ class TimmBackbone(SequenceExtractor):
                     raise ValueError(f"cannot map {self.model_name}'s feature-net key {key!r} to its checkpoint keys")
                 self.checkpoint_key_map[key] = full_keys[i]
 
-    def _init_wrapped(self, net: Any, levels: dict[int, int]) -> None:
+    def _init_wrapped(self, net: Any, taps: list[int]) -> None:
         """A feature class of its own (EfficientNetFeatures, ...): timm's forward runs it. Its
         children are registered here under their own (timm's) names; freezing follows the order
         of its modules up to each level's tap."""
@@ -127,9 +131,9 @@ class TimmBackbone(SequenceExtractor):
                 raise ValueError(f"cannot find the modules of {self.model_name}'s tap {module!r}")
             return hits[-1]
 
-        stem_end = last_leaf(names[levels[4] - 1]) + 1 if levels[4] > 0 else 0
+        stem_end = last_leaf(names[taps[0] - 1]) + 1 if taps[0] > 0 else 0
         self._leaves = leaves
-        self._stage_ends = [stem_end] + [last_leaf(names[levels[s]]) + 1 for s in _LEVEL_STRIDES]
+        self._stage_ends = [stem_end] + [last_leaf(names[t]) + 1 for t in taps]
 
     def stage_module_names(self, index: int) -> list[str]:
         if not self.chain:

@@ -112,7 +112,7 @@ class FeatxTimmModel(nn.Module):
         self.num_classes = num_classes
         self.drop_rate = drop_rate
         self.num_features = self.head_hidden_size = self.backbone.stage_infos[-1].channels
-        self.global_pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=True)
+        self.global_pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=bool(global_pool))
         self.fc = self._make_fc(num_classes, global_pool)
         self.grad_checkpointing = False
         # timm's feature description: one dict per level C2..C5
@@ -139,7 +139,7 @@ class FeatxTimmModel(nn.Module):
     def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
         self.num_classes = num_classes
         if global_pool is not None:
-            self.global_pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=True)
+            self.global_pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=bool(global_pool))
         self.fc = self._make_fc(num_classes, self.global_pool.pool_type)
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:

@@ -1,0 +1,147 @@
+"""Every featx backbone in timm's registry passes the checks timm's own test suite applies to every timm model:
+forward; backward with ``num_classes``; default cfgs (pool size, ``forward_features``/``forward_head``,
+``reset_classifier``, classifier and first-conv names); ``features_only`` shapes and reductions;
+``forward_intermediates``; FX forward/backward through torchvision's feature extraction; tracing and export.
+Written in the spirit of timm's tests/test_models.py, parametrized over the catalogue."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import timm
+import torch
+from timm.models import get_notrace_functions, get_notrace_modules
+from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
+
+import featx  # noqa: F401  (registers the featx_* models)
+from featx.integrations.timm import TIMM_MODELS
+
+NAMES = sorted(TIMM_MODELS)
+# small inputs keep ~36 models quick on a CPU; no model's convolutions need more (Inception-v3: 75)
+FWD, BWD, FEAT = 96, 96, 96
+
+
+def _size(model, target: int) -> tuple[int, int, int]:
+    cfg = model.pretrained_cfg
+    low = (cfg.get("min_input_size") or (3, 0, 0))[-1]
+    side = max(target, low)
+    return (cfg["input_size"][0], side, side)
+
+
+def test_every_catalogue_backbone_is_registered():
+    assert NAMES == sorted(timm.list_models("featx_*"))
+    assert len(NAMES) == 36 and "featx_resnet50" in NAMES and "featx_vgg16_bn" in NAMES and "featx_resnest50d" in NAMES
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_classifier_and_default_cfg(name):
+    """timm's test_model_forward + test_model_default_cfgs."""
+    model = timm.create_model(name, pretrained=False).eval()
+    cfg = model.default_cfg
+    assert model.num_classes == 1000 and model.num_features > 0 and model.head_hidden_size > 0
+    x = torch.randn(1, *_size(model, FWD))
+    with torch.no_grad():
+        out = model(x)
+        assert out.shape == (1, 1000) and not torch.isnan(out).any()
+        model.set_grad_checkpointing()
+        assert torch.allclose(model(x), out, rtol=1e-4, atol=1e-5)
+        # forward_features (unpooled) at the default input size matches the cfg's pool size
+        full = torch.randn(1, *cfg["input_size"])
+        feats = model.forward_features(full)
+        assert tuple(feats.shape[-2:]) == tuple(cfg["pool_size"]) and feats.shape[1] == model.num_features
+        pre = model.forward_head(feats, pre_logits=True)
+        assert pre.shape == (1, model.head_hidden_size)
+        final, inter = model.forward_intermediates(x)
+        assert torch.allclose(final, model.forward_features(x))
+        info = timm.models.FeatureInfo(model.feature_info, len(model.feature_info))
+        assert [t.shape[1] for t in inter] == info.channels() and info.reduction() == [4, 8, 16, 32]
+        for r, t in zip(info.reduction(), inter):
+            assert t.shape[-1] <= math.ceil(x.shape[-1] / r) + 1
+        model.reset_classifier(0)
+        assert model.num_classes == 0 and model(full).shape == (1, model.head_hidden_size)
+        model.reset_classifier(0, "")
+        assert tuple(model(full).shape[-2:]) == tuple(cfg["pool_size"])
+    bare = timm.create_model(name, pretrained=False, num_classes=0, global_pool="").eval()
+    with torch.no_grad():
+        assert bare(full).dim() == 4
+    keys = model.state_dict().keys()
+    assert cfg["classifier"] == "fc" and "fc.weight" in timm.create_model(name, pretrained=False).state_dict()
+    assert cfg["first_conv"] + ".weight" in keys
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_backward_fx_and_export(name):
+    """timm's test_model_backward, test_model_forward_fx / backward_fx; tracing and torch.export (TorchScript
+    scripting is deprecated in torch 2.14: see README)."""
+    model = timm.create_model(name, pretrained=False, num_classes=42).train()
+    num_params = sum(p.numel() for p in model.parameters())
+    x = torch.randn(2, *_size(model, BWD))
+    out = model(x)
+    assert out.shape == (2, 42) and not torch.isnan(out).any()
+    out.mean().backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None]
+    assert not missing, f"no gradient for {missing[:5]}"
+    assert sum(p.grad.numel() for p in model.parameters()) == num_params
+
+    tracer = dict(leaf_modules=get_notrace_modules(), autowrap_functions=get_notrace_functions())
+    train_nodes, eval_nodes = get_graph_node_names(model, tracer_kwargs=tracer)
+    fx = create_feature_extractor(model, train_return_nodes=[train_nodes[-1]], eval_return_nodes=[eval_nodes[-1]],
+                                  tracer_kwargs=tracer)
+    fx_out = list(fx.train()(x).values())[0]
+    fx_out.mean().backward()
+    assert fx_out.shape == (2, 42) and all(p.grad is not None for p in fx.parameters())
+    model.eval(), fx.eval()
+    with torch.no_grad():
+        assert torch.equal(list(fx(x).values())[0], model(x))
+        traced = torch.jit.trace(model, x, check_trace=False)
+        assert torch.allclose(traced(x), model(x), atol=1e-5, rtol=1e-4)
+    with torch.no_grad():
+        exported = torch.export.export(model, (x,))
+        assert torch.allclose(exported.module()(x), model(x), atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_features_only(name):
+    """timm's test_model_forward_features (+ the getter net's out_indices and output_stride)."""
+    model = timm.create_model(name, pretrained=False, features_only=True).eval()
+    channels, reductions = model.feature_info.channels(), model.feature_info.reduction()
+    assert len(channels) == 4 and reductions == [4, 8, 16, 32]
+    size = _size(model, FEAT)
+    with torch.no_grad():
+        outs = model(torch.randn(1, *size))
+    assert isinstance(outs, list) and len(outs) == 4
+    for c, r, o in zip(channels, reductions, outs):
+        assert o.shape[1] == c and o.shape[-1] <= math.ceil(size[-1] / r) + 1 and not torch.isnan(o).any()
+    two = timm.create_model(name, pretrained=False, features_only=True, out_indices=(1, -1)).eval()
+    assert two.feature_info.reduction() == [8, 32] and two.feature_info.channels() == [channels[1], channels[3]]
+    with torch.no_grad():
+        assert [o.shape[1] for o in two(torch.randn(1, *size))] == [channels[1], channels[3]]
+
+
+@pytest.mark.parametrize("name", ["featx_resnet50", "featx_seresnet50"])
+def test_output_stride(name):
+    model = timm.create_model(name, pretrained=False, features_only=True, output_stride=16).eval()
+    assert model.feature_info.reduction() == [4, 8, 16, 16]
+    with torch.no_grad():
+        assert [o.shape[-1] for o in model(torch.randn(1, 3, 64, 64))] == [16, 8, 4, 4]
+    with pytest.raises(ValueError, match="no output_stride option"):
+        timm.create_model("featx_vgg11", output_stride=16)
+
+
+def test_in_chans_and_pruned_feature_net():
+    model = timm.create_model("featx_mobilenet_v2", pretrained=False, in_chans=1, num_classes=5).eval()
+    with torch.no_grad():
+        assert model(torch.randn(2, 1, 64, 64)).shape == (2, 5)
+    feats = timm.create_model("featx_resnet18", features_only=True, out_indices=(0, 1))
+    # stages past the last requested level are dropped from the feature net, not only skipped
+    assert not any(k.startswith("model.backbone.layer3.") or k.startswith("model.backbone.layer4.")
+                   for k in feats.state_dict())
+
+
+def test_pretrained_cfg_names_torchvisions_weights():
+    cfg = timm.models.get_pretrained_cfg("featx_resnet50")
+    assert cfg.tag == "tv2_in1k" and cfg.url.endswith("resnet50-11ad3fa6.pth") and cfg.custom_load
+    assert cfg.crop_pct == pytest.approx(224 / 232, abs=1e-4) and cfg.mean == (0.485, 0.456, 0.406)
+    assert timm.list_pretrained("featx_resnet50.*") == ["featx_resnet50.tv2_in1k", "featx_resnet50.tv_in1k"]
+    assert timm.models.get_pretrained_cfg("featx_inception_v3").input_size == (3, 299, 299)
+    assert timm.models.get_pretrained_cfg("featx_seresnet50").hf_hub_id.startswith("timm/seresnet50.")
