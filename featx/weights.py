@@ -24,7 +24,7 @@ from torch import nn
 from featx.errors import CheckpointMismatchError
 from featx.features import Composite
 
-__all__ = ["LoadReport", "adapt_state_dict", "load_state", "TORCHVISION_FPN_KEY_MAP", "HEAD_PREFIXES"]
+__all__ = ["LoadReport", "adapt_state_dict", "check_state_values", "load_state", "TORCHVISION_FPN_KEY_MAP", "HEAD_PREFIXES"]
 
 logger = logging.getLogger("featx")
 
@@ -172,7 +172,7 @@ def _mismatch_message(name: str, missing: list, unexpected: list, mismatched: li
               "composite (featx.models.DETECTION_PRESETS).")
 
 
-def _check_values(model: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, int]:
+def check_state_values(model: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, int]:
     """Refuse non-float tensors for float parameters and non-finite values; count float casts."""
     own = model.state_dict()
     wrong_kind, not_finite, cast = [], [], {}
@@ -199,7 +199,7 @@ def _check_values(model: nn.Module, state: dict[str, torch.Tensor]) -> dict[str,
 def load_state(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> LoadReport:
     """Load ``state`` into ``model`` strictly (after :func:`adapt_state_dict`); return and log the report."""
     state, dropped, not_in_checkpoint, key_map = adapt_state_dict(model, state)
-    cast = _check_values(model, state)
+    cast = check_state_values(model, state)
     if not_in_checkpoint:
         model.backbone.load_state_dict({k[len("backbone."):]: v for k, v in state.items()}, strict=True)
     else:

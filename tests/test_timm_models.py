@@ -145,3 +145,33 @@ def test_pretrained_cfg_names_torchvisions_weights():
     assert timm.list_pretrained("featx_resnet50.*") == ["featx_resnet50.tv2_in1k", "featx_resnet50.tv_in1k"]
     assert timm.models.get_pretrained_cfg("featx_inception_v3").input_size == (3, 299, 299)
     assert timm.models.get_pretrained_cfg("featx_seresnet50").hf_hub_id.startswith("timm/seresnet50.")
+
+
+def test_plain_torchvision_feature_extraction_traces_featx_models():
+    """torchvision users call create_feature_extractor without timm's tracer settings."""
+    model = featx.create_model("ResNet18FPN").eval()
+    nodes = get_graph_node_names(model)[1]
+    assert "backbone.layer3" in " ".join(nodes)
+    fx = create_feature_extractor(model, return_nodes={"backbone.layer2.1.relu_1": "c3", nodes[-1]: "out"})
+    x = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        got = fx(x)
+        assert got["c3"].shape == (1, 128, 8, 12)
+        with pytest.raises(ValueError, match="3 input channels"):  # the input check survives tracing
+            fx(torch.randn(1, 4, 64, 96))
+
+
+def test_pretrained_cfg_overlay_file_goes_through_featxs_loader(tmp_path):
+    import torchvision
+
+    source = torchvision.models.resnet18()
+    path = tmp_path / "mine.pth"
+    torch.save(source.state_dict(), path)
+    m = timm.create_model("featx_resnet18", pretrained=True, pretrained_cfg_overlay=dict(file=str(path))).eval()
+    assert m.load_report.loaded == len(source.state_dict()) and m.load_report.source == str(path)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(m(x), source.eval()(x), atol=1e-5, rtol=1e-4)  # the classifier too
+    torch.save({"layer1.0.conv1.weight": torch.zeros(1)}, tmp_path / "bad.pth")
+    with pytest.raises(featx.errors.CheckpointMismatchError):
+        timm.create_model("featx_resnet18", pretrained=True, pretrained_cfg_overlay=dict(file=str(tmp_path / "bad.pth")))

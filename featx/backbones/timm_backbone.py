@@ -24,7 +24,7 @@ import torch
 from timm.models import FeatureListNet
 
 from featx.errors import did_you_mean
-from featx.features import FeatureInfo, SequenceExtractor, check_image_batch
+from featx.features import FeatureInfo, SequenceExtractor
 
 __all__ = ["TimmBackbone", "TIMM_ARCHS"]
 
@@ -151,6 +151,6 @@ class TimmBackbone(SequenceExtractor):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         if self.chain:
             return super().forward(x)
-        x = check_image_batch(x, self.in_channels, type(self).__name__)
+        x = self.check_input(x)
         outs = self._timm_net(x)
         return tuple(outs[self.timm_feature_indices[i]] for i in self.out_indices)

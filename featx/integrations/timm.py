@@ -49,10 +49,9 @@ from timm.models import adapt_input_conv, get_pretrained_cfg, list_pretrained
 from torch import nn
 
 from featx.checkpoints import load_checkpoint_file, unwrap_state_dict, verify_hash_prefix
-from featx.errors import CheckpointMismatchError
 from featx.features import FeatureExtractor
 from featx.models import CATALOG, ModelEntry, torchvision_weights_enum
-from featx.weights import LoadReport, adapt_state_dict, load_state
+from featx.weights import LoadReport, adapt_state_dict, check_state_values
 
 __all__ = ["FeatxTimmModel", "TIMM_MODELS", "default_cfgs", "timm_name", "pretrained_tag"]
 
@@ -196,45 +195,45 @@ class FeatxTimmModel(nn.Module):
 
     # -- weights ---------------------------------------------------------------------------------
     def load_pretrained(self, path: str) -> LoadReport:
-        """timm's ``custom_load`` hook: load a checkpoint file (torchvision's, from the hub cache, or
-        ``pretrained_cfg_overlay=dict(file=...)``) through featx's safe, strict loader."""
+        """timm's ``custom_load`` hook (torchvision's files, downloaded by timm into the torch hub
+        cache): featx's safe reader (SHA-256 prefix of the file name checked), then strict mapping."""
         verify_hash_prefix(Path(path))
         state = unwrap_state_dict(load_checkpoint_file(path), str(path))
-        return self.load_source_state(state, str(path))
+        self.load_state_dict(self.map_source_state(state, str(path)), strict=True)
+        return self.load_report
 
-    def load_source_state(self, state: dict[str, torch.Tensor], source: str) -> LoadReport:
-        """Load a state dict of the source library's classification model: the backbone strictly,
-        the classifier into ``fc`` when it fits (same classes, one linear layer), the input conv
-        adapted to ``in_chans``."""
+    def map_source_state(self, state: dict[str, torch.Tensor], source: str) -> dict[str, torch.Tensor]:
+        """A state dict of the source library's classification model (torchvision's or timm's), as
+        this model's full state dict: the backbone matched strictly by featx (unknown, missing or
+        mis-shaped keys are a ``CheckpointMismatchError``), the source classifier into ``fc`` when it
+        is one linear layer of the same shape (else ``fc`` keeps its initialisation), the input conv
+        adapted to ``in_chans``. Records ``self.load_report``."""
         head = _source_classifier(self.entry)
-        head_state = {k[len(head) + 1:]: v for k, v in state.items() if head and k.startswith(head + ".")}
-        body = {k: v for k, v in state.items() if not (head and k.startswith(head + "."))}
+        in_head = (lambda k: k.startswith(head + ".")) if head else (lambda k: False)
+        head_state = {k[len(head) + 1:]: v for k, v in state.items() if in_head(k)}
+        body = {k: v for k, v in state.items() if not in_head(k)}
         conv_name = next(n for n, m in self.backbone.named_modules() if isinstance(m, nn.Conv2d))
         w = body.get(conv_name + ".weight")
         if w is not None and w.shape[1] != self.backbone.in_channels:
             body[conv_name + ".weight"] = adapt_input_conv(self.backbone.in_channels, w)
-        report = load_state(self.backbone, body, source)
-        fc = self.fc
-        if isinstance(fc, nn.Linear) and head_state.get("weight") is not None and head_state["weight"].shape == fc.weight.shape:
-            fc.load_state_dict(head_state, strict=True)
-            report.loaded += len(head_state)
-            report.dropped = [k for k in report.dropped if not k.startswith(head + ".")]
+        mapped, dropped, _, key_map = adapt_state_dict(self.backbone, body)
+        cast = check_state_values(self.backbone, mapped)
+        own_fc = {k: v for k, v in self.fc.state_dict().items()}
+        fits = bool(own_fc) and all(k in head_state and head_state[k].shape == v.shape for k, v in own_fc.items())
+        fc_state = {k: head_state[k] for k in own_fc} if fits else own_fc
+        report = LoadReport(source, type(self).__name__, len(mapped) + (len(fc_state) if fits else 0),
+                            dropped + ([] if fits else [f"{head}.{k}" for k in head_state]),
+                            [] if fits or not own_fc else ["fc"], key_map, cast)
         self.load_report = report
-        return report
+        return {**{f"backbone.{k}": v for k, v in mapped.items()}, **{f"fc.{k}": v for k, v in fc_state.items()}}
 
 
-def _filter_timm_state(state: dict[str, torch.Tensor], model: FeatxTimmModel) -> dict[str, torch.Tensor]:
-    """timm's ``pretrained_filter_fn`` for hub weights of the timm families: the source checkpoint
-    mapped onto ``model``'s keys with featx's strict matching (``fc`` kept for timm's own check)."""
-    body = {k: v for k, v in state.items() if not k.startswith("fc.")}
-    mapped, _, _, _ = adapt_state_dict(model.backbone, body)
-    out = {f"backbone.{k}": v for k, v in mapped.items()}
-    if isinstance(model.fc, nn.Linear):
-        out.update({k: v for k, v in state.items() if k.startswith("fc.")})
-    missing = set(model.state_dict()) - set(out) - {k for k in model.state_dict() if k.startswith("fc.")}
-    if missing:
-        raise CheckpointMismatchError(f"timm checkpoint does not fit {type(model).__name__}: missing {sorted(missing)[:4]}")
-    return out
+def _filter_source_state(state: dict[str, torch.Tensor], model: FeatxTimmModel) -> dict[str, torch.Tensor]:
+    """timm's ``pretrained_filter_fn``: weights timm read itself (a ``pretrained_cfg_overlay`` file, the
+    Hugging Face hub for the timm families) mapped by featx (``map_source_state``)."""
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    source = cfg.get("file") or (f"hf-hub:{cfg['hf_hub_id']}" if cfg.get("hf_hub_id") else cfg.get("url")) or "timm"
+    return model.map_source_state(state, str(source))
 
 
 # -- pretrained configs and registration --------------------------------------------------------------
@@ -285,10 +284,9 @@ default_cfgs = generate_default_cfgs({
 
 def _entrypoint(entry: ModelEntry):
     def create(pretrained: bool = False, **kwargs: Any) -> FeatxTimmModel:
-        filter_fn = _filter_timm_state if entry.family.name == "timm" else None
         return build_model_with_cfg(FeatxTimmModel, timm_name(entry), pretrained, entry=entry.name,
                                     feature_cfg=dict(feature_cls="getter", out_indices=(0, 1, 2, 3)),
-                                    pretrained_filter_fn=filter_fn, **kwargs)
+                                    pretrained_filter_fn=_filter_source_state, **kwargs)
 
     create.__name__ = create.__qualname__ = timm_name(entry)
     create.__module__ = __name__

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any, Optional, Sequence, Union
 
 import torch
+import torch.fx
 import torch.nn.functional as F
 from torch import nn
 
@@ -18,6 +19,9 @@ from featx.features import Extractor, FeatureInfo, check_feature_maps, level_nam
 from featx.layers import ConvNormAct, NormCfg
 
 __all__ = ["FPN"]
+
+# the input check is one opaque call in torch.fx graphs (create_feature_extractor), here as in featx.features
+torch.fx.wrap("check_feature_maps")
 
 _EXTRA_MODES = ("on_input", "on_lateral", "on_output")
 
