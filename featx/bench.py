@@ -168,6 +168,8 @@ def run_benchmark(
         raise ValueError(f"warmup must be >= 0, got {warmup}")
     if not batches or any(b < 1 for b in batches):
         raise ValueError(f"batch sizes must be >= 1, got {list(batches)}")
+    if {"torchvision", "timm+tv_fpn"} & set(entries):
+        torchvision_counterpart(model)  # fails now, not after minutes of timing the other entries
     peak = measure_matmul_peak()
     log(f"matmul peak: {peak:.1f} GFLOP/s (fp32, 2048^3, {torch.get_num_threads()} threads; measured again at the end)")
     runs = [(s, batches[0]) for s in sizes] + [(sizes[0], b) for b in batches[1:]]

@@ -74,7 +74,8 @@ def checkable_models() -> list[str]:
     """Every ResNet catalogue model, every backbone of the other families (their composites add
     only a neck, which classification checkpoints do not hold), then the detection presets."""
     return ([n for n, e in CATALOG.items() if e.family.name == "resnet"]
-            + [n for n, e in CATALOG.items() if e.family.name != "resnet" and e.kind == "backbone"]
+            + [n for n, e in CATALOG.items() if e.family.name != "resnet" and e.kind == "backbone"
+               and e.family.source != "featx"]  # LeNet-5: no library has it to compare with
             + list(DETECTION_PRESETS))
 
 

@@ -17,7 +17,6 @@ import os
 import pickle
 import re
 import socket
-import zipfile
 from pathlib import Path
 from typing import Any, Union
 from urllib.parse import urlparse
@@ -102,15 +101,19 @@ def load_checkpoint_file(path: Union[str, Path]) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        detail = next((ln.strip() for ln in str(e).splitlines() if "GLOBAL" in ln or "global" in ln), first)
-        detail = re.sub(r"\s*(Check the documentation|WeightsUnpickler error:)\s*", " ", detail).strip()
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+        # torch's own advice is to retry with weights_only=False; featx never does, so only the reason is kept
+        reason = next((ln for ln in lines if "GLOBAL" in ln or "global" in ln), None)
+        if reason is None:  # a broken or foreign pickle stream, not a refused class or function
+            detail = next((ln for ln in lines if ln.startswith("Unsupported") or ln.startswith("invalid")), "a pickle "
+                          "stream torch cannot read")
+            raise WeightsError(f"cannot read {path}: not a checkpoint, or corrupt or truncated ({detail[:160]})") from None
         raise UnsafeCheckpointError(
-            f"refused to load {path}: it needs arbitrary unpickling, which can run code ({detail[:160]}). "
-            "featx never retries with weights_only=False. If you trust the file, re-save its tensors with "
-            "torch.save(model.state_dict(), ...) or safetensors and load that."
+            f"refused to load {path}: it holds objects that only arbitrary unpickling can build, which can run code "
+            f"({reason[:160]}). featx loads checkpoints with weights_only=True only. If you trust the file, re-save "
+            "its tensors with torch.save(model.state_dict(), ...) or as safetensors and load that."
         ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, IndexError) as e:
+    except Exception as e:  # torch.load raises many types for files that are not checkpoints (KeyError for text)
         raise WeightsError(f"cannot read {path}: not a checkpoint, or corrupt or truncated "
                            f"({type(e).__name__}: {str(e)[:200]})") from None
 

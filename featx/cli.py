@@ -10,7 +10,9 @@ import argparse
 import fnmatch
 import json
 import os
+import signal
 import sys
+import threading
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -744,11 +746,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    # SIGTERM ends the command as Ctrl-C does: files being written are removed, not left half-written
+    previous = signal.signal(signal.SIGTERM, _terminate) if threading.current_thread() is threading.main_thread() else None
     try:
         return int(args.func(args) or 0)
-    except KeyboardInterrupt:
-        _log("featx: interrupted")
-        return 130
+    except KeyboardInterrupt as e:
+        terminated = str(e).startswith("terminated")
+        _log(f"featx {args.command}: {'terminated' if terminated else 'interrupted'}; nothing half-written is left")
+        return 143 if terminated else 130
     except BrokenPipeError:  # `featx ... | head`: the reader left; stop quietly
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
@@ -759,6 +764,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         _log(f"featx {args.command}: error: {type(e).__name__}: {_error_line(e)}")
         _log("  (run with --debug for the full traceback)")
         return 1
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"terminated by signal {signum}")
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from abc import ABCMeta, abstractmethod
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Iterable, Optional, Sequence
 
 import torch
 import torch.fx
@@ -27,7 +27,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils.checkpoint import checkpoint
 
 __all__ = ["FeatureInfo", "Extractor", "FeatureExtractor", "SequenceExtractor", "Composite", "level_name",
-           "validate_out_indices", "check_image_batch", "check_feature_maps", "as_output_tuple"]
+           "validate_out_indices", "check_image_batch", "check_feature_maps", "as_output_tuple", "input_channels"]
 
 
 @dataclass(frozen=True)
@@ -75,10 +75,11 @@ def validate_out_indices(out_indices: Iterable[int], num_stages: int) -> tuple[i
     return indices
 
 
-def check_image_batch(x: object, in_channels: int, owner: str, min_size: int = 0) -> torch.Tensor:
+def check_image_batch(x: object, in_channels: int, owner: str, min_size: int = 0,
+                      dtype: Optional[torch.dtype] = None) -> torch.Tensor:
     """Return ``x`` unless it is not a float tensor ``(N, in_channels, H, W)`` with H, W >= ``min_size``
-    (then raise a clear error). Under ``torch.fx`` tracing it is one opaque call, so traced graphs
-    (``create_feature_extractor``, timm's FX tests) keep the check."""
+    of the model's ``dtype`` (outside autocast), else raise a clear error. Under ``torch.fx`` tracing it
+    is one opaque call, so traced graphs (``create_feature_extractor``, timm's FX tests) keep the check."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{owner} expects a torch.Tensor of shape (N, {in_channels}, H, W), got {type(x).__name__}")
     if x.dim() != 4:
@@ -91,6 +92,10 @@ def check_image_batch(x: object, in_channels: int, owner: str, min_size: int = 0
             f"{owner} expects a floating-point tensor (normalized float32/float16/bfloat16), got {x.dtype}; "
             "convert images with x.float() / 255 and normalize"
         )
+    if dtype is not None and x.dtype != dtype and not torch.is_autocast_enabled(x.device.type):
+        name = str(dtype).removeprefix("torch.")
+        raise TypeError(f"{owner} has {name} weights and expects {name} input, got {str(x.dtype).removeprefix('torch.')}; "
+                        f"convert the input (x.to(torch.{name})) or the model (model.to(torch.{str(x.dtype).removeprefix('torch.')}))")
     if x.shape[1] != in_channels:
         raise ValueError(f"{owner} expects {in_channels} input channels (N, {in_channels}, H, W), got shape {tuple(x.shape)}")
     if min(x.shape[-2:]) < max(min_size, 1):
@@ -115,6 +120,12 @@ def check_feature_maps(inputs: Sequence[torch.Tensor], in_channels: Sequence[int
                 f"{owner} inputs must be in ascending stride order (finest first, as backbones return them); "
                 f"input {i} is {tuple(inputs[i].shape[-2:])}, larger than input {i - 1} {tuple(inputs[i - 1].shape[-2:])}")
     return inputs
+
+
+def input_channels(model: nn.Module) -> int:
+    """Image channels a model takes: its backbone's ``in_channels`` (3 unless the family says otherwise,
+    e.g. LeNet-5's 1)."""
+    return int(getattr(getattr(model, "backbone", model), "in_channels", 3))
 
 
 def as_output_tuple(out: object) -> tuple:
@@ -231,7 +242,9 @@ class FeatureExtractor(Extractor):
 
     def check_input(self, x: object) -> torch.Tensor:
         """``x`` when it is a valid image batch for this backbone, else a clear error."""
-        return check_image_batch(x, self.in_channels, type(self).__name__, self.min_input_size)
+        first = next(self.parameters(), None)
+        return check_image_batch(x, self.in_channels, type(self).__name__, self.min_input_size,
+                                 first.dtype if first is not None else None)
 
     # -- behaviour ----------------------------------------------------------------------
     def set_grad_checkpointing(self, enable: bool = True) -> None:

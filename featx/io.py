@@ -2,18 +2,21 @@
 
 A crash or an exception never leaves a half-written file under the final name, and the file ends
 up with the permissions a plain ``open(path, "w")`` would give it (``0o666`` less the umask), not
-the private ``0o600`` of a temporary file.
+the private ``0o600`` of a temporary file. The temporary file's name carries its writer's process
+id (``.<name>.<pid>.<random>.tmp``), so one left by a killed writer (SIGKILL cannot be caught) is
+removed by the next write of the same file.
 """
 from __future__ import annotations
 
 import json
 import os
 import tempfile
+from glob import escape as glob_escape
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Union
 
-__all__ = ["atomic_path", "atomic_write_bytes", "write_json", "default_file_mode"]
+__all__ = ["atomic_path", "atomic_write_bytes", "write_json", "default_file_mode", "remove_stale_temporaries"]
 
 
 def default_file_mode() -> int:
@@ -37,7 +40,8 @@ def atomic_path(path: Union[str, Path]) -> Iterator[Path]:
         raise FileNotFoundError(f"output folder does not exist: {path.parent}")
     if not os.access(path.parent, os.W_OK):
         raise PermissionError(f"output folder is not writable: {path.parent}")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    remove_stale_temporaries(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -48,6 +52,28 @@ def atomic_path(path: Union[str, Path]) -> Iterator[Path]:
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def remove_stale_temporaries(path: Union[str, Path]) -> list[Path]:
+    """Delete the temporary files of ``path`` left by writers that no longer run; returns them."""
+    path = Path(path)
+    removed = []
+    for tmp in path.parent.glob(f".{glob_escape(path.name)}.*.tmp"):
+        parts = tmp.name[len(path.name) + 2:].split(".")
+        if len(parts) >= 3 and parts[0].isdigit() and not _alive(int(parts[0])):
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
 
 
 def atomic_write_bytes(path: Union[str, Path], data: bytes) -> None:

@@ -16,6 +16,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 from torchvision.models import get_model_weights
 
+from featx.features import input_channels
 from featx.models import CATALOG, DETECTION_PRESETS, ModelEntry, get_entry, list_models
 
 __all__ = ["ModelStats", "model_stats", "model_table", "flops_and_shapes", "pyramid_table", "mmdet_config",
@@ -53,7 +54,7 @@ def _backbone_cost(family: str, arch: str, size: tuple[int, int]) -> tuple[float
     entry = next(e for e in CATALOG.values() if e.family.name == family and e.arch == arch and e.kind == "backbone")
     with torch.device("meta"):
         backbone = entry.construct().eval()
-        x = torch.empty(1, 3, *size)
+        x = torch.empty(1, backbone.in_channels, *size)
     flops, shapes = flops_and_shapes(backbone, x)
     return flops, tuple(shapes)
 
@@ -101,7 +102,7 @@ def pyramid_table(name: str, size: tuple[int, int], batch: int = 1, **kwargs: An
     """Rows of (level, stride, channels, output shape) of a catalogue model for ``(batch, 3, H, W)``."""
     with torch.device("meta"):
         model = get_entry(name).construct(**kwargs).eval()
-        outs = model(torch.empty(batch, 3, *size))
+        outs = model(torch.empty(batch, input_channels(model), *size))
     return [[f.name, f.stride, f.channels, tuple(o.shape)] for f, o in zip(model.feature_info, outs)]
 
 

@@ -28,9 +28,14 @@ def _size(model, target: int) -> tuple[int, int, int]:
     return (cfg["input_size"][0], side, side)
 
 
+def _reductions(name: str) -> list[int]:
+    """The featx levels' strides: C2..C5 = 4, 8, 16, 32 (LeNet-5: S2, S4, C5 = 2, 4, 4)."""
+    return [f.stride for f in TIMM_MODELS[name].construct().stage_infos]
+
+
 def test_every_catalogue_backbone_is_registered():
     assert NAMES == sorted(timm.list_models("featx_*"))
-    assert len(NAMES) == 36 and "featx_resnet50" in NAMES and "featx_vgg16_bn" in NAMES and "featx_resnest50d" in NAMES
+    assert len(NAMES) == 37 and "featx_lenet5" in NAMES and "featx_resnet50" in NAMES and "featx_vgg16_bn" in NAMES and "featx_resnest50d" in NAMES
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -54,7 +59,7 @@ def test_classifier_and_default_cfg(name):
         final, inter = model.forward_intermediates(x)
         assert torch.allclose(final, model.forward_features(x))
         info = timm.models.FeatureInfo(model.feature_info, len(model.feature_info))
-        assert [t.shape[1] for t in inter] == info.channels() and info.reduction() == [4, 8, 16, 32]
+        assert [t.shape[1] for t in inter] == info.channels() and info.reduction() == _reductions(name)
         for r, t in zip(info.reduction(), inter):
             assert t.shape[-1] <= math.ceil(x.shape[-1] / r) + 1
         model.reset_classifier(0)
@@ -105,17 +110,18 @@ def test_features_only(name):
     """timm's test_model_forward_features (+ the getter net's out_indices and output_stride)."""
     model = timm.create_model(name, pretrained=False, features_only=True).eval()
     channels, reductions = model.feature_info.channels(), model.feature_info.reduction()
-    assert len(channels) == 4 and reductions == [4, 8, 16, 32]
+    assert reductions == _reductions(name) and len(channels) >= 3
     size = _size(model, FEAT)
     with torch.no_grad():
         outs = model(torch.randn(1, *size))
-    assert isinstance(outs, list) and len(outs) == 4
+    assert isinstance(outs, list) and len(outs) == len(channels)
     for c, r, o in zip(channels, reductions, outs):
         assert o.shape[1] == c and o.shape[-1] <= math.ceil(size[-1] / r) + 1 and not torch.isnan(o).any()
     two = timm.create_model(name, pretrained=False, features_only=True, out_indices=(1, -1)).eval()
-    assert two.feature_info.reduction() == [8, 32] and two.feature_info.channels() == [channels[1], channels[3]]
+    assert two.feature_info.reduction() == [reductions[1], reductions[-1]]
+    assert two.feature_info.channels() == [channels[1], channels[-1]]
     with torch.no_grad():
-        assert [o.shape[1] for o in two(torch.randn(1, *size))] == [channels[1], channels[3]]
+        assert [o.shape[1] for o in two(torch.randn(1, *size))] == [channels[1], channels[-1]]
 
 
 @pytest.mark.parametrize("name", ["featx_resnet50", "featx_seresnet50"])

@@ -28,7 +28,7 @@ from mmengine.config import Config
 from torch import nn
 
 from featx.errors import ExportError, did_you_mean
-from featx.features import Composite, FeatureExtractor, as_output_tuple
+from featx.features import Composite, FeatureExtractor, as_output_tuple, input_channels
 from featx.images import IMAGENET_MEAN, IMAGENET_STD
 from featx.inference import optimize_for_inference
 from featx.io import atomic_path
@@ -120,6 +120,11 @@ def export_onnx(
         raise ExportError(f"exporter must be 'dynamo' or 'torchscript', got {settings.exporter!r}")
     if settings.batch < 1:
         raise ExportError(f"batch must be >= 1, got {settings.batch}")
+    if settings.exporter == "dynamo" and settings.opset < 18:
+        raise ExportError(f"the dynamo exporter writes opset 18 or newer, got opset {settings.opset}; use "
+                          "--exporter torchscript for opsets 7..17")
+    if settings.fp16_io and not settings.fp16:
+        raise ExportError("fp16_io (fp16 input and outputs) needs fp16 (an fp16 model)")
     # the same inference path as eager: BatchNorm folded into the convolutions before tracing
     net = optimize_for_inference(build_from_config(cfg, seed), channels_last=False, inplace=True,
                                  winograd=settings.winograd and not settings.fp16)
@@ -133,10 +138,10 @@ def export_onnx(
                 f"static shape {h}x{w} is too small for {cfg['type']}: height and width must be at least "
                 f"{minimum} (its coarsest backbone stride), e.g. --static 800 1216"
             )
-        sample = torch.rand(settings.batch, 3, h, w)
+        sample = torch.rand(settings.batch, input_channels(net), h, w)
     else:
         # batch 2 and distinct H/W, so the tracer specializes none of them to a constant
-        sample = torch.rand(2, 3, 320, 352)
+        sample = torch.rand(2, input_channels(net), 320, 352)
 
     with atomic_path(path) as tmp:
         log(f"exporting {cfg['type']} ({settings.exporter}, opset {settings.opset}, {settings.name}) ...")
@@ -161,10 +166,7 @@ def export_onnx(
             "featx.weights": str(weights) if weights is not None else f"none (random init, seed {seed})",
             "featx.levels": json.dumps([{"name": f.name, "output": n, "stride": f.stride, "channels": f.channels}
                                         for f, n in zip(infos, out_names)]),
-            "featx.input": json.dumps({"name": "input", "layout": "NCHW", "color": "RGB", "scale": "0..1",
-                                       "mean": list(getattr(net, "mean", IMAGENET_MEAN)),
-                                       "std": list(getattr(net, "std", IMAGENET_STD)),
-                                       "min_size": minimum}),
+            "featx.input": json.dumps(_input_description(net, minimum)),
             "featx.precision": "fp16" if settings.fp16 else "fp32",
             "featx.io_precision": "fp16" if settings.fp16 and settings.fp16_io else "fp32",
             "featx.exporter": settings.exporter,
@@ -183,6 +185,18 @@ def export_onnx(
                               0.0, metadata)
     result.seconds = time.perf_counter() - start
     return result
+
+
+def _input_description(net: nn.Module, minimum: int) -> dict:
+    """What the exported model takes: layout, colour, scale and normalization. The normalization is
+    the model's own when it records one (a fine-tuned classifier), ImageNet's for RGB backbones (their
+    torchvision/timm weights expect it), and unknown (None) otherwise."""
+    channels = input_channels(net)
+    rgb = channels == 3
+    return {"name": "input", "layout": "NCHW", "channels": channels, "color": "RGB" if rgb else "gray" if channels == 1
+            else f"{channels} channels", "scale": "0..1",
+            "mean": list(getattr(net, "mean", IMAGENET_MEAN if rgb else None) or []) or None,
+            "std": list(getattr(net, "std", IMAGENET_STD if rgb else None) or []) or None, "min_size": minimum}
 
 
 class _Float16(nn.Module):

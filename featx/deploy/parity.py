@@ -15,7 +15,7 @@ from torch import nn
 from featx.compare import compare_arrays
 from featx.deploy.metadata import model_from_metadata, read_metadata
 from featx.errors import ParityError
-from featx.features import as_output_tuple
+from featx.features import as_output_tuple, input_channels
 from featx.images import IMAGENET_MEAN, IMAGENET_STD, load_image, resize_normalize, sample_image_path
 from featx.timing import median_ms
 
@@ -147,6 +147,7 @@ def ort_parity(
     if outputs != expected:
         raise ParityError(f"{onnx_path} outputs {outputs}, but the model gives {expected}: is it for another model?")
     in_meta = session.get_inputs()[0]
+    channels = input_channels(net)
     in_type = np.float16 if "float16" in in_meta.type else np.float32
     static = [d if isinstance(d, int) else None for d in in_meta.shape]
     if all(isinstance(d, int) for d in static):
@@ -172,7 +173,7 @@ def ort_parity(
     norm = meta.get("input") or {}
     for (h, w), b in runs:
         log(f"  {b}x3x{h}x{w} ..." + (" (the bundled photo)" if photo else ""))
-        x = _photo_batch(b, h, w, norm) if photo else torch.randn(b, 3, h, w, generator=g)
+        x = _photo_batch(b, h, w, norm) if photo else torch.randn(b, channels, h, w, generator=g)
         with torch.no_grad():
             ref = [r.float().cpu().numpy() for r in as_output_tuple(net(x.to(torch_device)))]
         got = session.run(None, {in_meta.name: x.numpy().astype(in_type)})
@@ -182,7 +183,7 @@ def ort_parity(
                                                d.rel <= gate.max_rel and d.cosine >= gate.min_cos))
     if repeats > 0:
         (h, w), b = runs[0]
-        x = torch.randn(b, 3, h, w, generator=g)
+        x = torch.randn(b, channels, h, w, generator=g)
         feed = {in_meta.name: x.numpy().astype(in_type)}
         report.latency_ms = {"input": [b, 3, h, w], "repeats": repeats,
                              "ort": median_ms(lambda: session.run(None, feed), repeats),

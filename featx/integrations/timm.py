@@ -60,7 +60,8 @@ _SOURCE_CLASSIFIER = {"resnet": "fc", "googlenet": "fc", "inception": "fc", "den
                       "mobilenet_v2": "classifier.1", "timm": "fc"}
 # The first convolution of each family (timm's ``first_conv``: adapted for in_chans != 3).
 _FIRST_CONV = {"resnet": "conv1", "vgg": "features.0", "alexnet": "features.0", "googlenet": "conv1.conv",
-               "inception": "Conv2d_1a_3x3.conv", "densenet": "features.conv0", "mobilenet": "features.0.0"}
+               "inception": "Conv2d_1a_3x3.conv", "densenet": "features.conv0", "mobilenet": "features.0.0",
+               "lenet": "conv1"}
 # C5's side at the default input where the strides are not exact (AlexNet 224 -> 6, Inception-v3 299 -> 8).
 _C5_SIDE = {"alexnet": 6, "inception_v3": 8}
 
@@ -255,10 +256,15 @@ def _torchvision_cfgs(entry: ModelEntry) -> dict[str, dict]:
             notes=(f"torchvision {type(member).__name__}.{member.name}",
                    "classifier loaded" if head else "classifier not in the source's form: fc starts untrained"),
         )
-    if not cfgs:  # no torchvision weights: a cfg for the defaults only
-        cfgs[timm_name(entry)] = dict(num_classes=1000, input_size=(3, 224, 224), pool_size=(7, 7), crop_pct=0.875,
-                                      interpolation="bilinear", first_conv=first_conv, classifier="fc")
     return cfgs
+
+
+def _featx_family_cfgs(entry: ModelEntry) -> dict[str, dict]:
+    """A family only featx has (LeNet-5): no published weights; 32x32 grayscale, 10 classes (digits)."""
+    return {timm_name(entry): dict(num_classes=10, input_size=(1, 32, 32), min_input_size=(1, 32, 32), pool_size=(1, 1),
+                                   crop_pct=1.0, interpolation="bilinear", mean=(0.5,), std=(0.5,),
+                                   first_conv="backbone." + _FIRST_CONV[entry.family.name], classifier="fc")}
+
 
 
 def _timm_family_cfgs(entry: ModelEntry) -> dict[str, dict]:
@@ -273,25 +279,30 @@ def _timm_family_cfgs(entry: ModelEntry) -> dict[str, dict]:
     return cfgs
 
 
+# a family's pretrained cfgs come from where its weights come from
+_CFGS_BY_SOURCE = {"torchvision": _torchvision_cfgs, "timm": _timm_family_cfgs, "featx": _featx_family_cfgs}
+
 TIMM_MODELS: dict[str, ModelEntry] = {timm_name(e): e for e in CATALOG.values() if e.kind == "backbone"}
 
 default_cfgs = generate_default_cfgs({
     name: cfg
     for entry in TIMM_MODELS.values()
-    for name, cfg in (_timm_family_cfgs(entry) if entry.family.name == "timm" else _torchvision_cfgs(entry)).items()
+    for name, cfg in _CFGS_BY_SOURCE[entry.family.source](entry).items()
 })
 
 
 def _entrypoint(entry: ModelEntry):
     def create(pretrained: bool = False, **kwargs: Any) -> FeatxTimmModel:
         return build_model_with_cfg(FeatxTimmModel, timm_name(entry), pretrained, entry=entry.name,
-                                    feature_cfg=dict(feature_cls="getter", out_indices=(0, 1, 2, 3)),
+                                    feature_cfg=dict(feature_cls="getter", out_indices=tuple(range(entry.family.levels))),
                                     pretrained_filter_fn=_filter_source_state, **kwargs)
 
     create.__name__ = create.__qualname__ = timm_name(entry)
     create.__module__ = __name__
-    create.__doc__ = (f"featx {entry.name} ({entry.arch}) as a timm model: classifier, or C2..C5 with "
-                      f"features_only=True (out_indices 0..3 = C2..C5).")
+    levels = ", ".join(f"{i}={f}" for i, f in enumerate(["C2", "C3", "C4", "C5"] if entry.family.levels == 4
+                                                          else ["S2", "S4", "C5"]))
+    create.__doc__ = (f"featx {entry.name} ({entry.arch}) as a timm model: a classifier, or its levels with "
+                      f"features_only=True (out_indices {levels}).")
     return create
 
 

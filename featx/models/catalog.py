@@ -18,6 +18,7 @@ from torch import nn
 
 from featx.backbones.densenet import DENSENET_SPECS, DenseNet
 from featx.backbones.inception import GoogLeNet, InceptionV3
+from featx.backbones.lenet import LeNet5
 from featx.backbones.mobilenet import MobileNet
 from featx.backbones.resnet import RESNET_ARCHS, ResNet
 from featx.backbones.timm_backbone import TIMM_ARCHS, TimmBackbone
@@ -61,15 +62,19 @@ PYRAMIDS: dict[str, Pyramid] = {
 class Family:
     """A backbone family in the catalogue: its base class and architectures, as data.
 
-    ``titles`` maps each architecture (the base class's ``arch_kw`` value) to its entry name; an
-    architecture titled like the base class itself (``AlexNet``) is that one entry.
+    ``titles`` maps each architecture (the base class's ``arch_kw`` value; None for a base with one
+    architecture) to its entry name. ``levels`` is the number of stages (C2..C5: 4); ``source`` is
+    where its weights and its reference implementation come from ("torchvision", "timm", or "featx"
+    for a family only featx has, trained here).
     """
 
     name: str
     base: type
-    arch_kw: str
+    arch_kw: Optional[str]
     titles: dict[str, str]
     pyramids: tuple[str, ...] = ("fpn",)
+    levels: int = 4
+    source: str = "torchvision"
 
 
 def _resnet_title(arch: str) -> str:
@@ -88,13 +93,15 @@ FAMILIES: tuple[Family, ...] = (
     Family("densenet", DenseNet, "arch", {a: a.replace("densenet", "DenseNet") for a in DENSENET_SPECS}),
     Family("mobilenet", MobileNet, "arch", {"mobilenet_v2": "MobileNetV2", "mobilenet_v3_large": "MobileNetV3Large",
                                             "mobilenet_v3_small": "MobileNetV3Small"}),
-    Family("timm", TimmBackbone, "model_name", dict(TIMM_ARCHS)),
+    Family("timm", TimmBackbone, "model_name", dict(TIMM_ARCHS), source="timm"),
+    # small images (digits, icons, patches): no pyramid; levels S2, S4, C5
+    Family("lenet", LeNet5, None, {"lenet5": "LeNet5"}, pyramids=(), levels=3, source="featx"),
 )
 assert all(set(f.titles) == set(f.base.SPECS) for f in FAMILIES if hasattr(f.base, "SPECS"))
 
 # Registered under their class names beside the catalogue (architecture chosen by arguments).
 BASES: dict[str, type] = {cls.__name__: cls for cls in (ResNet, VGG, AlexNet, GoogLeNet, InceptionV3, DenseNet, MobileNet,
-                                                        TimmBackbone, FPN, BackboneFPN)}
+                                                        TimmBackbone, LeNet5, FPN, BackboneFPN)}
 
 
 @dataclass(frozen=True)
@@ -121,10 +128,11 @@ class ModelEntry:
             if fixed in kwargs:
                 raise TypeError(f"{self.name} fixes the architecture ({self.arch}); use "
                                 f"featx.{self.family.base.__name__}(...) or BackboneFPN for another one")
+        arch = {self.family.arch_kw: self.arch} if self.family.arch_kw else {}
         if self.pyramid is None:
-            return self.family.base(**{self.family.arch_kw: self.arch}, **kwargs)
+            return self.family.base(**arch, **kwargs)
         neck = {"type": FPN, **self.pyramid.neck, **(kwargs.pop("neck", None) or {})}
-        backbone = self.family.base(**{self.family.arch_kw: self.arch}, **kwargs)
+        backbone = self.family.base(**arch, **kwargs)
         return BackboneFPN(backbone, neck)
 
     def build(self, **kwargs: Any) -> nn.Module:

@@ -17,6 +17,7 @@ from featx.checkpoints import unwrap_state_dict
 from featx.errors import CheckpointMismatchError
 from featx.features import Extractor, FeatureInfo
 from featx.images import IMAGENET_MEAN, IMAGENET_STD
+from featx.layers import build_activation
 from featx.models import build_module
 from featx.registry import MODELS
 from featx.train.checkpoint import read_training_checkpoint
@@ -25,20 +26,26 @@ __all__ = ["ClassifierHead", "ImageClassifier", "image_classifier", "load_classi
 
 
 class ClassifierHead(nn.Module):
-    """``(N, C, h, w)`` map -> global average pool -> dropout -> linear -> ``(N, num_classes)`` logits."""
+    """``(N, C, h, w)`` map -> global average pool -> [linear -> activation: ``hidden_channels``] ->
+    dropout -> linear -> ``(N, num_classes)`` logits. The hidden layer is LeNet-5's F6 (84, tanh)."""
 
-    def __init__(self, in_channels: int, num_classes: int, dropout: float = 0.0) -> None:
+    def __init__(self, in_channels: int, num_classes: int, dropout: float = 0.0, hidden_channels: int = 0,
+                 hidden_act: str = "ReLU") -> None:
         super().__init__()
         if num_classes < 2:
             raise ValueError(f"num_classes must be >= 2, got {num_classes}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        if not isinstance(hidden_channels, int) or hidden_channels < 0:
+            raise ValueError(f"hidden_channels must be an int >= 0 (0: no hidden layer), got {hidden_channels!r}")
         self.pool = nn.AdaptiveAvgPool2d(1)
+        self.hidden = (nn.Sequential(nn.Linear(in_channels, hidden_channels), build_activation(hidden_act))
+                       if hidden_channels else nn.Identity())
         self.dropout = nn.Dropout(dropout)
-        self.fc = nn.Linear(in_channels, num_classes)
+        self.fc = nn.Linear(hidden_channels or in_channels, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.dropout(torch.flatten(self.pool(x), 1)))
+        return self.fc(self.dropout(self.hidden(torch.flatten(self.pool(x), 1))))
 
 
 class ImageClassifier(BaseModel, Extractor):
@@ -49,6 +56,8 @@ class ImageClassifier(BaseModel, Extractor):
             out_indices=(3,), weights="DEFAULT", frozen_stages=1)``) or module.
         num_classes: number of classes (``featx train`` fills it from the dataset when None).
         dropout: dropout before the linear layer.
+        hidden_channels, hidden_act: a hidden linear layer and its activation before it (0: none;
+            LeNet-5's F6 is 84 with tanh).
         label_smoothing: of the cross-entropy loss.
         mean, std: the input normalization the pipeline applies (0..1 scale); recorded in exports.
 
@@ -61,7 +70,7 @@ class ImageClassifier(BaseModel, Extractor):
     """
 
     def __init__(self, backbone: Union[dict, nn.Module], num_classes: Optional[int] = None, dropout: float = 0.0,
-                 label_smoothing: float = 0.0, mean: Sequence[float] = IMAGENET_MEAN,
+                 hidden_channels: int = 0, hidden_act: str = "ReLU", label_smoothing: float = 0.0, mean: Sequence[float] = IMAGENET_MEAN,
                  std: Sequence[float] = IMAGENET_STD, data_preprocessor: Optional[dict] = None, init_cfg: Optional[dict] = None) -> None:
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
         if num_classes is None:
@@ -71,7 +80,7 @@ class ImageClassifier(BaseModel, Extractor):
         if not infos:
             raise TypeError(f"the backbone {type(self.backbone).__name__} has no feature_info; use a featx backbone")
         last = infos[-1]
-        self.head = ClassifierHead(last.channels, int(num_classes), dropout)
+        self.head = ClassifierHead(last.channels, int(num_classes), dropout, hidden_channels, hidden_act)
         self.num_classes = int(num_classes)
         self.label_smoothing = float(label_smoothing)
         self.mean, self.std = tuple(float(m) for m in mean), tuple(float(s) for s in std)

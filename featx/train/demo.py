@@ -11,24 +11,14 @@ from typing import Callable, Optional
 from featx.deploy.onnx_export import export_onnx, target_config
 from featx.deploy.parity import ort_parity
 from featx.report import format_table
+from featx.shipped import shipped_config
 from featx.train.digits import write_digits_imagefolder
 from featx.train.predict import Predictor
 from featx.train.runner import train
 
-__all__ = ["DIGITS_CONFIG", "shipped_config", "run_finetune_demo"]
+__all__ = ["DIGITS_CONFIG", "run_finetune_demo"]
 
 DIGITS_CONFIG = "configs/finetune/resnet18_digits.py"
-
-
-def shipped_config(relative: str) -> Path:
-    """A config shipped in the repository's ``configs/`` (as given when it exists from here)."""
-    path = Path(relative)
-    if path.is_file():
-        return path
-    beside = Path(__file__).resolve().parents[2] / relative
-    if beside.is_file():
-        return beside
-    raise FileNotFoundError(f"config not found: {relative} (looked here and in {beside.parent})")
 
 
 def run_finetune_demo(work_dir: str = "work_dirs/finetune_demo", data_root: str = "data/digits",

@@ -4,6 +4,7 @@
 """
 from __future__ import annotations
 
+import os
 import random
 import shutil
 import tempfile
@@ -14,6 +15,12 @@ import numpy as np
 from PIL import Image
 
 __all__ = ["write_digits_imagefolder"]
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_digits_imagefolder(out: Union[str, Path], val_ratio: float = 0.2, seed: int = 0,
@@ -51,6 +58,7 @@ def write_digits_imagefolder(out: Union[str, Path], val_ratio: float = 0.2, seed
                 for i in chosen:
                     Image.fromarray(images[i], "L").save(folder / f"{i:04d}.png")
                 counts[split] += len(chosen)
+        tmp.chmod(0o777 & ~_umask())  # mkdtemp's folder is private (0700); a plain mkdir's would not be
         tmp.rename(out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

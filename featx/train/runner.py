@@ -22,7 +22,8 @@ from mmengine.config import Config
 from mmengine.runner import Runner
 
 from featx.errors import DataError, TrainError
-from featx.train.checkpoint import ATOMIC_BACKEND, find_resume_checkpoint
+from featx.shipped import shipped_config
+from featx.train.checkpoint import ATOMIC_BACKEND, find_resume_checkpoint, read_training_checkpoint
 from featx.train.data import resolve_splits
 
 __all__ = ["TrainError", "load_config", "prepare_config", "train"]
@@ -32,7 +33,7 @@ def load_config(config: Union[str, Path, Config], cfg_options: Optional[dict] = 
     if isinstance(config, Config):
         cfg = config.copy()
     else:
-        path = Path(config)
+        path = shipped_config(str(config)) if str(config).startswith("configs/") else Path(config)
         if not path.is_file():
             raise FileNotFoundError(f"config file not found: {path}")
         cfg = Config.fromfile(str(path))
@@ -41,6 +42,10 @@ def load_config(config: Union[str, Path, Config], cfg_options: Optional[dict] = 
     for key in ("model", "train_dataloader", "train_cfg", "optim_wrapper"):
         if key not in cfg:
             raise TrainError(f"the config defines no `{key}`; see configs/finetune/ for complete examples")
+    for key in ("max_epochs", "max_iters"):
+        value = cfg.train_cfg.get(key)
+        if value is not None and (not isinstance(value, int) or value < 1):
+            raise TrainError(f"train_cfg.{key} must be a positive int, got {value!r}: nothing would be trained")
     return cfg
 
 
@@ -91,6 +96,7 @@ def prepare_config(cfg: Config, work_dir: Optional[str] = None, resume: Optional
             resume = str(found)
         elif not Path(resume).is_file():
             raise FileNotFoundError(f"--resume: checkpoint not found: {resume}")
+        read_training_checkpoint(resume)  # refused now, with featx's message, if it is unsafe or broken
         cfg.resume = True
         cfg.load_from = resume
 
