@@ -193,7 +193,7 @@ def test_timm_backbone_any_model(model_name, chain, tmp_path):
 def test_timm_backbone_errors():
     with pytest.raises(ValueError, match="unknown timm model 'resnet5O'"):
         TimmBackbone("resnet5O")
-    with pytest.raises(ValueError, match="featx needs 4, 8, 16 and 32"):
+    with pytest.raises(ValueError, match="featx needs \\[4, 8, 16, 32\\] in that order"):
         TimmBackbone("vit_tiny_patch16_224")
     with pytest.raises(TypeError, match="sets features_only itself"):
         TimmBackbone("resnet18", features_only=True)
