@@ -185,7 +185,7 @@ def ort_parity(
         (h, w), b = runs[0]
         x = torch.randn(b, channels, h, w, generator=g)
         feed = {in_meta.name: x.numpy().astype(in_type)}
-        report.latency_ms = {"input": [b, 3, h, w], "repeats": repeats,
+        report.latency_ms = {"input": [b, channels, h, w], "repeats": repeats,
                              "ort": median_ms(lambda: session.run(None, feed), repeats),
                              "torch_eager": median_ms(lambda: _torch_call(net, x.to(torch_device), device), repeats)}
         report.latency_ms["ort_over_torch"] = report.latency_ms["ort"] / report.latency_ms["torch_eager"]
