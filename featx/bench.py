@@ -1,15 +1,20 @@
 """Benchmark featx against what a user would pick instead, in one run, same input and threads.
 
 Entries (each an ``(N, 3, H, W) -> pyramid`` callable):
-  torchvision      ``resnet_fpn_backbone`` (FrozenBatchNorm2d, eval) - the reference for ratios
-  timm+tv_fpn      timm ``features_only`` + torchvision ``FeaturePyramidNetwork`` + max-pool P6
-  featx            featx eager
-  featx_optimized  ``featx.inference.optimize_for_inference`` (BN folded, Winograd F(4x4,3x3) for wide
-                   3x3 convs on the CPU, channels_last)
-  featx_ort        the featx model exported to ONNX (the same path), in ONNX Runtime (CPU, or CUDA)
-  featx_compile    ``torch.compile`` of the optimized model (opt-in: compiling takes minutes)
-  featx_ort_int8   the ONNX export quantized to int8 (QDQ, per-channel), calibrated on the photos
-                   matplotlib ships (opt-in: quantizing takes ~20 s)
+  torchvision          ``resnet_fpn_backbone`` (FrozenBatchNorm2d, eval) - the reference for ratios
+  timm+tv_fpn          timm ``features_only`` + torchvision ``FeaturePyramidNetwork`` + max-pool P6
+  featx                featx eager
+  featx_optimized      ``featx.inference.optimize_for_inference`` (BN folded, the 3x3 convs measured
+                       faster as Winograd F(4x4,3x3) on this CPU, channels_last)
+  featx_ort            the featx ONNX export (Winograd as measured for ONNX Runtime) in ONNX Runtime
+  featx_openvino       the featx OpenVINO IR (Winograd as measured for OpenVINO) in OpenVINO
+  featx_compile        ``torch.compile`` of the optimized model (opt-in: compiling takes minutes)
+  featx_ort_int8       the direct ONNX export quantized by ONNX Runtime (QDQ, per-channel), calibrated on
+                       the photos matplotlib ships (opt-in)
+  featx_openvino_int8  the direct IR quantized by NNCF, calibrated on the same photos (opt-in)
+
+Every report names the CPU (model and ISA flags: AVX2, AVX-512, VNNI, AMX) and the runtime versions:
+ratios and the best path change from one CPU to another.
 
 Reported per entry and input: median latency and spread (25th-75th percentile) after warm-up,
 images/s, ratio to torchvision in the same run, GFLOPs (``torch.utils.flop_counter``) and achieved
@@ -35,18 +40,24 @@ from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
 from torchvision.ops import FeaturePyramidNetwork
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
+from featx.cpu import cpu_info
 from featx.deploy.onnx_export import ExportSettings, export_onnx
+from featx.deploy.openvino_export import export_openvino
+from featx.deploy.openvino_int8 import quantize_openvino
 from featx.deploy.quantize import quantize_onnx
+from featx.deploy.runtimes import open_session
 from featx.images import sample_image_path
 from featx.inference import optimize_for_inference
 from featx.io import atomic_path
 from featx.models import create_model, get_entry
 from featx.stats import flops_and_shapes
 from featx.timing import time_ms
+from featx.tuning import software_versions
 
 __all__ = ["ENTRIES", "measure_matmul_peak", "run_benchmark", "build_entry", "bench_chart"]
 
-ENTRIES = ("torchvision", "timm+tv_fpn", "featx", "featx_optimized", "featx_ort", "featx_compile", "featx_ort_int8")
+ENTRIES = ("torchvision", "timm+tv_fpn", "featx", "featx_optimized", "featx_ort", "featx_openvino", "featx_compile",
+           "featx_ort_int8", "featx_openvino_int8")
 
 
 def torchvision_counterpart(model: str) -> str:
@@ -76,9 +87,32 @@ class _TimmFPN(nn.Module):
         return self.fpn({str(i): f for i, f in enumerate(self.body(x))})
 
 
-def build_entry(name: str, model: str, workdir: Path, winograd: bool = True) -> Callable[[torch.Tensor], Any]:
-    """The callable for one benchmark entry (models in eval mode, no autograd). ``winograd=False``
-    keeps the optimized and ONNX entries on direct convolutions (to measure what Winograd adds)."""
+def _exported_entry(name: str, model: str, workdir: Path, winograd: Optional[bool]) -> Callable[[torch.Tensor], Any]:
+    """The ONNX Runtime / OpenVINO entries: the featx export (int8: of direct convolutions) in its runtime."""
+    openvino = name.startswith("featx_openvino")
+    int8 = name.endswith("_int8")
+    suffix = ".xml" if openvino else ".onnx"
+    tag = "direct" if int8 or winograd is False else "winograd" if winograd else "measured"
+    path = workdir / f"{model}_{tag}{suffix}"
+    if not path.exists():
+        settings = ExportSettings(winograd=False if int8 else winograd)
+        (export_openvino if openvino else export_onnx)(model, path, settings, log=lambda m: None)
+    if int8:
+        out = workdir / f"{model}_int8{suffix}"
+        if not out.exists():  # calibrated on the photos matplotlib ships
+            if openvino:
+                quantize_openvino(path, out, sample_image_path().parent, (512, 512), 8, log=lambda m: None)
+            else:
+                quantize_onnx(path, out, sample_image_path().parent, (512, 512), 8, log=lambda m: None)
+        path = out
+    session = open_session(path, "auto", torch.get_num_threads())
+    return lambda x: session.run(x.numpy())
+
+
+def build_entry(name: str, model: str, workdir: Path, winograd: Optional[bool] = None) -> Callable[[torch.Tensor], Any]:
+    """The callable for one benchmark entry (models in eval mode, no autograd). ``winograd``: None (the
+    convolutions measured faster as Winograd in each entry's runtime), True (every 128..256-channel 3x3),
+    False (direct only, to see what Winograd adds)."""
     if name == "torchvision":
         net = resnet_fpn_backbone(backbone_name=torchvision_counterpart(model), weights=None, trainable_layers=5).eval()
     elif name == "timm+tv_fpn":
@@ -89,25 +123,8 @@ def build_entry(name: str, model: str, workdir: Path, winograd: bool = True) -> 
         net = optimize_for_inference(create_model(model), inplace=True, winograd=winograd)
         if name == "featx_compile":
             net = torch.compile(net)
-    elif name in ("featx_ort", "featx_ort_int8"):
-        import onnxruntime as ort  # one of two exclusive extras (onnxruntime / onnxruntime-gpu): imported on use
-
-        cuda = "CUDAExecutionProvider" in ort.get_available_providers() and torch.cuda.is_available()
-        # Winograd is a CPU path (cuDNN has its own); int8 quantizes the direct convolutions
-        direct = not winograd or cuda or name == "featx_ort_int8"
-        path = workdir / f"{model}{'_direct' if direct else ''}.onnx"
-        if not path.exists():
-            export_onnx(model, path, ExportSettings(winograd=not direct), log=lambda m: None)
-        if name == "featx_ort_int8":
-            int8 = workdir / f"{model}_int8.onnx"
-            if not int8.exists():
-                quantize_onnx(path, int8, sample_image_path().parent, (512, 512), 8, log=lambda m: None)
-            path = int8
-        providers = ["CUDAExecutionProvider"] if cuda else ["CPUExecutionProvider"]
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = torch.get_num_threads()
-        session = ort.InferenceSession(str(path), options, providers=providers)
-        return lambda x: session.run(None, {"input": x.numpy()})
+    elif name in ("featx_ort", "featx_ort_int8", "featx_openvino", "featx_openvino_int8"):
+        return _exported_entry(name, model, workdir, winograd)
     else:
         raise ValueError(f"unknown entry {name!r}; expected one of {ENTRIES}")
 
@@ -137,7 +154,7 @@ print(status("VmHWM:") - base)
 """
 
 
-def _peak_rss_mb(entry: str, model: str, size: tuple[int, int], batch: int, winograd: bool,
+def _peak_rss_mb(entry: str, model: str, size: tuple[int, int], batch: int, winograd: Optional[bool],
                  workdir: Path) -> Optional[float]:
     """Peak resident memory added by building ``entry`` and running one forward, in a fresh process
     (Linux: the high-water mark is reset after imports through /proc/self/clear_refs). ONNX entries
@@ -154,12 +171,12 @@ def run_benchmark(
     model: str = "ResNet50FPN",
     sizes: Sequence[tuple[int, int]] = ((512, 512), (800, 1216)),
     batches: Sequence[int] = (1, 4),
-    entries: Sequence[str] = ENTRIES[:5],
+    entries: Sequence[str] = ENTRIES[:6],
     warmup: int = 1,
     repeats: int = 5,
     memory: bool = False,
     log: Callable = print,
-    winograd: bool = True,
+    winograd: Optional[bool] = None,
 ) -> dict[str, Any]:
     """Time every entry on the same inputs; every size at ``batches[0]``, the first size at the rest."""
     if repeats < 1:
@@ -174,7 +191,9 @@ def run_benchmark(
     log(f"matmul peak: {peak:.1f} GFLOP/s (fp32, 2048^3, {torch.get_num_threads()} threads; measured again at the end)")
     runs = [(s, batches[0]) for s in sizes] + [(sizes[0], b) for b in batches[1:]]
     results: dict[str, Any] = {"model": model, "threads": torch.get_num_threads(), "matmul_peak_gflops": peak,
-                               "device": "cpu", "winograd": winograd, "rows": []}
+                               "device": "cpu", "cpu": cpu_info().to_dict(), "versions": software_versions(),
+                               "winograd": {None: "measured", True: "on (128-256 channels)", False: "off"}[winograd],
+                               "rows": []}
     with torch.device("meta"):
         meta_model = create_model(model).eval()
         params_m = sum(p.numel() for p in meta_model.parameters()) / 1e6
@@ -239,7 +258,8 @@ def bench_chart(result: dict, path: str) -> None:
     ax.axhline(1.0, color="k", lw=0.8)
     ax.set_xticks([k + width * (len(entries) - 1) / 2 for k in range(len(inputs))], inputs)
     ax.set_ylabel("latency / torchvision (lower is faster)")
-    ax.set_title(f"{result['model']}, {result['threads']} threads, {result['device']}")
+    ax.set_title(f"{result['model']}, {result['threads']} threads, {result['cpu']['model']}\n{result['cpu']['isa']}",
+                 fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()
     with atomic_path(path) as tmp:

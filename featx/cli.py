@@ -26,8 +26,10 @@ from featx.check import DEFAULT_SIZES, check_weights, checkable_models
 from featx.demo import run_demo
 from featx.deploy.onnx_export import DEFAULT_OPSET, export_onnx, list_profiles, load_profile, target_config
 from featx.deploy.metadata import build_from_config, read_metadata
-from featx.deploy.parity import GATES, ort_parity
-from featx.deploy.quantize import CALIBRATION_METHODS, export_int8
+from featx.deploy.parity import GATES, parity
+from featx.deploy.int8 import INT8_RUNTIMES, export_int8
+from featx.deploy.openvino_export import export_openvino
+from featx.deploy.quantize import CALIBRATION_METHODS
 from featx.detection.shapes import make_shapes_dataset
 from featx.detection.train import DetectorTrainConfig, train_detector
 from featx.errors import FeatxError
@@ -309,9 +311,11 @@ def _cmd_check_weights(args) -> int:
 # -- export / parity -----------------------------------------------------------------------------
 def _add_export(sub) -> None:
     p = _parser(
-        sub, "export", help="export a model to ONNX",
+        sub, "export", help="export a model to ONNX or OpenVINO IR (and int8)",
         description="Export a featx model (a catalogue name, a config file, or a fine-tuned classifier's training "
-                    "checkpoint) to ONNX: dynamic batch/height/width by default, named input `input` and outputs "
+                    "checkpoint) to ONNX, or with --format openvino to an OpenVINO IR (.xml + .bin, converted by "
+                    "OpenVINO's own converter from the ONNX export, featx metadata in its runtime info): "
+                    "dynamic batch/height/width by default, named input `input` and outputs "
                     "p2..p6 / c2..c5 / logits, featx metadata (levels, strides, channels, input normalization, model "
                     "config, weights), onnx.checker full check and shape inference; written atomically (nothing is "
                     "left behind on failure). Exporter: dynamo by default (output shapes as formulas of the input "
@@ -322,13 +326,16 @@ def _add_export(sub) -> None:
                "  featx export ResNet50FPN --static 800 1216 -o r50.onnx\n"
                "  featx export configs/models/resnet50_fpn.py --cfg-options model.frozen_stages=-1\n"
                "  featx export ResNet50FPN --weights DEFAULT --profile dynamic_fp16\n"
-               "  featx export ResNet50FPN --weights DEFAULT --int8 --calib data/digits/train   # + int8 QDQ\n",
+               "  featx export ResNet50FPN --weights DEFAULT --int8 --calib data/digits/train   # + int8, runtime measured\n"
+               "  featx export ResNet50FPN --format openvino --int8 --calib photos/ --max-drop 0.002  # NNCF, accuracy-aware\n",
     )
     p.add_argument("model", help="catalogue name (featx list), a config .py with `model = dict(...)`, or a "
                    "checkpoint .pth written by featx train (the fine-tuned classifier; output `logits`)")
     p.add_argument("-o", "--output", type=_writable_file,
-                   help="output .onnx path (default: export/<model>_<profile>.onnx when an export/ folder is here, "
-                        "else ./<model>_<profile>.onnx)")
+                   help="output .onnx (or .xml) path (default: export/<model>_<profile>.onnx when an export/ folder is "
+                        "here, else ./<model>_<profile>.onnx)")
+    p.add_argument("--format", choices=["onnx", "openvino"], default="onnx",
+                   help="onnx (default) or openvino (an IR: .xml + .bin)")
     p.add_argument("--weights", help="weights to load before export (as featx weights=: name, file, URL)")
     p.add_argument("--cfg-options", nargs="+", action=_CfgOptions, default=None,
                    help="override config keys, key=value (model keyword arguments for a catalogue name)")
@@ -344,11 +351,21 @@ def _add_export(sub) -> None:
     p.add_argument("--fp16-io", action="store_true", default=None, help="with --fp16: fp16 input and outputs too")
     p.add_argument("--simplify", action="store_true", default=None, help="run onnxslim on the graph (pip install onnxslim)")
     p.add_argument("--exporter", choices=["dynamo", "torchscript"], help="torch.onnx exporter (default dynamo)")
-    p.add_argument("--no-winograd", dest="winograd", action="store_false", default=None,
-                   help="keep every 3x3 conv a Conv node (default: 3x3 stride-1 convs with 128-256 channels are "
-                   "exported as Winograd F(4x4,3x3) MatMuls, ~1.3x faster in ONNX Runtime CPU; off for fp16)")
-    p.add_argument("--int8", action="store_true", help="also quantize: static int8 (ONNX Runtime QDQ, per-channel "
-                   "int8 weights, uint8 activations) calibrated on --calib images; writes <output>_int8.onnx")
+    winograd = p.add_mutually_exclusive_group()
+    winograd.add_argument("--winograd", dest="winograd", action="store_true", default=None,
+                          help="every 3x3 stride-1 conv with 128-256 channels as Winograd F(4x4,3x3) MatMuls")
+    winograd.add_argument("--no-winograd", dest="winograd", action="store_false",
+                          help="every 3x3 conv a Conv node. Default: the convs measured faster as Winograd in the "
+                          "target runtime on this machine (measured once per CPU, cached; in the file's metadata); "
+                          "off for fp16")
+    p.add_argument("--int8", action="store_true", help="also quantize to int8, calibrated on --calib images: "
+                   "<output>_int8.onnx (ONNX Runtime static QDQ) or <output>_int8.xml (OpenVINO, NNCF)")
+    p.add_argument("--runtime", choices=list(INT8_RUNTIMES), default="auto",
+                   help="with --int8: the int8 runtime; auto (default) builds both once, times them on this CPU and "
+                   "keeps the faster (cached, recorded in the file)")
+    p.add_argument("--max-drop", type=_non_negative_float, default=None,
+                   help="with --int8: NNCF's accuracy-aware quantization, layers back to fp32 until the mean cosine to "
+                   "fp32 drops by at most this (OpenVINO)")
     p.add_argument("--calib", metavar="FOLDER", help="with --int8: images to calibrate on (an ImageFolder or any "
                    "folder of images)")
     p.add_argument("--calib-count", type=_int_at_least(1), default=32, help="with --int8: calibration images (default 32)")
@@ -375,38 +392,53 @@ def _cmd_export(args) -> int:
         raise ValueError("--int8 quantizes an fp32 export; drop --fp16 (or the fp16 profile)")
     if args.calib and not Path(args.calib).is_dir():
         raise FileNotFoundError(f"calibration folder not found: {args.calib}")
+    if (args.runtime != "auto" or args.max_drop is not None) and not args.int8:
+        raise ValueError("--runtime and --max-drop choose how --int8 quantizes; add --int8")
+    if args.format == "openvino" and args.int8 and args.runtime == "onnxruntime":
+        raise ValueError("--format openvino with --int8 --runtime onnxruntime mixes runtimes; pick one")
     cfg = target_config(args.model, args.cfg_options, args.weights)
+    suffix = ".xml" if args.format == "openvino" else ".onnx"
     if args.output:
         out = Path(args.output)
     else:
         folder = Path("export") if Path("export").is_dir() else Path(".")
         stem = Path(args.model).stem if args.model.endswith((".pth", ".pt")) else cfg["type"].removeprefix("featx.")
-        out = folder / f"{stem}_{settings.name}.onnx"
-    if out.suffix != ".onnx":
-        raise ValueError(f"output must end in .onnx, got {out}")
-    r = export_onnx(cfg, out, settings, seed=args.seed, log=_log)
-    print(f"wrote {r.path}  ({r.size_mb:.1f} MB, opset {r.opset}, {r.exporter} exporter, {r.seconds:.1f} s)")
+        out = folder / f"{stem}_{settings.name}{suffix}"
+    if out.suffix != suffix:
+        raise ValueError(f"a {args.format} export must end in {suffix}, got {out}")
+    if args.format == "openvino":
+        r = export_openvino(cfg, out, settings, seed=args.seed, log=_log)
+        print(f"wrote {r.path} + {Path(r.bin_path).name}  ({r.size_mb:.1f} MB, OpenVINO IR, {r.seconds:.1f} s)")
+        rows = [["input", v["name"], v["dtype"], v["shape"]] for v in r.inputs]
+        rows += [["output", v["name"], v["dtype"], v["shape"]] for v in r.outputs]
+    else:
+        r = export_onnx(cfg, out, settings, seed=args.seed, log=_log)
+        print(f"wrote {r.path}  ({r.size_mb:.1f} MB, opset {r.opset}, {r.exporter} exporter, {r.seconds:.1f} s)")
+        rows = [["input", v["name"], v["dtype"], " x ".join(map(str, v["shape"]))] for v in r.inputs]
+        rows += [["output", v["name"], v["dtype"], " x ".join(map(str, v["shape"]))] for v in r.outputs]
     print(f"weights: {r.metadata['featx.weights']}  precision: {r.metadata['featx.precision']} "
-          f"(io {r.metadata['featx.io_precision']})")
-    rows = [["input", v["name"], v["dtype"], v["shape"]] for v in r.inputs]
-    rows += [["output", v["name"], v["dtype"], v["shape"]] for v in r.outputs]
-    print(format_table(["", "name", "dtype", "shape"], [[a, b, c, " x ".join(map(str, d))] for a, b, c, d in rows]))
+          f"(io {r.metadata['featx.io_precision']})  Winograd convs: {r.metadata['featx.winograd_convs']}")
+    print(format_table(["", "name", "dtype", "shape"], rows))
     if args.int8:
         q = export_int8(cfg, out, settings, args.calib, tuple(args.calib_size), args.calib_count, args.calib_method,
-                        seed=args.seed, log=_log)
-        print(f"wrote {q.path}  ({q.size_mb:.1f} MB, int8 QDQ, calibrated on {q.images} images at "
-              f"{q.calib_size[0]}x{q.calib_size[1]} ({q.method}), {q.seconds:.1f} s); check it with: featx parity {q.path}")
+                        runtime="openvino" if args.format == "openvino" and args.runtime == "auto" else args.runtime,
+                        max_drop=args.max_drop, seed=args.seed, log=_log)
+        print(f"wrote {q.path}  ({q.size_mb:.1f} MB, int8 for {q.runtime}, calibrated on {q.images} images at "
+              f"{q.calib_size[0]}x{q.calib_size[1]}, {q.seconds:.1f} s); check it with: featx parity {q.path}")
     return 0
 
 
 def _add_parity(sub) -> None:
     p = _parser(
-        sub, "parity", help="check an exported ONNX file against PyTorch in ONNX Runtime",
-        description="Run the ONNX file in ONNX Runtime and the same model in PyTorch (rebuilt from the file's "
+        sub, "parity", help="check an exported file against PyTorch (ONNX Runtime for .onnx, OpenVINO for .xml)",
+        description="Run the exported file in its runtime (ONNX Runtime for .onnx, OpenVINO for an IR .xml) and the "
+                    "same model in PyTorch (rebuilt from the file's "
                     "featx metadata, on the same device) on random inputs at several sizes and batch sizes, and "
                     "gate every output on max|ort-ref| / max|ref| and cosine similarity. Gates: fp32 5e-4 and "
-                    "0.99999 (CPU, CUDA with TF32 off); TF32 1e-2 and 0.9999; fp16 5e-2 and 0.999. Reports the "
-                    "execution provider that really ran and the ORT vs PyTorch latency. Exit 0 only when all pass. "
+                    "0.99999 (CPU, CUDA with TF32 off); TF32 1e-2 and 0.9999; fp16 5e-2 and 0.999; int8 0.5 and 0.99 "
+                    "(on the bundled photo, as int8 ranges come from real images). Reports the "
+                    "runtime and execution provider that really ran and its latency against PyTorch's. Exit 0 only "
+                    "when all pass. "
                     "Nothing a file names is downloaded: weights in its metadata are used only when already on this "
                     "machine (else pass --model and --weights).",
         epilog="examples:\n"
@@ -414,7 +446,7 @@ def _add_parity(sub) -> None:
                "  featx parity r50.onnx --device cuda --json parity.json\n"
                "  featx parity r50.onnx --sizes 512x512 801x1333 --batch 1 2\n",
     )
-    p.add_argument("onnx", help="an .onnx file written by featx export")
+    p.add_argument("onnx", metavar="FILE", help="an .onnx file or an OpenVINO .xml written by featx export")
     p.add_argument("--model", help="compare with this model (catalogue name or config .py) instead of the one the "
                    "file's metadata names; random init with --seed unless --weights")
     p.add_argument("--weights", help="with --model: weights to load into it")
@@ -447,10 +479,10 @@ def _cmd_parity(args) -> int:
         gate = replace(base, max_rel=args.max_rel if args.max_rel is not None else base.max_rel,
                        min_cos=args.min_cos if args.min_cos is not None else base.min_cos, why="set on the command line")
     model = build_from_config(target_config(args.model, None, args.weights), args.seed) if args.model else None
-    r = ort_parity(args.onnx, model=model, device=args.device, sizes=args.sizes, batches=args.batch, repeats=args.repeats,
+    r = parity(args.onnx, model=model, device=args.device, sizes=args.sizes, batches=args.batch, repeats=args.repeats,
                    tf32=args.tf32, gate=gate, threads=args.threads, log=_log, meta=meta)
     print(f"{args.onnx}: {meta.get('model_config', {}).get('type', '?')}  precision {r.precision}  "
-          f"device {r.device}  providers used: {', '.join(r.providers)}")
+          f"runtime {r.runtime}")
     print(f"gate: max|err|/max|ref| <= {r.gate['max_rel']:g}, cosine >= {r.gate['min_cos']} ({r.gate['why']})\n")
     rows = [[x.output, f"{x.batch}x{x.size[0]}x{x.size[1]}", x.shape, f"{x.max_abs:.3g}", f"{x.rel:.3g}",
              f"{x.cosine:.7f}", "pass" if x.passed else "FAIL"] for x in r.results]
@@ -458,8 +490,8 @@ def _cmd_parity(args) -> int:
     if r.latency_ms:
         lat = r.latency_ms
         print(f"\nlatency {'x'.join(map(str, lat['input']))}, median of {lat['repeats']} after warm-up: "
-              f"ORT {lat['ort']:.1f} ms, PyTorch eager {lat['torch_eager']:.1f} ms "
-              f"(ORT/PyTorch {lat['ort_over_torch']:.2f}x, {torch.get_num_threads()} torch threads)")
+              f"{r.runtime.split()[0]} {lat['runtime']:.1f} ms, PyTorch eager {lat['torch_eager']:.1f} ms "
+              f"(runtime/PyTorch {lat['runtime_over_torch']:.2f}x, {torch.get_num_threads()} torch threads)")
     failed = [f"{x.output}@{x.batch}x{x.size[0]}x{x.size[1]}" for x in r.results if not x.passed]
     print(f"\n{'PASS' if r.passed else 'FAIL'}: {len(r.results) - len(failed)} of {len(r.results)} outputs within the gate"
           + (f"; failing: {', '.join(failed[:10])}" if failed else ""))
@@ -663,7 +695,8 @@ def _add_bench(sub) -> None:
                     "(torch.utils.flop_counter) and achieved GFLOP/s against the measured fp32 matmul peak. GFLOPs "
                     "are the direct convolutions' for every entry, so the Winograd entries (featx_optimized, featx_ort "
                     "on the CPU) show an effective rate that can pass the peak. "
-                    f"Entries: {', '.join(ENTRIES)} (featx_compile and featx_ort_int8 only when named).",
+                    f"Entries: {', '.join(ENTRIES)} (featx_compile and the int8 entries only when named). The report "
+                    "names the CPU (model, AVX2/AVX-512/VNNI/AMX) and the runtime versions.",
         epilog="examples:\n"
                "  featx bench --threads 2 --json bench.json --png bench.png\n"
                "  featx bench --model ResNet18FPN --sizes 512x512 --batch 1 --entries torchvision featx featx_optimized\n",
@@ -671,13 +704,18 @@ def _add_bench(sub) -> None:
     p.add_argument("--model", default="ResNet50FPN", help="featx composite (default ResNet50FPN)")
     p.add_argument("--sizes", type=_size, nargs="+", default=[(512, 512), (800, 1216)], help="HxW (default 512x512 800x1216)")
     p.add_argument("--batch", type=_int_at_least(1), nargs="+", default=[1, 4], help="every size at the first, the first size at the rest")
-    p.add_argument("--entries", nargs="+", default=list(ENTRIES[:5]), choices=list(ENTRIES), help="what to time")
+    p.add_argument("--entries", nargs="+", default=list(ENTRIES[:6]), choices=list(ENTRIES), help="what to time "
+                   "(default: the first six)")
     p.add_argument("--threads", type=_int_at_least(1), default=None, help="torch/ORT threads (default: torch's)")
     p.add_argument("--repeats", type=_int_at_least(1), default=5, help="timed runs per entry and input (default 5)")
     p.add_argument("--warmup", type=_int_at_least(0), default=1, help="untimed runs first (default 1)")
     p.add_argument("--memory", action="store_true", help="also measure peak RSS in a fresh process per entry")
-    p.add_argument("--no-winograd", dest="winograd", action="store_false",
-                   help="featx_optimized and featx_ort on direct convolutions only (to see what Winograd adds)")
+    winograd = p.add_mutually_exclusive_group()
+    winograd.add_argument("--winograd", dest="winograd", action="store_true", default=None,
+                          help="every 128-256-channel 3x3 conv as Winograd in the optimized and exported entries")
+    winograd.add_argument("--no-winograd", dest="winograd", action="store_false",
+                          help="direct convolutions only (default: the convs measured faster as Winograd in each "
+                          "entry's runtime on this CPU)")
     p.add_argument("--json", metavar="PATH", type=_writable_file, help="write the results as JSON")
     p.add_argument("--markdown", action="store_true", help="print a markdown table")
     p.add_argument("--png", metavar="PATH", type=_writable_file, help="write a bar chart of latency relative to torchvision")
@@ -706,7 +744,8 @@ def _cmd_bench(args) -> int:
             row.append(str(x.get("peak_rss_mb")))
         rows.append(row)
     print(f"{r['model']} ({r['params_m']} M params) | {r['threads']} threads | fp32 matmul peak "
-          f"{r['matmul_peak_gflops']:.1f} GFLOP/s | {r['device']} | Winograd {'on' if r['winograd'] else 'off'}")
+          f"{r['matmul_peak_gflops']:.1f} GFLOP/s | Winograd {r['winograd']}")
+    print(f"CPU: {r['cpu']['model']} ({r['cpu']['isa']}) | {r['versions']}")
     print(markdown_table(headers, rows) if args.markdown else format_table(headers, rows))
     if args.json:
         write_json(args.json, r)

@@ -14,7 +14,7 @@ import torch
 
 from featx.checkpoints import hub_checkpoint_path
 from featx.deploy.onnx_export import export_onnx
-from featx.deploy.parity import ort_parity
+from featx.deploy.parity import parity
 from featx.images import detection_batch, load_image, sample_image_path
 from featx.models import create_model, get_entry, torchvision_weights_enum
 from featx.report import format_table
@@ -82,14 +82,14 @@ def run_demo(model_name: str = "ResNet50FPN", image: Optional[str] = None, expor
         f"input {' x '.join(map(str, e.inputs[0]['shape']))}")
 
     out("\n== ONNX Runtime parity (random inputs, every size at batch 1, the first also at batch 2)")
-    p = ort_parity(onnx_path, repeats=3, log=log)
+    p = parity(onnx_path, repeats=3, log=log)
     rows = [[x.output, f"{x.batch}x{x.size[0]}x{x.size[1]}", x.shape, f"{x.rel:.2e}", f"{x.cosine:.7f}",
              "pass" if x.passed else "FAIL"] for x in p.results]
-    out(f"providers used: {', '.join(p.providers)}; gate: err/max|ref| <= {p.gate['max_rel']:g}, "
+    out(f"ran on: {p.runtime}; gate: err/max|ref| <= {p.gate['max_rel']:g}, "
         f"cosine >= {p.gate['min_cos']}")
     out(format_table(["output", "input", "shape", "err/max|ref|", "cosine", "verdict"], rows))
     lat = p.latency_ms
-    out(f"latency {'x'.join(map(str, lat['input']))}: ORT {lat['ort']:.0f} ms, PyTorch {lat['torch_eager']:.0f} ms "
-        f"(ORT/PyTorch {lat['ort_over_torch']:.2f}x)")
+    out(f"latency {'x'.join(map(str, lat['input']))}: ORT {lat['runtime']:.0f} ms, PyTorch {lat['torch_eager']:.0f} ms "
+        f"(ORT/PyTorch {lat['runtime_over_torch']:.2f}x)")
     out(f"\n{'PASS' if p.passed else 'FAIL'}: parity {sum(x.passed for x in p.results)}/{len(p.results)} outputs")
     return 0 if p.passed else 1

@@ -81,7 +81,7 @@ def resize_normalize(image: torch.Tensor, size: Sequence[int], mean: Sequence[fl
                      std: Sequence[float] = IMAGENET_STD) -> torch.Tensor:
     """``(3, H, W)`` 0..1 image -> ``(3, *size)`` resized (antialiased) and normalized by ``mean``/``std``."""
     x = TF.resize(image, list(size), antialias=True)
-    return (x - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)
+    return (x - torch.tensor(mean).view(-1, 1, 1)) / torch.tensor(std).view(-1, 1, 1)
 
 
 def detection_batch(images: list[torch.Tensor], min_size: int = 800, max_size: int = 1333,

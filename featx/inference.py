@@ -13,7 +13,7 @@ Which norm follows which conv is known from featx's own layout (the weights' sou
 from __future__ import annotations
 
 import copy
-from typing import Optional
+from typing import Collection, Union
 
 import torch
 from torch import nn
@@ -21,6 +21,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_weights
 from torchvision.ops import FrozenBatchNorm2d
 
 from featx.layers import ConvNormAct
+from featx.tuning import DEFAULT_TUNING_SIZE, WinogradDecision, decide_winograd
 from featx.winograd import convert_to_winograd
 
 __all__ = ["fold_batchnorm", "optimize_for_inference"]
@@ -80,33 +81,48 @@ def optimize_for_inference(
     model: nn.Module,
     channels_last: bool = True,
     inplace: bool = False,
-    winograd: Optional[bool] = None,
+    winograd: Union[None, bool, WinogradDecision, Collection[str]] = None,
     winograd_min_channels: int = 128,
     winograd_max_channels: int = 256,
+    tuning_runtime: str = "torch",
+    tuning_size: tuple[int, int] = DEFAULT_TUNING_SIZE,
 ) -> nn.Module:
     """A copy of ``model`` (or ``model`` itself with ``inplace=True``, which saves holding the weights
-    twice) for inference: eval mode, BN folded, no gradients, channels_last weights.
+    twice) for inference: eval mode, BN folded, no gradients, channels_last weights, and the 3x3
+    convolutions that are faster as Winograd F(4x4, 3x3) on this machine replaced by
+    :class:`featx.winograd.WinogradConv2d` (4x fewer multiplies, more memory traffic).
 
-    ``winograd`` replaces every 3x3 stride-1 conv whose input and output channels lie in
-    ``[winograd_min_channels, winograd_max_channels]`` by :class:`featx.winograd.WinogradConv2d`:
-    4x fewer multiplies. ResNet50FPN at 1x3x512x512 with 2 CPU threads goes from 0.84x to 0.80x of
-    torchvision's latency eager, and from 0.83x to 0.66x in ONNX Runtime. Narrower convs are faster
-    direct (the transforms dominate). Wider ones sit deep in the network, where there are few
-    tiles, and their transformed weights (4x the 3x3 weights) cost more memory than the ~1% time
-    they save (ResNet-50's layer4: +75 MB). It is a CPU fp32 optimization, so the default (``None``)
-    turns it on only for a float32 model on the CPU: on CUDA, cuDNN picks its own algorithms
-    (Winograd among them), and the transforms would amplify fp16/int8 rounding.
+    ``winograd``:
 
-    Feed it inputs as usual; with ``channels_last`` the convolutions run in NHWC (oneDNN's
-    preferred layout on CPUs) and outputs come back in that memory format (same values, same shape).
+    - ``None`` (default): measured. For a float32 model on the CPU, ``featx.tuning.decide_winograd``
+      times each distinct eligible convolution (64..512 channels, at the map size a ``tuning_size``
+      input gives it) direct and Winograd in ``tuning_runtime`` (the exports pass their runtime) and
+      converts only those Winograd made faster; cached per CPU and versions, so measured once. On
+      CUDA and for other dtypes: off (cuDNN picks its own algorithms; transforms amplify fp16 rounding).
+    - ``True``: every eligible conv with channels in ``[winograd_min_channels, winograd_max_channels]``.
+    - ``False``: none. A ``WinogradDecision`` or a collection of module names: those.
+
+    The decision is kept as ``model.winograd_decision`` (None when not measured). Feed the result
+    inputs as usual; with ``channels_last`` the convolutions run in NHWC (oneDNN's preferred layout on
+    CPUs) and outputs come back in that memory format (same values, same shape).
     """
     m = (model if inplace else copy.deepcopy(model)).eval()
     m.folded_batchnorms = fold_batchnorm(m)
     # after folding: the Winograd weights are transformed from the folded ones
+    m.winograd_decision = None
     if winograd is None:
         first = next(m.parameters(), None)
-        winograd = first is not None and first.device.type == "cpu" and first.dtype == torch.float32
-    m.winograd_convs = convert_to_winograd(m, winograd_min_channels, winograd_max_channels) if winograd else 0
+        if first is not None and first.device.type == "cpu" and first.dtype == torch.float32:
+            winograd = decide_winograd(m, tuning_runtime, tuning_size)
+        else:
+            winograd = False
+    if isinstance(winograd, WinogradDecision):
+        m.winograd_decision = winograd
+        winograd = winograd.convert
+    if isinstance(winograd, bool):
+        m.winograd_convs = convert_to_winograd(m, winograd_min_channels, winograd_max_channels) if winograd else 0
+    else:
+        m.winograd_convs = convert_to_winograd(m, 1, 1 << 30, only=set(winograd))
     for p in m.parameters():
         p.requires_grad_(False)
     if channels_last:

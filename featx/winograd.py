@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from fractions import Fraction
 from functools import lru_cache
-from typing import Sequence
+from typing import Collection, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -156,13 +156,16 @@ class WinogradConv2d(nn.Module):
         return t.narrow(2, 0, out_h).narrow(3, 0, out_w) + self.bias
 
 
-def convert_to_winograd(model: nn.Module, min_channels: int = 128, max_channels: int = 1 << 30) -> int:
-    """Replace every eligible conv in ``model`` (in place) by a :class:`WinogradConv2d`; returns how
-    many. For inference only: the replacement holds transformed weights as buffers."""
+def convert_to_winograd(model: nn.Module, min_channels: int = 128, max_channels: int = 1 << 30,
+                        only: Optional[Collection[str]] = None) -> int:
+    """Replace every eligible conv in ``model`` (in place) by a :class:`WinogradConv2d` (with ``only``:
+    just the eligible convs of those qualified names); returns how many. For inference only: the
+    replacement holds transformed weights as buffers."""
     count = 0
-    for parent in list(model.modules()):
+    for prefix, parent in list(model.named_modules()):
         for name, child in list(parent.named_children()):
-            if winograd_eligible(child, min_channels, max_channels):
+            qualified = f"{prefix}.{name}" if prefix else name
+            if winograd_eligible(child, min_channels, max_channels) and (only is None or qualified in only):
                 setattr(parent, name, WinogradConv2d(child))
                 count += 1
     return count

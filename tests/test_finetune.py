@@ -292,7 +292,7 @@ def test_finetuned_classifier_exports_to_onnx_with_parity(trained, tmp_path):
     import onnx
 
     from featx.deploy.metadata import read_metadata
-    from featx.deploy.parity import ort_parity
+    from featx.deploy.parity import parity
 
     wd, _ = trained
     best = next(wd.glob("best_accuracy_top1_epoch_*.pth"))
@@ -304,7 +304,7 @@ def test_finetuned_classifier_exports_to_onnx_with_parity(trained, tmp_path):
     meta = read_metadata(out)
     assert meta["input"]["mean"] == [0.5, 0.5, 0.5] and meta["levels"][0]["channels"] == 3
     assert meta["model_config"]["weights"] == str(best.resolve())
-    report = ort_parity(out, sizes=[(32, 32), (45, 61)], repeats=0, log=lambda m: None)
+    report = parity(out, sizes=[(32, 32), (45, 61)], repeats=0, log=lambda m: None)
     assert report.passed and max(x.rel for x in report.results) < 1e-4
 
 

@@ -22,7 +22,7 @@ from helpers import randomize_norm_stats, rel_err, run_cli
 def test_optimized_model_matches_within_1e5(name, kwargs):
     model = randomize_norm_stats(featx.create_model(name, **kwargs), seed=7).eval()
     bns = sum(isinstance(m, (_BatchNorm, FrozenBatchNorm2d)) for m in model.modules())
-    fast = optimize_for_inference(model)
+    fast = optimize_for_inference(model, winograd=True)
     assert fast.folded_batchnorms == bns  # every norm folded
     assert not any(isinstance(m, (_BatchNorm, FrozenBatchNorm2d)) for m in fast.modules())
     assert not any(p.requires_grad for p in fast.parameters())
@@ -34,7 +34,7 @@ def test_optimized_model_matches_within_1e5(name, kwargs):
 
 def test_original_model_is_untouched():
     model = featx.create_model("ResNet18FPN")
-    fast = optimize_for_inference(model)
+    fast = optimize_for_inference(model, winograd=True)
     assert isinstance(model.backbone.bn1, torch.nn.BatchNorm2d) and isinstance(fast.backbone.bn1, torch.nn.Identity)
     assert model.backbone.conv1.weight.requires_grad
 

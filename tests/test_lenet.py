@@ -9,7 +9,7 @@ from torch import nn
 import featx
 from featx.deploy.metadata import read_metadata
 from featx.deploy.onnx_export import ExportSettings, export_onnx
-from featx.deploy.parity import ort_parity
+from featx.deploy.parity import parity
 
 
 def test_levels_shapes_and_the_papers_layer_sizes():
@@ -67,7 +67,7 @@ def test_export_and_parity(tmp_path):
     assert [o["name"] for o in r.outputs] == ["s2", "s4", "c5"] and r.inputs[0]["shape"][1] == 1
     meta = read_metadata(path)
     assert meta["input"]["channels"] == 1 and meta["input"]["color"] == "gray" and meta["input"]["min_size"] == 32
-    p = ort_parity(path, sizes=[(32, 32), (45, 61)], batches=[1, 3], repeats=0, log=lambda m: None)
+    p = parity(path, sizes=[(32, 32), (45, 61)], batches=[1, 3], repeats=0, log=lambda m: None)
     assert p.passed and len(p.results) == 9 and max(x.rel for x in p.results) < 1e-5
 
 

@@ -15,7 +15,7 @@ from onnx import numpy_helper
 from helpers import run_cli
 from featx.deploy.metadata import read_metadata
 from featx.deploy.onnx_export import ExportSettings, export_onnx
-from featx.deploy.parity import ort_parity
+from featx.deploy.parity import parity
 from featx.errors import ExportError, ParityError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,7 +57,7 @@ def test_export_resnet50fpn_dynamic_and_cpu_parity(r50fpn_onnx, tmp_path):
     assert [tuple(x["shape"]) for x in big] == [(1, 256, 201, 334), (1, 256, 101, 167), (1, 256, 51, 84),
                                                 (1, 256, 26, 42), (1, 256, 13, 21)]
     assert max(x["rel"] for x in report["results"]) < 5e-4 and min(x["cosine"] for x in report["results"]) > 0.99999
-    assert report["latency_ms"]["ort"] > 0 and "providers used: CPUExecutionProvider" in r.stdout
+    assert report["latency_ms"]["runtime"] > 0 and "(CPUExecutionProvider)" in r.stdout
 
 
 def test_metadata_round_trips(r50fpn_onnx):
@@ -86,7 +86,7 @@ def test_parity_fails_when_an_initializer_is_perturbed(r50fpn_onnx, tmp_path):
 def test_retina_style_export_and_parity(tmp_path):
     path = tmp_path / "retina.onnx"
     export_onnx("ResNet18RetinaFPN", path, log=lambda m: None)
-    report = ort_parity(path, sizes=[(64, 64), (67, 93)], batches=(1, 2), repeats=0, log=lambda m: None)
+    report = parity(path, sizes=[(64, 64), (67, 93)], batches=(1, 2), repeats=0, log=lambda m: None)
     assert report.passed and [r.output for r in report.results[:5]] == ["p3", "p4", "p5", "p6", "p7"]
     assert [r.shape[-1] for r in report.results[5:10]] == [12, 6, 3, 2, 1]
 
@@ -100,7 +100,7 @@ def test_static_export_rejects_other_sizes(tmp_path):
     bad = _cli("parity", str(path), "--sizes", "512x512")
     assert bad.returncode == 1
     assert "exported with a static input 1x3x96x128; it cannot run 512x512" in bad.stderr
-    ok = ort_parity(path, repeats=0, log=lambda m: None)
+    ok = parity(path, repeats=0, log=lambda m: None)
     assert ok.passed and {r.size for r in ok.results} == {(96, 128)}
 
 
@@ -111,7 +111,7 @@ def test_fp16_export_is_valid_and_runs_on_cpu(tmp_path):
     conv_weights = [t for t in model.graph.initializer if len(t.dims) == 4]
     assert conv_weights and all(t.data_type == onnx.TensorProto.FLOAT16 for t in conv_weights)
     assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT  # io kept fp32
-    report = ort_parity(path, sizes=[(64, 64)], batches=(1,), repeats=0, log=lambda m: None)
+    report = parity(path, sizes=[(64, 64)], batches=(1,), repeats=0, log=lambda m: None)
     assert report.precision == "fp16" and report.gate["max_rel"] == 5e-2 and report.passed
     assert max(r.rel for r in report.results) > 1e-5  # really computed in fp16, not fp32
 
@@ -154,7 +154,7 @@ def test_parity_against_another_model_is_refused(r50fpn_onnx):
     from featx import create_model
 
     with pytest.raises(ParityError, match=r"outputs \['p2', 'p3', 'p4', 'p5', 'p6'\], but the model gives \['c2'"):
-        ort_parity(r50fpn_onnx[0], model=create_model("ResNet18"), repeats=0)
+        parity(r50fpn_onnx[0], model=create_model("ResNet18"), repeats=0)
 
 
 def test_export_error_leaves_no_file(tmp_path, monkeypatch):

@@ -6,7 +6,7 @@ import pytest
 from helpers import run_cli
 
 from featx.deploy.metadata import read_metadata
-from featx.deploy.parity import GATES, ort_parity
+from featx.deploy.parity import GATES, parity
 from featx.deploy.quantize import quantize_onnx
 
 
@@ -15,7 +15,8 @@ def test_export_int8_calibrated_on_real_images(tmp_path):
     data = tmp_path / "digits"
     assert run_cli("make-digits", str(data)).returncode == 0
     out = tmp_path / "r18.onnx"
-    r = run_cli("export", "ResNet18FPN", "-o", str(out), "--exporter", "torchscript", "--int8", "--calib",
+    r = run_cli("export", "ResNet18FPN", "-o", str(out), "--exporter", "torchscript", "--winograd", "--int8", "--runtime",
+                "onnxruntime", "--calib",
                 str(data / "train"), "--calib-count", "16", "--calib-size", "128x128")
     assert r.returncode == 0, r.stderr
     q = tmp_path / "r18_int8.onnx"
@@ -35,7 +36,7 @@ def test_export_int8_calibrated_on_real_images(tmp_path):
     meta = read_metadata(q)
     assert meta["precision"] == "int8" and meta["int8"]["calibration"]["images"] == 16
     assert q.stat().st_size < out.stat().st_size / 3  # int8 weights
-    report = ort_parity(q, sizes=[(128, 128), (97, 131)], batches=(1, 2), repeats=0, log=lambda m: None)
+    report = parity(q, sizes=[(128, 128), (97, 131)], batches=(1, 2), repeats=0, log=lambda m: None)
     assert report.precision == "int8" and report.gate["min_cos"] == GATES["int8"].min_cos == 0.99
     assert all(x.shape == (x.batch, 256) + x.shape[2:] for x in report.results) and len(report.results) == 15
     # Random-init weights (no download here) quantize worse than trained ones: measured 0.982-0.993

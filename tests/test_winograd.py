@@ -13,7 +13,7 @@ import featx
 from featx.inference import optimize_for_inference
 from featx.deploy.metadata import read_metadata
 from featx.deploy.onnx_export import ExportSettings, export_onnx
-from featx.deploy.parity import ort_parity
+from featx.deploy.parity import parity
 from featx.winograd import WinogradConv2d, convert_to_winograd, winograd_eligible, winograd_matrices
 from helpers import rel_err
 
@@ -88,11 +88,11 @@ def test_resnet50fpn_converts_its_wide_stride1_3x3_convs():
     model = featx.create_model("ResNet50FPN").eval()
     # layer2: 3, layer3: 5 (each first block's 3x3 has stride 2), FPN outputs: 4; layer4's 512-channel
     # convs only with a higher winograd_max_channels
-    fast = optimize_for_inference(model)
+    fast = optimize_for_inference(model, winograd=True)
     assert fast.winograd_convs == 12 == sum(isinstance(m, WinogradConv2d) for m in fast.modules())
-    assert optimize_for_inference(model, winograd_max_channels=512).winograd_convs == 14
+    assert optimize_for_inference(model, winograd=True, winograd_max_channels=512).winograd_convs == 14
     assert optimize_for_inference(model, winograd=False).winograd_convs == 0
-    assert optimize_for_inference(model.double()).winograd_convs == 0  # auto: float32 CPU models only
+    assert optimize_for_inference(model.double()).winograd_convs == 0  # measured: float32 CPU models only
     # ResNet18FPN: layer2-3: 3 each, FPN: 4; with min_channels=64 also layer1's 4 (2 blocks x 2)
     assert convert_to_winograd(featx.create_model("ResNet18FPN"), min_channels=64, max_channels=256) == 14
 
@@ -100,13 +100,56 @@ def test_resnet50fpn_converts_its_wide_stride1_3x3_convs():
 @pytest.mark.slow
 def test_winograd_export_runs_in_onnx_runtime_within_the_fp32_gate(tmp_path):
     path = tmp_path / "r18.onnx"
-    r = export_onnx("ResNet18FPN", path, log=lambda m: None)
+    r = export_onnx("ResNet18FPN", path, ExportSettings(winograd=True), log=lambda m: None)
     assert r.metadata["featx.winograd_convs"] == "10"  # layer2-3: 3 each, FPN: 4
     ops = [n.op_type for n in onnx.load(str(path)).graph.node]
     assert ops.count("DepthToSpace") == 10 and ops.count("MatMul") == 20
-    report = ort_parity(path, sizes=[(97, 131), (64, 64)], batches=(1, 2), repeats=0, log=lambda m: None)
+    report = parity(path, sizes=[(97, 131), (64, 64)], batches=(1, 2), repeats=0, log=lambda m: None)
     assert report.passed and max(x.rel for x in report.results) < 5e-5
     direct = tmp_path / "direct.onnx"
     export_onnx("ResNet18FPN", direct, ExportSettings(winograd=False), log=lambda m: None)
     assert read_metadata(direct)["winograd_convs"] == 0
     assert "MatMul" not in {n.op_type for n in onnx.load(str(direct)).graph.node}
+
+
+# -- measured on this machine ----------------------------------------------------------------------------
+def test_the_decision_follows_the_measurements_and_is_cached(tmp_path, monkeypatch):
+    from featx.tuning import conv_workloads, decide_winograd
+
+    monkeypatch.setenv("FEATX_CACHE_DIR", str(tmp_path))
+    model = featx.create_model("ResNet18FPN").eval()
+    workloads = conv_workloads(model, (256, 256))
+    # ResNet-18 FPN at 256x256: layer1 64@64x64 (4), layer2 128@32 (3), layer3 256@16 (3), layer4 512@8 (3),
+    # FPN outputs 256@64/32/16/8 (4)
+    assert len(workloads) == 17 and workloads["backbone.layer3.1.conv2"].key == "256x256@16x16p1"
+
+    def only_256(workload, runtime, repeats, threads):  # a CPU where only the 256-channel convs gain
+        faster = workload.cin == workload.cout == 256
+        return {"direct_ms": 2.0, "winograd_ms": 1.0 if faster else 3.0, "winograd": faster}
+
+    d = decide_winograd(model, "onnxruntime", (256, 256), measure=only_256, log=lambda m: None)
+    assert d.convert == sorted(n for n, w in workloads.items() if w.cin == w.cout == 256) and len(d.convert) == 7
+    assert d.timings["256x256@16x16p1"] == {"direct_ms": 2.0, "winograd_ms": 1.0, "winograd": True}
+
+    def must_not_measure(*args):
+        raise AssertionError("measured again instead of using the cache")
+
+    assert decide_winograd(model, "onnxruntime", (256, 256), measure=must_not_measure, log=lambda m: None).convert == d.convert
+    fast = optimize_for_inference(model, winograd=d)
+    assert fast.winograd_convs == 7 and fast.winograd_decision is d
+    x = torch.randn(1, 3, 97, 131)
+    with torch.no_grad():
+        assert max(rel_err(o.contiguous(), r) for o, r in zip(fast(x), model(x))) < 1e-5
+
+
+def test_a_real_measurement_in_torch(tmp_path, monkeypatch):
+    from featx.cpu import cpu_info
+    from featx.tuning import decide_winograd
+
+    monkeypatch.setenv("FEATX_CACHE_DIR", str(tmp_path))
+    model = featx.create_model("ResNet18").eval()
+    d = decide_winograd(model, "torch", (64, 64), repeats=2, log=lambda m: None)
+    assert set(d.timings) == {"64x64@16x16p1", "128x128@8x8p1", "256x256@4x4p1", "512x512@2x2p1"}
+    assert all(t["direct_ms"] > 0 and t["winograd_ms"] > 0 for t in d.timings.values())
+    assert all(t["winograd"] == (t["winograd_ms"] < 0.95 * t["direct_ms"]) for t in d.timings.values())
+    assert (tmp_path / "choices.json").is_file() and d.cpu == cpu_info().describe()

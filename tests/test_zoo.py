@@ -150,11 +150,11 @@ def test_bad_input_errors(name):
 @pytest.mark.parametrize("name", PER_FAMILY)
 def test_onnx_export_and_ort_parity(name, tmp_path):
     from featx.deploy.onnx_export import ExportSettings, export_onnx
-    from featx.deploy.parity import ort_parity
+    from featx.deploy.parity import parity
 
     out = tmp_path / f"{name}.onnx"
     export_onnx(name, out, ExportSettings(exporter="torchscript"), log=lambda m: None)
-    report = ort_parity(out, sizes=sizes_for(name), batches=(1,), repeats=0, log=lambda m: None)
+    report = parity(out, sizes=sizes_for(name), batches=(1,), repeats=0, log=lambda m: None)
     assert report.passed, report.to_dict()
     assert [r.output for r in report.results[:4]] == ["c2", "c3", "c4", "c5"]
     assert max(r.rel for r in report.results) < 5e-4

@@ -23,10 +23,13 @@ __all__ = ["read_metadata", "build_from_config", "model_from_metadata"]
 
 
 def read_metadata(path: Union[str, Path]) -> dict[str, Any]:
-    """The ``featx.*`` metadata of an exported ONNX file, JSON values decoded, prefix dropped."""
+    """The ``featx.*`` metadata of an exported file (ONNX ``metadata_props`` or an OpenVINO IR's
+    ``rt_info["featx"]``), JSON values decoded, prefix dropped."""
     path = Path(path)
     if path.is_dir():
-        raise ParityError(f"{path} is a folder; expected an .onnx file")
+        raise ParityError(f"{path} is a folder; expected an .onnx file or an OpenVINO .xml")
+    if path.suffix == ".xml":
+        return _read_ir_metadata(path)
     if not path.is_file():
         raise ParityError(f"ONNX file not found: {path}")
     try:
@@ -35,14 +38,28 @@ def read_metadata(path: Union[str, Path]) -> dict[str, Any]:
         raise ParityError(f"{path} is not an ONNX model ({type(e).__name__}: {str(e)[:200]})") from None
     if not proto.graph.node:
         raise ParityError(f"{path} is not an ONNX model (no graph)")
-    meta: dict[str, Any] = {}
-    for prop in proto.metadata_props:
-        if prop.key.startswith("featx."):
-            try:
-                meta[prop.key[6:]] = json.loads(prop.value)
-            except json.JSONDecodeError:
-                meta[prop.key[6:]] = prop.value
-    return meta
+    return {prop.key[6:]: _decode(prop.value) for prop in proto.metadata_props if prop.key.startswith("featx.")}
+
+
+def _decode(value: str) -> Any:
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError:
+        return value
+
+
+def _read_ir_metadata(path: Path) -> dict[str, Any]:
+    import openvino as ov  # the optional `openvino` extra
+
+    if not path.is_file() or not path.with_suffix(".bin").is_file():
+        raise ParityError(f"OpenVINO IR not found: {path} and {path.with_suffix('.bin').name} are both needed")
+    try:
+        info = ov.Core().read_model(str(path)).get_rt_info()
+    except Exception as e:
+        raise ParityError(f"{path} is not an OpenVINO IR ({type(e).__name__}: {str(e)[:200]})") from None
+    if "featx" not in info.keys():
+        return {}
+    return {k: _decode(v.astype(str)) for k, v in info["featx"].items()}
 
 
 def build_from_config(cfg: dict, seed: int = 0, allow_download: bool = True) -> nn.Module:

@@ -52,9 +52,11 @@ DEFAULT_OPSET = 18
 class ExportSettings:
     """How to export. ``static_shape=(H, W)`` fixes the input shape (batch ``batch``); otherwise batch,
     height and width are dynamic. ``fp16`` converts weights and compute to float16, keeping the
-    input and outputs float32 unless ``fp16_io``. ``winograd`` exports wide 3x3 convs as Winograd
-    F(4x4, 3x3) (MatMul-based, see :mod:`featx.winograd`): ONNX Runtime CPU runs ResNet50FPN about
-    1.3x faster; it is off for fp16 exports and for files meant for int8 quantization."""
+    input and outputs float32 unless ``fp16_io``. ``winograd`` exports 3x3 convs as Winograd
+    F(4x4, 3x3) (MatMul-based, see :mod:`featx.winograd`): ``None`` (default) converts those that were
+    measured faster in ``runtime`` on this machine (``featx.tuning``; the decision and its timings go
+    into the file's metadata), ``True`` every 128..256-channel one, ``False`` none. Always off for fp16
+    exports and for files meant for int8 quantization."""
 
     static_shape: Optional[tuple[int, int]] = None
     batch: int = 1
@@ -63,7 +65,8 @@ class ExportSettings:
     fp16_io: bool = False
     simplify: bool = False
     exporter: str = "dynamo"
-    winograd: bool = True
+    winograd: Optional[bool] = None
+    runtime: str = "onnxruntime"  # the runtime a measured Winograd decision is made for
 
     @property
     def name(self) -> str:
@@ -126,8 +129,10 @@ def export_onnx(
     if settings.fp16_io and not settings.fp16:
         raise ExportError("fp16_io (fp16 input and outputs) needs fp16 (an fp16 model)")
     # the same inference path as eager: BatchNorm folded into the convolutions before tracing
-    net = optimize_for_inference(build_from_config(cfg, seed), channels_last=False, inplace=True,
-                                 winograd=settings.winograd and not settings.fp16)
+    winograd = False if settings.fp16 else settings.winograd
+    net = optimize_for_inference(build_from_config(cfg, seed), channels_last=False, inplace=True, winograd=winograd,
+                                 tuning_runtime=settings.runtime)
+    decision = net.winograd_decision
     infos = list(net.feature_info)
     out_names = [f.name.lower() for f in infos]
     minimum = _min_input_size(net)
@@ -171,6 +176,8 @@ def export_onnx(
             "featx.io_precision": "fp16" if settings.fp16 and settings.fp16_io else "fp32",
             "featx.exporter": settings.exporter,
             "featx.winograd_convs": str(net.winograd_convs),
+            "featx.winograd_decision": json.dumps(decision.to_dict() if decision is not None else
+                                                  {"set": "off" if not winograd else "on (128..256 channels)"}),
             "featx.static_shape": json.dumps(list(sample.shape) if settings.static_shape else None),
         }
         del proto.metadata_props[:]

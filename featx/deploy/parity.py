@@ -1,6 +1,7 @@
-"""ONNX Runtime parity as a library function (``featx parity``): the exported file against the same
-model in PyTorch (rebuilt from the file's metadata, on the same device), per output: max abs error,
-max abs / max|ref|, cosine (``featx.compare``), with gates per precision.
+"""Parity as a library function (``featx parity``): an exported file in its runtime (ONNX Runtime for
+``.onnx``, OpenVINO for an IR ``.xml``) against the same model in PyTorch (rebuilt from the file's
+metadata, on the same device), per output: max abs error, max abs / max|ref|, cosine
+(``featx.compare``), with gates per precision.
 """
 from __future__ import annotations
 
@@ -14,12 +15,13 @@ from torch import nn
 
 from featx.compare import compare_arrays
 from featx.deploy.metadata import model_from_metadata, read_metadata
+from featx.deploy.runtimes import open_session
 from featx.errors import ParityError
 from featx.features import as_output_tuple, input_channels
 from featx.images import IMAGENET_MEAN, IMAGENET_STD, load_image, resize_normalize, sample_image_path
 from featx.timing import median_ms
 
-__all__ = ["Gate", "GATES", "OutputResult", "ParityReport", "ort_parity", "DEFAULT_PARITY_SIZES"]
+__all__ = ["Gate", "GATES", "OutputResult", "ParityReport", "parity", "DEFAULT_PARITY_SIZES"]
 
 DEFAULT_PARITY_SIZES: tuple[tuple[int, int], ...] = ((512, 512), (800, 1216), (801, 1333), (333, 517))
 
@@ -58,7 +60,8 @@ class OutputResult:
 
 @dataclass
 class ParityReport:
-    onnx: str
+    path: str
+    runtime: str  # "onnxruntime 1.32.0 on cpu (CPUExecutionProvider)", what really ran
     device: str
     providers: list[str]
     precision: str
@@ -71,33 +74,13 @@ class ParityReport:
         return bool(self.results) and all(r.passed for r in self.results)
 
     def to_dict(self) -> dict:
-        return {"onnx": self.onnx, "device": self.device, "providers": self.providers, "precision": self.precision,
-                "gate": self.gate, "passed": self.passed, "latency_ms": self.latency_ms,
+        return {"path": self.path, "runtime": self.runtime, "device": self.device, "providers": self.providers,
+                "precision": self.precision, "gate": self.gate, "passed": self.passed, "latency_ms": self.latency_ms,
                 "results": [asdict(r) for r in self.results]}
 
 
-def _providers(device: str) -> tuple[list, str]:
-    import onnxruntime as ort  # one of two exclusive extras (onnxruntime / onnxruntime-gpu): imported on use
-
-    available = ort.get_available_providers()
-    cuda_ok = "CUDAExecutionProvider" in available and torch.cuda.is_available()
-    if device == "auto":
-        device = "cuda" if cuda_ok else "cpu"
-    if device == "cuda":
-        if not cuda_ok:
-            raise ParityError(
-                f"--device cuda asked, but CUDA is not usable here: onnxruntime providers {available}, "
-                f"torch.cuda.is_available()={torch.cuda.is_available()}. Install featx[gpu] (onnxruntime-gpu, "
-                "without onnxruntime) on a machine with an NVIDIA GPU, or use --device cpu."
-            )
-        return ["CUDAExecutionProvider"], "cuda"
-    if device != "cpu":
-        raise ParityError(f"--device must be auto, cuda or cpu, got {device!r}")
-    return ["CPUExecutionProvider"], "cpu"
-
-
-def ort_parity(
-    onnx_path: Union[str, Path],
+def parity(
+    path: Union[str, Path],
     model: Optional[nn.Module] = None,
     device: str = "auto",
     sizes: Optional[Sequence[tuple[int, int]]] = None,
@@ -110,55 +93,38 @@ def ort_parity(
     log: Any = print,
     meta: Optional[dict] = None,
 ) -> ParityReport:
-    """Run ``onnx_path`` in ONNX Runtime and ``model`` (default: rebuilt from the file's metadata) in
-    PyTorch on the same inputs and device; compare every output.
+    """Run an exported file (``.onnx`` in ONNX Runtime, an OpenVINO ``.xml`` in OpenVINO) and ``model``
+    (default: rebuilt from the file's metadata) in PyTorch on the same inputs and device; compare every
+    output.
 
     Every size runs at ``batches[0]``; the first size also at each further batch. A file exported
     with a static shape runs at that shape only; other sizes are a clear ``ParityError``.
     """
-    import onnxruntime as ort  # one of two exclusive extras (onnxruntime / onnxruntime-gpu): imported on use
-
     if repeats < 0:
         raise ValueError(f"repeats must be >= 0, got {repeats}")
     if not batches or any(b < 1 for b in batches):
         raise ValueError(f"batch sizes must be >= 1, got {list(batches)}")
-    meta = read_metadata(onnx_path) if meta is None else meta
-    providers, device = _providers(device)
-    net = model if model is not None else model_from_metadata(meta)
-    net = net.eval()
+    meta = read_metadata(path) if meta is None else meta
+    session = open_session(path, device, threads, tf32)
+    device = session.device
+    net = (model if model is not None else model_from_metadata(meta)).eval()
     expected = [f.name.lower() for f in net.feature_info]
     precision = meta.get("precision", "fp32")
     if gate is None:
         gate = (GATES[precision] if precision in ("fp16", "int8")
                 else GATES["tf32"] if (device == "cuda" and tf32) else GATES["fp32"])
-
-    options = ort.SessionOptions()
-    if threads:
-        options.intra_op_num_threads = threads
-    provider_options = [{"use_tf32": int(tf32)}] if device == "cuda" else None
-    try:
-        session = ort.InferenceSession(str(onnx_path), options, providers=providers, provider_options=provider_options)
-    except Exception as e:
-        raise ParityError(f"ONNX Runtime cannot load {onnx_path}: {str(e)[:300]}") from None
-    used = session.get_providers()
-    if device == "cuda" and used[0] != "CUDAExecutionProvider":
-        raise ParityError(f"asked for CUDA but ONNX Runtime runs on {used}; refusing to report a CPU result as CUDA")
-    outputs = [o.name for o in session.get_outputs()]
-    if outputs != expected:
-        raise ParityError(f"{onnx_path} outputs {outputs}, but the model gives {expected}: is it for another model?")
-    in_meta = session.get_inputs()[0]
+    if session.outputs != expected:
+        raise ParityError(f"{path} outputs {session.outputs}, but the model gives {expected}: is it for another model?")
     channels = input_channels(net)
-    in_type = np.float16 if "float16" in in_meta.type else np.float32
-    static = [d if isinstance(d, int) else None for d in in_meta.shape]
-    if all(isinstance(d, int) for d in static):
-        fixed = (static[2], static[3])
-        if sizes is not None and any(tuple(s) != fixed for s in sizes):
+    fixed = session.static_shape
+    if fixed is not None:
+        if sizes is not None and any(tuple(s) != fixed[2:] for s in sizes):
             raise ParityError(
-                f"{onnx_path} was exported with a static input {'x'.join(map(str, static))}; it cannot run "
-                f"{', '.join('x'.join(map(str, s)) for s in sizes if tuple(s) != fixed)}. Use --sizes "
-                f"{fixed[0]}x{fixed[1]} or export with dynamic shapes."
+                f"{path} was exported with a static input {'x'.join(map(str, fixed))}; it cannot run "
+                f"{', '.join('x'.join(map(str, s)) for s in sizes if tuple(s) != fixed[2:])}. Use --sizes "
+                f"{fixed[2]}x{fixed[3]} or export with dynamic shapes."
             )
-        sizes, batches = [fixed], [static[0]]
+        sizes, batches = [fixed[2:]], [fixed[0]]
     sizes = list(sizes or DEFAULT_PARITY_SIZES)
 
     torch_device = torch.device(device)
@@ -166,37 +132,40 @@ def ort_parity(
     if device == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = tf32
         torch.backends.cudnn.allow_tf32 = tf32
-    report = ParityReport(str(onnx_path), device, used, precision, asdict(gate))
+    report = ParityReport(str(path), session.describe(), device, session.providers, precision, asdict(gate))
     runs = [(s, batches[0]) for s in sizes] + [(sizes[0], b) for b in batches[1:]]
     g = torch.Generator().manual_seed(seed)
     photo = precision == "int8"  # int8 ranges are calibrated on real images: test on one, not on noise
     norm = meta.get("input") or {}
     for (h, w), b in runs:
-        log(f"  {b}x3x{h}x{w} ..." + (" (the bundled photo)" if photo else ""))
-        x = _photo_batch(b, h, w, norm) if photo else torch.randn(b, channels, h, w, generator=g)
+        log(f"  {b}x{channels}x{h}x{w} ..." + (" (the bundled photo)" if photo else ""))
+        x = _photo_batch(b, h, w, norm, channels) if photo else torch.randn(b, channels, h, w, generator=g)
         with torch.no_grad():
             ref = [r.float().cpu().numpy() for r in as_output_tuple(net(x.to(torch_device)))]
-        got = session.run(None, {in_meta.name: x.numpy().astype(in_type)})
-        for name, o, r in zip(outputs, got, ref):
+        got = session.run(x.numpy().astype(session.input_dtype))
+        for name, o, r in zip(session.outputs, got, ref):
             d = compare_arrays(o.astype(np.float32), r)
             report.results.append(OutputResult(name, (h, w), b, d.shape, d.max_abs, d.rel, d.cosine,
                                                d.rel <= gate.max_rel and d.cosine >= gate.min_cos))
     if repeats > 0:
         (h, w), b = runs[0]
         x = torch.randn(b, channels, h, w, generator=g)
-        feed = {in_meta.name: x.numpy().astype(in_type)}
+        feed = x.numpy().astype(session.input_dtype)
         report.latency_ms = {"input": [b, channels, h, w], "repeats": repeats,
-                             "ort": median_ms(lambda: session.run(None, feed), repeats),
+                             "runtime": median_ms(lambda: session.run(feed), repeats),
                              "torch_eager": median_ms(lambda: _torch_call(net, x.to(torch_device), device), repeats)}
-        report.latency_ms["ort_over_torch"] = report.latency_ms["ort"] / report.latency_ms["torch_eager"]
+        report.latency_ms["runtime_over_torch"] = report.latency_ms["runtime"] / report.latency_ms["torch_eager"]
     return report
 
 
-def _photo_batch(batch: int, h: int, w: int, norm: dict) -> torch.Tensor:
-    """The bundled photo resized to ``h x w`` and normalized as the model expects; odd batch
-    entries are mirrored so a batch is not one image repeated."""
-    x = resize_normalize(load_image(sample_image_path()), (h, w), norm.get("mean", IMAGENET_MEAN),
-                         norm.get("std", IMAGENET_STD))
+def _photo_batch(batch: int, h: int, w: int, norm: dict, channels: int = 3) -> torch.Tensor:
+    """The bundled photo resized to ``h x w`` and normalized as the model expects (gray for a
+    one-channel model); odd batch entries are mirrored so a batch is not one image repeated."""
+    image = load_image(sample_image_path())
+    if channels == 1:
+        image = image.mean(0, keepdim=True)
+    x = resize_normalize(image, (h, w), norm.get("mean") or IMAGENET_MEAN[:channels],
+                         norm.get("std") or IMAGENET_STD[:channels])
     return torch.stack([x if i % 2 == 0 else x.flip(-1) for i in range(batch)])
 
 

@@ -8,7 +8,6 @@ per-channel int8 weights and uint8 activations. The featx metadata is carried ov
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import tempfile
 import time
@@ -20,11 +19,10 @@ import numpy as np
 import onnx
 
 from featx.deploy.metadata import read_metadata
-from featx.deploy.onnx_export import ExportSettings, export_onnx
 from featx.images import IMAGENET_MEAN, IMAGENET_STD, expand_image_paths, load_image, resize_normalize
 from featx.io import atomic_path
 
-__all__ = ["QuantizeResult", "calibration_inputs", "quantize_onnx", "export_int8", "CALIBRATION_METHODS"]
+__all__ = ["QuantizeResult", "calibration_inputs", "quantize_onnx", "CALIBRATION_METHODS"]
 
 CALIBRATION_METHODS = ("percentile", "minmax", "entropy")
 
@@ -40,10 +38,10 @@ class QuantizeResult:
 
 
 def calibration_inputs(folder: Union[str, Path], size: tuple[int, int], count: int,
-                       mean: Sequence[float], std: Sequence[float]) -> list[np.ndarray]:
+                       mean: Sequence[float], std: Sequence[float], channels: int = 3) -> list[np.ndarray]:
     """Up to ``count`` images found under ``folder`` (an ImageFolder or any folder of images),
-    chosen evenly over the sorted list, as ``(1, 3, H, W)`` float32 arrays: RGB, resized to
-    ``size``, scaled to 0..1 and normalized. Unreadable files are skipped."""
+    chosen evenly over the sorted list, as ``(1, channels, H, W)`` float32 arrays: RGB (or gray for
+    one channel), resized to ``size``, scaled to 0..1 and normalized. Unreadable files are skipped."""
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"calibration folder not found: {folder}")
@@ -58,6 +56,8 @@ def calibration_inputs(folder: Union[str, Path], size: tuple[int, int], count: i
             image = load_image(p)
         except ValueError:  # unreadable: skipped, as training does
             continue
+        if channels == 1:
+            image = image.mean(0, keepdim=True)
         out.append(resize_normalize(image, size, mean, std).unsqueeze(0).numpy().astype(np.float32))
     if not out:
         raise ValueError(f"none of the images under {folder} could be read")
@@ -121,21 +121,3 @@ def quantize_onnx(fp32_path: Union[str, Path], out_path: Union[str, Path], calib
         size_mb = final.stat().st_size / 1e6
     return QuantizeResult(str(out_path), size_mb, len(inputs), tuple(calib_size), method,
                           time.perf_counter() - start)
-
-
-def export_int8(model_cfg: dict, fp32_path: Union[str, Path], settings: ExportSettings, calib_folder: Union[str, Path],
-                calib_size: tuple[int, int] = (512, 512), count: int = 32, method: str = "percentile", seed: int = 0,
-                log: Any = print) -> QuantizeResult:
-    """The int8 companion of an fp32 export at ``fp32_path``: ``<stem>_int8.onnx`` beside it.
-
-    int8 quantizes direct convolutions, so when the fp32 file holds Winograd convolutions a direct
-    export is made first (in a temporary folder) and quantized instead."""
-    fp32_path = Path(fp32_path)
-    out = fp32_path.with_name(fp32_path.stem + "_int8.onnx")
-    with tempfile.TemporaryDirectory() as tmp:
-        source = fp32_path
-        if int(read_metadata(fp32_path).get("winograd_convs", 0)):
-            source = Path(tmp) / "direct.onnx"
-            export_onnx(model_cfg, source, dataclasses.replace(settings, winograd=False), seed=seed,
-                        log=lambda m: log(m + " (without Winograd, for int8)"))
-        return quantize_onnx(source, out, calib_folder, calib_size, count, method, log=log)

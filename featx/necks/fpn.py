@@ -170,7 +170,9 @@ class FPN(Extractor):
         if self.num_outs > used:
             if not self.add_extra_convs:
                 for _ in range(self.num_outs - used):
-                    outs.append(F.max_pool2d(outs[-1], 1, stride=2))
+                    # = F.max_pool2d(x, 1, stride=2) (torchvision's LastLevelMaxPool), written as the strided
+                    # slice it is: OpenVINO's int8 CPU pipeline zeroed a 1x1 MaxPool's output (2026.4)
+                    outs.append(outs[-1][:, :, ::2, ::2])
             else:
                 source = {
                     "on_input": lambda: inputs[self.backbone_end_level - 1],

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from featx.deploy.onnx_export import export_onnx, target_config
-from featx.deploy.parity import ort_parity
+from featx.deploy.parity import parity
 from featx.report import format_table
 from featx.shipped import shipped_config
 from featx.train.digits import write_digits_imagefolder
@@ -41,9 +41,9 @@ def run_finetune_demo(work_dir: str = "work_dirs/finetune_demo", data_root: str 
     onnx_path = Path(work_dir) / "classifier.onnx"
     e = export_onnx(target_config(str(best)), onnx_path, log=log)
     out(f"wrote {e.path} ({e.size_mb:.1f} MB)")
-    p = ort_parity(onnx_path, sizes=[(32, 32), (64, 64)], repeats=3, log=log)
+    p = parity(onnx_path, sizes=[(32, 32), (64, 64)], repeats=3, log=log)
     worst = max(x.rel for x in p.results)
-    out(f"ONNX Runtime parity ({', '.join(p.providers)}): {'PASS' if p.passed else 'FAIL'}, "
+    out(f"ONNX Runtime parity ({p.runtime}): {'PASS' if p.passed else 'FAIL'}, "
         f"worst err/max|ref| {worst:.2e}")
     final = metrics["final"]
     out(f"\nfine-tuning demo: val top-1 {final['top1']:.2f}% (epoch {final['epoch']}); work dir {work_dir}")

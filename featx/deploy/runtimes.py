@@ -1,0 +1,119 @@
+"""One way to run an exported file: ONNX Runtime for ``.onnx``, OpenVINO for an IR ``.xml``.
+
+``open_session(path)`` returns a ``Session`` that says which runtime, version, device and execution
+providers really run it, its input (name, shape with None for dynamic dims, numpy dtype) and output
+names, and ``run(x) -> list of arrays``. Parity, benchmarks and int8 evaluation all go through it,
+so every report names what really ran.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional, Union
+
+import numpy as np
+import torch
+
+from featx.errors import ParityError
+
+__all__ = ["Session", "open_session", "runtime_for"]
+
+
+@dataclass
+class Session:
+    """An exported model loaded in its runtime (see the module docstring)."""
+
+    path: str
+    runtime: str  # "onnxruntime" | "openvino"
+    version: str
+    device: str  # "cpu" | "cuda"
+    providers: list[str]
+    input_name: str
+    input_shape: list[Optional[int]]
+    input_dtype: type
+    outputs: list[str]
+    run: Callable[[np.ndarray], list[np.ndarray]] = field(repr=False)
+
+    @property
+    def static_shape(self) -> Optional[tuple[int, ...]]:
+        return tuple(self.input_shape) if all(isinstance(d, int) for d in self.input_shape) else None  # type: ignore
+
+    def describe(self) -> str:
+        return f"{self.runtime} {self.version} on {self.device} ({', '.join(self.providers)})"
+
+
+def runtime_for(path: Union[str, Path]) -> str:
+    """``"openvino"`` for an ``.xml`` IR, ``"onnxruntime"`` otherwise."""
+    return "openvino" if Path(path).suffix == ".xml" else "onnxruntime"
+
+
+def _onnxruntime(path: Path, device: str, threads: Optional[int], tf32: bool) -> Session:
+    import onnxruntime as ort  # one of two exclusive extras (onnxruntime / onnxruntime-gpu): imported on use
+
+    available = ort.get_available_providers()
+    cuda_ok = "CUDAExecutionProvider" in available and torch.cuda.is_available()
+    if device == "auto":
+        device = "cuda" if cuda_ok else "cpu"
+    if device == "cuda" and not cuda_ok:
+        raise ParityError(
+            f"--device cuda asked, but CUDA is not usable here: onnxruntime providers {available}, "
+            f"torch.cuda.is_available()={torch.cuda.is_available()}. Install featx[gpu] (onnxruntime-gpu, "
+            "without onnxruntime) on a machine with an NVIDIA GPU, or use --device cpu.")
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    providers = ["CUDAExecutionProvider"] if device == "cuda" else ["CPUExecutionProvider"]
+    provider_options = [{"use_tf32": int(tf32)}] if device == "cuda" else None
+    try:
+        session = ort.InferenceSession(str(path), options, providers=providers, provider_options=provider_options)
+    except Exception as e:
+        raise ParityError(f"ONNX Runtime cannot load {path}: {str(e)[:300]}") from None
+    used = session.get_providers()
+    if device == "cuda" and used[0] != "CUDAExecutionProvider":
+        raise ParityError(f"asked for CUDA but ONNX Runtime runs on {used}; refusing to report a CPU result as CUDA")
+    inp = session.get_inputs()[0]
+    name = inp.name
+    return Session(str(path), "onnxruntime", ort.__version__, device, list(used), name,
+                   [d if isinstance(d, int) else None for d in inp.shape],
+                   np.float16 if "float16" in inp.type else np.float32, [o.name for o in session.get_outputs()],
+                   lambda x: session.run(None, {name: x}))
+
+
+def _openvino(path: Path, device: str, threads: Optional[int]) -> Session:
+    import openvino as ov  # the optional `openvino` extra
+
+    if device == "cuda":
+        raise ParityError("OpenVINO runs featx's IRs on the CPU here; use --device cpu (or auto)")
+    if not path.is_file() or not path.with_suffix(".bin").is_file():
+        raise ParityError(f"OpenVINO IR not found: {path} and {path.with_suffix('.bin').name} are both needed")
+    core = ov.Core()
+    config = {"INFERENCE_PRECISION_HINT": "f32"}  # no silent bf16 on CPUs that have it: parity means fp32 here
+    if threads:
+        config["INFERENCE_NUM_THREADS"] = threads
+    try:
+        compiled = core.compile_model(str(path), "CPU", config)
+    except Exception as e:
+        raise ParityError(f"OpenVINO cannot load {path}: {str(e)[:300]}") from None
+    request = compiled.create_infer_request()
+    outputs = list(compiled.outputs)
+    inp = compiled.inputs[0]
+    shape = [d.get_length() if d.is_static else None for d in inp.get_partial_shape()]
+    dtype = np.float16 if inp.get_element_type().get_type_name() == "f16" else np.float32
+
+    def run(x: np.ndarray) -> list[np.ndarray]:
+        result = request.infer({0: x})
+        return [np.asarray(result[o]) for o in outputs]
+
+    return Session(str(path), "openvino", ov.get_version().split("-")[0], "cpu",
+                   [f"CPU: {core.get_property('CPU', 'FULL_DEVICE_NAME')}"], inp.get_any_name(), shape, dtype,
+                   [o.get_any_name() for o in outputs], run)
+
+
+def open_session(path: Union[str, Path], device: str = "auto", threads: Optional[int] = None,
+                 tf32: bool = False) -> Session:
+    """Load ``path`` in its runtime on ``device`` ("auto", "cpu", "cuda"; CUDA fails loudly when it
+    cannot really run there)."""
+    if device not in ("auto", "cpu", "cuda"):
+        raise ParityError(f"--device must be auto, cuda or cpu, got {device!r}")
+    path = Path(path)
+    return _openvino(path, device, threads) if runtime_for(path) == "openvino" else _onnxruntime(path, device, threads, tf32)

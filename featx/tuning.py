@@ -1,0 +1,179 @@
+"""Winograd or direct, decided by timing on this machine (as cuDNN's benchmark mode does), per runtime.
+
+Whether Winograd F(4x4, 3x3) beats a direct 3x3 convolution depends on the CPU (AVX2 or AVX-512, the
+cache sizes), the runtime (PyTorch eager, ONNX Runtime, OpenVINO), the channels and the map size: a
+rule tuned on one machine was wrong on another. ``decide_winograd(model, runtime)`` finds the model's
+eligible convolutions and the map size each sees at a reference input, times each distinct workload
+both ways in that runtime, and converts a convolution only where Winograd was measurably faster.
+Each workload's timings are cached (``featx.choices``) per CPU, software versions and thread count,
+so a model is measured once and models share workloads. The decision, with its timings, is returned
+so it can be logged and stored in an export's metadata.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import tempfile
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+from torch import nn
+
+from featx.choices import cached_choice, store_choice
+from featx.cpu import cpu_info
+from featx.deploy.runtimes import open_session
+from featx.features import input_channels
+from featx.timing import time_ms
+from featx.winograd import WinogradConv2d, winograd_eligible
+
+__all__ = ["Workload", "WinogradDecision", "decide_winograd", "conv_workloads", "software_versions", "RUNTIMES",
+           "DEFAULT_TUNING_SIZE"]
+
+logger = logging.getLogger("featx")
+
+RUNTIMES = ("torch", "onnxruntime", "openvino")
+DEFAULT_TUNING_SIZE = (512, 512)
+MARGIN = 0.95  # Winograd must be at least 5% faster: a tie keeps the exact, lighter direct conv
+CANDIDATE_CHANNELS = (64, 512)  # narrower convs never paid off (the transforms dominate)
+
+
+@dataclass(frozen=True)
+class Workload:
+    """One distinct 3x3 convolution: channels in/out, the map it sees (H, W) and its padding."""
+
+    cin: int
+    cout: int
+    h: int
+    w: int
+    padding: int
+
+    @property
+    def key(self) -> str:
+        return f"{self.cin}x{self.cout}@{self.h}x{self.w}p{self.padding}"
+
+
+@dataclass
+class WinogradDecision:
+    """Which convolutions to compute as Winograd (``convert``, qualified module names) and why."""
+
+    runtime: str
+    size: tuple[int, int]
+    convert: list[str] = field(default_factory=list)
+    timings: dict[str, dict] = field(default_factory=dict)  # workload key -> direct_ms, winograd_ms, winograd
+    cpu: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def summary(self) -> str:
+        won = sum(1 for t in self.timings.values() if t["winograd"])
+        return (f"Winograd for {len(self.convert)} convolutions ({won} of {len(self.timings)} workloads faster in "
+                f"{self.runtime} at {self.size[0]}x{self.size[1]} on {self.cpu})")
+
+
+def conv_workloads(model: nn.Module, size: tuple[int, int] = DEFAULT_TUNING_SIZE,
+                   channels: tuple[int, int] = CANDIDATE_CHANNELS) -> dict[str, Workload]:
+    """The model's eligible 3x3 convolutions (qualified name -> workload) at a ``1 x C x size`` input,
+    found on the meta device (shapes only, no arithmetic)."""
+    probe = copy.deepcopy(model).to("meta").eval()
+    found: dict[str, Workload] = {}
+    hooks = []
+    for name, module in probe.named_modules():
+        if winograd_eligible(module, channels[0], channels[1]):
+            def hook(m, args, _name=name):
+                h, w = args[0].shape[-2:]
+                found[_name] = Workload(m.in_channels, m.out_channels, int(h), int(w), int(m.padding[0]))
+            hooks.append(module.register_forward_pre_hook(hook))
+    try:
+        with torch.no_grad():
+            probe(torch.empty(1, input_channels(model), *size, device="meta"))
+    finally:
+        for h in hooks:
+            h.remove()
+    return found
+
+
+def software_versions() -> str:
+    """torch / ONNX Runtime / OpenVINO versions, for cache keys and reports."""
+    parts = [f"torch {torch.__version__}"]
+    try:
+        import onnxruntime
+        parts.append(f"onnxruntime {onnxruntime.__version__}")
+    except ImportError:
+        pass
+    try:
+        import openvino
+        parts.append(f"openvino {openvino.get_version().split('-')[0]}")
+    except ImportError:
+        pass
+    return ", ".join(parts)
+
+
+def _time_torch(module: nn.Module, x: torch.Tensor, repeats: int) -> float:
+    module = module.eval().to(memory_format=torch.channels_last)
+    x = x.contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        return float(np.median(time_ms(lambda: module(x), repeats, warmup=1)))
+
+
+def _time_exported(module: nn.Module, x: torch.Tensor, runtime: str, repeats: int, threads: int) -> float:
+    with tempfile.TemporaryDirectory() as tmp:
+        onnx_path = Path(tmp) / "conv.onnx"
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(module.eval(), (x,), str(onnx_path), dynamo=False, input_names=["input"], opset_version=18)
+        path = onnx_path
+        if runtime == "openvino":
+            import openvino as ov  # the optional `openvino` extra
+
+            path = Path(tmp) / "conv.xml"
+            ov.save_model(ov.convert_model(str(onnx_path)), str(path), compress_to_fp16=False)
+        session = open_session(path, "cpu", threads)
+        feed = x.numpy()
+        return float(np.median(time_ms(lambda: session.run(feed), repeats, warmup=1)))
+
+
+def _measure(workload: Workload, runtime: str, repeats: int, threads: int) -> dict:
+    torch.manual_seed(0)
+    conv = nn.Conv2d(workload.cin, workload.cout, 3, padding=workload.padding, bias=True)
+    wino = WinogradConv2d(conv)
+    x = torch.randn(1, workload.cin, workload.h, workload.w)
+    if runtime == "torch":
+        direct, winograd = _time_torch(conv, x, repeats), _time_torch(wino, x, repeats)
+    else:
+        direct, winograd = (_time_exported(conv, x, runtime, repeats, threads),
+                            _time_exported(wino, x, runtime, repeats, threads))
+    return {"direct_ms": round(direct, 3), "winograd_ms": round(winograd, 3), "winograd": winograd < MARGIN * direct}
+
+
+def decide_winograd(model: nn.Module, runtime: str = "torch", size: tuple[int, int] = DEFAULT_TUNING_SIZE,
+                    repeats: int = 5, threads: Optional[int] = None, use_cache: bool = True,
+                    measure: Optional[Callable[[Workload, str, int, int], dict]] = None,
+                    log: Callable[[str], None] = logger.info) -> WinogradDecision:
+    """Time every distinct eligible workload of ``model`` direct and Winograd in ``runtime`` (see the
+    module docstring) and return which convolutions to convert. ``measure`` replaces the timer (tests)."""
+    if runtime not in RUNTIMES:
+        raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
+    threads = threads or torch.get_num_threads()
+    cpu = cpu_info()
+    decision = WinogradDecision(runtime, tuple(size), cpu=cpu.describe())
+    workloads = conv_workloads(model, size)
+    measure = measure or _measure
+    prefix = f"winograd|{runtime}|{cpu.key}|{software_versions()}|threads {threads}"
+    fresh = 0
+    for workload in dict.fromkeys(workloads.values()):
+        key = f"{prefix}|{workload.key}"
+        result = cached_choice(key) if use_cache else None
+        if result is None:
+            result = measure(workload, runtime, repeats, threads)
+            fresh += 1
+            if use_cache:
+                store_choice(key, result)
+        decision.timings[workload.key] = result
+    decision.convert = sorted(name for name, w in workloads.items() if decision.timings[w.key]["winograd"])
+    log(decision.summary() + (f"; measured {fresh} workloads now" if fresh else "; from the cache"))
+    return decision
