@@ -1,0 +1,140 @@
+"""CPU deployment with OpenVINO: IR export with featx's metadata, parity on IRs, NNCF int8 (overflow fix
+for the CPU at hand, accuracy-aware), the int8 runtime and Winograd chosen by measuring, CPU in reports."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import openvino as ov
+import pytest
+import torch
+
+from featx.cpu import CpuInfo, cpu_info
+from featx.deploy.metadata import read_metadata
+from featx.deploy.onnx_export import ExportSettings
+from featx.deploy.openvino_export import export_openvino
+from featx.deploy.parity import parity
+from featx.deploy.runtimes import open_session
+from featx.errors import ExportError, ParityError
+from featx.images import sample_image_path
+from helpers import run_cli
+
+
+@pytest.fixture(scope="module")
+def r18_ir(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("ir") / "r18fpn.xml"
+    export_openvino("ResNet18FPN", path, ExportSettings(exporter="torchscript", winograd=False), log=lambda m: None)
+    return path
+
+
+def test_ir_export_carries_featx_metadata_and_dynamic_shapes(r18_ir):
+    assert r18_ir.is_file() and r18_ir.with_suffix(".bin").is_file()
+    assert not list(r18_ir.parent.glob(".*"))  # no temporary left
+    meta = read_metadata(r18_ir)
+    assert meta["format"] == "openvino" and meta["model_config"] == {"type": "featx.ResNet18FPN"}
+    assert [lv["name"] for lv in meta["levels"]] == ["P2", "P3", "P4", "P5", "P6"] and meta["precision"] == "fp32"
+    model = ov.Core().read_model(str(r18_ir))
+    assert str(model.inputs[0].get_partial_shape()) == "[?,3,?,?]"  # batch, height, width dynamic
+    assert [o.get_any_name() for o in model.outputs] == ["p2", "p3", "p4", "p5", "p6"]
+
+
+def test_parity_on_the_ir_names_the_runtime(r18_ir):
+    report = parity(r18_ir, sizes=[(64, 64), (97, 131)], batches=(1, 2), repeats=2, log=lambda m: None)
+    assert report.passed and len(report.results) == 15 and max(x.rel for x in report.results) < 5e-5
+    assert report.runtime.startswith("openvino 2026") and report.providers[0].startswith("CPU: ")
+    assert report.latency_ms["runtime"] > 0
+    r = run_cli("parity", str(r18_ir), "--sizes", "64x64", "--batch", "1", "--repeats", "0")
+    assert r.returncode == 0 and "runtime openvino" in r.stdout and "PASS: 5 of 5" in r.stdout
+
+
+def test_ir_errors(tmp_path, r18_ir):
+    with pytest.raises(ExportError, match=r"an OpenVINO IR is an \.xml file"):
+        export_openvino("ResNet18", tmp_path / "x.onnx", log=lambda m: None)
+    lonely = tmp_path / "lonely.xml"
+    lonely.write_bytes(r18_ir.read_bytes())  # no .bin beside it
+    with pytest.raises(ParityError, match="lonely.bin are both needed"):
+        open_session(lonely)
+    with pytest.raises(ParityError, match="OpenVINO runs featx's IRs on the CPU"):
+        open_session(r18_ir, device="cuda")
+
+
+def test_nncf_int8_with_the_overflow_fix_for_this_cpu(r18_ir, tmp_path):
+    from featx.deploy.openvino_int8 import overflow_fix_for_this_cpu, quantize_openvino
+
+    out = tmp_path / "int8.xml"
+    q = quantize_openvino(r18_ir, out, sample_image_path().parent, (128, 128), 8, log=lambda m: None)
+    assert q.overflow_fix == ("disable" if cpu_info().vnni else "enable") == overflow_fix_for_this_cpu()
+    model = ov.Core().read_model(str(out))
+    assert sum(op.get_type_name() == "FakeQuantize" for op in model.get_ops()) > 20
+    meta = read_metadata(out)
+    assert meta["precision"] == "int8" and meta["int8"]["overflow_fix"] == q.overflow_fix
+    report = parity(out, sizes=[(128, 128), (96, 160)], batches=(1,), repeats=0, log=lambda m: None)
+    assert report.passed and min(x.cosine for x in report.results) >= 0.99  # the int8 gate, on the photo
+    assert report.gate["min_cos"] == 0.99
+
+
+def test_accuracy_aware_quantization_keeps_its_promise(r18_ir, tmp_path):
+    import random
+
+    from featx.deploy.openvino_int8 import quantize_openvino
+    from featx.detection.shapes import render_image
+
+    rng = random.Random(0)
+    for i in range(6):  # textured scenes with objects: half calibrate, half validate
+        render_image(rng, 128)[0].save(tmp_path / f"{i}.png")
+    q = quantize_openvino(r18_ir, tmp_path / "aa.xml", tmp_path, (96, 96), 6, max_drop=0.0005, log=lambda m: None)
+    assert q.accuracy_control["max_drop"] == 0.0005 and q.accuracy_control["int8"] >= 1 - 0.0005 - 1e-6
+
+
+def test_int8_runtime_is_chosen_by_measuring_once(tmp_path, monkeypatch):
+    from featx.deploy import int8
+
+    monkeypatch.setenv("FEATX_CACHE_DIR", str(tmp_path / "cache"))
+    fp32 = tmp_path / "r18.onnx"
+    r = run_cli("export", "ResNet18", "-o", str(fp32), "--exporter", "torchscript", "--no-winograd", "--int8",
+                "--calib", str(sample_image_path().parent), "--calib-count", "3", "--calib-size", "96x96")
+    assert r.returncode == 0, r.stderr[-2000:]
+    choice = json.loads((tmp_path / "cache" / "choices.json").read_text())
+    (key, value), = [(k, v) for k, v in choice.items() if k.startswith("int8-runtime|")]
+    assert cpu_info().key in key and set(value["timings_ms"]) == {"onnxruntime", "openvino"}
+    assert value["runtime"] == min(value["timings_ms"], key=value["timings_ms"].get)
+    out = tmp_path / ("r18_int8.xml" if value["runtime"] == "openvino" else "r18_int8.onnx")
+    assert out.is_file() and read_metadata(out)["int8_choice"]["runtime"] == value["runtime"]
+    assert f"int8 runtime: {value['runtime']} (measured now" in r.stderr
+    # the second time the cache decides, without building the other runtime's file
+    calls = []
+    monkeypatch.setattr(int8, "_time_file", lambda *a, **k: calls.append(a) or 1.0)
+    r = run_cli("export", "ResNet18", "-o", str(fp32), "--exporter", "torchscript", "--no-winograd", "--int8",
+                "--calib", str(sample_image_path().parent), "--calib-count", "3", "--calib-size", "96x96")
+    assert r.returncode == 0 and "(measured before on" in r.stderr and not calls
+
+
+def test_cli_openvino_flags_are_checked():
+    r = run_cli("export", "ResNet18", "--max-drop", "0.01")
+    assert r.returncode == 1 and "add --int8" in r.stderr
+    r = run_cli("export", "ResNet18", "--format", "openvino", "-o", "x.onnx")
+    assert r.returncode == 1 and "a openvino export must end in .xml" in r.stderr
+
+
+def test_cpu_description_and_reports():
+    info = cpu_info()
+    assert info.model and info.cores >= 1 and set(info.flags) <= {"avx2", "fma", "avx512f", "avx512bw", "avx512_vnni",
+                                                                   "avx_vnni", "avx512_bf16", "amx_tile", "amx_int8",
+                                                                   "amx_bf16"}
+    vnni = CpuInfo("Xeon", "x86_64", 2, ("avx2", "avx512f", "avx512_vnni", "amx_tile", "amx_int8"))
+    assert vnni.vnni and vnni.amx and vnni.isa == "AVX2 AVX512F AVX512-VNNI AMX-TILE AMX-INT8"
+    avx2 = CpuInfo("EPYC", "x86_64", 2, ("avx2", "fma"))
+    assert not avx2.vnni and avx2.isa == "AVX2 FMA (no AVX-512, no VNNI, no AMX)" and avx2.key != vnni.key
+
+
+@pytest.mark.slow
+def test_bench_reports_the_cpu_and_runs_the_openvino_entries(tmp_path):
+    r = run_cli("bench", "--model", "ResNet18FPN", "--sizes", "64x64", "--batch", "1", "--repeats", "1",
+                "--entries", "featx", "featx_openvino", "featx_openvino_int8", "--json", str(tmp_path / "b.json"))
+    assert r.returncode == 0, r.stderr[-2000:]
+    data = json.loads((tmp_path / "b.json").read_text())
+    assert data["cpu"]["model"] == cpu_info().model and "openvino" in data["versions"]
+    assert [row["entry"] for row in data["rows"]] == ["featx", "featx_openvino", "featx_openvino_int8"]
+    assert all(row["median_ms"] > 0 for row in data["rows"])
+    assert f"CPU: {cpu_info().model}" in r.stdout
