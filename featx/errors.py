@@ -12,7 +12,7 @@ from typing import Iterable
 
 __all__ = [
     "FeatxError", "UnknownModelError", "WeightsError", "UnsafeCheckpointError", "CheckpointMismatchError",
-    "WeightsUnavailableError", "ExportError", "ParityError", "DataError", "TrainError", "DetectorMismatchError",
+    "WeightsUnavailableError", "ExportError", "QuantizationError", "ParityError", "DataError", "TrainError", "DetectorMismatchError",
     "did_you_mean",
 ]
 
@@ -46,6 +46,10 @@ class WeightsUnavailableError(WeightsError):
 
 class ExportError(FeatxError, RuntimeError):
     """The export could not be done; no file was left behind."""
+
+
+class QuantizationError(FeatxError, ValueError):
+    """A file or calibration set that int8 quantization cannot start from."""
 
 
 class ParityError(FeatxError, RuntimeError):

@@ -61,3 +61,14 @@ def test_short_detector_training_halves_the_loss(tmp_path):
     assert end <= 0.5 * start, (first, last)
     assert (tmp_path / "out" / "detector.pth").is_file()
     assert "val COCO bbox: mAP@0.5" in r.stdout
+    # int8 on these trained weights: the pyramid quantized by ONNX Runtime and by NNCF, inside the detector
+    report = tmp_path / "int8.json"
+    r = run_cli("int8-report", "--detector", str(tmp_path / "out" / "detector.pth"), "--data", str(tmp_path / "shapes"),
+                "--calib-count", "8", "--json", str(report))
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = json.loads(report.read_text())["rows"]
+    assert [row["runtime"] for row in rows] == ["pytorch fp32", "onnxruntime int8", "openvino int8"]
+    assert rows[0]["metric"] == metrics["metrics"]["mAP50"]  # the same detector, evaluated the same way
+    for row in rows[1:]:
+        assert set(row["cosine"]) == {"P2", "P3", "P4", "P5", "P6"} and min(row["cosine"].values()) > 0.95
+        assert 0.0 <= row["metric"] <= 1.0

@@ -413,3 +413,20 @@ def test_shipped_pretrained_config_runs(tiny_root, tmp_path):
     trainable = [n for n in names if not n.startswith(("conv1.", "bn1.", "layer1."))]
     assert len(ckpt["optimizer"]["param_groups"]) == len(trainable) + 2 == len(ckpt["optimizer"]["state"])
     assert json.loads((tmp_path / "wd" / "metrics.json").read_text())["final"]["count"] == 9
+
+
+@pytest.mark.slow
+def test_int8_report_on_the_trained_classifier(trained, tiny_root, tmp_path):
+    wd, _ = trained
+    best = next(wd.glob("best_accuracy_top1_epoch_*.pth"))
+    r = run_cli("int8-report", "--classifier", str(best), "--data", str(tiny_root), "--calib-count", "9",
+                "--json", str(tmp_path / "int8.json"))
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = json.loads((tmp_path / "int8.json").read_text())["rows"]
+    assert [row["runtime"] for row in rows] == ["pytorch fp32", "onnxruntime int8", "openvino int8"]
+    epoch = int(best.stem.rsplit("_", 1)[1])
+    history = {e["epoch"]: e for e in json.loads((wd / "history.json").read_text())}
+    # fp32 is the checkpoint's own validation top-1: the same readable images, the same preprocessing
+    assert rows[0]["metric"] == pytest.approx(history[epoch]["accuracy_top1"], abs=1e-6)
+    assert all(row["cosine"]["logits"] > 0.98 for row in rows[1:])
+    assert "val top-1 (%)" in r.stdout

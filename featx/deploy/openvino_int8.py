@@ -19,11 +19,9 @@ from typing import Any, Optional, Union
 import numpy as np
 
 from featx.cpu import cpu_info
-from featx.deploy.metadata import read_metadata
 from featx.deploy.openvino_export import save_ir, set_featx_rt_info
-from featx.deploy.quantize import calibration_inputs
-from featx.errors import ExportError
-from featx.images import IMAGENET_MEAN, IMAGENET_STD
+from featx.deploy.quantize import quantization_source
+from featx.errors import QuantizationError
 
 __all__ = ["OpenVINOQuantizeResult", "quantize_openvino", "overflow_fix_for_this_cpu", "mean_cosine"]
 
@@ -62,16 +60,7 @@ def quantize_openvino(fp32_path: Union[str, Path], out_path: Union[str, Path], c
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
 
     start = time.perf_counter()
-    meta = read_metadata(fp32_path)
-    if meta.get("precision", "fp32") != "fp32":
-        raise ExportError(f"{fp32_path} is {meta.get('precision')}; int8 quantization starts from an fp32 export")
-    if int(meta.get("winograd_convs", 0)):
-        raise ExportError(f"{fp32_path} has {meta['winograd_convs']} Winograd convolutions; quantize an export made "
-                          "without them (--no-winograd)")
-    norm = meta.get("input") or {}
-    channels = int(norm.get("channels") or 3)
-    inputs = calibration_inputs(calib_folder, calib_size, count, norm.get("mean") or IMAGENET_MEAN[:channels],
-                                norm.get("std") or IMAGENET_STD[:channels], channels)
+    meta, inputs = quantization_source(fp32_path, calib_folder, calib_size, count)
     fix = overflow_fix_for_this_cpu()
     advanced = AdvancedQuantizationParameters(overflow_fix=OverflowFix(fix))
     model = ov.Core().read_model(str(fp32_path))
@@ -82,7 +71,7 @@ def quantize_openvino(fp32_path: Union[str, Path], out_path: Union[str, Path], c
         quantized = nncf.quantize(model, nncf.Dataset(inputs), subset_size=len(inputs), advanced_parameters=advanced)
     else:
         if len(inputs) < 4:
-            raise ExportError("accuracy-aware quantization needs at least 4 calibration images (half validate)")
+            raise QuantizationError("accuracy-aware quantization needs at least 4 calibration images (half validate)")
         held_out = inputs[len(inputs) // 2:]
         compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
         references = [[np.asarray(v) for v in compiled(x).values()] for x in held_out]

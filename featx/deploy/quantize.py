@@ -19,10 +19,11 @@ import numpy as np
 import onnx
 
 from featx.deploy.metadata import read_metadata
+from featx.errors import QuantizationError
 from featx.images import IMAGENET_MEAN, IMAGENET_STD, expand_image_paths, load_image, resize_normalize
 from featx.io import atomic_path
 
-__all__ = ["QuantizeResult", "calibration_inputs", "quantize_onnx", "CALIBRATION_METHODS"]
+__all__ = ["QuantizeResult", "calibration_inputs", "quantization_source", "quantize_onnx", "CALIBRATION_METHODS"]
 
 CALIBRATION_METHODS = ("percentile", "minmax", "entropy")
 
@@ -64,6 +65,25 @@ def calibration_inputs(folder: Union[str, Path], size: tuple[int, int], count: i
     return out
 
 
+def quantization_source(fp32_path: Union[str, Path], calib_folder: Union[str, Path], calib_size: tuple[int, int],
+                        count: int) -> tuple[dict, list[np.ndarray]]:
+    """What every int8 path starts from: the fp32 export's metadata (checked: fp32, direct convolutions)
+    and its calibration inputs, preprocessed as the file says its input is."""
+    meta = read_metadata(fp32_path)
+    if meta.get("precision", "fp32") != "fp32":
+        raise QuantizationError(f"{fp32_path} is {meta.get('precision')}; int8 quantization starts from an fp32 export")
+    if int(meta.get("winograd_convs", 0)):
+        # the Winograd transform domain has a wider, channel-mixed range than the conv's activations;
+        # int8 per-tensor scales there lose the accuracy the direct convolutions keep
+        raise QuantizationError(f"{fp32_path} has {meta['winograd_convs']} Winograd convolutions; quantize an export "
+                                "made without them (featx export --no-winograd, ExportSettings(winograd=False))")
+    norm = meta.get("input") or {}
+    channels = int(norm.get("channels") or 3)
+    inputs = calibration_inputs(calib_folder, calib_size, count, norm.get("mean") or IMAGENET_MEAN[:channels],
+                                norm.get("std") or IMAGENET_STD[:channels], channels)
+    return meta, inputs
+
+
 def quantize_onnx(fp32_path: Union[str, Path], out_path: Union[str, Path], calib_folder: Union[str, Path],
                   calib_size: tuple[int, int] = (512, 512), count: int = 32, method: str = "percentile",
                   log: Any = print) -> QuantizeResult:
@@ -75,17 +95,7 @@ def quantize_onnx(fp32_path: Union[str, Path], out_path: Union[str, Path], calib
     if method not in CALIBRATION_METHODS:
         raise ValueError(f"calibration method must be one of {CALIBRATION_METHODS}, got {method!r}")
     start = time.perf_counter()
-    meta = read_metadata(fp32_path)
-    if meta.get("precision", "fp32") != "fp32":
-        raise ValueError(f"{fp32_path} is {meta.get('precision')}; int8 quantization starts from an fp32 export")
-    if int(meta.get("winograd_convs", 0)):
-        # the Winograd transform domain has a wider, channel-mixed range than the conv's activations;
-        # int8 per-tensor scales there lose the accuracy the direct convolutions keep
-        raise ValueError(f"{fp32_path} has {meta['winograd_convs']} Winograd convolutions; quantize an export "
-                         "made without them (featx export --no-winograd, ExportSettings(winograd=False))")
-    norm = meta.get("input") or {}
-    inputs = calibration_inputs(calib_folder, calib_size, count, norm.get("mean", IMAGENET_MEAN),
-                                norm.get("std", IMAGENET_STD))
+    meta, inputs = quantization_source(fp32_path, calib_folder, calib_size, count)
     log(f"calibrating on {len(inputs)} images from {calib_folder} at {calib_size[0]}x{calib_size[1]} ({method}) ...")
 
     class _Reader(CalibrationDataReader):

@@ -11,7 +11,7 @@ import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Union
 
 import torch
 from torch import nn
@@ -20,11 +20,13 @@ from torchvision.models.detection import FasterRCNN
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.transforms import v2
 
+from featx.checkpoints import load_checkpoint_file
+from featx.errors import WeightsError
 from featx.integrations.torchvision import as_detection_backbone, detector_kwargs
 from featx.io import atomic_path
 from featx.models import create_model
 
-__all__ = ["DetectorTrainConfig", "build_detector", "coco_loaders", "train_detector", "evaluate_coco"]
+__all__ = ["DetectorTrainConfig", "build_detector", "load_detector", "coco_loaders", "train_detector", "evaluate_coco"]
 
 
 @dataclass
@@ -62,6 +64,17 @@ def build_detector(cfg: DetectorTrainConfig, num_classes: int) -> nn.Module:
     kw = detector_kwargs(body, "faster_rcnn", rpn_anchor_generator=anchors)
     return FasterRCNN(as_detection_backbone(body), num_classes=num_classes, min_size=cfg.image_size,
                       max_size=cfg.image_size, **kw, **cfg.extra)
+
+
+def load_detector(path: Union[str, Path]) -> tuple[nn.Module, DetectorTrainConfig]:
+    """The detector ``train_detector`` saved (``detector.pth``: weights, classes and its config), in eval mode."""
+    ckpt = load_checkpoint_file(path)
+    if not isinstance(ckpt, dict) or "config" not in ckpt or "state_dict" not in ckpt:
+        raise WeightsError(f"{path} is not a detector checkpoint written by featx train-detector (no config)")
+    cfg = DetectorTrainConfig(**{**ckpt["config"], "weights": None})
+    model = build_detector(cfg, int(ckpt["num_classes"]))
+    model.load_state_dict(ckpt["state_dict"], strict=True)
+    return model.eval(), cfg
 
 
 def _collate(batch):
@@ -174,6 +187,6 @@ def train_detector(root: Path, cfg: DetectorTrainConfig, out_dir: Optional[Path]
         out_dir.mkdir(parents=True, exist_ok=True)
         ckpt = out_dir / "detector.pth"
         with atomic_path(ckpt) as tmp:
-            torch.save({"state_dict": model.state_dict(), "num_classes": num_classes}, tmp)
+            torch.save({"state_dict": model.state_dict(), "num_classes": num_classes, "config": asdict(cfg)}, tmp)
         result["checkpoint"] = str(ckpt)
     return result
