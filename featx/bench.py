@@ -12,6 +12,10 @@ Entries (each an ``(N, 3, H, W) -> pyramid`` callable):
   featx_ort_int8       the direct ONNX export quantized by ONNX Runtime (QDQ, per-channel), calibrated on
                        the photos matplotlib ships (opt-in)
   featx_openvino_int8  the direct IR quantized by NNCF, calibrated on the same photos (opt-in)
+  featx_*_direct       featx_optimized / featx_ort / featx_openvino on direct convolutions only (opt-in)
+
+Timed runs go round-robin over the entries (after each one's warm-up), so a drift of a shared machine
+weighs on every entry alike.
 
 Every report names the CPU (model and ISA flags: AVX2, AVX-512, VNNI, AMX) and the runtime versions:
 ratios and the best path change from one CPU to another.
@@ -57,7 +61,7 @@ from featx.tuning import software_versions
 __all__ = ["ENTRIES", "measure_matmul_peak", "run_benchmark", "build_entry", "bench_chart"]
 
 ENTRIES = ("torchvision", "timm+tv_fpn", "featx", "featx_optimized", "featx_ort", "featx_openvino", "featx_compile",
-           "featx_ort_int8", "featx_openvino_int8")
+           "featx_optimized_direct", "featx_ort_direct", "featx_openvino_direct", "featx_ort_int8", "featx_openvino_int8")
 
 
 def torchvision_counterpart(model: str) -> str:
@@ -113,6 +117,8 @@ def build_entry(name: str, model: str, workdir: Path, winograd: Optional[bool] =
     """The callable for one benchmark entry (models in eval mode, no autograd). ``winograd``: None (the
     convolutions measured faster as Winograd in each entry's runtime), True (every 128..256-channel 3x3),
     False (direct only, to see what Winograd adds)."""
+    if name.endswith("_direct"):  # the same entry on direct convolutions only: what Winograd adds, in one run
+        return build_entry(name.removesuffix("_direct"), model, workdir, winograd=False)
     if name == "torchvision":
         net = resnet_fpn_backbone(backbone_name=torchvision_counterpart(model), weights=None, trainable_layers=5).eval()
     elif name == "timm+tv_fpn":
@@ -133,6 +139,27 @@ def build_entry(name: str, model: str, workdir: Path, winograd: Optional[bool] =
             return net(x)
 
     return call
+
+
+def _time_interleaved(callables: dict[str, Callable], x: torch.Tensor, warmup: int, repeats: int, log: Callable,
+                      label: str) -> dict[str, Any]:
+    """Each entry's timed runs in ms, taken round-robin (entry 1, entry 2, ..., then again), so a slow drift
+    of the machine (other tenants, clocks) weighs on every entry alike; an entry that fails gets its error."""
+    out: dict[str, Any] = {}
+    for name, fn in callables.items():
+        log(f"  {name} {label}: warm-up ...")
+        try:
+            for _ in range(max(1, warmup + (1 if name == "featx_compile" else 0))):  # compiling is no measurement
+                fn(x)
+            out[name] = []
+        except Exception as e:  # reported in the table, the others still run
+            out[name] = f"{type(e).__name__}: {str(e)[:200]}"
+    log(f"  {label}: {repeats} timed rounds over {len(callables)} entries ...")
+    for _ in range(repeats):
+        for name, fn in callables.items():
+            if isinstance(out[name], list):
+                out[name].extend(time_ms(lambda: fn(x), 1, warmup=0))
+    return out
 
 
 _RSS_PROBE = """
@@ -210,23 +237,20 @@ def run_benchmark(
             with torch.device("meta"):
                 gflops, _ = flops_and_shapes(meta_model, torch.empty(batch, 3, *size))
             x = torch.randn(batch, 3, *size)
-            base = None
-            for name, fn in callables.items():
-                log(f"  {name} {batch}x3x{size[0]}x{size[1]} ...")
-                try:
-                    times = time_ms(lambda: fn(x), repeats, warmup if name != "featx_compile" else warmup + 1)
-                except Exception as e:
-                    results["rows"].append({"entry": name, "input": [batch, 3, *size], "error": f"{type(e).__name__}: {str(e)[:200]}"})
+            timings = _time_interleaved(callables, x, warmup, repeats, log, f"{batch}x3x{size[0]}x{size[1]}")
+            base = timings.get("torchvision")
+            base = statistics.median(base) if isinstance(base, list) else None
+            for name, times in timings.items():
+                if isinstance(times, str):
+                    results["rows"].append({"entry": name, "input": [batch, 3, *size], "error": times})
                     continue
                 med = statistics.median(times)
                 q = statistics.quantiles(times, n=4) if len(times) > 1 else [med, med, med]
                 row = {"entry": name, "input": [batch, 3, *size], "median_ms": round(med, 1),
                        "p25_ms": round(q[0], 1), "p75_ms": round(q[2], 1), "images_per_s": round(batch / med * 1000, 3),
                        "gflops": round(gflops, 3), "achieved_gflops_s": round(gflops / med * 1000, 1),
-                       "of_peak": round(gflops / med * 1000 / peak, 3)}
-                if name == "torchvision":
-                    base = med
-                row["vs_torchvision"] = round(med / base, 3) if base else None
+                       "of_peak": round(gflops / med * 1000 / peak, 3),
+                       "vs_torchvision": round(med / base, 3) if base else None}
                 if memory:
                     row["peak_rss_mb"] = _peak_rss_mb(name, model, size, batch, winograd, Path(tmp))
                 results["rows"].append(row)

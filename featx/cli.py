@@ -206,6 +206,8 @@ def _add_viz(sub) -> None:
 def _cmd_viz(args) -> int:
     if Path(args.output).suffix.lower() != ".png":
         raise ValueError(f"featx viz writes PNG images; the output must end in .png, got {args.output}")
+    if args.image != "sample" and Path(args.image).is_dir():
+        raise ValueError(f"{args.image} is a folder; expected an image file")
     if args.image != "sample" and not Path(args.image).is_file():
         raise FileNotFoundError(f"image not found: {args.image}")
     w, h, panels = render_feature_maps(args.image, args.model, args.output, args.weights, args.size, args.method)

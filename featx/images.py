@@ -66,6 +66,8 @@ def expand_image_paths(inputs: Sequence[Union[str, Path]]) -> list[Path]:
 def load_image(path: Union[str, Path]) -> torch.Tensor:
     """Read an image file as a float RGB tensor ``(3, H, W)`` in 0..1 (grayscale/RGBA converted)."""
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder; expected an image file")
     if not path.is_file():
         raise FileNotFoundError(f"image not found: {path}")
     try:

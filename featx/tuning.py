@@ -28,10 +28,10 @@ from featx.cpu import cpu_info
 from featx.deploy.runtimes import open_session
 from featx.features import input_channels
 from featx.timing import time_ms
-from featx.winograd import WinogradConv2d, winograd_eligible
+from featx.winograd import WinogradConv2d, convert_to_winograd, winograd_eligible
 
-__all__ = ["Workload", "WinogradDecision", "decide_winograd", "conv_workloads", "software_versions", "RUNTIMES",
-           "DEFAULT_TUNING_SIZE"]
+__all__ = ["Workload", "WinogradDecision", "decide_winograd", "confirm_on_whole_model", "conv_workloads",
+           "software_versions", "RUNTIMES", "DEFAULT_TUNING_SIZE"]
 
 logger = logging.getLogger("featx")
 
@@ -65,6 +65,7 @@ class WinogradDecision:
     convert: list[str] = field(default_factory=list)
     timings: dict[str, dict] = field(default_factory=dict)  # workload key -> direct_ms, winograd_ms, winograd
     cpu: str = ""
+    whole_model: Optional[dict] = None  # the check of the converted model as a whole (PyTorch eager)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -176,4 +177,41 @@ def decide_winograd(model: nn.Module, runtime: str = "torch", size: tuple[int, i
         decision.timings[workload.key] = result
     decision.convert = sorted(name for name, w in workloads.items() if decision.timings[w.key]["winograd"])
     log(decision.summary() + (f"; measured {fresh} workloads now" if fresh else "; from the cache"))
+    return decision
+
+
+def confirm_on_whole_model(model: nn.Module, decision: WinogradDecision, repeats: int = 5, use_cache: bool = True,
+                           log: Callable[[str], None] = logger.info) -> WinogradDecision:
+    """Time ``model`` (BN folded, channels_last) as a whole, direct and with the decision's convolutions
+    as Winograd, in PyTorch eager at the decision's size; keep the conversions only if the whole model is
+    at least 3% faster with them (each conv faster alone does not make the network faster: the
+    transformed weights and intermediates compete for the caches). Cached like the workloads."""
+    if not decision.convert:
+        return decision
+    cpu = cpu_info()
+    n_params = sum(p.numel() for p in model.parameters())
+    key = (f"winograd-model|torch|{cpu.key}|{software_versions()}|threads {torch.get_num_threads()}|"
+           f"{type(model).__name__}:{n_params}|{decision.size[0]}x{decision.size[1]}|{','.join(decision.convert)}")
+    result = cached_choice(key) if use_cache else None
+    if result is None:
+        direct = copy.deepcopy(model).eval().to(memory_format=torch.channels_last)
+        converted = copy.deepcopy(direct)
+        convert_to_winograd(converted, 1, 1 << 30, only=set(decision.convert))
+        converted = converted.to(memory_format=torch.channels_last)
+        x = torch.randn(1, input_channels(model), *decision.size).contiguous(memory_format=torch.channels_last)
+        times: dict[str, list[float]] = {"direct": [], "winograd": []}
+        with torch.inference_mode():
+            direct(x), converted(x)
+            for _ in range(repeats):  # interleaved, so a drift of the machine weighs on both alike
+                times["direct"] += time_ms(lambda: direct(x), 1, warmup=0)
+                times["winograd"] += time_ms(lambda: converted(x), 1, warmup=0)
+        d, w = float(np.median(times["direct"])), float(np.median(times["winograd"]))
+        result = {"direct_ms": round(d, 2), "winograd_ms": round(w, 2), "keep": w < 0.97 * d}
+        if use_cache:
+            store_choice(key, result)
+    decision.whole_model = result
+    if not result["keep"]:
+        log(f"Winograd dropped: the whole model took {result['winograd_ms']:.1f} ms with it and "
+            f"{result['direct_ms']:.1f} ms without, at {decision.size[0]}x{decision.size[1]} on {cpu.model}")
+        decision.convert = []
     return decision

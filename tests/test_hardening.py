@@ -255,6 +255,7 @@ BAD = [
     (["viz", "sample", "--size", "0"], 2, "expected an integer in 16..4096, got 0"),
     (["viz", "sample", "--size", "20000"], 2, "expected an integer in 16..4096, got 20000"),
     (["viz", "sample", "--model", "ResNet18", "-o", "{tmp}/x.jpg"], 1, "featx viz writes PNG images"),
+    (["viz", "{tmp}", "--model", "ResNet18", "-o", "{tmp}/x.png"], 1, "is a folder; expected an image file"),
     (["check-weights", "ResNet18", "--tol", "-1"], 2, "expected a number >= 0, got -1"),
     (["train-detector", "{tmp}/shapes", "--model", "MobileNetV3Small"], 1, "needs a composite with an FPN"),
     (["train", "{tmp}/missing.py"], 1, "config file not found"),
@@ -296,3 +297,31 @@ def test_a_mismatched_checkpoint_message_reaches_the_user_whole(tmp_path):
     line = r.stderr.splitlines()[0]
     assert "shape mismatches (layer1.0.conv1.weight: checkpoint [64, 64, 3, 3] vs model [64, 64, 1, 1]" in line
     assert "keys missing from the checkpoint" in line and not (tmp_path / "x.onnx").exists()
+
+
+def test_zero_sized_inputs_are_clear_errors():
+    m = featx.create_model("ResNet18").eval()
+    with pytest.raises(ValueError, match=r"needs inputs of at least 1x1 pixels .* got shape \(1, 3, 0, 64\)"):
+        m(torch.rand(1, 3, 0, 64))
+    with pytest.raises(ValueError, match="needs inputs of at least 75x75"):
+        featx.create_model("InceptionV3").eval()(torch.rand(1, 3, 64, 64))
+
+
+def test_export_default_location_is_what_its_help_says(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    args = ("export", "ResNet18", "--exporter", "torchscript", "--no-winograd")
+    assert run_cli(*args).returncode == 0 and (tmp_path / "ResNet18_dynamic_fp32.onnx").is_file()
+    (tmp_path / "export").mkdir()
+    assert run_cli(*args).returncode == 0 and (tmp_path / "export" / "ResNet18_dynamic_fp32.onnx").is_file()
+    assert "export/<model>_<profile>.onnx when an export/ folder is here, else ./<model>_<profile>.onnx" in \
+        " ".join(run_cli("export", "--help").stdout.split())
+
+
+@pytest.mark.slow
+def test_train_detector_without_out_says_nothing_is_saved(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    r = run_cli("train-detector", "shapes", "--make-shapes", "--num-train", "2", "--num-val", "1", "--iters", "1",
+                "--batch", "2", "--warmup", "0")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "no --out given, so the trained detector is not saved" in r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["shapes"] and not list(tmp_path.rglob("*.pth"))

@@ -153,3 +153,22 @@ def test_a_real_measurement_in_torch(tmp_path, monkeypatch):
     assert all(t["direct_ms"] > 0 and t["winograd_ms"] > 0 for t in d.timings.values())
     assert all(t["winograd"] == (t["winograd_ms"] < 0.95 * t["direct_ms"]) for t in d.timings.values())
     assert (tmp_path / "choices.json").is_file() and d.cpu == cpu_info().describe()
+
+
+def test_the_whole_model_check_drops_conversions_that_do_not_pay(tmp_path, monkeypatch):
+    from featx.choices import store_choice
+    from featx.tuning import WinogradDecision, confirm_on_whole_model
+
+    monkeypatch.setenv("FEATX_CACHE_DIR", str(tmp_path))
+    model = featx.create_model("ResNet18").eval()
+    names = ["layer3.0.conv2", "layer3.1.conv1"]
+    d = confirm_on_whole_model(model, WinogradDecision("torch", (64, 64), list(names)), repeats=2, log=lambda m: None)
+    assert d.whole_model["direct_ms"] > 0 and d.whole_model["winograd_ms"] > 0
+    assert d.convert == (names if d.whole_model["keep"] else [])
+    assert d.whole_model["keep"] == (d.whole_model["winograd_ms"] < 0.97 * d.whole_model["direct_ms"])
+    # a machine where the converted network is slower as a whole: nothing is converted
+    import json
+    key = next(iter(json.loads((tmp_path / "choices.json").read_text())))
+    store_choice(key, {"direct_ms": 10.0, "winograd_ms": 11.0, "keep": False})
+    again = confirm_on_whole_model(model, WinogradDecision("torch", (64, 64), list(names)), log=lambda m: None)
+    assert again.convert == [] and again.whole_model["winograd_ms"] == 11.0
