@@ -1,0 +1,494 @@
+"""``featx extract``: the features of a whole image collection to disk, fast, resumable, sharded.
+
+``extract(model, source, out)`` lists the images of ``source`` (a folder, searched recursively; a .txt or
+.csv list of paths; or a glob), reads each one's size from its header, and plans fixed batches: the images
+are resized (``size``: shorter side, or ``resize``: a fixed HxW), padded to the model's coarsest stride,
+sorted by padded shape and path, and cut into batches of one shape each (little padding, no mixing).
+DataLoader workers read, hash (SHA-256), decode and convert the images (featx's conversion: grayscale,
+palette, RGBA on white, 16-bit) and normalize them as the model expects. The model runs in PyTorch
+(featx's inference path, direct convolutions so the stored numbers never depend on a timing decision),
+ONNX Runtime or OpenVINO. Each image's output is stored per level, pooled over the image's own (unpadded)
+region (``avg``, ``max``, ``gem``) or as the cropped map, in fp16 or fp32, in the shards of a
+``featx.store`` folder.
+
+Nothing is lost and nothing is done twice: shards are written atomically and name the batches they hold,
+so a rerun after a kill (any signal) does only the missing batches, with the same inputs in the same
+batches, and gives the same store. Under ``torchrun`` each process takes every ``WORLD_SIZE``-th batch of
+the one plan (a stable rule), writes its own shards, and rank 0 merges the index when all are done.
+"""
+from __future__ import annotations
+
+import glob
+import hashlib
+import io
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence, Union
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from PIL import Image
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from torch import nn
+
+from featx.compare import compare_arrays
+from featx.deploy.metadata import build_from_config
+from featx.deploy.onnx_export import ExportSettings, export_onnx, model_config
+from featx.deploy.openvino_export import export_openvino
+from featx.deploy.runtimes import open_session
+from featx.features import as_output_tuple, input_channels
+from featx.images import IMAGE_EXTENSIONS, IMAGENET_MEAN, IMAGENET_STD, to_rgb
+from featx.inference import optimize_for_inference
+from featx.io import write_json
+from featx.store import (SHARD_DIR, FeatureStore, merge_store, remove_stale_shard_temporaries, shard_metadata,
+                          write_shard)
+from featx.version import __version__
+
+__all__ = ["ExtractSettings", "ExtractResult", "list_images", "source_root", "plan_batches", "extract", "verify_store", "POOLS"]
+
+POOLS = ("avg", "max", "gem")
+RUNTIMES = ("torch", "onnxruntime", "openvino")
+
+
+@dataclass
+class ExtractSettings:
+    """How to extract. ``size`` is the shorter side (ignored with ``resize=(H, W)``); ``levels`` None
+    means every level; ``maps`` stores cropped maps instead of pooled vectors."""
+
+    size: int = 224
+    resize: Optional[tuple[int, int]] = None
+    levels: Optional[list[str]] = None
+    pool: str = "avg"
+    gem_p: float = 3.0
+    maps: bool = False
+    dtype: str = "fp16"
+    batch_size: int = 32
+    workers: int = 2
+    runtime: str = "torch"
+    device: str = "cpu"
+    shard_batches: int = 16
+
+    def check(self) -> None:
+        if self.resize is None and (not isinstance(self.size, int) or self.size < 1):
+            raise ValueError(f"size must be a positive int (the shorter side), got {self.size!r}")
+        if self.pool not in POOLS:
+            raise ValueError(f"pool must be one of {POOLS}, got {self.pool!r}")
+        if self.dtype not in ("fp16", "fp32"):
+            raise ValueError(f"dtype must be fp16 or fp32, got {self.dtype!r}")
+        if self.runtime not in RUNTIMES:
+            raise ValueError(f"runtime must be one of {RUNTIMES}, got {self.runtime!r}")
+        for name in ("batch_size", "shard_batches"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.workers < 0:
+            raise ValueError(f"workers must be >= 0, got {self.workers}")
+
+
+@dataclass
+class ExtractResult:
+    out: str
+    images: int
+    new: int
+    skipped: int
+    batches: int
+    seconds: float
+    images_per_s: float
+    rank: int = 0
+    world_size: int = 1
+    merged: bool = False
+    summary: dict = field(default_factory=dict)
+
+
+# -- what to extract ---------------------------------------------------------------------------------
+def list_images(source: Union[str, Path]) -> list[tuple[str, Path]]:
+    """``(id, file)`` pairs, sorted by id: a folder's images (recursive, ids relative to it), a .txt/.csv
+    list (first column; relative paths from the list's folder; ids as written), or a glob pattern."""
+    text = str(source)
+    path = Path(text)
+    if path.is_dir():
+        files = [p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
+        pairs = [(p.relative_to(path).as_posix(), p) for p in files]
+    elif path.is_file() and path.suffix.lower() in (".txt", ".csv"):
+        pairs = []
+        for line in path.read_text().splitlines():
+            item = line.split(",")[0].strip() if path.suffix.lower() == ".csv" else line.strip()
+            if not item or item.startswith("#"):
+                continue
+            file = Path(item) if Path(item).is_absolute() else path.parent / item
+            if path.suffix.lower() == ".csv" and not pairs and not file.exists() and "." not in Path(item).suffix:
+                continue  # a header row
+            pairs.append((item, file))
+    elif any(c in text for c in "*?["):
+        pairs = [(m, Path(m)) for m in glob.glob(text, recursive=True) if Path(m).is_file()]
+    elif path.exists():
+        raise ValueError(f"{source} is neither a folder, a .txt/.csv list of paths, nor a glob pattern")
+    else:
+        raise FileNotFoundError(f"source not found: {source}")
+    pairs = sorted(dict(pairs).items())
+    if not pairs:
+        raise ValueError(f"no images in {source} (extensions: {', '.join(IMAGE_EXTENSIONS)})")
+    return pairs
+
+
+def source_root(source: Union[str, Path]) -> Path:
+    """The folder the ids of :func:`list_images` are relative to: the source folder, a list's folder, or the
+    current folder for a glob (absolute ids stay absolute)."""
+    path = Path(source)
+    if path.is_dir():
+        return path.resolve()
+    if path.is_file():
+        return path.resolve().parent
+    return Path.cwd().resolve()
+
+
+@dataclass(frozen=True)
+class PlannedImage:
+    id: str
+    file: str
+    size: tuple[int, int]  # original (h, w)
+    resized: tuple[int, int]
+    padded: tuple[int, int]
+
+
+def _target(size: tuple[int, int], settings: ExtractSettings, divisor: int) -> tuple[tuple[int, int], tuple[int, int]]:
+    h, w = size
+    if settings.resize is not None:
+        rh, rw = settings.resize
+    else:
+        scale = settings.size / min(h, w)
+        rh, rw = max(1, round(h * scale)), max(1, round(w * scale))
+    return (rh, rw), (math.ceil(rh / divisor) * divisor, math.ceil(rw / divisor) * divisor)
+
+
+def plan_batches(images: Sequence[tuple[str, Path]], settings: ExtractSettings, divisor: int
+                 ) -> tuple[list[list[PlannedImage]], list[dict]]:
+    """The fixed batches (one padded shape each, sorted by shape and id) and the images whose header
+    could not be read, with the reason. The same collection and settings always give the same batches."""
+    planned, skipped = [], []
+    for image_id, file in images:
+        try:
+            with Image.open(file) as im:
+                w, h = im.size
+        except Exception as e:  # unreadable: listed, not fatal
+            skipped.append({"path": image_id, "reason": f"{type(e).__name__}: {str(e)[:160]}"})
+            continue
+        resized, padded = _target((h, w), settings, divisor)
+        planned.append(PlannedImage(image_id, str(file), (h, w), resized, padded))
+    planned.sort(key=lambda p: (p.padded, p.id))
+    batches: list[list[PlannedImage]] = []
+    for p in planned:
+        if batches and batches[-1][0].padded == p.padded and len(batches[-1]) < settings.batch_size:
+            batches[-1].append(p)
+        else:
+            batches.append([p])
+    return batches, skipped
+
+
+def _plan_digest(batches: list[list[PlannedImage]]) -> str:
+    """SHA-256 of the plan (ids, sizes and shapes, batch by batch): a resumed run must find the same batches."""
+    h = hashlib.sha256()
+    for b, batch in enumerate(batches):
+        for p in batch:
+            h.update(f"{b}\t{p.id}\t{p.size}\t{p.padded}\n".encode())
+    return h.hexdigest()
+
+
+# -- reading images in workers --------------------------------------------------------------------------
+class _Images(torch.utils.data.Dataset):
+    """Planned images -> ``(index, normalized padded tensor, sha256, error)``; decoded in a worker."""
+
+    def __init__(self, items: list[PlannedImage], channels: int, mean: Sequence[float], std: Sequence[float]) -> None:
+        self.items, self.channels = items, channels
+        self.mean = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int):
+        item = self.items[index]
+        x = torch.zeros(self.channels, *item.padded)
+        try:
+            data = Path(item.file).read_bytes()
+            digest = hashlib.sha256(data).hexdigest()
+            with Image.open(io.BytesIO(data)) as im:
+                rgb = to_rgb(im)
+                rgb.load()
+            image = torch.from_numpy(np.asarray(rgb.convert("L") if self.channels == 1 else rgb).copy())
+            image = (image.unsqueeze(-1) if image.dim() == 2 else image).permute(2, 0, 1).float().div_(255)
+            image = F.interpolate(image[None], size=item.resized, mode="bilinear", antialias=True,
+                                  align_corners=False)[0]
+            x[:, :item.resized[0], :item.resized[1]] = (image - self.mean) / self.std
+            return index, x, digest, ""
+        except Exception as e:  # a broken file: listed with its reason, not fatal
+            return index, x, "", f"{type(e).__name__}: {str(e)[:160]}"
+
+
+def _collate(batch):
+    return ([b[0] for b in batch], torch.stack([b[1] for b in batch]), [b[2] for b in batch], [b[3] for b in batch])
+
+
+# -- the model in its runtime -------------------------------------------------------------------------
+def _runner(cfg: dict, settings: ExtractSettings, tmp: Path) -> tuple[Callable[[torch.Tensor], list[np.ndarray]], nn.Module]:
+    """``(run(batch) -> list of maps as numpy, the PyTorch model)``; direct convolutions everywhere."""
+    model = build_from_config(cfg)
+    if settings.runtime == "torch":
+        device = torch.device(settings.device)
+        net = optimize_for_inference(model, winograd=False, inplace=False).to(device)
+
+        def run(x: torch.Tensor) -> list[np.ndarray]:
+            with torch.inference_mode():
+                return [o.float().cpu().contiguous().numpy() for o in as_output_tuple(net(x.to(device)))]
+
+        return run, model
+    direct = ExportSettings(exporter="torchscript", winograd=False)
+    path = tmp / ("model.xml" if settings.runtime == "openvino" else "model.onnx")
+    (export_openvino if settings.runtime == "openvino" else export_onnx)(cfg, path, direct, log=lambda m: None)
+    session = open_session(path, settings.device if settings.device != "cpu" else "cpu")
+    return (lambda x: [np.asarray(o, np.float32) for o in session.run(x.numpy())]), model
+
+
+class _PendingShard:
+    """What has been computed since the last shard was written."""
+
+    def __init__(self, levels: list[str]) -> None:
+        self.levels = levels
+        self.arrays: dict[str, list[np.ndarray]] = {lv: [] for lv in levels}
+        self.entries: list[dict] = []
+        self.batches: list[int] = []
+        self.skipped: list[dict] = []
+
+    def tensors(self, maps: bool, dtype: type) -> dict[str, np.ndarray]:
+        if maps:
+            return {f"map.{lv}.{row}": a for lv in self.levels for row, a in enumerate(self.arrays[lv])}
+        return {f"pooled.{lv}": np.stack(self.arrays[lv]) for lv in self.levels if self.arrays[lv]}
+
+    def clear(self) -> None:
+        for arrays in self.arrays.values():
+            arrays.clear()
+        self.entries.clear()
+        self.batches.clear()
+        self.skipped.clear()
+
+
+def _valid_region(maps: np.ndarray, resized: tuple[int, int], stride: int) -> np.ndarray:
+    """The part of one image's ``(C, h, w)`` map that sees the image, not the padding to the batch shape."""
+    vh = min(maps.shape[-2], max(1, math.ceil(resized[0] / stride)))
+    vw = min(maps.shape[-1], max(1, math.ceil(resized[1] / stride)))
+    return maps[:, :vh, :vw]
+
+
+def _pool(m: np.ndarray, how: str, p: float) -> np.ndarray:
+    """``(C, h, w)`` -> ``(C,)``."""
+    flat = m.reshape(m.shape[0], -1)
+    if how == "avg":
+        return flat.mean(1)
+    if how == "max":
+        return flat.max(1)
+    return np.power(np.power(np.clip(flat, 1e-6, None), p).mean(1), 1.0 / p)  # GeM
+
+
+def _distributed() -> tuple[int, int]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="gloo")
+    return rank, world
+
+
+def _barrier(world: int) -> None:
+    if world > 1:
+        dist.barrier()
+
+
+def _config_of(model: Union[str, dict]) -> dict:
+    if isinstance(model, str) and model.endswith((".onnx", ".xml")):
+        raise ValueError("give a model name or config (featx exports it for --runtime onnxruntime/openvino)")
+    return model_config(model)
+
+
+def extract(model: Union[str, dict], source: Union[str, Path], out: Union[str, Path],
+            settings: Optional[ExtractSettings] = None, progress: bool = True,
+            log: Callable[[str], None] = lambda m: print(m, file=sys.stderr, flush=True)) -> ExtractResult:
+    """Extract the features of every image of ``source`` into the store ``out`` (see the module docstring)."""
+    settings = settings or ExtractSettings()
+    settings.check()
+    start = time.perf_counter()
+    out = Path(out)
+    rank, world = _distributed()
+    cfg = _config_of(model)
+    with tempfile.TemporaryDirectory() as tmp:
+        run, net = _runner(cfg, settings, Path(tmp))
+        infos = list(net.feature_info)
+        names = [f.name for f in infos]
+        levels = settings.levels or names
+        unknown = [lv for lv in levels if lv not in names]
+        if unknown:
+            raise ValueError(f"levels {unknown} are not outputs of {cfg['type']}; it has {', '.join(names)}")
+        strides = {f.name: f.stride for f in infos}
+        channels = input_channels(net)
+        mean = list(getattr(net, "mean", None) or (IMAGENET_MEAN if channels == 3 else (0.5,) * channels))
+        std = list(getattr(net, "std", None) or (IMAGENET_STD if channels == 3 else (0.5,) * channels))
+        divisor = max(f.stride for f in infos)
+        images = list_images(source)
+        batches, header_skipped = plan_batches(images, settings, divisor)
+        manifest = {
+            "featx_version": __version__, "model_config": cfg, "weights": str(cfg.get("weights") or "none (random init, seed 0)"),
+            "source": str(source), "source_root": str(source_root(source)), "store": "maps" if settings.maps else "pooled", "levels": levels,
+            "strides": {lv: strides[lv] for lv in levels}, "pool": None if settings.maps else settings.pool,
+            "gem_p": settings.gem_p if settings.pool == "gem" and not settings.maps else None, "dtype": settings.dtype,
+            "preprocessing": {"resize": list(settings.resize) if settings.resize else None,
+                              "shorter_side": None if settings.resize else settings.size, "pad_to": divisor,
+                              "channels": channels, "mean": mean, "std": std, "scale": "0..1",
+                              "antialias": True, "interpolation": "bilinear"},
+            "batch_size": settings.batch_size, "runtime": settings.runtime, "planned_images": len(images),
+            "plan_sha256": _plan_digest(batches),
+        }
+        key_fields = ("model_config", "store", "levels", "pool", "gem_p", "dtype", "preprocessing", "batch_size", "plan_sha256")
+        existing = out / "manifest.json"
+        if existing.is_file():
+            old = json.loads(existing.read_text())
+            changed = [k for k in key_fields if old.get(k) != manifest[k]]
+            if changed:
+                what = ("the collection changed since (images added, removed or resized), so its batches differ"
+                        if changed == ["plan_sha256"] else f"it holds features made with other settings ({', '.join(changed)})")
+                raise ValueError(f"cannot resume {out}: {what}; use another --out (or delete it) to start anew")
+        elif rank == 0:
+            out.mkdir(parents=True, exist_ok=True)
+            write_json(existing, manifest)
+        if rank == 0:
+            remove_stale_shard_temporaries(out)
+        _barrier(world)
+
+        done: set[int] = set()
+        for shard in sorted((out / SHARD_DIR).glob("*.safetensors")):
+            done |= set(shard_metadata(shard)["batches"])
+        mine = [b for b in range(len(batches)) if b % world == rank and b not in done]
+        items = [p for b in mine for p in batches[b]]
+        loader = torch.utils.data.DataLoader(
+            _Images(items, channels, mean, std), batch_sampler=_BatchRanges([len(batches[b]) for b in mine]),
+            num_workers=settings.workers, collate_fn=_collate, persistent_workers=False,
+            prefetch_factor=4 if settings.workers else None)
+        dtype = np.float16 if settings.dtype == "fp16" else np.float32
+        pending = _PendingShard(levels)
+        new = broken = 0
+
+        def flush() -> None:
+            if pending.batches:
+                write_shard(out, f"b{pending.batches[0]:07d}", pending.tensors(settings.maps, dtype), pending.entries,
+                            pending.batches, pending.skipped)
+                pending.clear()
+
+        bar = Progress(TextColumn(f"extract [rank {rank}/{world}]" if world > 1 else "extract"), BarColumn(),
+                       MofNCompleteColumn(), TextColumn("{task.fields[rate]}"), TimeElapsedColumn(),
+                       TimeRemainingColumn(), disable=not progress, transient=False)
+        with bar:
+            task = bar.add_task("images", total=len(items), rate="")
+            t0 = time.perf_counter()
+            completed = 0
+            for batch_id, (indices, x, digests, errors) in zip(mine, loader):
+                outs = run(x)
+                chosen = [outs[names.index(lv)] for lv in levels]
+                for j, i in enumerate(indices):
+                    item = items[i]
+                    if errors[j]:
+                        pending.skipped.append({"path": item.id, "reason": errors[j]})
+                        broken += 1
+                        continue
+                    for lv, maps in zip(levels, chosen):
+                        region = _valid_region(maps[j], item.resized, strides[lv])
+                        pending.arrays[lv].append(np.ascontiguousarray(region.astype(dtype)) if settings.maps
+                                                  else _pool(region, settings.pool, settings.gem_p).astype(dtype))
+                    pending.entries.append({"path": item.id, "size": list(item.size), "sha256": digests[j],
+                                            "row": len(pending.entries)})
+                    new += 1
+                pending.batches.append(batch_id)
+                if len(pending.batches) >= settings.shard_batches:
+                    flush()
+                completed += len(indices)
+                bar.update(task, completed=completed,
+                           rate=f"{completed / max(time.perf_counter() - t0, 1e-9):.1f} img/s")
+            flush()
+        _barrier(world)
+        merged = False
+        total = 0
+        if rank == 0:
+            decode_skipped = [s for shard in sorted((out / SHARD_DIR).glob("*.safetensors"))
+                              for s in shard_metadata(shard)["skipped"]]
+            final = json.loads(existing.read_text())
+            final["skipped"] = sorted(header_skipped + decode_skipped, key=lambda s: s["path"])
+            write_json(existing, final)
+            total = merge_store(out)
+            merged = True
+        _barrier(world)
+    seconds = time.perf_counter() - start
+    skipped_now = broken + (len(header_skipped) if rank == 0 else 0)
+    result = ExtractResult(str(out), total, new, skipped_now, len(mine), seconds, new / seconds if seconds else 0.0,
+                           rank, world, merged)
+    result.summary = {k: v for k, v in asdict(result).items() if k != "summary"} | {"levels": levels, "store": manifest["store"]}
+    log(f"extract: {new} images now ({skipped_now} skipped) in {seconds:.1f} s"
+        + (f"; the store holds {total} images" if merged else ""))
+    return result
+
+
+class _BatchRanges(torch.utils.data.Sampler):
+    """Consecutive index ranges of the given sizes: the plan's batches, as the DataLoader's batches."""
+
+    def __init__(self, sizes: list[int]) -> None:
+        self.sizes = sizes
+
+    def __iter__(self):
+        start = 0
+        for n in self.sizes:
+            yield list(range(start, start + n))
+            start += n
+
+    def __len__(self) -> int:
+        return len(self.sizes)
+
+
+def verify_store(folder: Union[str, Path], sample: int = 8, log: Callable[[str], None] = print) -> dict:
+    """Recompute ``sample`` images of a store (evenly spread) from its manifest and compare with what is
+    stored: worst relative error and cosine per level. fp16 stores are expected within ~1e-3."""
+    store = FeatureStore(folder)
+    m = store.manifest
+    pre = m["preprocessing"]
+    settings = ExtractSettings(size=pre["shorter_side"] or 224, resize=tuple(pre["resize"]) if pre["resize"] else None,
+                               levels=m["levels"], pool=m["pool"] or "avg", gem_p=m.get("gem_p") or 3.0,
+                               maps=m["store"] == "maps", dtype="fp32", batch_size=1, workers=0)
+    picks = [store.entries[int(i)] for i in np.linspace(0, len(store) - 1, min(sample, len(store)))] if len(store) else []
+    root = Path(m["source_root"])
+    with tempfile.TemporaryDirectory() as tmp:
+        run, net = _runner(m["model_config"], settings, Path(tmp))
+        names = [f.name for f in net.feature_info]
+        worst = {lv: {"rel": 0.0, "cosine": 1.0} for lv in m["levels"]}
+        for e in picks:
+            file = root / e.path  # an absolute id stays itself
+            item = PlannedImage(e.path, str(file), e.size, *_target(e.size, settings, pre["pad_to"]))
+            _, x, digest, error = _Images([item], pre["channels"], pre["mean"], pre["std"])[0]
+            if error or digest != e.sha256:
+                raise ValueError(f"{e.path}: the image changed since extraction (sha256 {digest[:12]} vs stored "
+                                 f"{e.sha256[:12]})" if not error else f"{e.path}: {error}")
+            outs = run(x[None])
+            stored = store[e.path]
+            for lv in m["levels"]:
+                region = _valid_region(outs[names.index(lv)][0], item.resized, m["strides"][lv])
+                fresh = region if settings.maps else _pool(region, settings.pool, settings.gem_p)
+                d = compare_arrays(np.asarray(stored[lv], np.float32), fresh)
+                worst[lv]["rel"] = max(worst[lv]["rel"], d.rel)
+                worst[lv]["cosine"] = min(worst[lv]["cosine"], d.cosine)
+    tol = 2e-3 if m["dtype"] == "fp16" else 1e-4
+    report = {"images": len(picks), "levels": worst, "tolerance": tol,
+              "passed": all(v["rel"] <= tol and v["cosine"] >= 0.9999 for v in worst.values())}
+    log(f"verify {folder}: {len(picks)} images recomputed; " + ", ".join(
+        f"{lv} rel {v['rel']:.2e} cos {v['cosine']:.6f}" for lv, v in worst.items())
+        + f" -> {'PASS' if report['passed'] else 'FAIL'} (tolerance {tol:g})")
+    return report

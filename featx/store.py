@@ -1,0 +1,193 @@
+"""A feature store on disk: what ``featx extract`` writes and ``FeatureStore`` reads.
+
+Layout of a store folder::
+
+    manifest.json                  model config, weights, preprocessing, levels, pooling, featx version;
+                                   at the end also the counts and every unreadable image with its reason
+    shards/<batch>.safetensors     one file per group of batches: ``pooled.<LEVEL>`` (rows x channels) or
+                                   one ``map.<LEVEL>.<row>`` tensor per image; its metadata lists the rows
+                                   (``featx.entries``: path, size, sha256 per row), the plan's batches it
+                                   completes and the images of those that could not be decoded
+    index.jsonl                    after the merge: one line per image (path, size, sha256, shard, row), in
+                                   path order
+    pooled.<LEVEL>.npy             after the merge (pooled stores): every image's embedding in index order,
+                                   one array per level, memory-mapped when read
+
+Every file is written atomically, so a killed extraction leaves whole shards only; the next run reads
+their metadata and does only what is missing. Shards are named by their first batch, not by process,
+so any number of processes can fill one store.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Optional, Union
+
+import numpy as np
+from safetensors import safe_open
+from safetensors.numpy import save_file
+
+from featx.io import atomic_path, remove_stale_temporaries, write_json
+
+__all__ = ["StoreEntry", "FeatureStore", "write_shard", "shard_metadata", "shard_entries", "merge_store", "remove_stale_shard_temporaries",
+           "SHARD_DIR"]
+
+SHARD_DIR = "shards"
+
+
+@dataclass(frozen=True)
+class StoreEntry:
+    """One image in the store."""
+
+    path: str
+    size: tuple[int, int]  # original (height, width)
+    sha256: str
+    shard: str
+    row: int
+
+
+def write_shard(folder: Union[str, Path], name: str, tensors: dict[str, np.ndarray], entries: list[dict],
+                batches: list[int], skipped: list[dict]) -> Path:
+    """Write one shard atomically: ``tensors`` plus, in its metadata, the rows' entries, the plan's batches
+    it completes and the images of those batches that could not be decoded (with the reason)."""
+    path = Path(folder) / SHARD_DIR / f"{name}.safetensors"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    metadata = {"featx.entries": json.dumps(entries), "featx.batches": json.dumps(batches),
+                "featx.skipped": json.dumps(skipped)}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
+    return path
+
+
+def shard_metadata(path: Union[str, Path]) -> dict[str, list]:
+    """``{"entries", "batches", "skipped"}`` of a shard (its header only; no tensor is read)."""
+    with safe_open(str(path), framework="numpy") as f:
+        meta = f.metadata() or {}
+    return {key: json.loads(meta.get(f"featx.{key}", "[]")) for key in ("entries", "batches", "skipped")}
+
+
+def shard_entries(path: Union[str, Path]) -> list[dict]:
+    """The rows a shard holds (its metadata only; no tensor is read)."""
+    return shard_metadata(path)["entries"]
+
+
+def remove_stale_shard_temporaries(folder: Union[str, Path]) -> int:
+    """Delete half-written shards left by killed processes (never those of running ones); returns how many."""
+    names = {t.name[1:].split(".safetensors.")[0] for t in (Path(folder) / SHARD_DIR).glob(".*.safetensors.*.tmp")}
+    return sum(len(remove_stale_temporaries(Path(folder) / SHARD_DIR / f"{n}.safetensors")) for n in names)
+
+
+def _shards(folder: Path) -> list[Path]:
+    return sorted((folder / SHARD_DIR).glob("*.safetensors"))
+
+
+def merge_store(folder: Union[str, Path]) -> int:
+    """Write ``index.jsonl`` (and ``pooled.<LEVEL>.npy`` for pooled stores) from the shards; returns the
+    number of images. Run once every process has finished (``featx extract`` does it on rank 0)."""
+    folder = Path(folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    rows: list[tuple[dict, str]] = []
+    for shard in _shards(folder):
+        rows += [(e, shard.name) for e in shard_entries(shard)]
+    rows.sort(key=lambda r: r[0]["path"])
+    paths = [e["path"] for e, _ in rows]
+    if len(set(paths)) != len(paths):
+        raise ValueError(f"{folder} holds some images twice; the shards disagree (was it written by two plans?)")
+    with atomic_path(folder / "index.jsonl") as tmp:
+        with open(tmp, "w") as f:
+            for e, shard in rows:
+                f.write(json.dumps({"path": e["path"], "size": e["size"], "sha256": e["sha256"], "shard": shard,
+                                    "row": e["row"]}) + "\n")
+    if manifest["store"] == "pooled":
+        by_shard: dict[str, list[tuple[int, int]]] = {}
+        for i, (e, shard) in enumerate(rows):  # shards without rows (every image broken) hold no vectors
+            by_shard.setdefault(shard, []).append((i, e["row"]))
+        for level in manifest["levels"]:
+            out = None
+            for shard, places in by_shard.items():
+                with safe_open(str(folder / SHARD_DIR / shard), framework="numpy") as f:
+                    block = f.get_tensor(f"pooled.{level}")
+                if out is None:
+                    out = np.lib.format.open_memmap(folder / f".pooled.{level}.npy.part", mode="w+", dtype=block.dtype,
+                                                    shape=(len(rows), block.shape[1]))
+                out[[i for i, _ in places]] = block[[r for _, r in places]]
+            target = folder / f"pooled.{level}.npy"
+            if out is None:
+                np.save(target, np.zeros((0, 0), np.float32))
+                continue
+            out.flush()
+            del out
+            Path(folder / f".pooled.{level}.npy.part").replace(target)
+    manifest["merged"] = {"images": len(rows), "shards": len(_shards(folder))}
+    write_json(folder / "manifest.json", manifest)
+    return len(rows)
+
+
+class FeatureStore:
+    """Read a store written by ``featx extract``.
+
+    ``len(store)``, ``path in store``, ``store[path]`` (``{level: array}``; pooled vectors or whole maps),
+    ``iter(store)`` (paths in order), ``store.entries``, ``store.embeddings(level)`` (all pooled vectors
+    of a level as one memory-mapped ``(N, C)`` array, no copy; ``torch.from_numpy`` views it), and
+    ``store.skipped`` (unreadable images and why). Many processes can read one store at once: everything
+    is read-only and memory-mapped.
+
+    >>> store = FeatureStore("features/")
+    >>> x = store.embeddings("P5")          # (N, 256) float16, memory-mapped
+    >>> store["photos/cat.jpg"]["P5"]        # one image's vector
+    """
+
+    def __init__(self, folder: Union[str, Path]) -> None:
+        self.folder = Path(folder)
+        if not (self.folder / "manifest.json").is_file():
+            raise FileNotFoundError(f"{self.folder} is not a featx feature store (no manifest.json)")
+        self.manifest = json.loads((self.folder / "manifest.json").read_text())
+        if not (self.folder / "index.jsonl").is_file():
+            raise FileNotFoundError(f"{self.folder} is not merged yet (no index.jsonl): finish or rerun featx extract")
+        self.entries: list[StoreEntry] = []
+        self._row: dict[str, int] = {}
+        with open(self.folder / "index.jsonl") as f:
+            for i, line in enumerate(f):
+                e = json.loads(line)
+                self.entries.append(StoreEntry(e["path"], tuple(e["size"]), e["sha256"], e["shard"], e["row"]))
+                self._row[e["path"]] = i
+        self.levels: list[str] = list(self.manifest["levels"])
+        self._embeddings: dict[str, np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __contains__(self, path: object) -> bool:
+        return path in self._row
+
+    def __iter__(self) -> Iterator[str]:
+        return (e.path for e in self.entries)
+
+    @property
+    def skipped(self) -> list[dict]:
+        return list(self.manifest.get("skipped", []))
+
+    def embeddings(self, level: str) -> np.ndarray:
+        """Every image's pooled vector at ``level``, ``(N, C)`` in index order, memory-mapped (no copy)."""
+        if self.manifest["store"] != "pooled":
+            raise ValueError(f"{self.folder} stores whole maps; embeddings() needs a pooled store")
+        if level not in self.levels:
+            raise KeyError(f"level {level!r} is not in this store; it has {', '.join(self.levels)}")
+        if level not in self._embeddings:
+            self._embeddings[level] = np.load(self.folder / f"pooled.{level}.npy", mmap_mode="r")
+        return self._embeddings[level]
+
+    def __getitem__(self, path: str) -> dict[str, np.ndarray]:
+        i = self._row.get(path)
+        if i is None:
+            raise KeyError(f"{path!r} is not in this store ({len(self)} images)")
+        if self.manifest["store"] == "pooled":
+            return {level: self.embeddings(level)[i] for level in self.levels}
+        e = self.entries[i]
+        with safe_open(str(self.folder / SHARD_DIR / e.shard), framework="numpy") as f:
+            return {level: f.get_tensor(f"map.{level}.{e.row}") for level in self.levels}
+
+    def entry(self, path: str) -> Optional[StoreEntry]:
+        i = self._row.get(path)
+        return None if i is None else self.entries[i]

@@ -1,0 +1,242 @@
+"""``featx extract``: a whole collection into a resumable, sharded store, and reading it back."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from featx.extract import ExtractSettings, extract, list_images, plan_batches, verify_store
+from featx.store import SHARD_DIR, FeatureStore
+
+REPO = Path(__file__).resolve().parents[1]
+FEATX = [sys.executable, "-m", "featx"]
+
+
+def _collection(folder: Path, photos: int = 4) -> Path:
+    """Real and odd images: scikit-learn digits (8x8 grayscale PNGs), generated photos of two sizes as
+    JPEG, an RGBA PNG, a 16-bit PNG, a palette PNG, a broken JPEG, a truncated JPEG and a text file."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    (folder / "digits").mkdir(parents=True)
+    for i in range(6):
+        Image.fromarray((digits.images[i] * 16).clip(0, 255).astype(np.uint8)).save(folder / "digits" / f"{i}.png")
+    rng = np.random.default_rng(0)
+    (folder / "photos").mkdir()
+    for i in range(photos):
+        h, w = (120, 160) if i % 2 else (90, 60)
+        Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(folder / "photos" / f"p{i}.jpg")
+    Image.fromarray(rng.integers(0, 255, (50, 70, 4), dtype=np.uint8), "RGBA").save(folder / "rgba.png")
+    Image.fromarray(rng.integers(0, 65535, (40, 40), dtype=np.uint16)).save(folder / "deep.png")
+    Image.fromarray(rng.integers(0, 255, (30, 50, 3), dtype=np.uint8)).convert("P").save(folder / "palette.png")
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
+    (folder / "truncated.jpg").write_bytes((folder / "photos" / "p1.jpg").read_bytes()[:2000])
+    (folder / "notes.txt").write_text("not an image")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def collection(tmp_path_factory) -> Path:
+    return _collection(tmp_path_factory.mktemp("collection"))
+
+
+@pytest.fixture(scope="module")
+def pooled(collection, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("store") / "pooled"
+    extract("ResNet18", collection, out, ExtractSettings(size=64, batch_size=3, workers=2, shard_batches=2),
+            progress=False, log=lambda m: None)
+    return out
+
+
+def test_list_images_and_plan(collection):
+    images = list_images(collection)
+    ids = [i for i, _ in images]
+    assert ids == sorted(ids) and len(ids) == 6 + 4 + 5 and "notes.txt" not in ids
+    batches, skipped = plan_batches(images, ExtractSettings(size=64, batch_size=3), 32)
+    assert [s["path"] for s in skipped] == ["broken.jpg"]  # its header cannot be read; truncated.jpg's can
+    assert all(len({p.padded for p in b}) == 1 and len(b) <= 3 for b in batches)
+    assert sum(len(b) for b in batches) == 14
+    p0 = next(p for b in batches for p in b if p.id == "photos/p0.jpg")  # 90x60 -> shorter side 64
+    assert p0.size == (90, 60) and p0.resized == (96, 64) and p0.padded == (96, 64)
+    assert plan_batches(images, ExtractSettings(size=64, batch_size=3), 32)[0] == batches  # stable
+
+
+def test_pooled_store_contents(pooled, collection):
+    store = FeatureStore(pooled)
+    assert len(store) == 13 and list(store) == sorted(store)
+    assert {s["path"] for s in store.skipped} == {"broken.jpg", "truncated.jpg"}
+    assert all(s["reason"] for s in store.skipped)
+    emb = store.embeddings("C5")
+    assert isinstance(emb, np.memmap) and emb.shape == (13, 512) and emb.dtype == np.float16
+    view = torch.from_numpy(emb)  # no copy: the tensor views the mapped file
+    assert view.data_ptr() == emb.__array_interface__["data"][0]
+    for level, channels in zip(("C2", "C3", "C4", "C5"), (64, 128, 256, 512)):
+        assert store.embeddings(level).shape == (13, channels)
+    first = store.entries[0]
+    assert np.array_equal(store[first.path]["C5"], emb[0])
+    assert first.sha256 == __import__("hashlib").sha256((collection / first.path).read_bytes()).hexdigest()
+    assert store.entry("deep.png").size == (40, 40)
+    manifest = store.manifest
+    assert manifest["model_config"]["type"] == "featx.ResNet18" and manifest["preprocessing"]["shorter_side"] == 64
+    assert manifest["levels"] == ["C2", "C3", "C4", "C5"] and manifest["merged"]["images"] == 13
+    with pytest.raises(KeyError, match="not in this store"):
+        store["nope.jpg"]
+    with pytest.raises(KeyError, match="level 'P5'"):
+        store.embeddings("P5")
+
+
+def test_verify_recomputes_and_catches_tampering(pooled, tmp_path):
+    report = verify_store(pooled, sample=4, log=lambda m: None)
+    assert report["passed"] and report["images"] == 4
+    assert all(v["rel"] < 2e-3 and v["cosine"] > 0.9999 for v in report["levels"].values())
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(pooled, copy)
+    arr = np.load(copy / "pooled.C5.npy", mmap_mode="r+")
+    arr[:] = arr[:] * np.float16(1.05)
+    arr.flush()
+    del arr
+    bad = verify_store(copy, sample=4, log=lambda m: None)
+    assert not bad["passed"] and bad["levels"]["C5"]["rel"] > 0.04 and bad["levels"]["C4"]["rel"] < 2e-3
+
+
+def test_list_csv_and_glob_sources_match_the_folder(pooled, collection, tmp_path):
+    store = FeatureStore(pooled)
+    rows = ["path,label"] + [f"{p},x" for p in store] + ["broken.jpg,x"]
+    (collection / "list.csv").write_text("\n".join(rows) + "\n")
+    (collection / "list.txt").write_text("\n".join(store) + "\n")
+    try:
+        for source in (collection / "list.csv", collection / "list.txt"):
+            out = tmp_path / source.suffix[1:]
+            extract("ResNet18", source, out, ExtractSettings(size=64, batch_size=3, workers=0), progress=False,
+                    log=lambda m: None)
+            other = FeatureStore(out)
+            assert list(other) == list(store)
+            assert np.array_equal(other.embeddings("C5"), store.embeddings("C5"))
+    finally:
+        (collection / "list.csv").unlink()
+        (collection / "list.txt").unlink()
+    cwd = os.getcwd()
+    os.chdir(collection)
+    try:
+        ids = [i for i, _ in list_images("photos/*.jpg")]
+    finally:
+        os.chdir(cwd)
+    assert ids == [f"photos/p{i}.jpg" for i in range(4)]
+
+
+def test_maps_store_crops_each_image(collection, tmp_path):
+    out = tmp_path / "maps"
+    extract("ResNet18", collection / "photos", out,
+            ExtractSettings(size=64, levels=["C3", "C5"], maps=True, dtype="fp32", batch_size=4, workers=0),
+            progress=False, log=lambda m: None)
+    store = FeatureStore(out)
+    maps = store["p0.jpg"]  # 90x60 -> 96x64
+    assert maps["C3"].shape == (128, 12, 8) and maps["C5"].shape == (512, 3, 2) and maps["C5"].dtype == np.float32
+    assert store["p1.jpg"]["C5"].shape == (512, 2, 3)  # 120x160 -> 64x85, padded to 64x96
+    with pytest.raises(ValueError, match="pooled store"):
+        store.embeddings("C5")
+    assert verify_store(out, sample=2, log=lambda m: None)["passed"]
+
+
+def test_resume_refuses_other_settings_or_a_changed_collection(collection, tmp_path):
+    source = tmp_path / "src"
+    source.mkdir()
+    for p in (collection / "photos").iterdir():
+        (source / p.name).write_bytes(p.read_bytes())
+    out = tmp_path / "store"
+    settings = ExtractSettings(size=64, batch_size=2, workers=0)
+    first = extract("ResNet18", source, out, settings, progress=False, log=lambda m: None)
+    again = extract("ResNet18", source, out, settings, progress=False, log=lambda m: None)
+    assert first.new == 4 and again.new == 0 and again.images == 4
+    with pytest.raises(ValueError, match="other settings \\(pool\\)"):
+        extract("ResNet18", source, out, ExtractSettings(size=64, batch_size=2, workers=0, pool="max"),
+                progress=False, log=lambda m: None)
+    (source / "extra.png").write_bytes((collection / "rgba.png").read_bytes())
+    with pytest.raises(ValueError, match="collection changed"):
+        extract("ResNet18", source, out, settings, progress=False, log=lambda m: None)
+    with pytest.raises(ValueError, match="levels \\['P9'\\]"):
+        extract("ResNet18", source, tmp_path / "x", ExtractSettings(levels=["P9"]), progress=False, log=lambda m: None)
+    with pytest.raises(FileNotFoundError, match="source not found"):
+        extract("ResNet18", tmp_path / "missing", tmp_path / "y", progress=False, log=lambda m: None)
+
+
+def test_onnxruntime_runtime_matches_torch(pooled, collection, tmp_path):
+    out = tmp_path / "ort"
+    extract("ResNet18", collection, out, ExtractSettings(size=64, batch_size=3, workers=0, runtime="onnxruntime"),
+            progress=False, log=lambda m: None)
+    a, b = FeatureStore(out), FeatureStore(pooled)
+    assert list(a) == list(b)
+    for level in a.levels:
+        x, y = a.embeddings(level).astype(np.float32), b.embeddings(level).astype(np.float32)
+        assert np.abs(x - y).max() <= 2e-3 * np.abs(y).max()
+
+
+def test_cli_errors_and_verify_exit_code(pooled, tmp_path):
+    bad = subprocess.run(FEATX + ["extract", "ResNet18", str(tmp_path)], capture_output=True, text=True, cwd=REPO)
+    assert bad.returncode != 0 and "needs MODEL SOURCE --out STORE" in bad.stderr
+    ok = subprocess.run(FEATX + ["extract", "--verify", str(pooled)], capture_output=True, text=True, cwd=REPO)
+    assert ok.returncode == 0 and "PASS" in ok.stdout
+
+
+def _shard_count(out: Path) -> int:
+    return len(list((out / SHARD_DIR).glob("*.safetensors"))) if (out / SHARD_DIR).is_dir() else 0
+
+
+@pytest.mark.slow
+def test_sigkill_then_rerun_gives_the_same_store(tmp_path):
+    """Kill -9 mid-run; the rerun does only the missing batches and the store equals an uninterrupted one."""
+    source = _collection(tmp_path / "src", photos=40)
+    args = ["extract", "ResNet18", str(source), "--size", "224", "--batch", "2", "--shard-batches", "1",
+            "--workers", "0", "--threads", "1", "--no-progress"]
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(FEATX + args + ["--out", str(killed)], stderr=subprocess.PIPE, text=True, cwd=REPO)
+    deadline = time.time() + 120
+    while _shard_count(killed) < 3 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    partial = _shard_count(killed)
+    assert partial >= 3 and not (killed / "index.jsonl").exists(), "the run ended before it could be killed"
+    rerun = subprocess.run(FEATX + args + ["--out", str(killed)], capture_output=True, text=True, cwd=REPO)
+    assert rerun.returncode == 0, rerun.stderr
+    done_now = int(rerun.stderr.split("extract: ")[1].split(" images now")[0])
+    whole = tmp_path / "whole"
+    subprocess.run(FEATX + args + ["--out", str(whole)], check=True, capture_output=True, cwd=REPO)
+    a, b = FeatureStore(killed), FeatureStore(whole)
+    assert len(a) == len(b) == 49 and done_now < 49
+    assert list(a) == list(b) and [e.sha256 for e in a.entries] == [e.sha256 for e in b.entries]
+    assert a.skipped == b.skipped
+    for level in a.levels:
+        assert np.array_equal(a.embeddings(level), b.embeddings(level))
+    assert not list((killed / SHARD_DIR).glob(".*.tmp"))
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_equal_one(tmp_path):
+    source = _collection(tmp_path / "src", photos=6)
+    args = ["extract", "ResNet18", str(source), "--size", "64", "--batch", "2", "--workers", "0", "--threads", "1",
+            "--no-progress"]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29517",
+                "-m", "featx"]
+    two = subprocess.run(torchrun + args + ["--out", str(tmp_path / "two"), "--json", str(tmp_path / "two.json")],
+                         capture_output=True, text=True, cwd=REPO)
+    assert two.returncode == 0, two.stderr[-2000:]
+    subprocess.run(FEATX + args + ["--out", str(tmp_path / "one")], check=True, capture_output=True, cwd=REPO)
+    a, b = FeatureStore(tmp_path / "two"), FeatureStore(tmp_path / "one")
+    summary = json.loads((tmp_path / "two.json").read_text())
+    assert summary["world_size"] == 2 and summary["merged"] and summary["images"] == 15
+    assert len(list((tmp_path / "two" / SHARD_DIR).glob("*.safetensors"))) == 2  # one per process
+    assert list(a) == list(b) and a.skipped == b.skipped
+    for level in a.levels:
+        assert np.array_equal(a.embeddings(level), b.embeddings(level))
