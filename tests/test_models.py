@@ -66,10 +66,10 @@ def test_neck_override():
 
 def test_catalog_names_and_lookup():
     names = list_models()
-    # 10 ResNets x (backbone, FPN, RetinaFPN) + 26 zoo backbones x (backbone, FPN)
-    assert len(names) == len(CATALOG) == 30 + 52
+    # 10 ResNets x (backbone, FPN, RetinaFPN) + 26 zoo backbones x (backbone, FPN) + LeNet5 (no pyramid)
+    assert len(names) == len(CATALOG) == 30 + 52 + 1
     families = {e.family.name for e in CATALOG.values()}
-    assert families == {"resnet", "vgg", "alexnet", "googlenet", "inception", "densenet", "mobilenet", "timm"}
+    assert families == {"resnet", "vgg", "alexnet", "googlenet", "inception", "densenet", "mobilenet", "timm", "lenet"}
     for arch in ("ResNet18", "ResNet152", "ResNeXt50_32x4d", "ResNeXt101_64x4d", "WideResNet101_2"):
         assert {arch, arch + "FPN", arch + "RetinaFPN"} <= set(names)
     assert list_models("*RetinaFPN") == sorted(n for n in names if n.endswith("RetinaFPN"))

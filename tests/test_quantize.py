@@ -26,7 +26,7 @@ def test_export_int8_calibrated_on_real_images(tmp_path):
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
     # the fp32 file runs its wide 3x3 convs as Winograd MatMuls; int8 quantized a direct export
     assert read_metadata(out)["winograd_convs"] == 10 and "MatMul" in {n.op_type for n in onnx.load(str(out)).graph.node}
-    assert "MatMul" not in ops and "without Winograd, for int8" in r.stderr
+    assert "MatMul" not in ops and "(direct, for onnxruntime int8)" in r.stderr
     with pytest.raises(ValueError, match="10 Winograd convolutions"):
         quantize_onnx(out, tmp_path / "bad.onnx", data / "train", (64, 64), 2, log=lambda m: None)
     assert not (tmp_path / "bad.onnx").exists()

@@ -43,11 +43,12 @@ def test_classifier_and_default_cfg(name):
     """timm's test_model_forward + test_model_default_cfgs."""
     model = timm.create_model(name, pretrained=False).eval()
     cfg = model.default_cfg
-    assert model.num_classes == 1000 and model.num_features > 0 and model.head_hidden_size > 0
+    classes = 10 if name == "featx_lenet5" else 1000  # LeNet-5 is a digits classifier
+    assert model.num_classes == cfg["num_classes"] == classes and model.num_features > 0 and model.head_hidden_size > 0
     x = torch.randn(1, *_size(model, FWD))
     with torch.no_grad():
         out = model(x)
-        assert out.shape == (1, 1000) and not torch.isnan(out).any()
+        assert out.shape == (1, classes) and not torch.isnan(out).any()
         model.set_grad_checkpointing()
         assert torch.allclose(model(x), out, rtol=1e-4, atol=1e-5)
         # forward_features (unpooled) at the default input size matches the cfg's pool size

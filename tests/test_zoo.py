@@ -18,7 +18,8 @@ from featx.checkpoints import hub_checkpoint_path
 from featx.errors import CheckpointMismatchError, WeightsUnavailableError
 from featx.registry import MODELS
 
-ZOO = [n for n, e in CATALOG.items() if e.family.name != "resnet" and e.kind == "backbone"]
+# LeNet-5 has no reference library and no pyramid (tests/test_lenet.py covers it)
+ZOO = [n for n, e in CATALOG.items() if e.family.name not in ("resnet", "lenet") and e.kind == "backbone"]
 # one variant per family for the slower checks (ONNX, freezing)
 PER_FAMILY = ["VGG11BN", "AlexNet", "GoogLeNet", "InceptionV3", "DenseNet121", "MobileNetV3Large", "SEResNet50",
               "SKResNet18", "ResNeSt50d"]
