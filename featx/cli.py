@@ -34,7 +34,7 @@ from featx.deploy.quantize import CALIBRATION_METHODS
 from featx.detection.shapes import make_shapes_dataset
 from featx.detection.train import DetectorTrainConfig, train_detector
 from featx.errors import FeatxError
-from featx.extract import ExtractSettings, extract, verify_store
+from featx.extraction import ExtractSettings, extract, verify_store
 from featx.images import expand_image_paths
 from featx.io import write_json
 from featx.models import get_entry

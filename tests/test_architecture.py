@@ -17,7 +17,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("featx.checkpoints", "featx.weights"),
     ("featx.models",),
     ("featx.tuning", "featx.inference", "featx.deploy", "featx.check", "featx.stats", "featx.bench", "featx.train", "featx.detection",
-     "featx.integrations", "featx.viz", "featx.demo", "featx.extract"),
+     "featx.integrations", "featx.viz", "featx.demo", "featx.extraction"),
     ("featx.cli", "featx.__main__"),
 ]
 

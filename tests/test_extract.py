@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from featx.extract import ExtractSettings, extract, list_images, plan_batches, verify_store
+from featx.extraction import ExtractSettings, extract, list_images, plan_batches, verify_store
 from featx.store import SHARD_DIR, FeatureStore
 
 REPO = Path(__file__).resolve().parents[1]
@@ -240,3 +240,23 @@ def test_torchrun_two_processes_equal_one(tmp_path):
     assert list(a) == list(b) and a.skipped == b.skipped
     for level in a.levels:
         assert np.array_equal(a.embeddings(level), b.embeddings(level))
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L", "CMYK"])
+def test_jpeg_decoder_matches_pil(mode):
+    """JPEGs go through torchvision's decoder (fast), others through PIL: the pixels must be PIL's."""
+    import io
+
+    from featx.extraction import _decode
+    from featx.images import sample_image_path
+
+    buf = io.BytesIO()
+    Image.open(sample_image_path()).convert(mode).save(buf, "JPEG", quality=92)
+    data = buf.getvalue()
+    rgb = _decode(data, 3)
+    ref = torch.from_numpy(np.asarray(Image.open(io.BytesIO(data)).convert("RGB")).copy()).permute(2, 0, 1)
+    assert rgb.dtype == torch.uint8 and rgb.shape == (3, 600, 512) and torch.equal(rgb, ref)
+    gray = _decode(data, 1)
+    ref = torch.from_numpy(np.asarray(Image.open(io.BytesIO(data)).convert("L")).copy())[None]
+    # libjpeg takes the luma plane; PIL converts RGB to L: within a few levels of 255
+    assert gray.shape == (1, 600, 512) and (gray.int() - ref.int()).abs().float().mean() < 0.1

@@ -4,7 +4,7 @@
 .csv list of paths; or a glob), reads each one's size from its header, and plans fixed batches: the images
 are resized (``size``: shorter side, or ``resize``: a fixed HxW), padded to the model's coarsest stride,
 sorted by padded shape and path, and cut into batches of one shape each (little padding, no mixing).
-DataLoader workers read, hash (SHA-256), decode and convert the images (featx's conversion: grayscale,
+DataLoader workers read, hash (SHA-256), decode (torchvision for JPEG, PIL otherwise) and convert the images (featx's conversion: grayscale,
 palette, RGBA on white, 16-bit) and normalize them as the model expects. The model runs in PyTorch
 (featx's inference path, direct convolutions so the stored numbers never depend on a timing decision),
 ONNX Runtime or OpenVINO. Each image's output is stored per level, pooled over the image's own (unpadded)
@@ -34,10 +34,11 @@ from typing import Any, Callable, Optional, Sequence, Union
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from PIL import Image
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from torch import nn
+from torchvision.io import ImageReadMode, decode_jpeg
+from torchvision.transforms.v2 import functional as TF
 
 from featx.compare import compare_arrays
 from featx.deploy.metadata import build_from_config
@@ -219,17 +220,27 @@ class _Images(torch.utils.data.Dataset):
         try:
             data = Path(item.file).read_bytes()
             digest = hashlib.sha256(data).hexdigest()
-            with Image.open(io.BytesIO(data)) as im:
-                rgb = to_rgb(im)
-                rgb.load()
-            image = torch.from_numpy(np.asarray(rgb.convert("L") if self.channels == 1 else rgb).copy())
-            image = (image.unsqueeze(-1) if image.dim() == 2 else image).permute(2, 0, 1).float().div_(255)
-            image = F.interpolate(image[None], size=item.resized, mode="bilinear", antialias=True,
-                                  align_corners=False)[0]
-            x[:, :item.resized[0], :item.resized[1]] = (image - self.mean) / self.std
+            image = _decode(data, self.channels)
+            # uint8 antialiased resize: torchvision's fast integer path (~4x the float one on a CPU)
+            image = TF.resize(image, list(item.resized), interpolation=TF.InterpolationMode.BILINEAR, antialias=True)
+            x[:, :item.resized[0], :item.resized[1]] = (image.float().div_(255) - self.mean) / self.std
             return index, x, digest, ""
         except Exception as e:  # a broken file: listed with its reason, not fatal
             return index, x, "", f"{type(e).__name__}: {str(e)[:160]}"
+
+
+def _decode(data: bytes, channels: int) -> torch.Tensor:
+    """File bytes -> ``(channels, H, W)`` uint8. JPEGs by torchvision's libjpeg-turbo decoder; every other
+    format by PIL with featx's conversion (palette, alpha on white, 16-bit)."""
+    if data[:3] == b"\xff\xd8\xff":
+        mode = ImageReadMode.GRAY if channels == 1 else ImageReadMode.RGB
+        return decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=mode)
+    with Image.open(io.BytesIO(data)) as im:
+        rgb = to_rgb(im)
+        rgb.load()
+    array = np.asarray(rgb.convert("L") if channels == 1 else rgb)
+    image = torch.from_numpy(array.copy())
+    return (image.unsqueeze(-1) if image.dim() == 2 else image).permute(2, 0, 1).contiguous()
 
 
 def _collate(batch):
@@ -348,7 +359,8 @@ def extract(model: Union[str, dict], source: Union[str, Path], out: Union[str, P
             "preprocessing": {"resize": list(settings.resize) if settings.resize else None,
                               "shorter_side": None if settings.resize else settings.size, "pad_to": divisor,
                               "channels": channels, "mean": mean, "std": std, "scale": "0..1",
-                              "antialias": True, "interpolation": "bilinear"},
+                              "antialias": True, "interpolation": "bilinear (uint8)",
+                              "decoder": "torchvision decode_jpeg for JPEG, PIL otherwise"},
             "batch_size": settings.batch_size, "runtime": settings.runtime, "planned_images": len(images),
             "plan_sha256": _plan_digest(batches),
         }
