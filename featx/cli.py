@@ -34,6 +34,7 @@ from featx.deploy.quantize import CALIBRATION_METHODS
 from featx.detection.shapes import make_shapes_dataset
 from featx.detection.train import DetectorTrainConfig, train_detector
 from featx.errors import FeatxError
+from featx.extract_bench import run_extract_benchmark
 from featx.extraction import ExtractSettings, extract, verify_store
 from featx.images import expand_image_paths
 from featx.io import write_json
@@ -811,7 +812,8 @@ def _add_extract(sub) -> None:
                     "images are listed (manifest.json 'skipped'), never fatal.\n\n"
                     "Rerun the same command after a kill and it does only what is missing. Under torchrun each "
                     "process takes its share of the same plan (same store, rank 0 merges). Read the store with "
-                    "featx.store.FeatureStore (embeddings memory-mapped, no copy).",
+                    "featx.FeatureStore (embeddings memory-mapped, no copy). In Python: featx.extract(MODEL, SOURCE, OUT, "
+                    "**settings).",
         epilog="examples:\n"
                "  featx extract ResNet50 photos/ --out features/ --levels C5 --pool gem\n"
                "  featx extract ResNet50FPN list.csv --out fpn/ --maps --dtype fp32 --size 512\n"
@@ -868,9 +870,44 @@ def _cmd_extract(args) -> int:
     return 0
 
 
+def _add_bench_extract(sub) -> None:
+    p = _parser(
+        sub, "bench-extract", help="benchmark featx extract against the model alone, and the store's reads",
+        description="In one run: featx extract end to end (workers decode, the model runs, vectors are pooled and "
+                    "written) against the same model on the same batches decoded beforehand, for scikit-learn's "
+                    "digits upscaled to --size and for generated 640x480 JPEGs (ratio: extract / raw; the target is "
+                    ">= 0.9); then a store of 100k pooled 2048-d fp16 vectors: opening it, 100k lookups, "
+                    "embeddings() without a copy. Runs alternate (--rounds) and the best of each is kept. The report "
+                    "names the CPU and its ISA flags.",
+        epilog="examples:\n"
+               "  featx bench-extract                               # ResNet18FPN, 512 digits, 256 JPEGs, 2 workers\n"
+               "  featx bench-extract --collections jpeg --jpegs 512 --json bench_extract.json\n")
+    p.add_argument("--model", default="ResNet18FPN", help="featx model (default ResNet18FPN)")
+    p.add_argument("--collections", nargs="+", choices=("digits", "jpeg"), default=["digits", "jpeg"],
+                   help="which collections (default both)")
+    p.add_argument("--digits", type=_int_at_least(1), default=512, help="digits images (default 512 of 1797)")
+    p.add_argument("--jpegs", type=_int_at_least(1), default=256, help="generated 640x480 JPEGs (default 256)")
+    p.add_argument("--size", type=_int_at_least(8, 16384), default=224, help="shorter side (default 224)")
+    p.add_argument("--batch", type=_int_at_least(1), default=32, help="images per batch (default 32)")
+    p.add_argument("--workers", type=_int_at_least(0), default=2, help="DataLoader workers (default 2)")
+    p.add_argument("--threads", type=_int_at_least(1), help="torch intra-op threads (default: torch's)")
+    p.add_argument("--rounds", type=_int_at_least(1), default=2, help="alternated runs of each side (default 2)")
+    p.add_argument("--no-store", action="store_true", help="skip the 100k-entry store part")
+    p.add_argument("--json", metavar="PATH", type=_writable_file, help="write the report as JSON")
+    p.set_defaults(func=_cmd_bench_extract)
+
+
+def _cmd_bench_extract(args) -> int:
+    get_entry(args.model)  # an unknown name fails now, not after the collections are generated
+    run_extract_benchmark(args.model, jpegs=args.jpegs, digits=args.digits, size=args.size, batch=args.batch,
+                          workers=args.workers, threads=args.threads, rounds=args.rounds, collections=args.collections,
+                          store=not args.no_store, json_path=args.json, log=print)
+    return 0
+
+
 _SUBCOMMANDS: list[Callable] = [_add_list, _add_info, _add_demo, _add_export, _add_parity, _add_check_weights, _add_viz,
                                 _add_train, _add_predict, _add_make_digits, _add_finetune_demo, _add_train_detector, _add_extract,
-                                _add_bench, _add_int8_report]
+                                _add_bench, _add_bench_extract, _add_int8_report]
 
 
 def build_parser() -> argparse.ArgumentParser:

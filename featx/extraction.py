@@ -18,6 +18,7 @@ the one plan (a stable rule), writes its own shards, and rank 0 merges the index
 """
 from __future__ import annotations
 
+import dataclasses
 import glob
 import hashlib
 import io
@@ -53,7 +54,7 @@ from featx.store import (SHARD_DIR, FeatureStore, merge_store, remove_stale_shar
                           write_shard)
 from featx.version import __version__
 
-__all__ = ["ExtractSettings", "ExtractResult", "list_images", "source_root", "plan_batches", "extract", "verify_store", "POOLS"]
+__all__ = ["ExtractSettings", "ExtractResult", "list_images", "source_root", "plan_batches", "batch_loader", "extract", "verify_store", "POOLS"]
 
 POOLS = ("avg", "max", "gem")
 RUNTIMES = ("torch", "onnxruntime", "openvino")
@@ -102,6 +103,7 @@ class ExtractResult:
     batches: int
     seconds: float
     images_per_s: float
+    loop_seconds: float = 0.0  # reading, running and storing the batches (no model build, listing or merge)
     rank: int = 0
     world_size: int = 1
     merged: bool = False
@@ -328,9 +330,13 @@ def _config_of(model: Union[str, dict]) -> dict:
 
 def extract(model: Union[str, dict], source: Union[str, Path], out: Union[str, Path],
             settings: Optional[ExtractSettings] = None, progress: bool = True,
-            log: Callable[[str], None] = lambda m: print(m, file=sys.stderr, flush=True)) -> ExtractResult:
-    """Extract the features of every image of ``source`` into the store ``out`` (see the module docstring)."""
-    settings = settings or ExtractSettings()
+            log: Callable[[str], None] = lambda m: print(m, file=sys.stderr, flush=True), **options: Any
+            ) -> ExtractResult:
+    """Extract the features of every image of ``source`` into the store ``out`` (see the module docstring).
+
+    ``options`` are :class:`ExtractSettings` fields (``extract("ResNet50", "photos/", "f/", levels=["C5"],
+    pool="gem")``); they override ``settings``."""
+    settings = dataclasses.replace(settings or ExtractSettings(), **options)
     settings.check()
     start = time.perf_counter()
     out = Path(out)
@@ -385,10 +391,7 @@ def extract(model: Union[str, dict], source: Union[str, Path], out: Union[str, P
             done |= set(shard_metadata(shard)["batches"])
         mine = [b for b in range(len(batches)) if b % world == rank and b not in done]
         items = [p for b in mine for p in batches[b]]
-        loader = torch.utils.data.DataLoader(
-            _Images(items, channels, mean, std), batch_sampler=_BatchRanges([len(batches[b]) for b in mine]),
-            num_workers=settings.workers, collate_fn=_collate, persistent_workers=False,
-            prefetch_factor=4 if settings.workers else None)
+        loader = batch_loader([batches[b] for b in mine], channels, mean, std, settings.workers)
         dtype = np.float16 if settings.dtype == "fp16" else np.float32
         pending = _PendingShard(levels)
         new = broken = 0
@@ -402,6 +405,7 @@ def extract(model: Union[str, dict], source: Union[str, Path], out: Union[str, P
         bar = Progress(TextColumn(f"extract [rank {rank}/{world}]" if world > 1 else "extract"), BarColumn(),
                        MofNCompleteColumn(), TextColumn("{task.fields[rate]}"), TimeElapsedColumn(),
                        TimeRemainingColumn(), disable=not progress, transient=False)
+        loop_start = time.perf_counter()
         with bar:
             task = bar.add_task("images", total=len(items), rate="")
             t0 = time.perf_counter()
@@ -429,6 +433,7 @@ def extract(model: Union[str, dict], source: Union[str, Path], out: Union[str, P
                 bar.update(task, completed=completed,
                            rate=f"{completed / max(time.perf_counter() - t0, 1e-9):.1f} img/s")
             flush()
+        loop_seconds = time.perf_counter() - loop_start
         _barrier(world)
         merged = False
         total = 0
@@ -444,11 +449,21 @@ def extract(model: Union[str, dict], source: Union[str, Path], out: Union[str, P
     seconds = time.perf_counter() - start
     skipped_now = broken + (len(header_skipped) if rank == 0 else 0)
     result = ExtractResult(str(out), total, new, skipped_now, len(mine), seconds, new / seconds if seconds else 0.0,
-                           rank, world, merged)
+                           loop_seconds, rank, world, merged)
     result.summary = {k: v for k, v in asdict(result).items() if k != "summary"} | {"levels": levels, "store": manifest["store"]}
     log(f"extract: {new} images now ({skipped_now} skipped) in {seconds:.1f} s"
         + (f"; the store holds {total} images" if merged else ""))
     return result
+
+
+def batch_loader(batches: Sequence[Sequence[PlannedImage]], channels: int, mean: Sequence[float], std: Sequence[float],
+                 workers: int) -> torch.utils.data.DataLoader:
+    """A DataLoader of the planned ``batches`` in order, decoded in ``workers`` processes: each item is
+    ``(indices into the concatenated batches, (N, channels, H, W) normalized float tensor, sha256s, errors)``."""
+    items = [p for b in batches for p in b]
+    return torch.utils.data.DataLoader(_Images(items, channels, mean, std), batch_sampler=_BatchRanges([len(b) for b in batches]),
+                                       num_workers=workers, collate_fn=_collate, persistent_workers=False,
+                                       prefetch_factor=4 if workers else None)
 
 
 class _BatchRanges(torch.utils.data.Sampler):

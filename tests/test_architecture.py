@@ -18,6 +18,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("featx.models",),
     ("featx.tuning", "featx.inference", "featx.deploy", "featx.check", "featx.stats", "featx.bench", "featx.train", "featx.detection",
      "featx.integrations", "featx.viz", "featx.demo", "featx.extraction"),
+    ("featx.extract_bench",),
     ("featx.cli", "featx.__main__"),
 ]
 

@@ -1,0 +1,180 @@
+"""Benchmark ``featx extract`` against the model alone, and the store's read side, in one run.
+
+Throughput: for each collection, ``extract`` runs end to end into a fresh store (DataLoader workers
+decode, the model runs, vectors are pooled and written) and the same model, built the same way
+(``optimize_for_inference``, direct convolutions), runs the same batch shapes on tensors decoded
+beforehand. The ratio ``extract / raw`` says whether the pipeline is the bottleneck (target: >= 0.9).
+Collections:
+  digits   scikit-learn's 1797 digits (8x8 grayscale PNGs), upscaled to ``size`` (224)
+  jpeg     generated 640x480 JPEGs: crops of matplotlib's sample photos, with noise, quality 90
+
+Store: 100k pooled 2048-d fp16 vectors written as shards and merged, then timed: opening the store
+(parsing its index), 100k lookups by path, and ``embeddings()`` (memory-mapped: no copy is checked
+with ``np.shares_memory`` against the mapped file's buffer).
+
+Every report names the CPU and its ISA flags: ratios change from one CPU to another.
+"""
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from featx.cpu import cpu_info
+from featx.deploy.metadata import build_from_config
+from featx.deploy.onnx_export import model_config
+from featx.extraction import ExtractSettings, batch_loader, extract, list_images, plan_batches
+from featx.features import as_output_tuple
+from featx.images import IMAGENET_MEAN, IMAGENET_STD, sample_image_path
+from featx.inference import optimize_for_inference
+from featx.io import write_json
+from featx.store import FeatureStore, merge_store, write_shard
+
+__all__ = ["make_digits_collection", "make_jpeg_collection", "raw_throughput", "bench_collection", "bench_store",
+           "run_extract_benchmark"]
+
+
+def make_digits_collection(folder: Path, count: Optional[int] = None) -> Path:
+    """scikit-learn's digits as 8x8 grayscale PNGs (``count`` of them; all 1797 by default)."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    folder.mkdir(parents=True, exist_ok=True)
+    n = len(digits.images) if count is None else min(count, len(digits.images))
+    for i in range(n):
+        Image.fromarray((digits.images[i] * 16).clip(0, 255).astype(np.uint8)).save(folder / f"{i:04d}.png")
+    return folder
+
+
+def make_jpeg_collection(folder: Path, count: int, size: tuple[int, int] = (480, 640), seed: int = 0) -> Path:
+    """``count`` photo-like ``size`` (H, W) JPEGs: random crops of matplotlib's sample photo, resized, with
+    a little noise so that no two files are alike (real content: the decoder's cost depends on it)."""
+    rng = np.random.default_rng(seed)
+    photo = Image.open(sample_image_path()).convert("RGB")
+    folder.mkdir(parents=True, exist_ok=True)
+    h, w = size
+    for i in range(count):
+        cw, ch = rng.integers(photo.width // 2, photo.width + 1), rng.integers(photo.height // 2, photo.height + 1)
+        x0, y0 = rng.integers(0, photo.width - cw + 1), rng.integers(0, photo.height - ch + 1)
+        crop = np.asarray(photo.crop((x0, y0, x0 + cw, y0 + ch)).resize((w, h), Image.BILINEAR), np.int16)
+        noisy = (crop + rng.integers(-6, 7, crop.shape)).clip(0, 255).astype(np.uint8)
+        Image.fromarray(noisy).save(folder / f"{i:05d}.jpg", quality=90)
+    return folder
+
+
+def raw_throughput(model: str, source: Path, settings: ExtractSettings, rounds: int = 2) -> float:
+    """Images/s of the model alone on the plan's batches, decoded beforehand: the best of ``rounds`` passes."""
+    cfg = model_config(model)
+    net = optimize_for_inference(build_from_config(cfg), winograd=False, inplace=False)
+    divisor = max(f.stride for f in net.feature_info)
+    batches, _ = plan_batches(list_images(source), settings, divisor)
+    images = sum(len(b) for b in batches)
+    tensors = [x for _, x, _, _ in batch_loader(batches, 3, IMAGENET_MEAN, IMAGENET_STD, workers=0)]
+    best = 0.0
+    with torch.inference_mode():
+        as_output_tuple(net(tensors[0]))  # warm-up
+        for _ in range(rounds):
+            t = time.perf_counter()
+            for x in tensors:
+                [o.float().contiguous().numpy() for o in as_output_tuple(net(x))]
+            best = max(best, images / (time.perf_counter() - t))
+    return best
+
+
+def bench_collection(model: str, source: Path, settings: ExtractSettings, workdir: Path, rounds: int = 2,
+                     log: Callable[[str], None] = print) -> dict[str, Any]:
+    """``extract`` vs the raw model on one collection; the best of ``rounds`` runs each, alternated."""
+    raw, loop, end_to_end, images = 0.0, 0.0, 0.0, 0
+    for r in range(rounds):
+        raw = max(raw, raw_throughput(model, source, settings, rounds=1))
+        out = workdir / f"store_{source.name}_{r}"
+        result = extract(model, source, out, settings, progress=False, log=lambda m: None)
+        images = result.new
+        loop = max(loop, result.new / result.loop_seconds)
+        end_to_end = max(end_to_end, result.images_per_s)
+        log(f"  {source.name} round {r + 1}: raw {raw:.1f} img/s, extract loop {result.new / result.loop_seconds:.1f} "
+            f"img/s, end to end {result.images_per_s:.1f} img/s")
+    return {"collection": source.name, "images": images, "raw_images_per_s": round(raw, 2),
+            "extract_images_per_s": round(loop, 2), "end_to_end_images_per_s": round(end_to_end, 2),
+            "ratio": round(loop / raw, 3), "end_to_end_ratio": round(end_to_end / raw, 3)}
+
+
+def bench_store(workdir: Path, count: int = 100_000, dim: int = 2048, lookups: int = 100_000,
+                shard_rows: int = 10_000) -> dict[str, Any]:
+    """Write and merge a store of ``count`` pooled ``dim``-d fp16 vectors, then time reading it."""
+    folder = workdir / "store_100k"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    write_json(folder / "manifest.json", {"store": "pooled", "levels": ["C5"], "dtype": "fp16"})
+    for start in range(0, count, shard_rows):
+        rows = min(shard_rows, count - start)
+        entries = [{"path": f"images/{i:07d}.jpg", "size": [480, 640], "sha256": f"{i:064x}", "row": i - start}
+                   for i in range(start, start + rows)]
+        vectors = rng.standard_normal((rows, dim), dtype=np.float32).astype(np.float16)
+        write_shard(folder, f"b{start:07d}", {"pooled.C5": vectors}, entries, [start // shard_rows], [])
+    t = time.perf_counter()
+    merge_store(folder)
+    merge_s = time.perf_counter() - t
+    t = time.perf_counter()
+    store = FeatureStore(folder)
+    open_s = time.perf_counter() - t
+    paths = [f"images/{i:07d}.jpg" for i in rng.permutation(count)[:lookups]]
+    t = time.perf_counter()
+    rows = [store.entry(p).row for p in paths]
+    lookup_s = time.perf_counter() - t
+    t = time.perf_counter()
+    embeddings = store.embeddings("C5")
+    view = torch.from_numpy(np.asarray(embeddings))
+    load_s = time.perf_counter() - t
+    mapped = isinstance(embeddings, np.memmap) and np.shares_memory(np.asarray(embeddings), embeddings)
+    assert len(rows) == lookups and tuple(view.shape) == (count, dim)
+    return {"images": count, "dim": dim, "dtype": "fp16", "size_mb": round(embeddings.nbytes / 2**20, 1),
+            "merge_s": round(merge_s, 3), "open_s": round(open_s, 3), "lookups": lookups,
+            "lookups_s": round(lookup_s, 4), "embeddings_s": round(load_s, 5), "memory_mapped": bool(mapped),
+            "torch_view_shares_memory": view.data_ptr() == np.asarray(embeddings).__array_interface__["data"][0]}
+
+
+def run_extract_benchmark(model: str = "ResNet18FPN", jpegs: int = 256, digits: Optional[int] = 512, size: int = 224,
+                          batch: int = 32, workers: int = 2, threads: Optional[int] = None, rounds: int = 2,
+                          collections: Sequence[str] = ("digits", "jpeg"), store: bool = True,
+                          json_path: Optional[str] = None, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """The whole benchmark (see the module docstring); returns (and optionally writes) the report."""
+    if threads:
+        torch.set_num_threads(threads)
+    settings = ExtractSettings(size=size, batch_size=batch, workers=workers, shard_batches=4)
+    cpu = cpu_info()
+    report: dict[str, Any] = {"cpu": cpu.to_dict(), "torch_threads": torch.get_num_threads(), "model": model,
+                              "size": size, "batch": batch, "workers": workers, "collections": [], "store": None}
+    log(f"CPU: {cpu.model} ({cpu.isa}), {cpu.cores} CPUs, torch threads "
+        f"{report['torch_threads']}")
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        for name in collections:
+            if name == "digits":
+                source = make_digits_collection(work / "digits", digits)
+            elif name == "jpeg":
+                source = make_jpeg_collection(work / "jpeg", jpegs)
+            else:
+                raise ValueError(f"unknown collection {name!r}; choose digits or jpeg")
+            log(f"{name}: {len(list_images(source))} images, {model} pooled, shorter side {size}, batch {batch}, "
+                f"{workers} workers")
+            report["collections"].append(bench_collection(model, source, settings, work, rounds, log))
+        if store:
+            report["store"] = bench_store(work)
+    for row in report["collections"]:
+        log(f"{row['collection']:>6}: extract {row['extract_images_per_s']:.1f} img/s vs raw model "
+            f"{row['raw_images_per_s']:.1f} img/s -> {row['ratio']:.2f}x (end to end {row['end_to_end_ratio']:.2f}x)")
+    s = report["store"]
+    if s:
+        log(f" store: {s['images']} x {s['dim']} fp16 ({s['size_mb']} MB): open {s['open_s']:.3f} s, {s['lookups']} "
+            f"lookups {s['lookups_s']:.3f} s, embeddings() {s['embeddings_s'] * 1000:.2f} ms, memory-mapped "
+            f"{s['memory_mapped']}, torch view without copy {s['torch_view_shares_memory']}")
+    if json_path:
+        Path(json_path).write_text(json.dumps(report, indent=2))
+    return report
