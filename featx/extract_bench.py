@@ -143,7 +143,7 @@ def bench_store(workdir: Path, count: int = 100_000, dim: int = 2048, lookups: i
 def run_extract_benchmark(model: str = "ResNet18FPN", jpegs: int = 256, digits: Optional[int] = 512, size: int = 224,
                           batch: int = 32, workers: int = 2, threads: Optional[int] = None, rounds: int = 2,
                           collections: Sequence[str] = ("digits", "jpeg"), store: bool = True,
-                          json_path: Optional[str] = None, log: Callable[[str], None] = print) -> dict[str, Any]:
+                          store_images: int = 100_000, json_path: Optional[str] = None, log: Callable[[str], None] = print) -> dict[str, Any]:
     """The whole benchmark (see the module docstring); returns (and optionally writes) the report."""
     if threads:
         torch.set_num_threads(threads)
@@ -166,7 +166,8 @@ def run_extract_benchmark(model: str = "ResNet18FPN", jpegs: int = 256, digits: 
                 f"{workers} workers")
             report["collections"].append(bench_collection(model, source, settings, work, rounds, log))
         if store:
-            report["store"] = bench_store(work)
+            report["store"] = bench_store(work, count=store_images, lookups=store_images,
+                                          shard_rows=max(1, min(10_000, store_images // 4)))
     for row in report["collections"]:
         log(f"{row['collection']:>6}: extract {row['extract_images_per_s']:.1f} img/s vs raw model "
             f"{row['raw_images_per_s']:.1f} img/s -> {row['ratio']:.2f}x (end to end {row['end_to_end_ratio']:.2f}x)")

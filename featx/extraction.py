@@ -255,6 +255,8 @@ def _runner(cfg: dict, settings: ExtractSettings, tmp: Path) -> tuple[Callable[[
     model = build_from_config(cfg)
     if settings.runtime == "torch":
         device = torch.device(settings.device)
+        if device.type == "cuda" and device.index is None and "LOCAL_RANK" in os.environ:
+            device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))  # torchrun: one GPU per process
         net = optimize_for_inference(model, winograd=False, inplace=False).to(device)
 
         def run(x: torch.Tensor) -> list[np.ndarray]:

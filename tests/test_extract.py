@@ -260,3 +260,20 @@ def test_jpeg_decoder_matches_pil(mode):
     ref = torch.from_numpy(np.asarray(Image.open(io.BytesIO(data)).convert("L")).copy())[None]
     # libjpeg takes the luma plane; PIL converts RGB to L: within a few levels of 255
     assert gray.shape == (1, 600, 512) and (gray.int() - ref.int()).abs().float().mean() < 0.1
+
+
+def test_extract_benchmark_reports_ratios_and_a_mapped_store(tmp_path):
+    """The benchmark's machinery on a tiny run (its numbers are meaningful only at full size)."""
+    from featx.extract_bench import run_extract_benchmark
+
+    lines: list[str] = []
+    report = run_extract_benchmark("ResNet18FPN", jpegs=4, digits=6, size=32, batch=4, workers=0, rounds=1,
+                                   store_images=1000, json_path=str(tmp_path / "r.json"), log=lines.append)
+    assert [c["collection"] for c in report["collections"]] == ["digits", "jpeg"]
+    assert [c["images"] for c in report["collections"]] == [6, 4]
+    for c in report["collections"]:
+        assert c["raw_images_per_s"] > 0 and c["extract_images_per_s"] > 0 and c["ratio"] > 0
+    s = report["store"]
+    assert s["images"] == 1000 and s["lookups"] == 1000 and s["memory_mapped"] and s["torch_view_shares_memory"]
+    assert json.loads((tmp_path / "r.json").read_text())["store"]["dim"] == 2048
+    assert lines[0].startswith("CPU: ") and any("-> " in line and "x (end to end" in line for line in lines)
