@@ -827,7 +827,7 @@ def _add_extract(sub) -> None:
     p.add_argument("--weights", help="weights to load (as featx weights=: name such as DEFAULT, file, URL)")
     p.add_argument("--cfg-options", nargs="+", action=_CfgOptions, default=None,
                    help="override config keys, key=value (model keyword arguments for a catalogue name)")
-    p.add_argument("--levels", nargs="+", help="levels to store (default: every output, e.g. C2 C3 C4 C5)")
+    p.add_argument("--levels", nargs="+", help="levels to store, P3 P4 or P3,P4 (default: every output, e.g. C2 C3 C4 C5)")
     p.add_argument("--pool", choices=("avg", "max", "gem"), default="avg", help="pooling per level (default avg)")
     p.add_argument("--gem-p", type=_non_negative_float, default=3.0, help="GeM exponent (default 3)")
     p.add_argument("--maps", action="store_true", help="store the cropped maps instead of pooled vectors")
@@ -837,7 +837,7 @@ def _add_extract(sub) -> None:
     size.add_argument("--resize", type=_size, metavar="HxW", help="resize every image to HxW instead")
     p.add_argument("--batch", type=_int_at_least(1), default=32, help="images per batch (default 32)")
     p.add_argument("--workers", type=_int_at_least(0), default=2, help="DataLoader workers (default 2)")
-    p.add_argument("--threads", type=_int_at_least(1), help="torch intra-op threads (default: torch's)")
+    p.add_argument("--threads", type=_int_at_least(1), help="threads of the runtime that runs the model (default: torch's count); give each torchrun process its share")
     p.add_argument("--shard-batches", type=_int_at_least(1), default=16,
                    help="batches per shard file (default 16); fewer lose less work to a kill, more make fewer files")
     p.add_argument("--runtime", choices=("torch", "onnxruntime", "openvino"), default="torch",
@@ -858,7 +858,8 @@ def _cmd_extract(args) -> int:
         raise ValueError("featx extract needs MODEL SOURCE --out STORE (or --verify STORE); see --help")
     if args.threads:
         torch.set_num_threads(args.threads)
-    settings = ExtractSettings(size=args.size, resize=args.resize, levels=args.levels, pool=args.pool, gem_p=args.gem_p,
+    levels = [lv for item in args.levels for lv in item.split(",") if lv] if args.levels else None  # P3,P4 or P3 P4
+    settings = ExtractSettings(size=args.size, resize=args.resize, levels=levels, pool=args.pool, gem_p=args.gem_p,
                                maps=args.maps, dtype=args.dtype, batch_size=args.batch, workers=args.workers,
                                runtime=args.runtime, device=args.device, shard_batches=args.shard_batches)
     if args.model.endswith((".pth", ".pt")):

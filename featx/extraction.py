@@ -267,7 +267,8 @@ def _runner(cfg: dict, settings: ExtractSettings, tmp: Path) -> tuple[Callable[[
     direct = ExportSettings(exporter="torchscript", winograd=False)
     path = tmp / ("model.xml" if settings.runtime == "openvino" else "model.onnx")
     (export_openvino if settings.runtime == "openvino" else export_onnx)(cfg, path, direct, log=lambda m: None)
-    session = open_session(path, settings.device if settings.device != "cpu" else "cpu")
+    # the same thread count as torch (--threads): processes under torchrun share the cores
+    session = open_session(path, settings.device, threads=torch.get_num_threads())
     return (lambda x: [np.asarray(o, np.float32) for o in session.run(x.numpy())]), model
 
 
@@ -369,10 +370,13 @@ def extract(model: Union[str, dict], source: Union[str, Path], out: Union[str, P
                               "channels": channels, "mean": mean, "std": std, "scale": "0..1",
                               "antialias": True, "interpolation": "bilinear (uint8)",
                               "decoder": "torchvision decode_jpeg for JPEG, PIL otherwise"},
-            "batch_size": settings.batch_size, "runtime": settings.runtime, "planned_images": len(images),
+            "batch_size": settings.batch_size, "runtime": settings.runtime, "device": settings.device,
+            "planned_images": len(images),
             "plan_sha256": _plan_digest(batches),
         }
-        key_fields = ("model_config", "store", "levels", "pool", "gem_p", "dtype", "preprocessing", "batch_size", "plan_sha256")
+        # what decides the stored numbers: a resumed run must not mix (runtimes differ in the last bits)
+        key_fields = ("model_config", "store", "levels", "pool", "gem_p", "dtype", "preprocessing", "batch_size", "runtime",
+                      "device", "plan_sha256")
         existing = out / "manifest.json"
         if existing.is_file():
             old = json.loads(existing.read_text())

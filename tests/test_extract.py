@@ -162,6 +162,8 @@ def test_resume_refuses_other_settings_or_a_changed_collection(collection, tmp_p
     with pytest.raises(ValueError, match="other settings \\(pool\\)"):
         extract("ResNet18", source, out, ExtractSettings(size=64, batch_size=2, workers=0, pool="max"),
                 progress=False, log=lambda m: None)
+    with pytest.raises(ValueError, match="other settings \\(runtime\\)"):  # runtimes differ in the last bits
+        extract("ResNet18", source, out, settings, progress=False, log=lambda m: None, runtime="onnxruntime")
     (source / "extra.png").write_bytes((collection / "rgba.png").read_bytes())
     with pytest.raises(ValueError, match="collection changed"):
         extract("ResNet18", source, out, settings, progress=False, log=lambda m: None)
@@ -187,6 +189,17 @@ def test_cli_errors_and_verify_exit_code(pooled, tmp_path):
     assert bad.returncode != 0 and "needs MODEL SOURCE --out STORE" in bad.stderr
     ok = subprocess.run(FEATX + ["extract", "--verify", str(pooled)], capture_output=True, text=True, cwd=REPO)
     assert ok.returncode == 0 and "PASS" in ok.stdout
+
+
+def test_cli_levels_with_commas_and_json_summary(collection, tmp_path):
+    out, summary = tmp_path / "cli", tmp_path / "summary.json"
+    r = subprocess.run(FEATX + ["extract", "ResNet18", str(collection / "photos"), "--out", str(out), "--levels", "C3,C5",
+                                "--size", "32", "--workers", "0", "--no-progress", "--json", str(summary)],
+                       capture_output=True, text=True, cwd=REPO)
+    assert r.returncode == 0, r.stderr
+    assert FeatureStore(out).levels == ["C3", "C5"] and FeatureStore(out).embeddings("C5").shape == (4, 512)
+    s = json.loads(summary.read_text())
+    assert s["images"] == 4 and s["new"] == 4 and s["skipped"] == 0 and s["levels"] == ["C3", "C5"]
 
 
 def _shard_count(out: Path) -> int:
