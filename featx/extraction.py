@@ -18,6 +18,7 @@ the one plan (a stable rule), writes its own shards, and rank 0 merges the index
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import glob
 import hashlib
@@ -25,12 +26,14 @@ import io
 import json
 import math
 import os
+import signal
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence, Union
+from typing import Any, Callable, Iterator, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -412,7 +415,7 @@ def extract(model: Union[str, dict], source: Union[str, Path], out: Union[str, P
                        MofNCompleteColumn(), TextColumn("{task.fields[rate]}"), TimeElapsedColumn(),
                        TimeRemainingColumn(), disable=not progress, transient=False)
         loop_start = time.perf_counter()
-        with bar:
+        with bar, _sigchld_kept():
             task = bar.add_task("images", total=len(items), rate="")
             t0 = time.perf_counter()
             completed = 0
@@ -470,6 +473,23 @@ def batch_loader(batches: Sequence[Sequence[PlannedImage]], channels: int, mean:
     return torch.utils.data.DataLoader(_Images(items, channels, mean, std), batch_sampler=_BatchRanges([len(b) for b in batches]),
                                        num_workers=workers, collate_fn=_collate, persistent_workers=False,
                                        prefetch_factor=4 if workers else None)
+
+
+@contextlib.contextmanager
+def _sigchld_kept() -> Iterator[None]:
+    """Put back the SIGCHLD handler that a DataLoader with workers installs for good in this process.
+
+    torch's handler checks the loaders' workers whenever any child exits; left behind after the workers
+    are gone, it crashed the process (SIGSEGV) at a later ``subprocess.run`` once NNCF's accuracy-aware
+    quantization had run in between (tests/test_extract.py::test_extract_leaves_sigchld_as_it_was)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers are set from the main thread only (torch does not set it either)
+        return
+    previous = signal.getsignal(signal.SIGCHLD)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGCHLD, previous if previous is not None else signal.SIG_DFL)
 
 
 class _BatchRanges(torch.utils.data.Sampler):

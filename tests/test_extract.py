@@ -290,3 +290,46 @@ def test_extract_benchmark_reports_ratios_and_a_mapped_store(tmp_path):
     assert s["images"] == 1000 and s["lookups"] == 1000 and s["memory_mapped"] and s["torch_view_shares_memory"]
     assert json.loads((tmp_path / "r.json").read_text())["store"]["dim"] == 2048
     assert lines[0].startswith("CPU: ") and any("-> " in line and "x (end to end" in line for line in lines)
+
+
+_SIGCHLD_SCRIPT = """
+import random, signal, subprocess, sys
+from pathlib import Path
+from featx.extraction import ExtractSettings, extract
+from featx.images import sample_image_path
+
+tmp = Path(sys.argv[1])
+before = signal.getsignal(signal.SIGCHLD)
+extract("ResNet18", sample_image_path().parent, tmp / "store", ExtractSettings(size=32, workers=2), progress=False,
+        log=lambda m: None)
+print("kept", signal.getsignal(signal.SIGCHLD) == before, flush=True)
+if sys.argv[2] == "nncf":  # what crashed a later subprocess.run while torch's handler stayed behind
+    from featx.deploy.onnx_export import ExportSettings
+    from featx.deploy.openvino_export import export_openvino
+    from featx.deploy.openvino_int8 import quantize_openvino
+    from featx.detection.shapes import render_image
+
+    rng = random.Random(0)
+    (tmp / "calib").mkdir()
+    for i in range(6):
+        render_image(rng, 128)[0].save(tmp / "calib" / f"{i}.png")
+    export_openvino("ResNet18FPN", tmp / "r18.xml", ExportSettings(exporter="torchscript", winograd=False), log=lambda m: None)
+    quantize_openvino(tmp / "r18.xml", tmp / "aa.xml", tmp / "calib", (96, 96), 6, max_drop=0.0005, log=lambda m: None)
+    print("child", subprocess.run([sys.executable, "-c", "print(7)"], capture_output=True, text=True).stdout.strip())
+"""
+
+
+def test_extract_leaves_sigchld_as_it_was(tmp_path):
+    """A DataLoader with workers installs torch's SIGCHLD handler for good; extract puts the old one back."""
+    r = subprocess.run([sys.executable, "-c", _SIGCHLD_SCRIPT, str(tmp_path), "plain"], capture_output=True, text=True,
+                       cwd=REPO)
+    assert r.returncode == 0 and "kept True" in r.stdout, r.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_extract_then_accuracy_aware_nncf_then_a_subprocess_does_not_crash(tmp_path):
+    """The crash the handler caused: SIGSEGV (exit -11) at the subprocess after NNCF's accuracy control."""
+    pytest.importorskip("nncf")
+    r = subprocess.run([sys.executable, "-c", _SIGCHLD_SCRIPT, str(tmp_path), "nncf"], capture_output=True, text=True,
+                       cwd=REPO)
+    assert r.returncode == 0 and "kept True" in r.stdout and "child 7" in r.stdout, (r.returncode, r.stderr[-2000:])
