@@ -9,14 +9,15 @@ Collections:
   jpeg     generated 640x480 JPEGs: crops of matplotlib's sample photos, with noise, quality 90
 
 Store: 100k pooled 2048-d fp16 vectors written as shards and merged, then timed: opening the store
-(parsing its index), 100k lookups by path, and ``embeddings()`` (memory-mapped: no copy is checked
-with ``np.shares_memory`` against the mapped file's buffer).
+(parsing its index), 100k lookups by path, and ``embeddings()`` (checked to be backed by the mapped
+file, and viewed by ``torch.from_numpy`` without a copy).
 
 Every report names the CPU and its ISA flags: ratios change from one CPU to another.
 """
 from __future__ import annotations
 
 import json
+import mmap
 import tempfile
 import time
 from pathlib import Path
@@ -27,16 +28,15 @@ import torch
 from PIL import Image
 
 from featx.cpu import cpu_info
-from featx.deploy.metadata import build_from_config
 from featx.deploy.onnx_export import model_config
-from featx.extraction import ExtractSettings, batch_loader, extract, list_images, plan_batches
-from featx.features import as_output_tuple
-from featx.images import IMAGENET_MEAN, IMAGENET_STD, sample_image_path
-from featx.inference import optimize_for_inference
+from featx.extraction import (ExtractSettings, batch_loader, build_runner, extract, list_images, model_normalization,
+                              plan_batches)
+from featx.features import input_channels
+from featx.images import sample_image_path
 from featx.io import write_json
 from featx.store import FeatureStore, merge_store, write_shard
 
-__all__ = ["make_digits_collection", "make_jpeg_collection", "raw_throughput", "bench_collection", "bench_store",
+__all__ = ["make_digits_collection", "make_jpeg_collection", "raw_pass", "bench_collection", "bench_store",
            "run_extract_benchmark"]
 
 
@@ -68,31 +68,32 @@ def make_jpeg_collection(folder: Path, count: int, size: tuple[int, int] = (480,
     return folder
 
 
-def raw_throughput(model: str, source: Path, settings: ExtractSettings, rounds: int = 2) -> float:
-    """Images/s of the model alone on the plan's batches, decoded beforehand: the best of ``rounds`` passes."""
-    cfg = model_config(model)
-    net = optimize_for_inference(build_from_config(cfg), winograd=False, inplace=False)
-    divisor = max(f.stride for f in net.feature_info)
-    batches, _ = plan_batches(list_images(source), settings, divisor)
+def raw_pass(model: str, source: Path, settings: ExtractSettings, workdir: Path) -> Callable[[], float]:
+    """A timer of the model alone: built as ``extract`` builds it (:func:`build_runner`), on the plan's
+    batches decoded once beforehand; each call runs one pass and returns its images/s (after a warm-up)."""
+    run, net = build_runner(model_config(model), settings, workdir)
+    mean, std = model_normalization(net)
+    batches, _ = plan_batches(list_images(source), settings, max(f.stride for f in net.feature_info))
     images = sum(len(b) for b in batches)
-    tensors = [x for _, x, _, _ in batch_loader(batches, 3, IMAGENET_MEAN, IMAGENET_STD, workers=0)]
-    best = 0.0
-    with torch.inference_mode():
-        as_output_tuple(net(tensors[0]))  # warm-up
-        for _ in range(rounds):
-            t = time.perf_counter()
-            for x in tensors:
-                [o.float().contiguous().numpy() for o in as_output_tuple(net(x))]
-            best = max(best, images / (time.perf_counter() - t))
-    return best
+    tensors = [x for _, x, _, _ in batch_loader(batches, input_channels(net), mean, std, workers=0)]
+    run(tensors[0])  # warm-up
+
+    def one_pass() -> float:
+        t = time.perf_counter()
+        for x in tensors:
+            run(x)
+        return images / (time.perf_counter() - t)
+
+    return one_pass
 
 
 def bench_collection(model: str, source: Path, settings: ExtractSettings, workdir: Path, rounds: int = 2,
                      log: Callable[[str], None] = print) -> dict[str, Any]:
     """``extract`` vs the raw model on one collection; the best of ``rounds`` runs each, alternated."""
     raw, loop, end_to_end, images = 0.0, 0.0, 0.0, 0
+    raw_once = raw_pass(model, source, settings, workdir)
     for r in range(rounds):
-        raw = max(raw, raw_throughput(model, source, settings, rounds=1))
+        raw = max(raw, raw_once())
         out = workdir / f"store_{source.name}_{r}"
         result = extract(model, source, out, settings, progress=False, log=lambda m: None)
         images = result.new
@@ -132,7 +133,7 @@ def bench_store(workdir: Path, count: int = 100_000, dim: int = 2048, lookups: i
     embeddings = store.embeddings("C5")
     view = torch.from_numpy(np.asarray(embeddings))
     load_s = time.perf_counter() - t
-    mapped = isinstance(embeddings, np.memmap) and np.shares_memory(np.asarray(embeddings), embeddings)
+    mapped = isinstance(embeddings, np.memmap) and isinstance(embeddings.base, mmap.mmap)  # the file's pages
     assert len(rows) == lookups and tuple(view.shape) == (count, dim)
     return {"images": count, "dim": dim, "dtype": "fp16", "size_mb": round(embeddings.nbytes / 2**20, 1),
             "merge_s": round(merge_s, 3), "open_s": round(open_s, 3), "lookups": lookups,

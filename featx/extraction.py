@@ -46,18 +46,18 @@ from torchvision.transforms.v2 import functional as TF
 
 from featx.compare import compare_arrays
 from featx.deploy.metadata import build_from_config
-from featx.deploy.onnx_export import ExportSettings, export_onnx, model_config
+from featx.deploy.onnx_export import ExportSettings, export_onnx, input_description, model_config
 from featx.deploy.openvino_export import export_openvino
 from featx.deploy.runtimes import open_session
 from featx.features import as_output_tuple, input_channels
-from featx.images import IMAGE_EXTENSIONS, IMAGENET_MEAN, IMAGENET_STD, to_rgb
+from featx.images import IMAGE_EXTENSIONS, to_rgb
 from featx.inference import optimize_for_inference
 from featx.io import write_json
 from featx.store import (SHARD_DIR, FeatureStore, merge_store, remove_stale_shard_temporaries, shard_metadata,
                           write_shard)
 from featx.version import __version__
 
-__all__ = ["ExtractSettings", "ExtractResult", "list_images", "source_root", "plan_batches", "batch_loader", "extract", "verify_store", "POOLS"]
+__all__ = ["ExtractSettings", "ExtractResult", "list_images", "source_root", "plan_batches", "batch_loader", "build_runner", "model_normalization", "image_features", "extract", "verify_store", "POOLS"]
 
 POOLS = ("avg", "max", "gem")
 RUNTIMES = ("torch", "onnxruntime", "openvino")
@@ -253,7 +253,15 @@ def _collate(batch):
 
 
 # -- the model in its runtime -------------------------------------------------------------------------
-def _runner(cfg: dict, settings: ExtractSettings, tmp: Path) -> tuple[Callable[[torch.Tensor], list[np.ndarray]], nn.Module]:
+def model_normalization(net: nn.Module) -> tuple[list[float], list[float]]:
+    """``(mean, std)`` per input channel on a 0..1 scale: what featx's exports record as the model's input
+    (its own, or ImageNet's for RGB backbones), mid-grey 0.5/0.5 where that is unknown (grayscale)."""
+    spec = input_description(net, 1)
+    channels = spec["channels"]
+    return list(spec["mean"] or [0.5] * channels), list(spec["std"] or [0.5] * channels)
+
+
+def build_runner(cfg: dict, settings: ExtractSettings, tmp: Path) -> tuple[Callable[[torch.Tensor], list[np.ndarray]], nn.Module]:
     """``(run(batch) -> list of maps as numpy, the PyTorch model)``; direct convolutions everywhere."""
     model = build_from_config(cfg)
     if settings.runtime == "torch":
@@ -305,6 +313,13 @@ def _valid_region(maps: np.ndarray, resized: tuple[int, int], stride: int) -> np
     return maps[:, :vh, :vw]
 
 
+def image_features(maps: np.ndarray, resized: tuple[int, int], stride: int, settings: ExtractSettings) -> np.ndarray:
+    """One image's stored value at one level from its ``(C, h, w)`` map in the batch: the cropped map
+    (``settings.maps``) or its pooled ``(C,)`` vector, in float32."""
+    region = _valid_region(maps, resized, stride)
+    return region if settings.maps else _pool(region, settings.pool, settings.gem_p)
+
+
 def _pool(m: np.ndarray, how: str, p: float) -> np.ndarray:
     """``(C, h, w)`` -> ``(C,)``."""
     flat = m.reshape(m.shape[0], -1)
@@ -349,7 +364,7 @@ def extract(model: Union[str, dict], source: Union[str, Path], out: Union[str, P
     rank, world = _distributed()
     cfg = _config_of(model)
     with tempfile.TemporaryDirectory() as tmp:
-        run, net = _runner(cfg, settings, Path(tmp))
+        run, net = build_runner(cfg, settings, Path(tmp))
         infos = list(net.feature_info)
         names = [f.name for f in infos]
         levels = settings.levels or names
@@ -358,8 +373,7 @@ def extract(model: Union[str, dict], source: Union[str, Path], out: Union[str, P
             raise ValueError(f"levels {unknown} are not outputs of {cfg['type']}; it has {', '.join(names)}")
         strides = {f.name: f.stride for f in infos}
         channels = input_channels(net)
-        mean = list(getattr(net, "mean", None) or (IMAGENET_MEAN if channels == 3 else (0.5,) * channels))
-        std = list(getattr(net, "std", None) or (IMAGENET_STD if channels == 3 else (0.5,) * channels))
+        mean, std = model_normalization(net)
         divisor = max(f.stride for f in infos)
         images = list_images(source)
         batches, header_skipped = plan_batches(images, settings, divisor)
@@ -429,9 +443,8 @@ def extract(model: Union[str, dict], source: Union[str, Path], out: Union[str, P
                         broken += 1
                         continue
                     for lv, maps in zip(levels, chosen):
-                        region = _valid_region(maps[j], item.resized, strides[lv])
-                        pending.arrays[lv].append(np.ascontiguousarray(region.astype(dtype)) if settings.maps
-                                                  else _pool(region, settings.pool, settings.gem_p).astype(dtype))
+                        value = image_features(maps[j], item.resized, strides[lv], settings)
+                        pending.arrays[lv].append(np.ascontiguousarray(value.astype(dtype)))
                     pending.entries.append({"path": item.id, "size": list(item.size), "sha256": digests[j],
                                             "row": len(pending.entries)})
                     new += 1
@@ -517,10 +530,10 @@ def verify_store(folder: Union[str, Path], sample: int = 8, log: Callable[[str],
     settings = ExtractSettings(size=pre["shorter_side"] or 224, resize=tuple(pre["resize"]) if pre["resize"] else None,
                                levels=m["levels"], pool=m["pool"] or "avg", gem_p=m.get("gem_p") or 3.0,
                                maps=m["store"] == "maps", dtype="fp32", batch_size=1, workers=0)
-    picks = [store.entries[int(i)] for i in np.linspace(0, len(store) - 1, min(sample, len(store)))] if len(store) else []
+    picks = [store.entry_at(int(i)) for i in np.linspace(0, len(store) - 1, min(sample, len(store)))] if len(store) else []
     root = Path(m["source_root"])
     with tempfile.TemporaryDirectory() as tmp:
-        run, net = _runner(m["model_config"], settings, Path(tmp))
+        run, net = build_runner(m["model_config"], settings, Path(tmp))
         names = [f.name for f in net.feature_info]
         worst = {lv: {"rel": 0.0, "cosine": 1.0} for lv in m["levels"]}
         for e in picks:
@@ -533,8 +546,7 @@ def verify_store(folder: Union[str, Path], sample: int = 8, log: Callable[[str],
             outs = run(x[None])
             stored = store[e.path]
             for lv in m["levels"]:
-                region = _valid_region(outs[names.index(lv)][0], item.resized, m["strides"][lv])
-                fresh = region if settings.maps else _pool(region, settings.pool, settings.gem_p)
+                fresh = image_features(outs[names.index(lv)][0], item.resized, m["strides"][lv], settings)
                 d = compare_arrays(np.asarray(stored[lv], np.float32), fresh)
                 worst[lv]["rel"] = max(worst[lv]["rel"], d.rel)
                 worst[lv]["cosine"] = min(worst[lv]["cosine"], d.cosine)

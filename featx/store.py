@@ -167,14 +167,15 @@ class FeatureStore:
     def __iter__(self) -> Iterator[str]:
         return (r["path"] for r in self._records)
 
-    def _entry(self, i: int) -> StoreEntry:
+    def entry_at(self, i: int) -> StoreEntry:
+        """The ``i``-th entry in index (path) order."""
         r = self._records[i]
         return StoreEntry(r["path"], tuple(r["size"]), r["sha256"], r["shard"], r["row"])
 
     @property
     def entries(self) -> list[StoreEntry]:
         """Every image's entry, in index (path) order."""
-        return [self._entry(i) for i in range(len(self._records))]
+        return [self.entry_at(i) for i in range(len(self._records))]
 
     @property
     def skipped(self) -> list[dict]:
@@ -197,10 +198,10 @@ class FeatureStore:
             raise KeyError(f"{path!r} is not in this store ({len(self)} images)")
         if self.manifest["store"] == "pooled":
             return {level: self.embeddings(level)[i] for level in self.levels}
-        e = self._entry(i)
+        e = self.entry_at(i)
         with safe_open(str(self.folder / SHARD_DIR / e.shard), framework="numpy") as f:
             return {level: f.get_tensor(f"map.{level}.{e.row}") for level in self.levels}
 
     def entry(self, path: str) -> Optional[StoreEntry]:
         i = self._row.get(path)
-        return None if i is None else self._entry(i)
+        return None if i is None else self.entry_at(i)

@@ -39,7 +39,7 @@ from featx.train.predict import classifier_config_from_checkpoint
 from featx.version import __version__
 
 __all__ = ["ExportSettings", "ExportResult", "export_onnx", "model_config", "target_config", "PROFILES_DIR",
-           "list_profiles", "load_profile", "DEFAULT_OPSET"]
+           "list_profiles", "load_profile", "input_description", "DEFAULT_OPSET"]
 
 PROFILES_DIR = Path(__file__).resolve().parent / "profiles"
 
@@ -171,7 +171,7 @@ def export_onnx(
             "featx.weights": str(weights) if weights is not None else f"none (random init, seed {seed})",
             "featx.levels": json.dumps([{"name": f.name, "output": n, "stride": f.stride, "channels": f.channels}
                                         for f, n in zip(infos, out_names)]),
-            "featx.input": json.dumps(_input_description(net, minimum)),
+            "featx.input": json.dumps(input_description(net, minimum)),
             "featx.precision": "fp16" if settings.fp16 else "fp32",
             "featx.io_precision": "fp16" if settings.fp16 and settings.fp16_io else "fp32",
             "featx.exporter": settings.exporter,
@@ -194,7 +194,7 @@ def export_onnx(
     return result
 
 
-def _input_description(net: nn.Module, minimum: int) -> dict:
+def input_description(net: nn.Module, minimum: int) -> dict:
     """What the exported model takes: layout, colour, scale and normalization. The normalization is
     the model's own when it records one (a fine-tuned classifier), ImageNet's for RGB backbones (their
     torchvision/timm weights expect it), and unknown (None) otherwise."""
