@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import statistics
 import time
-from typing import Callable
+from typing import Callable, Mapping
 
-__all__ = ["time_ms", "median_ms"]
+__all__ = ["time_ms", "median_ms", "interleaved_medians"]
 
 
 def time_ms(fn: Callable[[], object], repeats: int, warmup: int = 1) -> list[float]:
@@ -25,3 +25,22 @@ def time_ms(fn: Callable[[], object], repeats: int, warmup: int = 1) -> list[flo
 def median_ms(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float:
     """Median of :func:`time_ms`."""
     return statistics.median(time_ms(fn, repeats, warmup))
+
+
+def interleaved_medians(fns: Mapping[str, Callable[[], object]], repeats: int, warmup: int = 1) -> dict[str, float]:
+    """Median ms of each callable, timed round-robin (a, b, ..., a, b, ...) after ``warmup`` untimed calls
+    of each: a comparison of alternatives. Timed one after the other, a slow phase of a shared machine
+    (other tenants, clock changes; 2x swings were seen on 2-CPU cloud machines) lands on one side only
+    and flips the verdict; interleaved, it weighs on all alike."""
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append((time.perf_counter() - start) * 1000)
+    return {name: statistics.median(t) for name, t in times.items()}

@@ -19,7 +19,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -27,10 +26,10 @@ from featx.choices import cached_choice, store_choice
 from featx.cpu import cpu_info
 from featx.deploy.runtimes import open_session
 from featx.features import input_channels
-from featx.timing import time_ms
+from featx.timing import interleaved_medians
 from featx.winograd import WinogradConv2d, convert_to_winograd, winograd_eligible
 
-__all__ = ["Workload", "WinogradDecision", "decide_winograd", "confirm_on_whole_model", "conv_workloads",
+__all__ = ["Workload", "WinogradDecision", "decide_winograd", "confirm_on_whole_model", "conv_workloads", "TIMING_METHOD",
            "software_versions", "RUNTIMES", "DEFAULT_TUNING_SIZE"]
 
 logger = logging.getLogger("featx")
@@ -39,6 +38,8 @@ RUNTIMES = ("torch", "onnxruntime", "openvino")
 DEFAULT_TUNING_SIZE = (512, 512)
 MARGIN = 0.95  # Winograd must be at least 5% faster: a tie keeps the exact, lighter direct conv
 CANDIDATE_CHANNELS = (64, 512)  # narrower convs never paid off (the transforms dominate)
+# in cache keys: timings taken one side after the other (before) flipped verdicts on a noisy machine
+TIMING_METHOD = "interleaved"
 
 
 @dataclass(frozen=True)
@@ -114,28 +115,30 @@ def software_versions() -> str:
     return ", ".join(parts)
 
 
-def _time_torch(module: nn.Module, x: torch.Tensor, repeats: int) -> float:
+def _torch_runner(module: nn.Module, x: torch.Tensor) -> Callable[[], object]:
     module = module.eval().to(memory_format=torch.channels_last)
     x = x.contiguous(memory_format=torch.channels_last)
-    with torch.inference_mode():
-        return float(np.median(time_ms(lambda: module(x), repeats, warmup=1)))
+
+    def run() -> object:
+        with torch.inference_mode():
+            return module(x)
+    return run
 
 
-def _time_exported(module: nn.Module, x: torch.Tensor, runtime: str, repeats: int, threads: int) -> float:
-    with tempfile.TemporaryDirectory() as tmp:
-        onnx_path = Path(tmp) / "conv.onnx"
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(module.eval(), (x,), str(onnx_path), dynamo=False, input_names=["input"], opset_version=18)
-        path = onnx_path
-        if runtime == "openvino":
-            import openvino as ov  # the optional `openvino` extra
+def _exported_runner(module: nn.Module, x: torch.Tensor, runtime: str, threads: int, tmp: Path) -> Callable[[], object]:
+    onnx_path = tmp / f"{id(module)}.onnx"
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module.eval(), (x,), str(onnx_path), dynamo=False, input_names=["input"], opset_version=18)
+    path = onnx_path
+    if runtime == "openvino":
+        import openvino as ov  # the optional `openvino` extra
 
-            path = Path(tmp) / "conv.xml"
-            ov.save_model(ov.convert_model(str(onnx_path)), str(path), compress_to_fp16=False)
-        session = open_session(path, "cpu", threads)
-        feed = x.numpy()
-        return float(np.median(time_ms(lambda: session.run(feed), repeats, warmup=1)))
+        path = onnx_path.with_suffix(".xml")
+        ov.save_model(ov.convert_model(str(onnx_path)), str(path), compress_to_fp16=False)
+    session = open_session(path, "cpu", threads)
+    feed = x.numpy()
+    return lambda: session.run(feed)
 
 
 def _measure(workload: Workload, runtime: str, repeats: int, threads: int) -> dict:
@@ -143,16 +146,19 @@ def _measure(workload: Workload, runtime: str, repeats: int, threads: int) -> di
     conv = nn.Conv2d(workload.cin, workload.cout, 3, padding=workload.padding, bias=True)
     wino = WinogradConv2d(conv)
     x = torch.randn(1, workload.cin, workload.h, workload.w)
-    if runtime == "torch":
-        direct, winograd = _time_torch(conv, x, repeats), _time_torch(wino, x, repeats)
-    else:
-        direct, winograd = (_time_exported(conv, x, runtime, repeats, threads),
-                            _time_exported(wino, x, runtime, repeats, threads))
+    with tempfile.TemporaryDirectory() as tmp:
+        if runtime == "torch":
+            runners = {"direct": _torch_runner(conv, x), "winograd": _torch_runner(wino, x)}
+        else:
+            runners = {"direct": _exported_runner(conv, x, runtime, threads, Path(tmp)),
+                       "winograd": _exported_runner(wino, x, runtime, threads, Path(tmp))}
+        medians = interleaved_medians(runners, repeats, warmup=2)
+    direct, winograd = medians["direct"], medians["winograd"]
     return {"direct_ms": round(direct, 3), "winograd_ms": round(winograd, 3), "winograd": winograd < MARGIN * direct}
 
 
 def decide_winograd(model: nn.Module, runtime: str = "torch", size: tuple[int, int] = DEFAULT_TUNING_SIZE,
-                    repeats: int = 5, threads: Optional[int] = None, use_cache: bool = True,
+                    repeats: int = 7, threads: Optional[int] = None, use_cache: bool = True,
                     measure: Optional[Callable[[Workload, str, int, int], dict]] = None,
                     log: Callable[[str], None] = logger.info) -> WinogradDecision:
     """Time every distinct eligible workload of ``model`` direct and Winograd in ``runtime`` (see the
@@ -164,7 +170,7 @@ def decide_winograd(model: nn.Module, runtime: str = "torch", size: tuple[int, i
     decision = WinogradDecision(runtime, tuple(size), cpu=cpu.describe())
     workloads = conv_workloads(model, size)
     measure = measure or _measure
-    prefix = f"winograd|{runtime}|{cpu.key}|{software_versions()}|threads {threads}"
+    prefix = f"winograd|{runtime}|{cpu.key}|{software_versions()}|threads {threads}|{TIMING_METHOD}"
     fresh = 0
     for workload in dict.fromkeys(workloads.values()):
         key = f"{prefix}|{workload.key}"
@@ -190,7 +196,7 @@ def confirm_on_whole_model(model: nn.Module, decision: WinogradDecision, repeats
         return decision
     cpu = cpu_info()
     n_params = sum(p.numel() for p in model.parameters())
-    key = (f"winograd-model|torch|{cpu.key}|{software_versions()}|threads {torch.get_num_threads()}|"
+    key = (f"winograd-model|torch|{cpu.key}|{software_versions()}|threads {torch.get_num_threads()}|{TIMING_METHOD}|"
            f"{type(model).__name__}:{n_params}|{decision.size[0]}x{decision.size[1]}|{','.join(decision.convert)}")
     result = cached_choice(key) if use_cache else None
     if result is None:
@@ -199,13 +205,9 @@ def confirm_on_whole_model(model: nn.Module, decision: WinogradDecision, repeats
         convert_to_winograd(converted, 1, 1 << 30, only=set(decision.convert))
         converted = converted.to(memory_format=torch.channels_last)
         x = torch.randn(1, input_channels(model), *decision.size).contiguous(memory_format=torch.channels_last)
-        times: dict[str, list[float]] = {"direct": [], "winograd": []}
-        with torch.inference_mode():
-            direct(x), converted(x)
-            for _ in range(repeats):  # interleaved, so a drift of the machine weighs on both alike
-                times["direct"] += time_ms(lambda: direct(x), 1, warmup=0)
-                times["winograd"] += time_ms(lambda: converted(x), 1, warmup=0)
-        d, w = float(np.median(times["direct"])), float(np.median(times["winograd"]))
+        medians = interleaved_medians({"direct": _torch_runner(direct, x), "winograd": _torch_runner(converted, x)},
+                                      repeats, warmup=1)
+        d, w = medians["direct"], medians["winograd"]
         result = {"direct_ms": round(d, 2), "winograd_ms": round(w, 2), "keep": w < 0.97 * d}
         if use_cache:
             store_choice(key, result)

@@ -104,7 +104,7 @@ def test_int8_runtime_is_chosen_by_measuring_once(tmp_path, monkeypatch):
     assert f"int8 runtime: {value['runtime']} (measured now" in r.stderr
     # the second time the cache decides, without building the other runtime's file
     calls = []
-    monkeypatch.setattr(int8, "_time_file", lambda *a, **k: calls.append(a) or 1.0)
+    monkeypatch.setattr(int8, "_time_files", lambda *a, **k: calls.append(a) or {})
     r = run_cli("export", "ResNet18", "-o", str(fp32), "--exporter", "torchscript", "--no-winograd", "--int8",
                 "--calib", str(sample_image_path().parent), "--calib-count", "3", "--calib-size", "96x96")
     assert r.returncode == 0 and "(measured before on" in r.stderr and not calls

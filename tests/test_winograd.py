@@ -172,3 +172,29 @@ def test_the_whole_model_check_drops_conversions_that_do_not_pay(tmp_path, monke
     store_choice(key, {"direct_ms": 10.0, "winograd_ms": 11.0, "keep": False})
     again = confirm_on_whole_model(model, WinogradDecision("torch", (64, 64), list(names)), log=lambda m: None)
     assert again.convert == [] and again.whole_model["winograd_ms"] == 11.0
+
+
+def test_alternatives_are_timed_interleaved_so_a_slow_phase_weighs_on_both():
+    # the machine turns 4x slower halfway through: timed one after the other, the same work looks 4x
+    # apart (the sequential verdicts that flipped Winograd decisions); interleaved, the medians agree
+    import statistics
+    import time as _time
+
+    from featx.timing import interleaved_medians, time_ms
+
+    calls = []
+
+    def work(name):
+        def run():
+            calls.append(name)
+            _time.sleep(0.002 if len(calls) <= 12 else 0.008)
+        return run
+
+    medians = interleaved_medians({"a": work("a"), "b": work("b")}, repeats=11, warmup=1)
+    assert calls[:2] == ["a", "b"] and calls[2:] == ["a", "b"] * 11
+    assert 0.8 < medians["a"] / medians["b"] < 1.25
+    calls.clear()
+    sequential = {name: statistics.median(time_ms(work(name), 11, warmup=1)) for name in "ab"}
+    assert sequential["b"] / sequential["a"] > 2.5
+    with pytest.raises(ValueError):
+        interleaved_medians({"a": work("a")}, repeats=0)

@@ -30,8 +30,8 @@ from featx.deploy.openvino_int8 import quantize_openvino
 from featx.deploy.quantize import quantize_onnx
 from featx.deploy.runtimes import open_session
 from featx.io import atomic_path
-from featx.timing import time_ms
-from featx.tuning import software_versions
+from featx.timing import interleaved_medians
+from featx.tuning import TIMING_METHOD, software_versions
 
 __all__ = ["Int8Result", "export_int8", "INT8_RUNTIMES"]
 
@@ -74,10 +74,13 @@ def _quantize(runtime: str, direct: Path, out: Path, calib: Union[str, Path], si
     return quantize_onnx(direct, out, calib, size, count, method, log=log).images
 
 
-def _time_file(path: Path, channels: int, size: tuple[int, int], threads: int, repeats: int = 5) -> float:
-    session = open_session(path, "cpu", threads)
+def _time_files(paths: dict[str, Path], channels: int, size: tuple[int, int], threads: int,
+                repeats: int = 7) -> dict[str, float]:
+    """Median ms per file (runtime name -> path), the runs interleaved so machine drift weighs on all alike."""
+    sessions = {name: open_session(path, "cpu", threads) for name, path in paths.items()}
     x = np.random.default_rng(0).standard_normal((1, channels, *size)).astype(np.float32)
-    return float(np.median(time_ms(lambda: session.run(x), repeats, warmup=1)))
+    medians = interleaved_medians({name: (lambda s=s: s.run(x)) for name, s in sessions.items()}, repeats)
+    return {name: round(ms, 2) for name, ms in medians.items()}
 
 
 def _add_metadata(path: Path, key: str, value: str) -> None:
@@ -108,7 +111,7 @@ def export_int8(model_cfg: dict, fp32_path: Union[str, Path], settings: ExportSe
     stem = fp32_path.with_suffix("")
     cpu, threads = cpu_info(), torch.get_num_threads()
     channels = int((read_metadata(fp32_path).get("input") or {}).get("channels") or 3)
-    key = (f"int8-runtime|{cpu.key}|{software_versions()}|threads {threads}|{model_cfg.get('type')}|"
+    key = (f"int8-runtime|{cpu.key}|{software_versions()}|threads {threads}|{TIMING_METHOD}|{model_cfg.get('type')}|"
            f"{calib_size[0]}x{calib_size[1]}")
     choice: dict = {}
     if runtime == "auto" and max_drop is not None:
@@ -131,7 +134,7 @@ def export_int8(model_cfg: dict, fp32_path: Union[str, Path], settings: ExportSe
             images = _quantize(rt, direct, out, calib, tuple(calib_size), count, method, max_drop, log)
             built[rt] = out
         if runtime == "auto":
-            timings = {rt: round(_time_file(p, channels, tuple(calib_size), threads), 2) for rt, p in built.items()}
+            timings = _time_files(built, channels, tuple(calib_size), threads)
             runtime = min(timings, key=timings.get)
             choice = {"runtime": runtime, "timings_ms": timings, "input": [1, channels, *calib_size],
                       "threads": threads, "cpu": cpu.describe()}
