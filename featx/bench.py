@@ -55,7 +55,7 @@ from featx.inference import optimize_for_inference
 from featx.io import atomic_path
 from featx.models import create_model, get_entry
 from featx.stats import flops_and_shapes
-from featx.timing import time_ms
+from featx.timing import round_orders, time_ms
 from featx.tuning import software_versions
 
 __all__ = ["ENTRIES", "measure_matmul_peak", "run_benchmark", "build_entry", "bench_chart"]
@@ -143,7 +143,7 @@ def build_entry(name: str, model: str, workdir: Path, winograd: Optional[bool] =
 
 def _time_interleaved(callables: dict[str, Callable], x: torch.Tensor, warmup: int, repeats: int, log: Callable,
                       label: str) -> dict[str, Any]:
-    """Each entry's timed runs in ms, taken round-robin (entry 1, entry 2, ..., then again), so a slow drift
+    """Each entry's timed runs in ms, taken round-robin (entry 1, entry 2, ..., then rotated by one), so a slow drift
     of the machine (other tenants, clocks) weighs on every entry alike; an entry that fails gets its error."""
     out: dict[str, Any] = {}
     for name, fn in callables.items():
@@ -155,10 +155,10 @@ def _time_interleaved(callables: dict[str, Callable], x: torch.Tensor, warmup: i
         except Exception as e:  # reported in the table, the others still run
             out[name] = f"{type(e).__name__}: {str(e)[:200]}"
     log(f"  {label}: {repeats} timed rounds over {len(callables)} entries ...")
-    for _ in range(repeats):
-        for name, fn in callables.items():
+    for order in round_orders(list(callables), repeats):
+        for name in order:
             if isinstance(out[name], list):
-                out[name].extend(time_ms(lambda: fn(x), 1, warmup=0))
+                out[name].extend(time_ms(lambda: callables[name](x), 1, warmup=0))
     return out
 
 

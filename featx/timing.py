@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import statistics
 import time
-from typing import Callable, Mapping
+from typing import Callable, Iterator, Mapping, Sequence
 
-__all__ = ["time_ms", "median_ms", "interleaved_medians"]
+__all__ = ["time_ms", "median_ms", "interleaved_medians", "round_orders"]
 
 
 def time_ms(fn: Callable[[], object], repeats: int, warmup: int = 1) -> list[float]:
@@ -28,7 +28,7 @@ def median_ms(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float:
 
 
 def interleaved_medians(fns: Mapping[str, Callable[[], object]], repeats: int, warmup: int = 1) -> dict[str, float]:
-    """Median ms of each callable, timed round-robin (a, b, ..., a, b, ...) after ``warmup`` untimed calls
+    """Median ms of each callable, timed round-robin (a, b, ..., then b, ..., a: see :func:`round_orders`) after ``warmup`` untimed calls
     of each: a comparison of alternatives. Timed one after the other, a slow phase of a shared machine
     (other tenants, clock changes; 2x swings were seen on 2-CPU cloud machines) lands on one side only
     and flips the verdict; interleaved, it weighs on all alike."""
@@ -38,9 +38,19 @@ def interleaved_medians(fns: Mapping[str, Callable[[], object]], repeats: int, w
         for _ in range(warmup):
             fn()
     times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
+    for order in round_orders(list(fns), repeats):
+        for name in order:
             start = time.perf_counter()
-            fn()
+            fns[name]()
             times[name].append((time.perf_counter() - start) * 1000)
     return {name: statistics.median(t) for name, t in times.items()}
+
+
+def round_orders(names: Sequence[str], repeats: int) -> Iterator[list[str]]:
+    """The order of each timed round: ``names`` rotated by one more place each round, so every entry
+    runs in every position (first, right after the heaviest, ...) equally often and no effect of the
+    order (caches, the allocator's state left by the entry before) can favour one entry throughout."""
+    names = list(names)
+    for r in range(repeats):
+        k = r % max(1, len(names))
+        yield names[k:] + names[:k]

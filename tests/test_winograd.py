@@ -191,7 +191,7 @@ def test_alternatives_are_timed_interleaved_so_a_slow_phase_weighs_on_both():
         return run
 
     medians = interleaved_medians({"a": work("a"), "b": work("b")}, repeats=11, warmup=1)
-    assert calls[:2] == ["a", "b"] and calls[2:] == ["a", "b"] * 11
+    assert calls[:2] == ["a", "b"] and calls[2:] == ["a", "b", "b", "a"] * 5 + ["a", "b"]  # rotated rounds
     assert 0.8 < medians["a"] / medians["b"] < 1.25
     calls.clear()
     sequential = {name: statistics.median(time_ms(work(name), 11, warmup=1)) for name in "ab"}
