@@ -14,14 +14,15 @@ Entries (each an ``(N, 3, H, W) -> pyramid`` callable):
   featx_openvino_int8  the direct IR quantized by NNCF, calibrated on the same photos (opt-in)
   featx_*_direct       featx_optimized / featx_ort / featx_openvino on direct convolutions only (opt-in)
 
-Timed runs go round-robin over the entries (after each one's warm-up), so a drift of a shared machine
-weighs on every entry alike.
+Timed runs go round-robin over the entries (after each one's warm-up), in an order that rotates from
+round to round, so a drift of a shared machine weighs on every entry alike.
 
 Every report names the CPU (model and ISA flags: AVX2, AVX-512, VNNI, AMX) and the runtime versions:
 ratios and the best path change from one CPU to another.
 
 Reported per entry and input: median latency and spread (25th-75th percentile) after warm-up,
-images/s, ratio to torchvision in the same run, GFLOPs (``torch.utils.flop_counter``) and achieved
+images/s, ratio to torchvision (the median over rounds of each round's ratio, so the machine's drift
+between rounds cancels; the JSON keeps every timed run, ``times_ms``, in round order), GFLOPs (``torch.utils.flop_counter``) and achieved
 GFLOP/s against this machine's measured fp32 matmul peak. GFLOPs are the model's direct-convolution
 FLOPs for every entry, so a Winograd entry's GFLOP/s is an effective rate (it does fewer
 multiplies) and may exceed the peak. ``peak_rss_mb`` (``--memory``) is the
@@ -55,7 +56,7 @@ from featx.inference import optimize_for_inference
 from featx.io import atomic_path
 from featx.models import create_model, get_entry
 from featx.stats import flops_and_shapes
-from featx.timing import round_orders, time_ms
+from featx.timing import paired_ratio, round_orders, time_ms
 from featx.tuning import software_versions
 
 __all__ = ["ENTRIES", "measure_matmul_peak", "run_benchmark", "build_entry", "bench_chart"]
@@ -239,7 +240,7 @@ def run_benchmark(
             x = torch.randn(batch, 3, *size)
             timings = _time_interleaved(callables, x, warmup, repeats, log, f"{batch}x3x{size[0]}x{size[1]}")
             base = timings.get("torchvision")
-            base = statistics.median(base) if isinstance(base, list) else None
+            base = base if isinstance(base, list) else None
             for name, times in timings.items():
                 if isinstance(times, str):
                     results["rows"].append({"entry": name, "input": [batch, 3, *size], "error": times})
@@ -250,7 +251,8 @@ def run_benchmark(
                        "p25_ms": round(q[0], 1), "p75_ms": round(q[2], 1), "images_per_s": round(batch / med * 1000, 3),
                        "gflops": round(gflops, 3), "achieved_gflops_s": round(gflops / med * 1000, 1),
                        "of_peak": round(gflops / med * 1000 / peak, 3),
-                       "vs_torchvision": round(med / base, 3) if base else None}
+                       "vs_torchvision": round(paired_ratio(times, base), 3) if base else None,
+                       "times_ms": [round(t, 1) for t in times]}
                 if memory:
                     row["peak_rss_mb"] = _peak_rss_mb(name, model, size, batch, winograd, Path(tmp))
                 results["rows"].append(row)

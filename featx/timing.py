@@ -5,7 +5,7 @@ import statistics
 import time
 from typing import Callable, Iterator, Mapping, Sequence
 
-__all__ = ["time_ms", "median_ms", "interleaved_medians", "round_orders"]
+__all__ = ["time_ms", "median_ms", "interleaved_medians", "round_orders", "paired_ratio"]
 
 
 def time_ms(fn: Callable[[], object], repeats: int, warmup: int = 1) -> list[float]:
@@ -54,3 +54,13 @@ def round_orders(names: Sequence[str], repeats: int) -> Iterator[list[str]]:
     for r in range(repeats):
         k = r % max(1, len(names))
         yield names[k:] + names[:k]
+
+
+def paired_ratio(times: Sequence[float], base: Sequence[float]) -> float:
+    """Median over rounds of ``times[r] / base[r]``: the ratio of two entries timed in the same rounds.
+    Each round's two runs are seconds apart, so a drift of the machine between rounds cancels out of
+    the ratio, where the ratio of the two medians keeps it (on a shared 2-CPU machine two identical
+    models differed by 11% in their medians)."""
+    if len(times) != len(base) or not times:
+        raise ValueError(f"paired_ratio needs two equally long, non-empty series, got {len(times)} and {len(base)}")
+    return statistics.median(t / b for t, b in zip(times, base))

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 
 import pytest
 import torch
@@ -50,6 +51,10 @@ def test_bench_reports_ratios_against_torchvision(tmp_path):
     assert set(rows) == {(e, (b, 3, 64, 64)) for e in ("torchvision", "timm+tv_fpn", "featx", "featx_optimized") for b in (1, 2)}
     assert rows[("torchvision", (1, 3, 64, 64))]["vs_torchvision"] == 1.0
     x = rows[("featx", (2, 3, 64, 64))]
+    # the ratio pairs the runs of each round: the JSON keeps them, so it can be recomputed
+    base = rows[("torchvision", (2, 3, 64, 64))]["times_ms"]
+    assert len(x["times_ms"]) == len(base) == 2
+    assert x["vs_torchvision"] == pytest.approx(statistics.median(t / b for t, b in zip(x["times_ms"], base)), rel=0.01)
     assert x["gflops"] > 0 and x["achieved_gflops_s"] == pytest.approx(x["gflops"] / x["median_ms"] * 1000, rel=0.02)
     assert (tmp_path / "b.png").stat().st_size > 1000
 

@@ -198,3 +198,15 @@ def test_alternatives_are_timed_interleaved_so_a_slow_phase_weighs_on_both():
     assert sequential["b"] / sequential["a"] > 2.5
     with pytest.raises(ValueError):
         interleaved_medians({"a": work("a")}, repeats=0)
+
+
+
+def test_paired_ratio_cancels_drift_between_rounds():
+    from featx.timing import paired_ratio
+
+    # round 2 runs on a 3x slower machine: each round's ratio is 0.5, the ratio of the medians is not
+    a, b = [10.0, 30.0, 10.0], [20.0, 60.0, 20.0]
+    assert paired_ratio(a, b) == 0.5
+    assert paired_ratio([10.0, 30.0, 30.0], [20.0, 20.0, 60.0]) == 0.5  # medians would say 1.5
+    with pytest.raises(ValueError):
+        paired_ratio([1.0], [1.0, 2.0])
