@@ -361,8 +361,8 @@ def _add_export(sub) -> None:
                           help="every 3x3 stride-1 conv with 128-256 channels as Winograd F(4x4,3x3) MatMuls")
     winograd.add_argument("--no-winograd", dest="winograd", action="store_false",
                           help="every 3x3 conv a Conv node. Default: the convs measured faster as Winograd in the "
-                          "target runtime on this machine (measured once per CPU, cached; in the file's metadata); "
-                          "off for fp16")
+                          "target runtime on this machine, at the --static input or else at 512x512 (measured once "
+                          "per CPU, cached; in the file's metadata); off for fp16")
     p.add_argument("--int8", action="store_true", help="also quantize to int8, calibrated on --calib images: "
                    "<output>_int8.onnx (ONNX Runtime static QDQ) or <output>_int8.xml (OpenVINO, NNCF)")
     p.add_argument("--runtime", choices=list(INT8_RUNTIMES), default="auto",

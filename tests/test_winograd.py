@@ -210,3 +210,31 @@ def test_paired_ratio_cancels_drift_between_rounds():
     assert paired_ratio([10.0, 30.0, 30.0], [20.0, 20.0, 60.0]) == 0.5  # medians would say 1.5
     with pytest.raises(ValueError):
         paired_ratio([1.0], [1.0, 2.0])
+
+
+def test_a_static_export_decides_winograd_at_its_own_input_size(tmp_path, monkeypatch):
+    # the verdict depends on the map sizes: a file fixed at 96x128 is tuned at 96x128, a dynamic one at
+    # the reference 512x512 (the timer is replaced: the sizes it is asked for are what is tested)
+    from featx.deploy.metadata import read_metadata
+    from featx.deploy.onnx_export import ExportSettings, export_onnx
+    from featx.tuning import DEFAULT_TUNING_SIZE
+    import featx.tuning as tuning
+
+    monkeypatch.setenv("FEATX_CACHE_DIR", str(tmp_path))
+    seen = []
+
+    def measure(workload, runtime, repeats, threads):
+        seen.append((workload.h, workload.w))
+        return {"direct_ms": 2.0, "winograd_ms": 1.0, "winograd": True}
+
+    monkeypatch.setattr(tuning, "_measure", measure)
+    out = tmp_path / "static.onnx"
+    export_onnx(dict(type="ResNet18FPN"), out, ExportSettings(static_shape=(96, 128), exporter="torchscript"),
+                log=lambda m: None)
+    decision = read_metadata(out)["winograd_decision"]
+    assert decision["size"] == [96, 128] and (24, 32) in seen and len(decision["convert"]) > 0
+    seen.clear()
+    export_onnx(dict(type="ResNet18FPN"), tmp_path / "dynamic.onnx", ExportSettings(exporter="torchscript"),
+                log=lambda m: None)
+    assert read_metadata(tmp_path / "dynamic.onnx")["winograd_decision"]["size"] == list(DEFAULT_TUNING_SIZE)
+    assert (DEFAULT_TUNING_SIZE[0] // 4, DEFAULT_TUNING_SIZE[1] // 4) in seen

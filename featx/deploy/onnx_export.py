@@ -36,6 +36,7 @@ from featx.deploy.metadata import build_from_config
 from featx.models import resolve_name
 from featx.train.classifier import ImageClassifier
 from featx.train.predict import classifier_config_from_checkpoint
+from featx.tuning import DEFAULT_TUNING_SIZE
 from featx.version import __version__
 
 __all__ = ["ExportSettings", "ExportResult", "export_onnx", "model_config", "target_config", "PROFILES_DIR",
@@ -128,14 +129,8 @@ def export_onnx(
                           "--exporter torchscript for opsets 7..17")
     if settings.fp16_io and not settings.fp16:
         raise ExportError("fp16_io (fp16 input and outputs) needs fp16 (an fp16 model)")
-    # the same inference path as eager: BatchNorm folded into the convolutions before tracing
-    winograd = False if settings.fp16 else settings.winograd
-    net = optimize_for_inference(build_from_config(cfg, seed), channels_last=False, inplace=True, winograd=winograd,
-                                 tuning_runtime=settings.runtime)
-    decision = net.winograd_decision
-    infos = list(net.feature_info)
-    out_names = [f.name.lower() for f in infos]
-    minimum = _min_input_size(net)
+    model = build_from_config(cfg, seed)
+    minimum = _min_input_size(model)
     if settings.static_shape is not None:
         h, w = settings.static_shape
         if h < minimum or w < minimum:
@@ -143,6 +138,16 @@ def export_onnx(
                 f"static shape {h}x{w} is too small for {cfg['type']}: height and width must be at least "
                 f"{minimum} (its coarsest backbone stride), e.g. --static 800 1216"
             )
+    # the same inference path as eager: BatchNorm folded into the convolutions before tracing; Winograd
+    # decided at the input the file will run at when it is fixed (map sizes change the verdict)
+    winograd = False if settings.fp16 else settings.winograd
+    net = optimize_for_inference(model, channels_last=False, inplace=True, winograd=winograd,
+                                 tuning_runtime=settings.runtime,
+                                 tuning_size=tuple(settings.static_shape or DEFAULT_TUNING_SIZE))
+    decision = net.winograd_decision
+    infos = list(net.feature_info)
+    out_names = [f.name.lower() for f in infos]
+    if settings.static_shape is not None:
         sample = torch.rand(settings.batch, input_channels(net), h, w)
     else:
         # batch 2 and distinct H/W, so the tracer specializes none of them to a constant
