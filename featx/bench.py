@@ -56,7 +56,7 @@ from featx.inference import optimize_for_inference
 from featx.io import atomic_path
 from featx.models import create_model, get_entry
 from featx.stats import flops_and_shapes
-from featx.timing import paired_ratio, round_orders, time_ms
+from featx.timing import interleaved_times, paired_ratio, time_ms
 from featx.tuning import software_versions
 
 __all__ = ["ENTRIES", "measure_matmul_peak", "run_benchmark", "build_entry", "bench_chart"]
@@ -156,10 +156,8 @@ def _time_interleaved(callables: dict[str, Callable], x: torch.Tensor, warmup: i
         except Exception as e:  # reported in the table, the others still run
             out[name] = f"{type(e).__name__}: {str(e)[:200]}"
     log(f"  {label}: {repeats} timed rounds over {len(callables)} entries ...")
-    for order in round_orders(list(callables), repeats):
-        for name in order:
-            if isinstance(out[name], list):
-                out[name].extend(time_ms(lambda: callables[name](x), 1, warmup=0))
+    ready = {name: (lambda fn=fn: fn(x)) for name, fn in callables.items() if isinstance(out[name], list)}
+    out.update(interleaved_times(ready, repeats, warmup=0))
     return out
 
 

@@ -5,7 +5,7 @@ import statistics
 import time
 from typing import Callable, Iterator, Mapping, Sequence
 
-__all__ = ["time_ms", "median_ms", "interleaved_medians", "round_orders", "paired_ratio"]
+__all__ = ["time_ms", "median_ms", "interleaved_times", "interleaved_medians", "round_orders", "paired_ratio"]
 
 
 def time_ms(fn: Callable[[], object], repeats: int, warmup: int = 1) -> list[float]:
@@ -27,11 +27,12 @@ def median_ms(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float:
     return statistics.median(time_ms(fn, repeats, warmup))
 
 
-def interleaved_medians(fns: Mapping[str, Callable[[], object]], repeats: int, warmup: int = 1) -> dict[str, float]:
-    """Median ms of each callable, timed round-robin (a, b, ..., then b, ..., a: see :func:`round_orders`) after ``warmup`` untimed calls
-    of each: a comparison of alternatives. Timed one after the other, a slow phase of a shared machine
-    (other tenants, clock changes; 2x swings were seen on 2-CPU cloud machines) lands on one side only
-    and flips the verdict; interleaved, it weighs on all alike."""
+def interleaved_times(fns: Mapping[str, Callable[[], object]], repeats: int, warmup: int = 1) -> dict[str, list[float]]:
+    """Each callable's timed runs in ms, in round order, taken round-robin (a, b, ..., then b, ..., a: see
+    :func:`round_orders`) after ``warmup`` untimed calls of each: a comparison of alternatives. Timed one
+    after the other, a slow phase of a shared machine (other tenants, clock changes; 2x swings were seen
+    on 2-CPU cloud machines) lands on one side only and flips the verdict; interleaved, it weighs on all
+    alike."""
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
     for fn in fns.values():
@@ -43,7 +44,12 @@ def interleaved_medians(fns: Mapping[str, Callable[[], object]], repeats: int, w
             start = time.perf_counter()
             fns[name]()
             times[name].append((time.perf_counter() - start) * 1000)
-    return {name: statistics.median(t) for name, t in times.items()}
+    return times
+
+
+def interleaved_medians(fns: Mapping[str, Callable[[], object]], repeats: int, warmup: int = 1) -> dict[str, float]:
+    """Median ms of each callable of :func:`interleaved_times`."""
+    return {name: statistics.median(t) for name, t in interleaved_times(fns, repeats, warmup).items()}
 
 
 def round_orders(names: Sequence[str], repeats: int) -> Iterator[list[str]]:

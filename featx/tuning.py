@@ -125,8 +125,9 @@ def _torch_runner(module: nn.Module, x: torch.Tensor) -> Callable[[], object]:
     return run
 
 
-def _exported_runner(module: nn.Module, x: torch.Tensor, runtime: str, threads: int, tmp: Path) -> Callable[[], object]:
-    onnx_path = tmp / f"{id(module)}.onnx"
+def _exported_runner(module: nn.Module, x: torch.Tensor, runtime: str, threads: int, path: Path) -> Callable[[], object]:
+    """``module`` exported to ``path`` (.onnx; an IR beside it for OpenVINO), loaded in ``runtime``."""
+    onnx_path = path
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         torch.onnx.export(module.eval(), (x,), str(onnx_path), dynamo=False, input_names=["input"], opset_version=18)
@@ -150,8 +151,8 @@ def _measure(workload: Workload, runtime: str, repeats: int, threads: int) -> di
         if runtime == "torch":
             runners = {"direct": _torch_runner(conv, x), "winograd": _torch_runner(wino, x)}
         else:
-            runners = {"direct": _exported_runner(conv, x, runtime, threads, Path(tmp)),
-                       "winograd": _exported_runner(wino, x, runtime, threads, Path(tmp))}
+            runners = {name: _exported_runner(m, x, runtime, threads, Path(tmp) / f"{name}.onnx")
+                       for name, m in (("direct", conv), ("winograd", wino))}
         medians = interleaved_medians(runners, repeats, warmup=2)
     direct, winograd = medians["direct"], medians["winograd"]
     return {"direct_ms": round(direct, 3), "winograd_ms": round(winograd, 3), "winograd": winograd < MARGIN * direct}
