@@ -97,8 +97,8 @@ def optimize_for_inference(
     - ``None`` (default): measured. For a float32 model on the CPU, ``featx.tuning.decide_winograd``
       times each distinct eligible convolution (64..512 channels, at the map size a ``tuning_size``
       input gives it) direct and Winograd in ``tuning_runtime`` (the exports pass their runtime) and
-      converts only those Winograd made faster; in PyTorch eager the converted model as a whole must
-      also be >= 3% faster (``confirm_on_whole_model``). Cached per CPU and versions, so measured once. On
+      converts only those Winograd made faster; the converted model as a whole must then also be >= 3%
+      faster in that runtime (``confirm_on_whole_model``). Cached per CPU and versions, so measured once. On
       CUDA and for other dtypes: off (cuDNN picks its own algorithms; transforms amplify fp16 rounding).
     - ``True``: every eligible conv with channels in ``[winograd_min_channels, winograd_max_channels]``.
     - ``False``: none. A ``WinogradDecision`` or a collection of module names: those.
@@ -114,9 +114,7 @@ def optimize_for_inference(
     if winograd is None:
         first = next(m.parameters(), None)
         if first is not None and first.device.type == "cpu" and first.dtype == torch.float32:
-            winograd = decide_winograd(m, tuning_runtime, tuning_size)
-            if tuning_runtime == "torch":  # eager runs the model as is: check the network as a whole too
-                winograd = confirm_on_whole_model(m, winograd)
+            winograd = confirm_on_whole_model(m, decide_winograd(m, tuning_runtime, tuning_size))
         else:
             winograd = False
     if isinstance(winograd, WinogradDecision):

@@ -66,7 +66,7 @@ class WinogradDecision:
     convert: list[str] = field(default_factory=list)
     timings: dict[str, dict] = field(default_factory=dict)  # workload key -> direct_ms, winograd_ms, winograd
     cpu: str = ""
-    whole_model: Optional[dict] = None  # the check of the converted model as a whole (PyTorch eager)
+    whole_model: Optional[dict] = None  # the check of the converted model as a whole, in the same runtime
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -187,27 +187,43 @@ def decide_winograd(model: nn.Module, runtime: str = "torch", size: tuple[int, i
     return decision
 
 
+def _whole_model_medians(direct: nn.Module, converted: nn.Module, size: tuple[int, int], runtime: str,
+                         repeats: int, threads: int) -> dict[str, float]:
+    """Median ms of the two whole models in ``runtime`` (exported for ONNX Runtime / OpenVINO), timed
+    interleaved on one random ``1 x C x size`` input."""
+    x = torch.randn(1, input_channels(direct), *size)
+    with tempfile.TemporaryDirectory() as tmp:
+        if runtime == "torch":
+            runners = {"direct": _torch_runner(direct, x), "winograd": _torch_runner(converted, x)}
+        else:
+            runners = {name: _exported_runner(m, x, runtime, threads, Path(tmp) / f"{name}.onnx")
+                       for name, m in (("direct", direct), ("winograd", converted))}
+        return interleaved_medians(runners, repeats, warmup=1)
+
+
 def confirm_on_whole_model(model: nn.Module, decision: WinogradDecision, repeats: int = 5, use_cache: bool = True,
-                           log: Callable[[str], None] = logger.info) -> WinogradDecision:
-    """Time ``model`` (BN folded, channels_last) as a whole, direct and with the decision's convolutions
-    as Winograd, in PyTorch eager at the decision's size; keep the conversions only if the whole model is
-    at least 3% faster with them (each conv faster alone does not make the network faster: the
-    transformed weights and intermediates compete for the caches). Cached like the workloads."""
+                           threads: Optional[int] = None, log: Callable[[str], None] = logger.info) -> WinogradDecision:
+    """Time ``model`` (BN folded) as a whole, direct and with the decision's convolutions as Winograd, in
+    the decision's runtime (PyTorch eager in channels_last, or the model exported to ONNX Runtime /
+    OpenVINO) at the decision's size; keep the conversions only if the whole model is at least 3% faster
+    with them (each conv faster alone does not make the network faster: the transformed weights and
+    intermediates compete for the caches, and a runtime's layout changes around the Winograd ops cost
+    time of their own). Cached like the workloads."""
     if not decision.convert:
         return decision
+    if decision.runtime not in RUNTIMES:
+        raise ValueError(f"runtime must be one of {RUNTIMES}, got {decision.runtime!r}")
+    threads = threads or torch.get_num_threads()
     cpu = cpu_info()
     n_params = sum(p.numel() for p in model.parameters())
-    key = (f"winograd-model|torch|{cpu.key}|{software_versions()}|threads {torch.get_num_threads()}|{TIMING_METHOD}|"
+    key = (f"winograd-model|{decision.runtime}|{cpu.key}|{software_versions()}|threads {threads}|{TIMING_METHOD}|"
            f"{type(model).__name__}:{n_params}|{decision.size[0]}x{decision.size[1]}|{','.join(decision.convert)}")
     result = cached_choice(key) if use_cache else None
     if result is None:
-        direct = copy.deepcopy(model).eval().to(memory_format=torch.channels_last)
+        direct = copy.deepcopy(model).eval()
         converted = copy.deepcopy(direct)
         convert_to_winograd(converted, 1, 1 << 30, only=set(decision.convert))
-        converted = converted.to(memory_format=torch.channels_last)
-        x = torch.randn(1, input_channels(model), *decision.size).contiguous(memory_format=torch.channels_last)
-        medians = interleaved_medians({"direct": _torch_runner(direct, x), "winograd": _torch_runner(converted, x)},
-                                      repeats, warmup=1)
+        medians = _whole_model_medians(direct, converted, decision.size, decision.runtime, repeats, threads)
         d, w = medians["direct"], medians["winograd"]
         result = {"direct_ms": round(d, 2), "winograd_ms": round(w, 2), "keep": w < 0.97 * d}
         if use_cache:
@@ -215,6 +231,7 @@ def confirm_on_whole_model(model: nn.Module, decision: WinogradDecision, repeats
     decision.whole_model = result
     if not result["keep"]:
         log(f"Winograd dropped: the whole model took {result['winograd_ms']:.1f} ms with it and "
-            f"{result['direct_ms']:.1f} ms without, at {decision.size[0]}x{decision.size[1]} on {cpu.model}")
+            f"{result['direct_ms']:.1f} ms without, in {decision.runtime} at {decision.size[0]}x{decision.size[1]} "
+            f"on {cpu.model}")
         decision.convert = []
     return decision

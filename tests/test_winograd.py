@@ -227,14 +227,59 @@ def test_a_static_export_decides_winograd_at_its_own_input_size(tmp_path, monkey
         seen.append((workload.h, workload.w))
         return {"direct_ms": 2.0, "winograd_ms": 1.0, "winograd": True}
 
+    def whole_model(direct, converted, size, runtime, repeats, threads):
+        seen_whole.append((tuple(size), runtime))
+        return {"direct": 2.0, "winograd": 1.0}
+
+    seen_whole = []
     monkeypatch.setattr(tuning, "_measure", measure)
+    monkeypatch.setattr(tuning, "_whole_model_medians", whole_model)
     out = tmp_path / "static.onnx"
     export_onnx(dict(type="ResNet18FPN"), out, ExportSettings(static_shape=(96, 128), exporter="torchscript"),
                 log=lambda m: None)
     decision = read_metadata(out)["winograd_decision"]
     assert decision["size"] == [96, 128] and (24, 32) in seen and len(decision["convert"]) > 0
+    assert seen_whole == [((96, 128), "onnxruntime")] and decision["whole_model"]["keep"] is True
     seen.clear()
     export_onnx(dict(type="ResNet18FPN"), tmp_path / "dynamic.onnx", ExportSettings(exporter="torchscript"),
                 log=lambda m: None)
     assert read_metadata(tmp_path / "dynamic.onnx")["winograd_decision"]["size"] == list(DEFAULT_TUNING_SIZE)
     assert (DEFAULT_TUNING_SIZE[0] // 4, DEFAULT_TUNING_SIZE[1] // 4) in seen
+
+
+def test_an_export_keeps_winograd_only_if_the_whole_model_is_faster_in_its_runtime(tmp_path, monkeypatch):
+    # every conv faster alone, the exported network slower as a whole (as layout changes around the
+    # Winograd ops can make it): the export has no Winograd MatMul and says why in its metadata
+    import featx.tuning as tuning
+
+    monkeypatch.setenv("FEATX_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(tuning, "_measure", lambda w, r, n, t: {"direct_ms": 2.0, "winograd_ms": 1.0, "winograd": True})
+    monkeypatch.setattr(tuning, "_whole_model_medians", lambda d, c, size, runtime, n, t: {"direct": 10.0, "winograd": 9.8})
+    out = tmp_path / "r18.onnx"
+    export_onnx(dict(type="ResNet18FPN"), out, ExportSettings(exporter="torchscript"), log=lambda m: None)
+    meta = read_metadata(out)
+    assert meta["winograd_decision"]["convert"] == [] and meta["winograd_decision"]["whole_model"] == {
+        "direct_ms": 10.0, "winograd_ms": 9.8, "keep": False}
+    assert meta["winograd_convs"] == 0
+    assert not [n for n in onnx.load(str(out)).graph.node if n.op_type == "MatMul"]
+
+
+@pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
+def test_the_whole_model_check_times_the_exported_network_in_its_runtime(tmp_path, monkeypatch, runtime):
+    from featx.choices import cached_choice
+    from featx.cpu import cpu_info
+    from featx.tuning import TIMING_METHOD, WinogradDecision, confirm_on_whole_model, software_versions
+
+    monkeypatch.setenv("FEATX_CACHE_DIR", str(tmp_path))
+    model = optimize_for_inference(featx.create_model("ResNet18FPN"), winograd=False, channels_last=False)
+    names = ["backbone.layer4.0.conv2", "neck.fpn_convs.0.conv"]
+    d = confirm_on_whole_model(model, WinogradDecision(runtime, (64, 96), list(names)), repeats=2, threads=2,
+                               log=lambda m: None)
+    result = d.whole_model
+    assert result["direct_ms"] > 0 and result["winograd_ms"] > 0
+    assert result["keep"] == (result["winograd_ms"] < 0.97 * result["direct_ms"])
+    assert d.convert == (names if result["keep"] else [])
+    n_params = sum(p.numel() for p in model.parameters())
+    key = (f"winograd-model|{runtime}|{cpu_info().key}|{software_versions()}|threads 2|{TIMING_METHOD}|"
+           f"{type(model).__name__}:{n_params}|64x96|{','.join(names)}")
+    assert cached_choice(key) == result
