@@ -73,8 +73,13 @@ class WinogradDecision:
 
     def summary(self) -> str:
         won = sum(1 for t in self.timings.values() if t["winograd"])
-        return (f"Winograd for {len(self.convert)} convolutions ({won} of {len(self.timings)} workloads faster in "
+        text = (f"Winograd for {len(self.convert)} convolutions ({won} of {len(self.timings)} workloads faster in "
                 f"{self.runtime} at {self.size[0]}x{self.size[1]} on {self.cpu})")
+        if self.whole_model is not None:
+            w = self.whole_model
+            text += (f"; the whole model {w['direct_ms']:.1f} ms direct, {w['winograd_ms']:.1f} ms with them: "
+                     f"{'kept' if w['keep'] else 'dropped (not 3% faster)'}")
+        return text
 
 
 def conv_workloads(model: nn.Module, size: tuple[int, int] = DEFAULT_TUNING_SIZE,

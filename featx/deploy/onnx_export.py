@@ -145,6 +145,8 @@ def export_onnx(
                                  tuning_runtime=settings.runtime,
                                  tuning_size=tuple(settings.static_shape or DEFAULT_TUNING_SIZE))
     decision = net.winograd_decision
+    if decision is not None:
+        log(decision.summary())
     infos = list(net.feature_info)
     out_names = [f.name.lower() for f in infos]
     if settings.static_shape is not None:
