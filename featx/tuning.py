@@ -147,18 +147,25 @@ def _exported_runner(module: nn.Module, x: torch.Tensor, runtime: str, threads: 
     return lambda: session.run(feed)
 
 
+def _direct_vs_winograd_medians(direct: nn.Module, winograd: nn.Module, x: torch.Tensor, runtime: str,
+                                repeats: int, threads: int, warmup: int) -> dict[str, float]:
+    """Median ms of the two modules on ``x`` in ``runtime`` (PyTorch eager, or each exported and loaded in
+    ONNX Runtime / OpenVINO), timed interleaved: keys "direct" and "winograd"."""
+    with tempfile.TemporaryDirectory() as tmp:
+        if runtime == "torch":
+            runners = {"direct": _torch_runner(direct, x), "winograd": _torch_runner(winograd, x)}
+        else:
+            runners = {name: _exported_runner(m, x, runtime, threads, Path(tmp) / f"{name}.onnx")
+                       for name, m in (("direct", direct), ("winograd", winograd))}
+        return interleaved_medians(runners, repeats, warmup=warmup)
+
+
 def _measure(workload: Workload, runtime: str, repeats: int, threads: int) -> dict:
     torch.manual_seed(0)
     conv = nn.Conv2d(workload.cin, workload.cout, 3, padding=workload.padding, bias=True)
     wino = WinogradConv2d(conv)
     x = torch.randn(1, workload.cin, workload.h, workload.w)
-    with tempfile.TemporaryDirectory() as tmp:
-        if runtime == "torch":
-            runners = {"direct": _torch_runner(conv, x), "winograd": _torch_runner(wino, x)}
-        else:
-            runners = {name: _exported_runner(m, x, runtime, threads, Path(tmp) / f"{name}.onnx")
-                       for name, m in (("direct", conv), ("winograd", wino))}
-        medians = interleaved_medians(runners, repeats, warmup=2)
+    medians = _direct_vs_winograd_medians(conv, wino, x, runtime, repeats, threads, warmup=2)
     direct, winograd = medians["direct"], medians["winograd"]
     return {"direct_ms": round(direct, 3), "winograd_ms": round(winograd, 3), "winograd": winograd < MARGIN * direct}
 
@@ -197,13 +204,7 @@ def _whole_model_medians(direct: nn.Module, converted: nn.Module, size: tuple[in
     """Median ms of the two whole models in ``runtime`` (exported for ONNX Runtime / OpenVINO), timed
     interleaved on one random ``1 x C x size`` input."""
     x = torch.randn(1, input_channels(direct), *size)
-    with tempfile.TemporaryDirectory() as tmp:
-        if runtime == "torch":
-            runners = {"direct": _torch_runner(direct, x), "winograd": _torch_runner(converted, x)}
-        else:
-            runners = {name: _exported_runner(m, x, runtime, threads, Path(tmp) / f"{name}.onnx")
-                       for name, m in (("direct", direct), ("winograd", converted))}
-        return interleaved_medians(runners, repeats, warmup=1)
+    return _direct_vs_winograd_medians(direct, converted, x, runtime, repeats, threads, warmup=1)
 
 
 def confirm_on_whole_model(model: nn.Module, decision: WinogradDecision, repeats: int = 5, use_cache: bool = True,
