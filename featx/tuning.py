@@ -37,6 +37,7 @@ logger = logging.getLogger("featx")
 RUNTIMES = ("torch", "onnxruntime", "openvino")
 DEFAULT_TUNING_SIZE = (512, 512)
 MARGIN = 0.95  # Winograd must be at least 5% faster: a tie keeps the exact, lighter direct conv
+WHOLE_MODEL_MARGIN = 0.97  # and the converted network at least 3% faster than the direct one
 CANDIDATE_CHANNELS = (64, 512)  # narrower convs never paid off (the transforms dominate)
 # in cache keys: timings taken one side after the other (before) flipped verdicts on a noisy machine
 TIMING_METHOD = "interleaved"
@@ -77,8 +78,9 @@ class WinogradDecision:
                 f"{self.runtime} at {self.size[0]}x{self.size[1]} on {self.cpu})")
         if self.whole_model is not None:
             w = self.whole_model
+            slower = f"dropped (not {1 - WHOLE_MODEL_MARGIN:.0%} faster)"
             text += (f"; the whole model {w['direct_ms']:.1f} ms direct, {w['winograd_ms']:.1f} ms with them: "
-                     f"{'kept' if w['keep'] else 'dropped (not 3% faster)'}")
+                     f"{'kept' if w['keep'] else slower}")
         return text
 
 
@@ -132,16 +134,14 @@ def _torch_runner(module: nn.Module, x: torch.Tensor) -> Callable[[], object]:
 
 def _exported_runner(module: nn.Module, x: torch.Tensor, runtime: str, threads: int, path: Path) -> Callable[[], object]:
     """``module`` exported to ``path`` (.onnx; an IR beside it for OpenVINO), loaded in ``runtime``."""
-    onnx_path = path
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
-        torch.onnx.export(module.eval(), (x,), str(onnx_path), dynamo=False, input_names=["input"], opset_version=18)
-    path = onnx_path
+        torch.onnx.export(module.eval(), (x,), str(path), dynamo=False, input_names=["input"], opset_version=18)
     if runtime == "openvino":
         import openvino as ov  # the optional `openvino` extra
 
-        path = onnx_path.with_suffix(".xml")
-        ov.save_model(ov.convert_model(str(onnx_path)), str(path), compress_to_fp16=False)
+        ov.save_model(ov.convert_model(str(path)), str(path.with_suffix(".xml")), compress_to_fp16=False)
+        path = path.with_suffix(".xml")
     session = open_session(path, "cpu", threads)
     feed = x.numpy()
     return lambda: session.run(feed)
@@ -231,7 +231,7 @@ def confirm_on_whole_model(model: nn.Module, decision: WinogradDecision, repeats
         convert_to_winograd(converted, 1, 1 << 30, only=set(decision.convert))
         medians = _whole_model_medians(direct, converted, decision.size, decision.runtime, repeats, threads)
         d, w = medians["direct"], medians["winograd"]
-        result = {"direct_ms": round(d, 2), "winograd_ms": round(w, 2), "keep": w < 0.97 * d}
+        result = {"direct_ms": round(d, 2), "winograd_ms": round(w, 2), "keep": w < WHOLE_MODEL_MARGIN * d}
         if use_cache:
             store_choice(key, result)
     decision.whole_model = result

@@ -200,7 +200,6 @@ def test_alternatives_are_timed_interleaved_so_a_slow_phase_weighs_on_both():
         interleaved_medians({"a": work("a")}, repeats=0)
 
 
-
 def test_paired_ratio_cancels_drift_between_rounds():
     from featx.timing import paired_ratio
 
@@ -272,7 +271,19 @@ def test_the_whole_model_check_times_the_exported_network_in_its_runtime(tmp_pat
     from featx.cpu import cpu_info
     from featx.tuning import TIMING_METHOD, WinogradDecision, confirm_on_whole_model, software_versions
 
+    import featx.tuning as tuning
+
     monkeypatch.setenv("FEATX_CACHE_DIR", str(tmp_path))
+    exported = {}  # the real exporter and runtime, watched: which files were timed, with how many MatMuls
+    real_runner = tuning._exported_runner
+
+    def watched_runner(module, x, rt, threads, path):
+        run = real_runner(module, x, rt, threads, path)
+        exported[path.stem] = (rt, sum(n.op_type == "MatMul" for n in onnx.load(str(path)).graph.node),
+                               path.with_suffix(".xml").is_file())
+        return run
+
+    monkeypatch.setattr(tuning, "_exported_runner", watched_runner)
     model = optimize_for_inference(featx.create_model("ResNet18FPN"), winograd=False, channels_last=False)
     names = ["backbone.layer4.0.conv2", "neck.fpn_convs.0.conv"]
     d = confirm_on_whole_model(model, WinogradDecision(runtime, (64, 96), list(names)), repeats=2, threads=2,
@@ -281,6 +292,10 @@ def test_the_whole_model_check_times_the_exported_network_in_its_runtime(tmp_pat
     assert result["direct_ms"] > 0 and result["winograd_ms"] > 0
     assert result["keep"] == (result["winograd_ms"] < 0.97 * result["direct_ms"])
     assert d.convert == (names if result["keep"] else [])
+    # the whole networks were exported and timed in that runtime: direct without MatMuls, the converted
+    # one with two per Winograd conv (GEMMs and output transform)
+    assert exported == {"direct": (runtime, 0, runtime == "openvino"),
+                        "winograd": (runtime, 2 * len(names), runtime == "openvino")}
     n_params = sum(p.numel() for p in model.parameters())
     key = (f"winograd-model|{runtime}|{cpu_info().key}|{software_versions()}|threads 2|{TIMING_METHOD}|"
            f"{type(model).__name__}:{n_params}|64x96|{','.join(names)}")
