@@ -963,5 +963,16 @@ def _terminate(signum: int, frame: object) -> None:
     raise KeyboardInterrupt(f"terminated by signal {signum}")
 
 
+def _default_sigterm_in_child() -> None:
+    # a process forked while a command runs (OpenVINO's telemetry sends from a forked child, which hangs in
+    # getaddrinfo on a machine without internet) must die on SIGTERM, not inherit _terminate: a Python
+    # handler runs only when the blocking C call returns, so the parent's exit waited ~10 min to join it
+    if signal.getsignal(signal.SIGTERM) is _terminate:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+os.register_at_fork(after_in_child=_default_sigterm_in_child)
+
+
 if __name__ == "__main__":
     raise SystemExit(main())

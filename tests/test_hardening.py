@@ -325,3 +325,34 @@ def test_train_detector_without_out_says_nothing_is_saved(tmp_path, monkeypatch)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "no --out given, so the trained detector is not saved" in r.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["shapes"] and not list(tmp_path.rglob("*.pth"))
+
+
+def test_a_process_forked_during_a_command_dies_on_sigterm(monkeypatch):
+    # OpenVINO's telemetry forks a child that can block in getaddrinfo on a machine without internet and is
+    # SIGTERMed after 3 s; had the child inherited the CLI's Python SIGTERM handler (run only when the C call
+    # returns), `featx export --format openvino` would wait ~10 min at exit to join it (seen on this machine)
+    import argparse
+    import multiprocessing
+
+    from featx import cli
+
+    fork = multiprocessing.get_context("fork")
+    seen = {}
+
+    def command(args):
+        seen["parent handler"] = signal.getsignal(signal.SIGTERM) is cli._terminate
+        child = fork.Process(target=lambda: (os.kill(os.getpid(), signal.SIGTERM), time.sleep(30)))
+        child.start()
+        child.join(20)
+        seen["child exit"] = child.exitcode
+
+    def parser():
+        p = argparse.ArgumentParser()
+        p.set_defaults(func=command, command="probe")
+        return p
+
+    monkeypatch.setattr(cli, "build_parser", parser)
+    assert cli.main([]) == 0
+    # killed by the signal itself (not exit code 1 from a KeyboardInterrupt raised by an inherited handler)
+    assert seen == {"parent handler": True, "child exit": -signal.SIGTERM}
+    assert signal.getsignal(signal.SIGTERM) is not cli._terminate  # restored after the command
