@@ -24,6 +24,7 @@ from torch import nn
 
 from featx.choices import cached_choice, store_choice
 from featx.cpu import cpu_info
+from featx.deploy.ir_hints import prefer_planar_winograd_input
 from featx.deploy.runtimes import open_session
 from featx.features import input_channels
 from featx.timing import interleaved_medians
@@ -79,7 +80,11 @@ class WinogradDecision:
         if self.whole_model is not None:
             w = self.whole_model
             slower = f"dropped (not {1 - WHOLE_MODEL_MARGIN:.0%} faster)"
-            text += (f"; the whole model {w['direct_ms']:.1f} ms direct, {w['winograd_ms']:.1f} ms with them: "
+            planar = ""
+            if "planar_input_ms" in w:
+                planar = (f" ({w['planar_input_ms']:.1f} ms with the planar input-transform hint: "
+                          f"{'used' if w['planar_input'] else 'not used'})")
+            text += (f"; the whole model {w['direct_ms']:.1f} ms direct, {w['winograd_ms']:.1f} ms with them{planar}: "
                      f"{'kept' if w['keep'] else slower}")
         return text
 
@@ -132,8 +137,10 @@ def _torch_runner(module: nn.Module, x: torch.Tensor) -> Callable[[], object]:
     return run
 
 
-def _exported_runner(module: nn.Module, x: torch.Tensor, runtime: str, threads: int, path: Path) -> Callable[[], object]:
-    """``module`` exported to ``path`` (.onnx; an IR beside it for OpenVINO), loaded in ``runtime``."""
+def _exported_runner(module: nn.Module, x: torch.Tensor, runtime: str, threads: int, path: Path,
+                     planar_input: bool = False) -> Callable[[], object]:
+    """``module`` exported to ``path`` (.onnx; an IR beside it for OpenVINO, its Winograd input
+    transforms hinted to a planar kernel with ``planar_input``), loaded in ``runtime``."""
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         torch.onnx.export(module.eval(), (x,), str(path), dynamo=False, input_names=["input"], opset_version=18)
@@ -142,21 +149,27 @@ def _exported_runner(module: nn.Module, x: torch.Tensor, runtime: str, threads: 
 
         ov.save_model(ov.convert_model(str(path)), str(path.with_suffix(".xml")), compress_to_fp16=False)
         path = path.with_suffix(".xml")
+        if planar_input:
+            prefer_planar_winograd_input(path)
     session = open_session(path, "cpu", threads)
     feed = x.numpy()
     return lambda: session.run(feed)
 
 
 def _direct_vs_winograd_medians(direct: nn.Module, winograd: nn.Module, x: torch.Tensor, runtime: str,
-                                repeats: int, threads: int, warmup: int) -> dict[str, float]:
+                                repeats: int, threads: int, warmup: int, planar_variant: bool = False) -> dict[str, float]:
     """Median ms of the two modules on ``x`` in ``runtime`` (PyTorch eager, or each exported and loaded in
-    ONNX Runtime / OpenVINO), timed interleaved: keys "direct" and "winograd"."""
+    ONNX Runtime / OpenVINO), timed interleaved: keys "direct" and "winograd"; with ``planar_variant``
+    in OpenVINO also "winograd_planar", the Winograd IR with the planar input-transform hint."""
     with tempfile.TemporaryDirectory() as tmp:
         if runtime == "torch":
             runners = {"direct": _torch_runner(direct, x), "winograd": _torch_runner(winograd, x)}
         else:
             runners = {name: _exported_runner(m, x, runtime, threads, Path(tmp) / f"{name}.onnx")
                        for name, m in (("direct", direct), ("winograd", winograd))}
+            if planar_variant and runtime == "openvino":
+                runners["winograd_planar"] = _exported_runner(winograd, x, runtime, threads,
+                                                              Path(tmp) / "winograd_planar.onnx", planar_input=True)
         return interleaved_medians(runners, repeats, warmup=warmup)
 
 
@@ -202,9 +215,16 @@ def decide_winograd(model: nn.Module, runtime: str = "torch", size: tuple[int, i
 def _whole_model_medians(direct: nn.Module, converted: nn.Module, size: tuple[int, int], runtime: str,
                          repeats: int, threads: int) -> dict[str, float]:
     """Median ms of the two whole models in ``runtime`` (exported for ONNX Runtime / OpenVINO), timed
-    interleaved on one random ``1 x C x size`` input."""
+    interleaved on one random ``1 x C x size`` input; in OpenVINO on an AVX2 CPU also the converted
+    model with the planar input-transform hint ("winograd_planar")."""
     x = torch.randn(1, input_channels(direct), *size)
-    return _direct_vs_winograd_medians(direct, converted, x, runtime, repeats, threads, warmup=1)
+    return _direct_vs_winograd_medians(direct, converted, x, runtime, repeats, threads, warmup=1,
+                                       planar_variant=_planar_hint_applies(runtime))
+
+
+def _planar_hint_applies(runtime: str) -> bool:
+    """The hint names an AVX2 kernel: a candidate in OpenVINO on CPUs that have it."""
+    return runtime == "openvino" and "avx2" in cpu_info().flags
 
 
 def confirm_on_whole_model(model: nn.Module, decision: WinogradDecision, repeats: int = 5, use_cache: bool = True,
@@ -214,7 +234,9 @@ def confirm_on_whole_model(model: nn.Module, decision: WinogradDecision, repeats
     OpenVINO) at the decision's size; keep the conversions only if the whole model is at least 3% faster
     with them (each conv faster alone does not make the network faster: the transformed weights and
     intermediates compete for the caches, and a runtime's layout changes around the Winograd ops cost
-    time of their own). Cached like the workloads."""
+    time of their own). In OpenVINO on an AVX2 CPU the converted model is also timed with the planar
+    input-transform hint (:mod:`featx.deploy.ir_hints`), and the faster of the two is the one compared and
+    recorded (``planar_input``). Cached like the workloads."""
     if not decision.convert:
         return decision
     if decision.runtime not in RUNTIMES:
@@ -223,7 +245,8 @@ def confirm_on_whole_model(model: nn.Module, decision: WinogradDecision, repeats
     cpu = cpu_info()
     n_params = sum(p.numel() for p in model.parameters())
     key = (f"winograd-model|{decision.runtime}|{cpu.key}|{software_versions()}|threads {threads}|{TIMING_METHOD}|"
-           f"{type(model).__name__}:{n_params}|{decision.size[0]}x{decision.size[1]}|{','.join(decision.convert)}")
+           f"{type(model).__name__}:{n_params}|{decision.size[0]}x{decision.size[1]}|{','.join(decision.convert)}"
+           + ("|planar-input" if _planar_hint_applies(decision.runtime) else ""))
     result = cached_choice(key) if use_cache else None
     if result is None:
         direct = copy.deepcopy(model).eval()
@@ -231,7 +254,12 @@ def confirm_on_whole_model(model: nn.Module, decision: WinogradDecision, repeats
         convert_to_winograd(converted, 1, 1 << 30, only=set(decision.convert))
         medians = _whole_model_medians(direct, converted, decision.size, decision.runtime, repeats, threads)
         d, w = medians["direct"], medians["winograd"]
-        result = {"direct_ms": round(d, 2), "winograd_ms": round(w, 2), "keep": w < WHOLE_MODEL_MARGIN * d}
+        result = {"direct_ms": round(d, 2), "winograd_ms": round(w, 2)}
+        planar = medians.get("winograd_planar")
+        if planar is not None:  # OpenVINO: with the planar input-transform hint, if that was faster
+            result |= {"planar_input_ms": round(planar, 2), "planar_input": planar < w}
+            w = min(w, planar)
+        result["keep"] = w < WHOLE_MODEL_MARGIN * d
         if use_cache:
             store_choice(key, result)
     decision.whole_model = result

@@ -277,10 +277,11 @@ def test_the_whole_model_check_times_the_exported_network_in_its_runtime(tmp_pat
     exported = {}  # the real exporter and runtime, watched: which files were timed, with how many MatMuls
     real_runner = tuning._exported_runner
 
-    def watched_runner(module, x, rt, threads, path):
-        run = real_runner(module, x, rt, threads, path)
+    def watched_runner(module, x, rt, threads, path, planar_input=False):
+        run = real_runner(module, x, rt, threads, path, planar_input=planar_input)
+        xml = path.with_suffix(".xml")
         exported[path.stem] = (rt, sum(n.op_type == "MatMul" for n in onnx.load(str(path)).graph.node),
-                               path.with_suffix(".xml").is_file())
+                               xml.read_text().count('name="primitives_priority"') if xml.is_file() else None)
         return run
 
     monkeypatch.setattr(tuning, "_exported_runner", watched_runner)
@@ -290,13 +291,97 @@ def test_the_whole_model_check_times_the_exported_network_in_its_runtime(tmp_pat
                                log=lambda m: None)
     result = d.whole_model
     assert result["direct_ms"] > 0 and result["winograd_ms"] > 0
-    assert result["keep"] == (result["winograd_ms"] < 0.97 * result["direct_ms"])
+    planar = runtime == "openvino" and "avx2" in cpu_info().flags  # the hint names an AVX2 kernel
+    best = min(result["winograd_ms"], result["planar_input_ms"]) if planar else result["winograd_ms"]
+    assert result["keep"] == (best < 0.97 * result["direct_ms"])
+    assert ("planar_input" in result) == planar
+    if planar:
+        assert result["planar_input"] == (result["planar_input_ms"] < result["winograd_ms"])
     assert d.convert == (names if result["keep"] else [])
     # the whole networks were exported and timed in that runtime: direct without MatMuls, the converted
-    # one with two per Winograd conv (GEMMs and output transform)
-    assert exported == {"direct": (runtime, 0, runtime == "openvino"),
-                        "winograd": (runtime, 2 * len(names), runtime == "openvino")}
+    # one with two per Winograd conv (GEMMs and output transform); in OpenVINO on AVX2 the converted one
+    # also with the hint on each of its input transforms
+    ir = runtime == "openvino"
+    assert exported == {"direct": (runtime, 0, 0 if ir else None), "winograd": (runtime, 2 * len(names), 0 if ir else None),
+                        **({"winograd_planar": (runtime, 2 * len(names), len(names))} if planar else {})}
     n_params = sum(p.numel() for p in model.parameters())
     key = (f"winograd-model|{runtime}|{cpu_info().key}|{software_versions()}|threads 2|{TIMING_METHOD}|"
-           f"{type(model).__name__}:{n_params}|64x96|{','.join(names)}")
+           f"{type(model).__name__}:{n_params}|64x96|{','.join(names)}" + ("|planar-input" if planar else ""))
     assert cached_choice(key) == result
+
+
+def _winograd_ir(tmp_path, name="w"):
+    """A 1x1 conv, a Winograd 3x3 conv and a 1x1 conv (so the runtime picks layouts around it) as an IR."""
+    import openvino as ov
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(32, 128, 1), nn.ReLU(), WinogradConv2d(nn.Conv2d(128, 128, 3, padding=1)), nn.ReLU(),
+                        nn.Conv2d(128, 32, 1)).eval()
+    x = torch.randn(1, 32, 40, 56)
+    onnx_path = tmp_path / f"{name}.onnx"
+    with torch.no_grad():
+        torch.onnx.export(net, (x,), str(onnx_path), dynamo=False, input_names=["input"], opset_version=18,
+                          dynamic_axes={"input": {0: "n", 2: "h", 3: "w"}})
+    xml = tmp_path / f"{name}.xml"
+    ov.save_model(ov.convert_model(str(onnx_path)), str(xml), compress_to_fp16=False)
+    return xml, x
+
+
+def test_the_planar_input_hint_tags_each_winograd_input_transform_and_openvino_honours_it(tmp_path):
+    import shutil
+
+    import openvino as ov
+
+    from featx.cpu import cpu_info
+    from featx.deploy.ir_hints import prefer_planar_winograd_input
+
+    plain, x = _winograd_ir(tmp_path)
+    hinted = tmp_path / "hinted.xml"
+    shutil.copy(plain, hinted)
+    shutil.copy(plain.with_suffix(".bin"), hinted.with_suffix(".bin"))
+    assert prefer_planar_winograd_input(hinted) == 1
+    assert prefer_planar_winograd_input(hinted) == 1  # again: replaced, not added twice
+    assert hinted.read_text().count('name="primitives_priority"') == 1
+    core = ov.Core()
+    tagged = {o.get_friendly_name(): o.get_rt_info()["primitives_priority_0"].astype(str)
+              for o in core.read_model(hinted).get_ops() if "primitives_priority_0" in o.get_rt_info()}
+    assert list(tagged.values()) == ["cpu:jit_avx2"]  # restored as the typed attribute the plugin reads
+    outputs = {}
+    for path in (plain, hinted):
+        compiled = core.compile_model(str(path), "CPU", {"INFERENCE_NUM_THREADS": 2, "INFERENCE_PRECISION_HINT": "f32"})
+        outputs[path.stem] = compiled.create_infer_request().infer({0: x.numpy()})[0]
+        kernels = {o.get_friendly_name(): o.get_rt_info()["primitiveType"].astype(str)
+                   for o in compiled.get_runtime_model().get_ops()}
+        name = next(iter(tagged))
+        if "avx2" in cpu_info().flags:
+            assert kernels[name].startswith("jit_avx2") == (path == hinted), kernels[name]
+    assert rel_err(torch.from_numpy(outputs["hinted"]), torch.from_numpy(outputs["w"])) < 1e-6
+    # an IR without Winograd is left as it was
+    direct = tmp_path / "direct.xml"
+    ov.save_model(ov.convert_model(nn.Conv2d(8, 8, 3, padding=1).eval(), example_input=torch.randn(1, 8, 16, 16)),
+                  str(direct), compress_to_fp16=False)
+    before = direct.read_bytes()
+    assert prefer_planar_winograd_input(direct) == 0 and direct.read_bytes() == before
+
+
+@pytest.mark.parametrize("planar_faster", [True, False])
+def test_an_openvino_export_carries_the_hint_only_where_its_check_measured_it_faster(tmp_path, monkeypatch, planar_faster):
+    import featx.tuning as tuning
+    from featx.deploy.openvino_export import export_openvino
+
+    monkeypatch.setenv("FEATX_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(tuning, "_measure", lambda w, r, n, t: {"direct_ms": 2.0, "winograd_ms": 1.0, "winograd": True})
+    monkeypatch.setattr(tuning, "_whole_model_medians", lambda d, c, size, runtime, n, t: {
+        "direct": 10.0, "winograd": 8.0, "winograd_planar": 7.0 if planar_faster else 8.5})
+    logged = []
+    out = tmp_path / "r18.xml"
+    export_openvino("ResNet18FPN", out, log=logged.append)
+    meta = read_metadata(out)
+    n_winograd = meta["winograd_convs"]
+    assert n_winograd > 0 and meta["winograd_decision"]["whole_model"] == {
+        "direct_ms": 10.0, "winograd_ms": 8.0, "planar_input_ms": 7.0 if planar_faster else 8.5,
+        "planar_input": planar_faster, "keep": True}
+    assert out.read_text().count('name="primitives_priority"') == (n_winograd if planar_faster else 0)
+    assert any("with the planar input-transform hint: " + ("used" if planar_faster else "not used") in line
+               for line in logged), logged
+    assert any("run on cpu:jit_avx2" in line for line in logged) == planar_faster

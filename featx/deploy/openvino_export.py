@@ -4,7 +4,8 @@ OpenVINO's own converter from featx's ONNX export, with featx's metadata in the 
 The ONNX export is the one ``featx export`` writes (inference path: BN folded; dynamic batch, height
 and width unless a static shape is asked for; TorchScript exporter, as the converter needs no symbolic
 shapes); ``openvino.convert_model`` turns it into an
-OpenVINO model, so no graph is edited by hand. Every ``featx.*`` ONNX metadata key is stored as
+OpenVINO model, so no graph is edited by hand; the one edit is a runtime hint in the IR's runtime info,
+on the Winograd input transforms, where the export measured it faster (:mod:`featx.deploy.ir_hints`). Every ``featx.*`` ONNX metadata key is stored as
 ``rt_info["featx"][key]`` (``featx.deploy.metadata.read_metadata`` reads either format). The
 weights stay fp32 (``compress_to_fp16=False``: an fp16 IR would change the numbers parity checks).
 The two files are written atomically: each to a temporary name, the ``.bin`` renamed first.
@@ -12,6 +13,7 @@ The two files are written atomically: each to a temporary name, the ``.bin`` ren
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import tempfile
 import time
@@ -19,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Union
 
+from featx.deploy.ir_hints import PLANAR_INPUT_PRIORITY, prefer_planar_winograd_input
 from featx.deploy.onnx_export import ExportSettings, export_onnx
 from featx.errors import ExportError
 from featx.io import atomic_path
@@ -43,8 +46,10 @@ def set_featx_rt_info(model: Any, metadata: dict[str, str]) -> None:
         model.set_rt_info(str(value), ["featx", key.removeprefix("featx.")])
 
 
-def save_ir(model: Any, path: Union[str, Path]) -> tuple[Path, Path]:
-    """Save an OpenVINO model as ``path`` (.xml) + its ``.bin``, atomically; returns both paths."""
+def save_ir(model: Any, path: Union[str, Path], planar_winograd_input: bool = False) -> tuple[Path, Path]:
+    """Save an OpenVINO model as ``path`` (.xml) + its ``.bin``, atomically; returns both paths. With
+    ``planar_winograd_input`` its Winograd input transforms get the planar-kernel hint
+    (:func:`featx.deploy.ir_hints.prefer_planar_winograd_input`)."""
     import openvino as ov  # the optional `openvino` extra
 
     path = Path(path)
@@ -55,6 +60,8 @@ def save_ir(model: Any, path: Union[str, Path]) -> tuple[Path, Path]:
         with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.stem}.") as tmp:
             staged = Path(tmp) / "model.xml"
             ov.save_model(model, str(staged), compress_to_fp16=False)
+            if planar_winograd_input:
+                prefer_planar_winograd_input(staged)
             os.replace(staged.with_suffix(".bin"), bin_tmp)  # an .xml finds its .bin by its own stem
             os.replace(staged, xml_tmp)
     return path, bin_path
@@ -93,6 +100,11 @@ def export_openvino(model: Union[str, dict], path: Union[str, Path], settings: O
     metadata["featx.format"] = "openvino"
     metadata["featx.openvino_version"] = ov.get_version()
     set_featx_rt_info(ov_model, metadata)
-    xml, bin_path = save_ir(ov_model, path)
+    # the Winograd input transforms on a planar kernel where the export's whole-model check measured that faster
+    whole_model = (json.loads(metadata.get("featx.winograd_decision", "{}")).get("whole_model") or {})
+    planar = bool(whole_model.get("planar_input")) and whole_model.get("keep", False)
+    xml, bin_path = save_ir(ov_model, path, planar_winograd_input=planar)
+    if planar:
+        log(f"OpenVINO hint: the Winograd input transforms run on {PLANAR_INPUT_PRIORITY} (planar layout)")
     return OpenVINOExportResult(str(xml), str(bin_path), (xml.stat().st_size + bin_path.stat().st_size) / 1e6,
                                 time.perf_counter() - start, _ports(ov_model.inputs), _ports(ov_model.outputs), metadata)
