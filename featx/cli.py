@@ -734,6 +734,9 @@ def _cmd_bench(args) -> int:
     r = run_benchmark(args.model, args.sizes, args.batch, args.entries, args.warmup, args.repeats, args.memory,
                       log=_log, winograd=args.winograd)
     headers = ["entry", "input", "median ms", "p25-p75 ms", "img/s", "vs torchvision", "GFLOPs", "GFLOP/s", "of peak"]
+    vs_ov = bool(r["fastest_fp32_vs_openvino_direct"])
+    if vs_ov:
+        headers.append("vs OV direct")
     if args.memory:
         headers.append("peak RSS MB")
     rows = []
@@ -745,6 +748,8 @@ def _cmd_bench(args) -> int:
         row = [x["entry"], "x".join(map(str, x["input"])), f"{x['median_ms']:.0f}", f"{x['p25_ms']:.0f}-{x['p75_ms']:.0f}",
                f"{x['images_per_s']:.2f}", f"{x['vs_torchvision']:.2f}x" if x["vs_torchvision"] else "-",
                f"{x['gflops']:.1f}", f"{x['achieved_gflops_s']:.1f}", f"{100 * x['of_peak']:.0f}%"]
+        if vs_ov:
+            row.append(f"{x['vs_openvino_direct']:.2f}x" if "vs_openvino_direct" in x else "-")
         if args.memory:
             row.append(str(x.get("peak_rss_mb")))
         rows.append(row)
@@ -752,6 +757,9 @@ def _cmd_bench(args) -> int:
           f"{r['matmul_peak_gflops']:.1f} GFLOP/s | Winograd {r['winograd']}")
     print(f"CPU: {r['cpu']['model']} ({r['cpu']['isa']}) | {r['versions']}")
     print(markdown_table(headers, rows) if args.markdown else format_table(headers, rows))
+    for best in r["fastest_fp32_vs_openvino_direct"]:
+        print(f"featx's fastest fp32 path at {'x'.join(map(str, best['input']))}: {best['entry']}, "
+              f"{best['ratio']:.2f}x of OpenVINO on the direct export (median of per-round ratios)")
     if args.json:
         write_json(args.json, r)
     if args.png:

@@ -126,11 +126,25 @@ def test_cpu_description_and_reports():
 
 @pytest.mark.slow
 def test_bench_reports_the_cpu_and_runs_the_openvino_entries(tmp_path):
-    r = run_cli("bench", "--model", "ResNet18FPN", "--sizes", "64x64", "--batch", "1", "--repeats", "1",
-                "--entries", "featx", "featx_openvino", "featx_openvino_int8", "--json", str(tmp_path / "b.json"))
+    r = run_cli("bench", "--model", "ResNet18FPN", "--sizes", "64x64", "--batch", "1", "--repeats", "3",
+                "--entries", "featx", "featx_openvino", "featx_openvino_direct", "featx_openvino_int8",
+                "--json", str(tmp_path / "b.json"))
     assert r.returncode == 0, r.stderr[-2000:]
     data = json.loads((tmp_path / "b.json").read_text())
     assert data["cpu"]["model"] == cpu_info().model and "openvino" in data["versions"]
-    assert [row["entry"] for row in data["rows"]] == ["featx", "featx_openvino", "featx_openvino_int8"]
+    rows = {row["entry"]: row for row in data["rows"]}
+    assert list(rows) == ["featx", "featx_openvino", "featx_openvino_direct", "featx_openvino_int8"]
     assert all(row["median_ms"] > 0 for row in data["rows"])
     assert f"CPU: {cpu_info().model}" in r.stdout
+    # the deployment target's yardstick: each row's per-round ratio to OpenVINO on the direct export, and
+    # featx's fastest fp32 entry by it (int8 and the yardstick itself do not compete)
+    ov = rows["featx_openvino_direct"]["times_ms"]
+    for row in rows.values():  # times_ms are rounded to 0.1 ms: the median ratio lies within their bounds
+        low = sorted((t - 0.05) / (b + 0.05) for t, b in zip(row["times_ms"], ov))[1]
+        high = sorted((t + 0.05) / (b - 0.05) for t, b in zip(row["times_ms"], ov))[1]
+        assert low - 1e-3 <= row["vs_openvino_direct"] <= high + 1e-3
+    best = min(("featx", "featx_openvino"), key=lambda e: rows[e]["vs_openvino_direct"])
+    assert data["fastest_fp32_vs_openvino_direct"] == [
+        {"input": [1, 3, 64, 64], "entry": best, "ratio": rows[best]["vs_openvino_direct"]}]
+    assert (f"featx's fastest fp32 path at 1x3x64x64: {best}, {rows[best]['vs_openvino_direct']:.2f}x of OpenVINO "
+            "on the direct export") in r.stdout and "vs OV direct" in r.stdout
