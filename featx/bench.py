@@ -65,8 +65,8 @@ __all__ = ["ENTRIES", "measure_matmul_peak", "run_benchmark", "build_entry", "be
 ENTRIES = ("torchvision", "timm+tv_fpn", "featx", "featx_optimized", "featx_ort", "featx_openvino", "featx_compile",
            "featx_optimized_direct", "featx_ort_direct", "featx_openvino_direct", "featx_ort_int8", "featx_openvino_int8")
 OPENVINO_DIRECT = "featx_openvino_direct"  # OpenVINO on the direct export: the yardstick of featx's fp32 paths
-FEATX_FP32 = ("featx", "featx_optimized", "featx_ort", "featx_openvino", "featx_compile", "featx_optimized_direct",
-              "featx_ort_direct")
+# featx's fp32 paths, the ones that compete against the yardstick (not the int8 files, not the yardstick itself)
+FEATX_FP32 = tuple(e for e in ENTRIES if e.startswith("featx") and not e.endswith("_int8") and e != OPENVINO_DIRECT)
 
 
 def torchvision_counterpart(model: str) -> str:

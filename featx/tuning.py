@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import shutil
 import tempfile
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -137,10 +138,8 @@ def _torch_runner(module: nn.Module, x: torch.Tensor) -> Callable[[], object]:
     return run
 
 
-def _exported_runner(module: nn.Module, x: torch.Tensor, runtime: str, threads: int, path: Path,
-                     planar_input: bool = False) -> Callable[[], object]:
-    """``module`` exported to ``path`` (.onnx; an IR beside it for OpenVINO, its Winograd input
-    transforms hinted to a planar kernel with ``planar_input``), loaded in ``runtime``."""
+def _exported_runner(module: nn.Module, x: torch.Tensor, runtime: str, threads: int, path: Path) -> Callable[[], object]:
+    """``module`` exported to ``path`` (.onnx; an IR beside it for OpenVINO), loaded in ``runtime``."""
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         torch.onnx.export(module.eval(), (x,), str(path), dynamo=False, input_names=["input"], opset_version=18)
@@ -149,8 +148,19 @@ def _exported_runner(module: nn.Module, x: torch.Tensor, runtime: str, threads: 
 
         ov.save_model(ov.convert_model(str(path)), str(path.with_suffix(".xml")), compress_to_fp16=False)
         path = path.with_suffix(".xml")
-        if planar_input:
-            prefer_planar_winograd_input(path)
+    return _session_runner(path, x, threads)
+
+
+def _planar_copy_runner(xml: Path, x: torch.Tensor, threads: int) -> Callable[[], object]:
+    """The IR at ``xml`` copied (no second export) with the planar input-transform hint, loaded in OpenVINO."""
+    hinted = xml.with_name(f"{xml.stem}_planar.xml")
+    shutil.copyfile(xml.with_suffix(".bin"), hinted.with_suffix(".bin"))
+    shutil.copyfile(xml, hinted)
+    prefer_planar_winograd_input(hinted)
+    return _session_runner(hinted, x, threads)
+
+
+def _session_runner(path: Path, x: torch.Tensor, threads: int) -> Callable[[], object]:
     session = open_session(path, "cpu", threads)
     feed = x.numpy()
     return lambda: session.run(feed)
@@ -168,8 +178,7 @@ def _direct_vs_winograd_medians(direct: nn.Module, winograd: nn.Module, x: torch
             runners = {name: _exported_runner(m, x, runtime, threads, Path(tmp) / f"{name}.onnx")
                        for name, m in (("direct", direct), ("winograd", winograd))}
             if planar_variant and runtime == "openvino":
-                runners["winograd_planar"] = _exported_runner(winograd, x, runtime, threads,
-                                                              Path(tmp) / "winograd_planar.onnx", planar_input=True)
+                runners["winograd_planar"] = _planar_copy_runner(Path(tmp) / "winograd.xml", x, threads)
         return interleaved_medians(runners, repeats, warmup=warmup)
 
 
