@@ -28,6 +28,7 @@ from featx.deploy.onnx_export import DEFAULT_OPSET, export_onnx, list_profiles, 
 from featx.deploy.metadata import build_from_config, read_metadata
 from featx.deploy.parity import GATES, parity
 from featx.deploy.int8 import INT8_RUNTIMES, export_int8
+from featx.deploy.openvino_int8 import OVERFLOW_FIXES
 from featx.deploy.int8_eval import evaluate_classifier_int8, evaluate_detector_int8
 from featx.deploy.openvino_export import export_openvino
 from featx.deploy.quantize import CALIBRATION_METHODS
@@ -371,6 +372,10 @@ def _add_export(sub) -> None:
     p.add_argument("--max-drop", type=_non_negative_float, default=None,
                    help="with --int8: NNCF's accuracy-aware quantization, layers back to fp32 until the mean cosine to "
                    "fp32 drops by at most this (OpenVINO)")
+    p.add_argument("--overflow-fix", choices=list(OVERFLOW_FIXES), default="auto",
+                   help="with --int8 for OpenVINO: NNCF's overflow fix (7-bit weights against u8 x s8 saturation on CPUs "
+                   "without VNNI); auto (default) is this CPU's: enable without VNNI, disable with it. Quantizing on a "
+                   "VNNI machine for AVX2-only ones: enable")
     p.add_argument("--calib", metavar="FOLDER", help="with --int8: images to calibrate on (an ImageFolder or any "
                    "folder of images)")
     p.add_argument("--calib-count", type=_int_at_least(1), default=32, help="with --int8: calibration images (default 32)")
@@ -397,10 +402,12 @@ def _cmd_export(args) -> int:
         raise ValueError("--int8 quantizes an fp32 export; drop --fp16 (or the fp16 profile)")
     if args.calib and not Path(args.calib).is_dir():
         raise FileNotFoundError(f"calibration folder not found: {args.calib}")
-    if (args.runtime != "auto" or args.max_drop is not None) and not args.int8:
-        raise ValueError("--runtime and --max-drop choose how --int8 quantizes; add --int8")
+    if (args.runtime != "auto" or args.max_drop is not None or args.overflow_fix != "auto") and not args.int8:
+        raise ValueError("--runtime, --max-drop and --overflow-fix choose how --int8 quantizes; add --int8")
     if args.format == "openvino" and args.int8 and args.runtime == "onnxruntime":
         raise ValueError("--format openvino with --int8 --runtime onnxruntime mixes runtimes; pick one")
+    if args.runtime == "onnxruntime" and (args.max_drop is not None or args.overflow_fix != "auto"):
+        raise ValueError("--max-drop and --overflow-fix are NNCF's: use --runtime openvino (or auto)")
     cfg = target_config(args.model, args.cfg_options, args.weights)
     suffix = ".xml" if args.format == "openvino" else ".onnx"
     if args.output:
@@ -427,7 +434,7 @@ def _cmd_export(args) -> int:
     if args.int8:
         q = export_int8(cfg, out, settings, args.calib, tuple(args.calib_size), args.calib_count, args.calib_method,
                         runtime="openvino" if args.format == "openvino" and args.runtime == "auto" else args.runtime,
-                        max_drop=args.max_drop, seed=args.seed, log=_log)
+                        max_drop=args.max_drop, seed=args.seed, overflow_fix=args.overflow_fix, log=_log)
         print(f"wrote {q.path}  ({q.size_mb:.1f} MB, int8 for {q.runtime}, calibrated on {q.images} images at "
               f"{q.calib_size[0]}x{q.calib_size[1]}, {q.seconds:.1f} s); check it with: featx parity {q.path}")
     return 0

@@ -13,7 +13,7 @@ from typing import Iterable
 __all__ = [
     "FeatxError", "UnknownModelError", "WeightsError", "UnsafeCheckpointError", "CheckpointMismatchError",
     "WeightsUnavailableError", "ExportError", "QuantizationError", "ParityError", "DataError", "TrainError", "DetectorMismatchError",
-    "did_you_mean",
+    "Int8SaturationWarning", "did_you_mean",
 ]
 
 
@@ -66,6 +66,11 @@ class TrainError(FeatxError, RuntimeError):
 
 class DetectorMismatchError(FeatxError, ValueError):
     """A pyramid whose levels do not fit what a detector's anchors or RoI poolers ask for."""
+
+
+class Int8SaturationWarning(UserWarning):
+    """An int8 file about to run on a CPU where its u8 x s8 products can saturate (no VNNI, and quantized
+    without the overflow fix that guards against it)."""
 
 
 def did_you_mean(word: object, choices: Iterable[str], n: int = 3, cutoff: float = 0.6) -> str:

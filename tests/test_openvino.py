@@ -74,6 +74,78 @@ def test_nncf_int8_with_the_overflow_fix_for_this_cpu(r18_ir, tmp_path):
     assert report.gate["min_cos"] == 0.99
 
 
+def _int8_weight_peaks(ir: Path) -> list[int]:
+    """max |int8 weight| of every convolution of an NNCF IR, in graph order (Constant -> Convert -> Multiply)."""
+    peaks = []
+    for op in ov.Core().read_model(str(ir)).get_ordered_ops():
+        if op.get_type_name() == "Convolution":
+            node = op.input_value(1).get_node()
+            while node.get_type_name() != "Constant":
+                node = node.input_value(0).get_node()
+            data = node.get_data()
+            assert data.dtype == np.int8
+            peaks.append(int(np.abs(data.astype(np.int16)).max()))
+    return peaks
+
+
+def test_overflow_fix_as_asked_and_the_warning_on_a_cpu_without_vnni(r18_ir, tmp_path, monkeypatch):
+    import warnings
+
+    from featx.deploy.openvino_int8 import quantize_openvino
+    from featx.errors import Int8SaturationWarning
+
+    irs = {}
+    for fix in ("enable", "disable", "first_layer_only"):
+        irs[fix] = tmp_path / f"{fix}.xml"
+        q = quantize_openvino(r18_ir, irs[fix], sample_image_path().parent, (96, 96), 4, overflow_fix=fix,
+                              log=lambda m: None)
+        assert q.overflow_fix == fix == read_metadata(irs[fix])["int8"]["overflow_fix"]
+    # NNCF's fix is 7-bit weights: in every conv (enable), the first only, or none (8 bits, +-127)
+    enable, disable, first = (_int8_weight_peaks(irs[f]) for f in ("enable", "disable", "first_layer_only"))
+    assert len(enable) == len(disable) == len(first) == 28
+    assert max(enable) <= 64 and min(disable) == 127 and first[0] <= 64 and min(first[1:]) == 127
+    with pytest.raises(ValueError, match="overflow_fix must be one of"):
+        quantize_openvino(r18_ir, tmp_path / "x.xml", sample_image_path().parent, overflow_fix="on")
+
+    # an IR made without the fix warns when opened on a CPU without VNNI, and only there
+    avx2 = CpuInfo("AMD EPYC", "x86_64", 2, ("avx2", "fma"))
+    vnni = CpuInfo("Xeon", "x86_64", 2, ("avx2", "avx512f", "avx512_vnni"))
+    for cpu, fix, warns in ((avx2, "disable", True), (avx2, "enable", False), (avx2, "first_layer_only", False),
+                            (vnni, "disable", False)):
+        monkeypatch.setattr("featx.deploy.runtimes.cpu_info", lambda cpu=cpu: cpu)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            session = open_session(irs[fix], "cpu")
+        found = [w for w in caught if issubclass(w.category, Int8SaturationWarning)]
+        assert len(found) == int(warns), (cpu.model, fix)
+        if warns:
+            text = str(found[0].message)
+            assert "without NNCF's overflow fix" in text and "AMD EPYC" in text and "--overflow-fix enable" in text
+            assert cpu_info().model in text  # the CPU it was quantized on, from the IR's metadata
+        assert session.run(np.zeros((1, 3, 64, 64), np.float32))[0].shape == (1, 256, 16, 16)
+
+
+def test_cli_overflow_fix_steers_to_openvino(tmp_path, monkeypatch):
+    monkeypatch.setenv("FEATX_CACHE_DIR", str(tmp_path / "cache"))
+    r = run_cli("export", "ResNet18", "--overflow-fix", "enable")
+    assert r.returncode == 1 and "--overflow-fix choose how --int8 quantizes; add --int8" in r.stderr
+    calib = str(sample_image_path().parent)
+    r = run_cli("export", "ResNet18", "-o", str(tmp_path / "a.onnx"), "--exporter", "torchscript", "--no-winograd",
+                "--int8", "--runtime", "onnxruntime", "--overflow-fix", "enable", "--calib", calib)
+    assert r.returncode == 1 and "--overflow-fix are NNCF's: use --runtime openvino" in r.stderr
+    assert not list(tmp_path.glob("a*"))  # refused before exporting anything
+    # --runtime auto with a fix asked for: OpenVINO, without timing both (nothing measured or cached)
+    r = run_cli("export", "ResNet18", "-o", str(tmp_path / "r18.onnx"), "--exporter", "torchscript", "--no-winograd",
+                "--int8", "--overflow-fix", "enable", "--calib", calib, "--calib-count", "3", "--calib-size", "96x96")
+    assert r.returncode == 0, r.stderr[-2000:]
+    meta = read_metadata(tmp_path / "r18_int8.xml")
+    assert meta["int8"]["overflow_fix"] == "enable" and meta["int8_choice"]["why"] == "--overflow-fix is NNCF's"
+    assert max(_int8_weight_peaks(tmp_path / "r18_int8.xml")) <= 64
+    assert "overflow fix enable: as asked" in r.stderr and not (tmp_path / "r18_int8.onnx").exists()
+    assert not (tmp_path / "cache" / "choices.json").exists() or "int8-runtime" not in (
+        tmp_path / "cache" / "choices.json").read_text()
+
+
 def test_accuracy_aware_quantization_keeps_its_promise(r18_ir, tmp_path):
     import random
 

@@ -26,7 +26,7 @@ from featx.cpu import cpu_info
 from featx.deploy.metadata import read_metadata
 from featx.deploy.onnx_export import ExportSettings, export_onnx
 from featx.deploy.openvino_export import export_openvino, save_ir, set_featx_rt_info
-from featx.deploy.openvino_int8 import quantize_openvino
+from featx.deploy.openvino_int8 import OVERFLOW_FIXES, quantize_openvino
 from featx.deploy.quantize import quantize_onnx
 from featx.deploy.runtimes import open_session
 from featx.io import atomic_path
@@ -66,11 +66,14 @@ def _direct_export(model_cfg: dict, fp32_path: Path, settings: ExportSettings, r
 
 
 def _quantize(runtime: str, direct: Path, out: Path, calib: Union[str, Path], size: tuple[int, int], count: int,
-              method: str, max_drop: Optional[float], log: Any) -> int:
+              method: str, max_drop: Optional[float], overflow_fix: str, log: Any) -> int:
     if runtime == "openvino":
-        return quantize_openvino(direct, out, calib, size, count, max_drop=max_drop, log=log).images
+        return quantize_openvino(direct, out, calib, size, count, max_drop=max_drop, overflow_fix=overflow_fix,
+                                 log=log).images
     if max_drop is not None:
         raise ValueError("--max-drop (accuracy-aware quantization) is NNCF's: use --runtime openvino")
+    if overflow_fix != "auto":
+        raise ValueError("--overflow-fix is NNCF's: use --runtime openvino")
     return quantize_onnx(direct, out, calib, size, count, method, log=log).images
 
 
@@ -102,10 +105,14 @@ def _add_metadata(path: Path, key: str, value: str) -> None:
 
 def export_int8(model_cfg: dict, fp32_path: Union[str, Path], settings: ExportSettings, calib: Union[str, Path],
                 calib_size: tuple[int, int] = (512, 512), count: int = 32, method: str = "percentile",
-                runtime: str = "auto", max_drop: Optional[float] = None, seed: int = 0, log: Any = print) -> Int8Result:
-    """The int8 companion of the fp32 export at ``fp32_path`` (see the module docstring)."""
+                runtime: str = "auto", max_drop: Optional[float] = None, seed: int = 0, overflow_fix: str = "auto",
+                log: Any = print) -> Int8Result:
+    """The int8 companion of the fp32 export at ``fp32_path`` (see the module docstring). ``max_drop`` and
+    ``overflow_fix`` are NNCF's (:func:`featx.deploy.openvino_int8.quantize_openvino`)."""
     if runtime not in INT8_RUNTIMES:
         raise ValueError(f"runtime must be one of {INT8_RUNTIMES}, got {runtime!r}")
+    if overflow_fix not in OVERFLOW_FIXES:
+        raise ValueError(f"overflow_fix must be one of {OVERFLOW_FIXES}, got {overflow_fix!r}")
     start = time.perf_counter()
     fp32_path = Path(fp32_path)
     stem = fp32_path.with_suffix("")
@@ -114,9 +121,10 @@ def export_int8(model_cfg: dict, fp32_path: Union[str, Path], settings: ExportSe
     key = (f"int8-runtime|{cpu.key}|{software_versions()}|threads {threads}|{TIMING_METHOD}|{model_cfg.get('type')}|"
            f"{calib_size[0]}x{calib_size[1]}")
     choice: dict = {}
-    if runtime == "auto" and max_drop is not None:
-        runtime = "openvino"  # accuracy-aware quantization is NNCF's
-        choice = {"runtime": runtime, "why": "--max-drop needs NNCF"}
+    if runtime == "auto" and (max_drop is not None or overflow_fix != "auto"):
+        runtime = "openvino"  # accuracy-aware quantization and the overflow fix are NNCF's
+        choice = {"runtime": runtime, "why": "--max-drop needs NNCF" if max_drop is not None else
+                  "--overflow-fix is NNCF's"}
     if runtime == "auto":
         cached = cached_choice(key)
         if cached is not None:
@@ -131,7 +139,7 @@ def export_int8(model_cfg: dict, fp32_path: Union[str, Path], settings: ExportSe
             direct = _direct_export(model_cfg, fp32_path, settings, rt, tmp, seed, log)
             out = (tmp / f"int8_{rt}{'.xml' if rt == 'openvino' else '.onnx'}") if runtime == "auto" else \
                 stem.with_name(stem.name + "_int8" + (".xml" if rt == "openvino" else ".onnx"))
-            images = _quantize(rt, direct, out, calib, tuple(calib_size), count, method, max_drop, log)
+            images = _quantize(rt, direct, out, calib, tuple(calib_size), count, method, max_drop, overflow_fix, log)
             built[rt] = out
         if runtime == "auto":
             timings = _time_files(built, channels, tuple(calib_size), threads)

@@ -7,16 +7,19 @@ so every report names what really ran.
 """
 from __future__ import annotations
 
+import json
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional, Union
+from typing import Any, Callable, Optional, Union
 
 import numpy as np
 import torch
 
-from featx.errors import ParityError
+from featx.cpu import CpuInfo, cpu_info
+from featx.errors import Int8SaturationWarning, ParityError
 
-__all__ = ["Session", "open_session", "runtime_for"]
+__all__ = ["Session", "open_session", "runtime_for", "int8_saturation_risk"]
 
 
 @dataclass
@@ -79,6 +82,30 @@ def _onnxruntime(path: Path, device: str, threads: Optional[int], tf32: bool) ->
                    lambda x: session.run(None, {name: x}))
 
 
+def int8_saturation_risk(int8_info: Any, cpu: CpuInfo) -> Optional[str]:
+    """Why an OpenVINO int8 IR (its ``featx.int8`` metadata) may lose accuracy on ``cpu``, or None. Without
+    VNNI, OpenVINO multiplies u8 activations by s8 weights with instructions whose 16-bit pair sums
+    saturate; NNCF's overflow fix (7-bit weights) avoids that, and featx leaves it off only when quantizing
+    on a VNNI CPU. Such an IR is fast and exact on the VNNI machine it was made on, not on an AVX2-only one."""
+    if not isinstance(int8_info, dict) or int8_info.get("overflow_fix") != "disable" or cpu.vnni:
+        return None
+    return (f"it was quantized without NNCF's overflow fix (on {int8_info.get('cpu') or 'a CPU with VNNI'}), and this "
+            f"CPU ({cpu.model}: {cpu.isa}) has no VNNI: its u8 x s8 products can saturate and lose accuracy. Quantize "
+            "it again here, or with --overflow-fix enable for CPUs without VNNI, and check it with featx parity")
+
+
+def _ir_int8_info(model: Any) -> Any:
+    """The ``featx.int8`` entry of an IR's runtime info (decoded), or None."""
+    info = model.get_rt_info()
+    if "featx" not in info.keys():
+        return None
+    featx = {k: v.astype(str) for k, v in info["featx"].items()}
+    try:
+        return json.loads(featx["int8"]) if "int8" in featx else None
+    except json.JSONDecodeError:
+        return None
+
+
 def _openvino(path: Path, device: str, threads: Optional[int]) -> Session:
     import openvino as ov  # the optional `openvino` extra
 
@@ -91,9 +118,13 @@ def _openvino(path: Path, device: str, threads: Optional[int]) -> Session:
     if threads:
         config["INFERENCE_NUM_THREADS"] = threads
     try:
-        compiled = core.compile_model(str(path), "CPU", config)
+        model = core.read_model(str(path))
+        compiled = core.compile_model(model, "CPU", config)
     except Exception as e:
         raise ParityError(f"OpenVINO cannot load {path}: {str(e)[:300]}") from None
+    risk = int8_saturation_risk(_ir_int8_info(model), cpu_info())
+    if risk:
+        warnings.warn(f"{path}: {risk}", Int8SaturationWarning, stacklevel=3)
     request = compiled.create_infer_request()
     outputs = list(compiled.outputs)
     inp = compiled.inputs[0]
