@@ -53,13 +53,26 @@ def interleaved_medians(fns: Mapping[str, Callable[[], object]], repeats: int, w
 
 
 def round_orders(names: Sequence[str], repeats: int) -> Iterator[list[str]]:
-    """The order of each timed round: ``names`` rotated by one more place each round, so every entry
-    runs in every position (first, right after the heaviest, ...) equally often and no effect of the
-    order (caches, the allocator's state left by the entry before) can favour one entry throughout."""
+    """The order of each timed round: a Williams design (a carry-over-balanced Latin square), repeated.
+    Over every ``n`` rounds (``2n`` for an odd number ``n`` of names) each name runs in every position
+    equally often and right after every other name equally often. Position alone is not enough: a
+    rotation keeps each name's predecessor fixed, and what a predecessor leaves behind lands on the same
+    name every round (ONNX Runtime's threads spinning on after a run took a core from the OpenVINO entry
+    that always followed it: 13% slower, a verdict flipped)."""
     names = list(names)
+    n = len(names)
+    base, low, high = [0], 1, n - 1  # 0, 1, n-1, 2, n-2, ...: consecutive differences cover every residue once
+    while len(base) < n:
+        base.append(low)
+        low += 1
+        if len(base) < n:
+            base.append(high)
+            high -= 1
+    rows = [[names[(b + r) % n] for b in base] for r in range(n)]
+    if n % 2:  # odd n: the mirrored square balances the pairs the first one repeats
+        rows += [row[::-1] for row in rows]
     for r in range(repeats):
-        k = r % max(1, len(names))
-        yield names[k:] + names[:k]
+        yield list(rows[r % len(rows)]) if rows else []
 
 
 def paired_ratio(times: Sequence[float], base: Sequence[float]) -> float:

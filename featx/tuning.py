@@ -41,8 +41,10 @@ DEFAULT_TUNING_SIZE = (512, 512)
 MARGIN = 0.95  # Winograd must be at least 5% faster: a tie keeps the exact, lighter direct conv
 WHOLE_MODEL_MARGIN = 0.97  # and the converted network at least 3% faster than the direct one
 CANDIDATE_CHANNELS = (64, 512)  # narrower convs never paid off (the transforms dominate)
-# in cache keys: timings taken one side after the other (before) flipped verdicts on a noisy machine
-TIMING_METHOD = "interleaved"
+# in cache keys, so verdicts timed another way are measured again: one side after the other flipped verdicts on
+# a noisy machine; interleaved in rotated order with ONNX Runtime's threads spinning on after each run taxed
+# whichever side always followed an ONNX Runtime run (the int8 choice's OpenVINO file)
+TIMING_METHOD = "interleaved-balanced-nospin"
 
 
 @dataclass(frozen=True)

@@ -201,6 +201,26 @@ def test_alternatives_are_timed_interleaved_so_a_slow_phase_weighs_on_both():
         interleaved_medians({"a": work("a")}, repeats=0)
 
 
+def test_round_orders_balance_positions_and_predecessors():
+    # a rotation puts every name in every position but keeps each one's predecessor: what that predecessor
+    # leaves behind (spinning threads, a cold cache) would land on the same name every round
+    from collections import Counter
+
+    from featx.timing import round_orders
+
+    for n in range(1, 13):
+        names = [f"e{i}" for i in range(n)]
+        period = n if n % 2 == 0 else 2 * n
+        rows = list(round_orders(names, 2 * period))
+        assert rows[:period] == rows[period:] and all(sorted(r) == sorted(names) for r in rows)
+        positions = Counter((name, i) for r in rows[:period] for i, name in enumerate(r))
+        assert set(positions.values()) == {period // n}  # every name in every position equally often
+        if n > 1:
+            after = Counter((r[i - 1], r[i]) for r in rows[:period] for i in range(1, n))
+            assert len(after) == n * (n - 1) and len(set(after.values())) == 1  # after every other name equally often
+    assert list(round_orders(["a", "b", "c"], 0)) == [] and list(round_orders([], 2)) == [[], []]
+
+
 def test_paired_ratio_cancels_drift_between_rounds():
     from featx.timing import paired_ratio
 
