@@ -14,8 +14,10 @@ Entries (each an ``(N, 3, H, W) -> pyramid`` callable):
   featx_openvino_int8  the direct IR quantized by NNCF, calibrated on the same photos (opt-in)
   featx_*_direct       featx_optimized / featx_ort / featx_openvino on direct convolutions only (opt-in)
 
-Timed runs go round-robin over the entries (after each one's warm-up), in an order that rotates from
-round to round, so a drift of a shared machine weighs on every entry alike.
+Timed runs go round-robin over the entries (after each one's warm-up), in an order that changes from
+round to round (``featx.timing.round_orders``: every entry in every position and right after every other
+entry equally often), so a drift of a shared machine, or what one entry leaves behind for the next, weighs
+on every entry alike.
 
 Every report names the CPU (model and ISA flags: AVX2, AVX-512, VNNI, AMX) and the runtime versions:
 ratios and the best path change from one CPU to another.
@@ -148,8 +150,8 @@ def build_entry(name: str, model: str, workdir: Path, winograd: Optional[bool] =
 
 def _time_interleaved(callables: dict[str, Callable], x: torch.Tensor, warmup: int, repeats: int, log: Callable,
                       label: str) -> dict[str, Any]:
-    """Each entry's timed runs in ms, taken round-robin (entry 1, entry 2, ..., then rotated by one), so a slow drift
-    of the machine (other tenants, clocks) weighs on every entry alike; an entry that fails gets its error."""
+    """Each entry's timed runs in ms, taken round-robin in balanced orders (``featx.timing.round_orders``), so a
+    slow drift of the machine (other tenants, clocks) weighs on every entry alike; an entry that fails gets its error."""
     out: dict[str, Any] = {}
     for name, fn in callables.items():
         log(f"  {name} {label}: warm-up ...")

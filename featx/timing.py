@@ -28,7 +28,7 @@ def median_ms(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float:
 
 
 def interleaved_times(fns: Mapping[str, Callable[[], object]], repeats: int, warmup: int = 1) -> dict[str, list[float]]:
-    """Each callable's timed runs in ms, in round order, taken round-robin (a, b, ..., then b, ..., a: see
+    """Each callable's timed runs in ms, in round order, taken round-robin (in the balanced orders of
     :func:`round_orders`) after ``warmup`` untimed calls of each: a comparison of alternatives. Timed one
     after the other, a slow phase of a shared machine (other tenants, clock changes; 2x swings were seen
     on 2-CPU cloud machines) lands on one side only and flips the verdict; interleaved, it weighs on all
