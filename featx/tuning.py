@@ -25,7 +25,7 @@ from torch import nn
 
 from featx.choices import cached_choice, store_choice
 from featx.cpu import cpu_info
-from featx.deploy.ir_hints import planar_hint_honoured, prefer_planar_winograd_input
+from featx.deploy.ir_hints import prefer_planar_winograd_input
 from featx.deploy.runtimes import open_session
 from featx.features import input_channels
 from featx.timing import interleaved_medians
@@ -87,8 +87,6 @@ class WinogradDecision:
             if "planar_input_ms" in w:
                 planar = (f" ({w['planar_input_ms']:.1f} ms with the planar input-transform hint: "
                           f"{'used' if w['planar_input'] else 'not used'})")
-            elif w.get("planar_hint_honoured") is False:
-                planar = " (the planar input-transform hint: not honoured by OpenVINO on this CPU, not timed)"
             text += (f"; the whole model {w['direct_ms']:.1f} ms direct, {w['winograd_ms']:.1f} ms with them{planar}: "
                      f"{'kept' if w['keep'] else slower}")
         return text
@@ -155,15 +153,12 @@ def _exported_runner(module: nn.Module, x: torch.Tensor, runtime: str, threads: 
     return _session_runner(path, x, threads)
 
 
-def _planar_copy_runner(xml: Path, x: torch.Tensor, threads: int) -> Optional[Callable[[], object]]:
-    """The IR at ``xml`` copied (no second export) with the planar input-transform hint, loaded in OpenVINO;
-    None where OpenVINO does not honour the hint on this CPU (the copy would run as the plain IR)."""
+def _planar_copy_runner(xml: Path, x: torch.Tensor, threads: int) -> Callable[[], object]:
+    """The IR at ``xml`` copied (no second export) with the planar input-transform hint, loaded in OpenVINO."""
     hinted = xml.with_name(f"{xml.stem}_planar.xml")
     shutil.copyfile(xml.with_suffix(".bin"), hinted.with_suffix(".bin"))
     shutil.copyfile(xml, hinted)
     prefer_planar_winograd_input(hinted)
-    if not planar_hint_honoured(hinted):
-        return None
     return _session_runner(hinted, x, threads)
 
 
@@ -177,8 +172,7 @@ def _direct_vs_winograd_medians(direct: nn.Module, winograd: nn.Module, x: torch
                                 repeats: int, threads: int, warmup: int, planar_variant: bool = False) -> dict[str, float]:
     """Median ms of the two modules on ``x`` in ``runtime`` (PyTorch eager, or each exported and loaded in
     ONNX Runtime / OpenVINO), timed interleaved: keys "direct" and "winograd"; with ``planar_variant``
-    in OpenVINO also "winograd_planar", the Winograd IR with the planar input-transform hint, where OpenVINO
-    honours that hint on this CPU."""
+    in OpenVINO also "winograd_planar", the Winograd IR with the planar input-transform hint."""
     with tempfile.TemporaryDirectory() as tmp:
         if runtime == "torch":
             runners = {"direct": _torch_runner(direct, x), "winograd": _torch_runner(winograd, x)}
@@ -186,9 +180,7 @@ def _direct_vs_winograd_medians(direct: nn.Module, winograd: nn.Module, x: torch
             runners = {name: _exported_runner(m, x, runtime, threads, Path(tmp) / f"{name}.onnx")
                        for name, m in (("direct", direct), ("winograd", winograd))}
             if planar_variant and runtime == "openvino":
-                planar = _planar_copy_runner(Path(tmp) / "winograd.xml", x, threads)
-                if planar is not None:
-                    runners["winograd_planar"] = planar
+                runners["winograd_planar"] = _planar_copy_runner(Path(tmp) / "winograd.xml", x, threads)
         return interleaved_medians(runners, repeats, warmup=warmup)
 
 
@@ -242,8 +234,7 @@ def _whole_model_medians(direct: nn.Module, converted: nn.Module, size: tuple[in
 
 
 def _planar_hint_applies(runtime: str) -> bool:
-    """The hint names an AVX2 kernel: a candidate in OpenVINO on CPUs that have it (whether OpenVINO honours
-    it there is read from the compiled hinted IR, :func:`featx.deploy.ir_hints.planar_hint_honoured`)."""
+    """The hint names an AVX2 kernel: a candidate in OpenVINO on CPUs that have it."""
     return runtime == "openvino" and "avx2" in cpu_info().flags
 
 
@@ -254,8 +245,7 @@ def confirm_on_whole_model(model: nn.Module, decision: WinogradDecision, repeats
     OpenVINO) at the decision's size; keep the conversions only if the whole model is at least 3% faster
     with them (each conv faster alone does not make the network faster: the transformed weights and
     intermediates compete for the caches, and a runtime's layout changes around the Winograd ops cost
-    time of their own). In OpenVINO, where it honours the hint on this CPU (AVX2; not AVX-512, where
-    ``planar_hint_honoured: False`` is recorded), the converted model is also timed with the planar
+    time of their own). In OpenVINO on an AVX2 CPU the converted model is also timed with the planar
     input-transform hint (:mod:`featx.deploy.ir_hints`), and the faster of the two is the one compared and
     recorded (``planar_input``). Cached like the workloads."""
     if not decision.convert:
@@ -280,8 +270,6 @@ def confirm_on_whole_model(model: nn.Module, decision: WinogradDecision, repeats
         if planar is not None:  # OpenVINO: with the planar input-transform hint, if that was faster
             result |= {"planar_input_ms": round(planar, 2), "planar_input": planar < w}
             w = min(w, planar)
-        elif _planar_hint_applies(decision.runtime):  # a candidate, but OpenVINO keeps its own kernel here
-            result["planar_hint_honoured"] = False
         result["keep"] = w < WHOLE_MODEL_MARGIN * d
         if use_cache:
             store_choice(key, result)

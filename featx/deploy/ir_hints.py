@@ -11,9 +11,7 @@ interleaved runs at 512x512 and 800x1216).
 
 The hint is OpenVINO's ``primitives_priority`` runtime attribute, which its IR reader restores as the
 typed attribute that the CPU plugin honours (a plain string set from Python is neither serialized nor
-read). Whether it is honoured at all is read from the compiled model (:func:`planar_hint_honoured`): on an
-AVX-512 CPU OpenVINO 2026.4 keeps its own ``jit_avx512`` kernel for these convolutions and ignores it. Where
-it is honoured, whether it helps is measured per CPU (``featx.tuning.confirm_on_whole_model``), not assumed.
+read). Whether it helps is measured per CPU (``featx.tuning.confirm_on_whole_model``), not assumed.
 """
 from __future__ import annotations
 
@@ -21,7 +19,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Union
 
-__all__ = ["PLANAR_INPUT_PRIORITY", "prefer_planar_winograd_input", "winograd_input_layers", "planar_hint_honoured"]
+__all__ = ["PLANAR_INPUT_PRIORITY", "prefer_planar_winograd_input", "winograd_input_layers"]
 
 PLANAR_INPUT_PRIORITY = "cpu:jit_avx2"
 _INPUT_TRANSFORM_WEIGHTS = ["36", "1", "6", "6"]  # (n*n, 1, n, n) of F(4x4, 3x3), stride 4
@@ -61,20 +59,3 @@ def prefer_planar_winograd_input(xml_path: Union[str, Path], priority: str = PLA
     if layers:
         tree.write(xml_path, encoding="utf-8", xml_declaration=True)
     return len(layers)
-
-
-def planar_hint_honoured(xml_path: Union[str, Path]) -> bool:
-    """Whether OpenVINO's CPU plugin, on this machine, runs every hinted Winograd input transform of the IR at
-    ``xml_path`` on the hinted kernel (read from the compiled model's ``primitiveType``); False when none is
-    hinted. Where it is not, the hinted IR runs exactly as the plain one."""
-    import openvino as ov  # the optional `openvino` extra
-
-    names = {layer.get("name") for layer in winograd_input_layers(ET.parse(xml_path).getroot())
-             if any(a.get("name") == "primitives_priority" for a in layer.iter("attribute"))}
-    if not names:
-        return False
-    compiled = ov.Core().compile_model(str(xml_path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
-    kernels = [op.get_rt_info()["primitiveType"].astype(str) for op in compiled.get_runtime_model().get_ops()
-               if op.get_friendly_name() in names]
-    kernel = PLANAR_INPUT_PRIORITY.split(":", 1)[1]
-    return len(kernels) == len(names) and all(k.startswith(kernel) for k in kernels)
