@@ -19,7 +19,7 @@ from torch import nn
 from featx.errors import ParityError, WeightsUnavailableError
 from featx.models import build_module
 
-__all__ = ["read_metadata", "build_from_config", "model_from_metadata"]
+__all__ = ["read_metadata", "ir_featx_info", "build_from_config", "model_from_metadata"]
 
 
 def read_metadata(path: Union[str, Path]) -> dict[str, Any]:
@@ -54,9 +54,16 @@ def _read_ir_metadata(path: Path) -> dict[str, Any]:
     if not path.is_file() or not path.with_suffix(".bin").is_file():
         raise ParityError(f"OpenVINO IR not found: {path} and {path.with_suffix('.bin').name} are both needed")
     try:
-        info = ov.Core().read_model(str(path)).get_rt_info()
+        model = ov.Core().read_model(str(path))
     except Exception as e:
         raise ParityError(f"{path} is not an OpenVINO IR ({type(e).__name__}: {str(e)[:200]})") from None
+    return ir_featx_info(model)
+
+
+def ir_featx_info(model: Any) -> dict[str, Any]:
+    """The ``featx.*`` entries of an OpenVINO model's runtime info (``rt_info["featx"]``), JSON values
+    decoded; empty for a model featx did not write."""
+    info = model.get_rt_info()
     if "featx" not in info.keys():
         return {}
     return {k: _decode(v.astype(str)) for k, v in info["featx"].items()}

@@ -7,7 +7,6 @@ so every report names what really ran.
 """
 from __future__ import annotations
 
-import json
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +16,7 @@ import numpy as np
 import torch
 
 from featx.cpu import CpuInfo, cpu_info
+from featx.deploy.metadata import ir_featx_info
 from featx.errors import Int8SaturationWarning, ParityError
 
 __all__ = ["Session", "open_session", "runtime_for", "int8_saturation_risk"]
@@ -99,18 +99,6 @@ def int8_saturation_risk(int8_info: Any, cpu: CpuInfo) -> Optional[str]:
             "it again here, or with --overflow-fix enable for CPUs without VNNI, and check it with featx parity")
 
 
-def _ir_int8_info(model: Any) -> Any:
-    """The ``featx.int8`` entry of an IR's runtime info (decoded), or None."""
-    info = model.get_rt_info()
-    if "featx" not in info.keys():
-        return None
-    featx = {k: v.astype(str) for k, v in info["featx"].items()}
-    try:
-        return json.loads(featx["int8"]) if "int8" in featx else None
-    except json.JSONDecodeError:
-        return None
-
-
 def _openvino(path: Path, device: str, threads: Optional[int]) -> Session:
     import openvino as ov  # the optional `openvino` extra
 
@@ -127,7 +115,7 @@ def _openvino(path: Path, device: str, threads: Optional[int]) -> Session:
         compiled = core.compile_model(model, "CPU", config)
     except Exception as e:
         raise ParityError(f"OpenVINO cannot load {path}: {str(e)[:300]}") from None
-    risk = int8_saturation_risk(_ir_int8_info(model), cpu_info())
+    risk = int8_saturation_risk(ir_featx_info(model).get("int8"), cpu_info())
     if risk:
         warnings.warn(f"{path}: {risk}", Int8SaturationWarning, stacklevel=3)
     request = compiled.create_infer_request()
@@ -148,7 +136,8 @@ def _openvino(path: Path, device: str, threads: Optional[int]) -> Session:
 def open_session(path: Union[str, Path], device: str = "auto", threads: Optional[int] = None,
                  tf32: bool = False) -> Session:
     """Load ``path`` in its runtime on ``device`` ("auto", "cpu", "cuda"; CUDA fails loudly when it
-    cannot really run there)."""
+    cannot really run there). An OpenVINO int8 IR quantized without NNCF's overflow fix warns
+    (:class:`featx.errors.Int8SaturationWarning`, see :func:`int8_saturation_risk`) on a CPU without VNNI."""
     if device not in ("auto", "cpu", "cuda"):
         raise ParityError(f"--device must be auto, cuda or cpu, got {device!r}")
     path = Path(path)
