@@ -27,7 +27,7 @@ from featx.demo import run_demo
 from featx.deploy.onnx_export import DEFAULT_OPSET, export_onnx, list_profiles, load_profile, target_config
 from featx.deploy.metadata import build_from_config, read_metadata
 from featx.deploy.parity import GATES, parity
-from featx.deploy.int8 import INT8_RUNTIMES, export_int8
+from featx.deploy.int8 import INT8_RUNTIMES, export_int8, resolve_int8_runtime
 from featx.deploy.openvino_int8 import OVERFLOW_FIXES
 from featx.deploy.int8_eval import evaluate_classifier_int8, evaluate_detector_int8
 from featx.deploy.openvino_export import export_openvino
@@ -406,8 +406,8 @@ def _cmd_export(args) -> int:
         raise ValueError("--runtime, --max-drop and --overflow-fix choose how --int8 quantizes; add --int8")
     if args.format == "openvino" and args.int8 and args.runtime == "onnxruntime":
         raise ValueError("--format openvino with --int8 --runtime onnxruntime mixes runtimes; pick one")
-    if args.runtime == "onnxruntime" and (args.max_drop is not None or args.overflow_fix != "auto"):
-        raise ValueError("--max-drop and --overflow-fix are NNCF's: use --runtime openvino (or auto)")
+    if args.int8:
+        resolve_int8_runtime(args.runtime, args.max_drop, args.overflow_fix)  # refused now, not after the fp32 export
     cfg = target_config(args.model, args.cfg_options, args.weights)
     suffix = ".xml" if args.format == "openvino" else ".onnx"
     if args.output:

@@ -42,8 +42,8 @@ MARGIN = 0.95  # Winograd must be at least 5% faster: a tie keeps the exact, lig
 WHOLE_MODEL_MARGIN = 0.97  # and the converted network at least 3% faster than the direct one
 CANDIDATE_CHANNELS = (64, 512)  # narrower convs never paid off (the transforms dominate)
 # in cache keys, so verdicts timed another way are measured again: one side after the other flipped verdicts on
-# a noisy machine; interleaved in rotated order with ONNX Runtime's threads spinning on after each run taxed
-# whichever side always followed an ONNX Runtime run (the int8 choice's OpenVINO file)
+# a noisy machine; with ONNX Runtime's threads spinning on after each run, the side timed right after an ONNX
+# Runtime run paid for it (the int8 choice's OpenVINO file, in about half of its rounds)
 TIMING_METHOD = "interleaved-balanced-nospin"
 
 

@@ -125,6 +125,20 @@ def test_overflow_fix_as_asked_and_the_warning_on_a_cpu_without_vnni(r18_ir, tmp
         assert session.run(np.zeros((1, 3, 64, 64), np.float32))[0].shape == (1, 256, 16, 16)
 
 
+def test_nncf_options_resolve_the_int8_runtime_before_anything_is_exported():
+    from featx.deploy.int8 import resolve_int8_runtime
+
+    assert resolve_int8_runtime("auto") == ("auto", None)  # measured later
+    assert resolve_int8_runtime("auto", max_drop=0.01) == ("openvino", "--max-drop needs NNCF")
+    assert resolve_int8_runtime("auto", overflow_fix="enable") == ("openvino", "--overflow-fix is NNCF's")
+    assert resolve_int8_runtime("openvino", overflow_fix="disable") == ("openvino", None)
+    for bad in ({"max_drop": 0.01}, {"overflow_fix": "enable"}):
+        with pytest.raises(ValueError, match="are NNCF's: use --runtime openvino"):
+            resolve_int8_runtime("onnxruntime", **bad)
+    with pytest.raises(ValueError, match="overflow_fix must be one of"):
+        resolve_int8_runtime("auto", overflow_fix="on")
+
+
 def test_cli_overflow_fix_steers_to_openvino(tmp_path, monkeypatch):
     monkeypatch.setenv("FEATX_CACHE_DIR", str(tmp_path / "cache"))
     r = run_cli("export", "ResNet18", "--overflow-fix", "enable")

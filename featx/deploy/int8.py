@@ -33,7 +33,7 @@ from featx.io import atomic_path
 from featx.timing import interleaved_medians
 from featx.tuning import TIMING_METHOD, software_versions
 
-__all__ = ["Int8Result", "export_int8", "INT8_RUNTIMES"]
+__all__ = ["Int8Result", "export_int8", "resolve_int8_runtime", "INT8_RUNTIMES"]
 
 INT8_RUNTIMES = ("auto", "onnxruntime", "openvino")
 
@@ -65,15 +65,29 @@ def _direct_export(model_cfg: dict, fp32_path: Path, settings: ExportSettings, r
     return direct
 
 
+def resolve_int8_runtime(runtime: str, max_drop: Optional[float] = None,
+                         overflow_fix: str = "auto") -> tuple[str, Optional[str]]:
+    """The int8 runtime once NNCF's options are taken into account, and why it was chosen for the user
+    (``None`` when it was not): ``max_drop`` and ``overflow_fix`` are NNCF's, so they make "auto" OpenVINO
+    and are refused with "onnxruntime". Checked before anything is exported."""
+    if runtime not in INT8_RUNTIMES:
+        raise ValueError(f"runtime must be one of {INT8_RUNTIMES}, got {runtime!r}")
+    if overflow_fix not in OVERFLOW_FIXES:
+        raise ValueError(f"overflow_fix must be one of {OVERFLOW_FIXES}, got {overflow_fix!r}")
+    if max_drop is None and overflow_fix == "auto":
+        return runtime, None
+    if runtime == "onnxruntime":
+        raise ValueError("--max-drop and --overflow-fix are NNCF's: use --runtime openvino (or auto)")
+    if runtime == "openvino":
+        return runtime, None
+    return "openvino", "--max-drop needs NNCF" if max_drop is not None else "--overflow-fix is NNCF's"
+
+
 def _quantize(runtime: str, direct: Path, out: Path, calib: Union[str, Path], size: tuple[int, int], count: int,
               method: str, max_drop: Optional[float], overflow_fix: str, log: Any) -> int:
     if runtime == "openvino":
         return quantize_openvino(direct, out, calib, size, count, max_drop=max_drop, overflow_fix=overflow_fix,
                                  log=log).images
-    if max_drop is not None:
-        raise ValueError("--max-drop (accuracy-aware quantization) is NNCF's: use --runtime openvino")
-    if overflow_fix != "auto":
-        raise ValueError("--overflow-fix is NNCF's: use --runtime openvino")
     return quantize_onnx(direct, out, calib, size, count, method, log=log).images
 
 
@@ -109,10 +123,7 @@ def export_int8(model_cfg: dict, fp32_path: Union[str, Path], settings: ExportSe
                 log: Any = print) -> Int8Result:
     """The int8 companion of the fp32 export at ``fp32_path`` (see the module docstring). ``max_drop`` and
     ``overflow_fix`` are NNCF's (:func:`featx.deploy.openvino_int8.quantize_openvino`)."""
-    if runtime not in INT8_RUNTIMES:
-        raise ValueError(f"runtime must be one of {INT8_RUNTIMES}, got {runtime!r}")
-    if overflow_fix not in OVERFLOW_FIXES:
-        raise ValueError(f"overflow_fix must be one of {OVERFLOW_FIXES}, got {overflow_fix!r}")
+    runtime, why = resolve_int8_runtime(runtime, max_drop, overflow_fix)
     start = time.perf_counter()
     fp32_path = Path(fp32_path)
     stem = fp32_path.with_suffix("")
@@ -120,11 +131,7 @@ def export_int8(model_cfg: dict, fp32_path: Union[str, Path], settings: ExportSe
     channels = int((read_metadata(fp32_path).get("input") or {}).get("channels") or 3)
     key = (f"int8-runtime|{cpu.key}|{software_versions()}|threads {threads}|{TIMING_METHOD}|{model_cfg.get('type')}|"
            f"{calib_size[0]}x{calib_size[1]}")
-    choice: dict = {}
-    if runtime == "auto" and (max_drop is not None or overflow_fix != "auto"):
-        runtime = "openvino"  # accuracy-aware quantization and the overflow fix are NNCF's
-        choice = {"runtime": runtime, "why": "--max-drop needs NNCF" if max_drop is not None else
-                  "--overflow-fix is NNCF's"}
+    choice: dict = {"runtime": runtime, "why": why} if why else {}
     if runtime == "auto":
         cached = cached_choice(key)
         if cached is not None:
