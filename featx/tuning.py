@@ -29,7 +29,7 @@ from featx.deploy.ir_hints import prefer_planar_winograd_input
 from featx.deploy.runtimes import open_session
 from featx.features import input_channels
 from featx.timing import interleaved_medians
-from featx.winograd import WinogradConv2d, convert_to_winograd, winograd_eligible
+from featx.winograd import FORMULATION, WinogradConv2d, convert_to_winograd, winograd_eligible
 
 __all__ = ["Workload", "WinogradDecision", "decide_winograd", "confirm_on_whole_model", "conv_workloads", "TIMING_METHOD",
            "software_versions", "RUNTIMES", "DEFAULT_TUNING_SIZE"]
@@ -207,7 +207,7 @@ def decide_winograd(model: nn.Module, runtime: str = "torch", size: tuple[int, i
     decision = WinogradDecision(runtime, tuple(size), cpu=cpu.describe())
     workloads = conv_workloads(model, size)
     measure = measure or _measure
-    prefix = f"winograd|{runtime}|{cpu.key}|{software_versions()}|threads {threads}|{TIMING_METHOD}"
+    prefix = f"winograd|{runtime}|{cpu.key}|{software_versions()}|threads {threads}|{TIMING_METHOD}|{FORMULATION}"
     fresh = 0
     for workload in dict.fromkeys(workloads.values()):
         key = f"{prefix}|{workload.key}"
@@ -255,7 +255,7 @@ def confirm_on_whole_model(model: nn.Module, decision: WinogradDecision, repeats
     threads = threads or torch.get_num_threads()
     cpu = cpu_info()
     n_params = sum(p.numel() for p in model.parameters())
-    key = (f"winograd-model|{decision.runtime}|{cpu.key}|{software_versions()}|threads {threads}|{TIMING_METHOD}|"
+    key = (f"winograd-model|{decision.runtime}|{cpu.key}|{software_versions()}|threads {threads}|{TIMING_METHOD}|{FORMULATION}|"
            f"{type(model).__name__}:{n_params}|{decision.size[0]}x{decision.size[1]}|{','.join(decision.convert)}"
            + ("|planar-input" if _planar_hint_applies(decision.runtime) else ""))
     result = cached_choice(key) if use_cache else None
