@@ -13,7 +13,7 @@ Which norm follows which conv is known from featx's own layout (the weights' sou
 from __future__ import annotations
 
 import copy
-from typing import Collection, Union
+from typing import Collection, Mapping, Union
 
 import torch
 from torch import nn
@@ -81,7 +81,7 @@ def optimize_for_inference(
     model: nn.Module,
     channels_last: bool = True,
     inplace: bool = False,
-    winograd: Union[None, bool, WinogradDecision, Collection[str]] = None,
+    winograd: Union[None, bool, WinogradDecision, Collection[str], Mapping[str, int]] = None,
     winograd_min_channels: int = 128,
     winograd_max_channels: int = 256,
     tuning_runtime: str = "torch",
@@ -101,7 +101,8 @@ def optimize_for_inference(
       faster in that runtime (``confirm_on_whole_model``). Cached per CPU and versions, so measured once. On
       CUDA and for other dtypes: off (cuDNN picks its own algorithms; transforms amplify fp16 rounding).
     - ``True``: every eligible conv with channels in ``[winograd_min_channels, winograd_max_channels]``.
-    - ``False``: none. A ``WinogradDecision`` or a collection of module names: those.
+    - ``False``: none. A ``WinogradDecision``, a collection of module names, or a mapping of module names to
+      tile sides (4: F(4x4, 3x3), 6: F(6x6, 3x3)): those.
 
     The decision is kept as ``model.winograd_decision`` (None when not measured). Feed the result
     inputs as usual; with ``channels_last`` the convolutions run in NHWC (oneDNN's preferred layout on
@@ -119,11 +120,11 @@ def optimize_for_inference(
             winograd = False
     if isinstance(winograd, WinogradDecision):
         m.winograd_decision = winograd
-        winograd = winograd.convert
+        winograd = winograd.conversions
     if isinstance(winograd, bool):
         m.winograd_convs = convert_to_winograd(m, winograd_min_channels, winograd_max_channels) if winograd else 0
     else:
-        m.winograd_convs = convert_to_winograd(m, 1, 1 << 30, only=set(winograd))
+        m.winograd_convs = convert_to_winograd(m, 1, 1 << 30, only=winograd if isinstance(winograd, Mapping) else set(winograd))
     for p in m.parameters():
         p.requires_grad_(False)
     if channels_last:

@@ -29,7 +29,7 @@ from featx.deploy.ir_hints import prefer_planar_winograd_input
 from featx.deploy.runtimes import open_session
 from featx.features import input_channels
 from featx.timing import interleaved_medians
-from featx.winograd import FORMULATION, WinogradConv2d, convert_to_winograd, winograd_eligible
+from featx.winograd import FORMULATION, TILE, TILES, WinogradConv2d, convert_to_winograd, winograd_eligible
 
 __all__ = ["Workload", "WinogradDecision", "decide_winograd", "confirm_on_whole_model", "conv_workloads", "TIMING_METHOD",
            "software_versions", "RUNTIMES", "DEFAULT_TUNING_SIZE"]
@@ -39,6 +39,7 @@ logger = logging.getLogger("featx")
 RUNTIMES = ("torch", "onnxruntime", "openvino")
 DEFAULT_TUNING_SIZE = (512, 512)
 MARGIN = 0.95  # Winograd must be at least 5% faster: a tie keeps the exact, lighter direct conv
+# and a larger tile 5% faster than a smaller one: a tie keeps the more accurate (F(4x4): ~5e-6 vs F(6x6): ~2e-5)
 WHOLE_MODEL_MARGIN = 0.97  # and the converted network at least 3% faster than the direct one
 CANDIDATE_CHANNELS = (64, 512)  # narrower convs never paid off (the transforms dominate)
 # in cache keys, so verdicts timed another way are measured again: one side after the other flipped verdicts on
@@ -64,21 +65,31 @@ class Workload:
 
 @dataclass
 class WinogradDecision:
-    """Which convolutions to compute as Winograd (``convert``, qualified module names) and why."""
+    """Which convolutions to compute as Winograd (``convert``, qualified module names; ``tiles``: each
+    one's output tile side, 4 or 6) and why."""
 
     runtime: str
     size: tuple[int, int]
     convert: list[str] = field(default_factory=list)
-    timings: dict[str, dict] = field(default_factory=dict)  # workload key -> direct_ms, winograd_ms, winograd
+    # workload key -> direct_ms, winograd_ms (the best tile's), tile_ms (each tile's), tile, winograd
+    timings: dict[str, dict] = field(default_factory=dict)
     cpu: str = ""
     whole_model: Optional[dict] = None  # the check of the converted model as a whole, in the same runtime
+    tiles: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def conversions(self) -> dict[str, int]:
+        """Qualified name -> tile side of every conv to convert (F(4x4) where no tile was recorded)."""
+        return {name: self.tiles.get(name, TILE) for name in self.convert}
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     def summary(self) -> str:
         won = sum(1 for t in self.timings.values() if t["winograd"])
-        text = (f"Winograd for {len(self.convert)} convolutions ({won} of {len(self.timings)} workloads faster in "
+        big = sum(1 for t in self.conversions.values() if t != TILE)
+        tiles = f", {big} of them as F(6x6, 3x3)" if big else ""
+        text = (f"Winograd for {len(self.convert)} convolutions{tiles} ({won} of {len(self.timings)} workloads faster in "
                 f"{self.runtime} at {self.size[0]}x{self.size[1]} on {self.cpu})")
         if self.whole_model is not None:
             w = self.whole_model
@@ -168,30 +179,38 @@ def _session_runner(path: Path, x: torch.Tensor, threads: int) -> Callable[[], o
     return lambda: session.run(feed)
 
 
-def _direct_vs_winograd_medians(direct: nn.Module, winograd: nn.Module, x: torch.Tensor, runtime: str,
+def _direct_vs_winograd_medians(modules: dict[str, nn.Module], x: torch.Tensor, runtime: str,
                                 repeats: int, threads: int, warmup: int, planar_variant: bool = False) -> dict[str, float]:
-    """Median ms of the two modules on ``x`` in ``runtime`` (PyTorch eager, or each exported and loaded in
-    ONNX Runtime / OpenVINO), timed interleaved: keys "direct" and "winograd"; with ``planar_variant``
-    in OpenVINO also "winograd_planar", the Winograd IR with the planar input-transform hint."""
+    """Median ms of each module (name -> module, e.g. "direct" and "winograd") on ``x`` in ``runtime``
+    (PyTorch eager, or each exported and loaded in ONNX Runtime / OpenVINO), timed interleaved; with
+    ``planar_variant`` in OpenVINO also "winograd_planar", the "winograd" IR with the planar input-transform hint."""
     with tempfile.TemporaryDirectory() as tmp:
         if runtime == "torch":
-            runners = {"direct": _torch_runner(direct, x), "winograd": _torch_runner(winograd, x)}
+            runners = {name: _torch_runner(m, x) for name, m in modules.items()}
         else:
             runners = {name: _exported_runner(m, x, runtime, threads, Path(tmp) / f"{name}.onnx")
-                       for name, m in (("direct", direct), ("winograd", winograd))}
+                       for name, m in modules.items()}
             if planar_variant and runtime == "openvino":
                 runners["winograd_planar"] = _planar_copy_runner(Path(tmp) / "winograd.xml", x, threads)
         return interleaved_medians(runners, repeats, warmup=warmup)
 
 
 def _measure(workload: Workload, runtime: str, repeats: int, threads: int) -> dict:
+    """The workload direct and as Winograd with each tile side, timed interleaved in ``runtime``: the best
+    tile (a larger one only if 5% faster than the next smaller), and Winograd or not (5% faster than direct)."""
     torch.manual_seed(0)
     conv = nn.Conv2d(workload.cin, workload.cout, 3, padding=workload.padding, bias=True)
-    wino = WinogradConv2d(conv)
+    candidates = {"direct": conv, **{f"F{m}": WinogradConv2d(conv, m) for m in TILES}}
     x = torch.randn(1, workload.cin, workload.h, workload.w)
-    medians = _direct_vs_winograd_medians(conv, wino, x, runtime, repeats, threads, warmup=2)
-    direct, winograd = medians["direct"], medians["winograd"]
-    return {"direct_ms": round(direct, 3), "winograd_ms": round(winograd, 3), "winograd": winograd < MARGIN * direct}
+    medians = _direct_vs_winograd_medians(candidates, x, runtime, repeats, threads, warmup=2)
+    tile = TILES[0]
+    for m in TILES[1:]:
+        if medians[f"F{m}"] < MARGIN * medians[f"F{tile}"]:
+            tile = m
+    direct, winograd = medians["direct"], medians[f"F{tile}"]
+    return {"direct_ms": round(direct, 3), "winograd_ms": round(winograd, 3),
+            "tile_ms": {str(m): round(medians[f"F{m}"], 3) for m in TILES}, "tile": tile,
+            "winograd": winograd < MARGIN * direct}
 
 
 def decide_winograd(model: nn.Module, runtime: str = "torch", size: tuple[int, int] = DEFAULT_TUNING_SIZE,
@@ -219,6 +238,7 @@ def decide_winograd(model: nn.Module, runtime: str = "torch", size: tuple[int, i
                 store_choice(key, result)
         decision.timings[workload.key] = result
     decision.convert = sorted(name for name, w in workloads.items() if decision.timings[w.key]["winograd"])
+    decision.tiles = {name: int(decision.timings[workloads[name].key].get("tile", TILE)) for name in decision.convert}
     log(decision.summary() + (f"; measured {fresh} workloads now" if fresh else "; from the cache"))
     return decision
 
@@ -229,7 +249,7 @@ def _whole_model_medians(direct: nn.Module, converted: nn.Module, size: tuple[in
     interleaved on one random ``1 x C x size`` input; in OpenVINO on an AVX2 CPU also the converted
     model with the planar input-transform hint ("winograd_planar")."""
     x = torch.randn(1, input_channels(direct), *size)
-    return _direct_vs_winograd_medians(direct, converted, x, runtime, repeats, threads, warmup=1,
+    return _direct_vs_winograd_medians({"direct": direct, "winograd": converted}, x, runtime, repeats, threads, warmup=1,
                                        planar_variant=_planar_hint_applies(runtime))
 
 
@@ -256,13 +276,13 @@ def confirm_on_whole_model(model: nn.Module, decision: WinogradDecision, repeats
     cpu = cpu_info()
     n_params = sum(p.numel() for p in model.parameters())
     key = (f"winograd-model|{decision.runtime}|{cpu.key}|{software_versions()}|threads {threads}|{TIMING_METHOD}|{FORMULATION}|"
-           f"{type(model).__name__}:{n_params}|{decision.size[0]}x{decision.size[1]}|{','.join(decision.convert)}"
+           f"{type(model).__name__}:{n_params}|{decision.size[0]}x{decision.size[1]}|{_conversions_key(decision)}"
            + ("|planar-input" if _planar_hint_applies(decision.runtime) else ""))
     result = cached_choice(key) if use_cache else None
     if result is None:
         direct = copy.deepcopy(model).eval()
         converted = copy.deepcopy(direct)
-        convert_to_winograd(converted, 1, 1 << 30, only=set(decision.convert))
+        convert_to_winograd(converted, 1, 1 << 30, only=decision.conversions)
         medians = _whole_model_medians(direct, converted, decision.size, decision.runtime, repeats, threads)
         d, w = medians["direct"], medians["winograd"]
         result = {"direct_ms": round(d, 2), "winograd_ms": round(w, 2)}
@@ -278,5 +298,10 @@ def confirm_on_whole_model(model: nn.Module, decision: WinogradDecision, repeats
         log(f"Winograd dropped: the whole model took {result['winograd_ms']:.1f} ms with it and "
             f"{result['direct_ms']:.1f} ms without, in {decision.runtime} at {decision.size[0]}x{decision.size[1]} "
             f"on {cpu.model}")
-        decision.convert = []
+        decision.convert, decision.tiles = [], {}
     return decision
+
+
+def _conversions_key(decision: WinogradDecision) -> str:
+    """The conversions for a cache key: names, with the tile where it is not the default F(4x4)."""
+    return ",".join(name if tile == TILE else f"{name}:F{tile}" for name, tile in decision.conversions.items())

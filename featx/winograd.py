@@ -1,4 +1,5 @@
-"""Winograd F(4x4, 3x3) convolution: the same output as a 3x3 stride-1 conv with 4x fewer multiplies.
+"""Winograd F(4x4, 3x3) and F(6x6, 3x3) convolutions: the same output as a 3x3 stride-1 conv with 4x
+(5.1x) fewer multiplies.
 
 A 3x3 convolution computes each 4x4 output tile from a 6x6 input tile with 144 multiply-adds per
 (input channel, output channel) pair; the Winograd/Toom-Cook algorithm F(4x4, 3x3) does it with 36
@@ -11,11 +12,17 @@ Summed over input channels, the elementwise products become 36 independent matri
 input (``B^T d B``) and output (``A^T m A``) cost memory traffic, not FLOPs, so the trade pays off
 for wide layers (>= 128 channels); for narrow ones the direct convolution stays faster.
 
-Numerics: the interpolation points are (0, -1, 1, 1/2, -2, inf), which in fp32 give about 2x the
-direct convolution's rounding error (about 3e-6 of max|output| for a 256-channel layer) where the
+F(6x6, 3x3) computes 6x6 output tiles from 8x8 input tiles: 64 products per tile, 1.78 per output
+pixel where F(4x4) needs 2.25, and its intermediates shrink by the same ratio (they, not the FLOPs,
+bound a large map's time). It costs accuracy, so featx.tuning picks it only where it was measured
+clearly faster than F(4x4).
+
+Numerics: F(4x4)'s interpolation points are (0, -1, 1, 1/2, -2, inf), which in fp32 give about 2x
+the direct convolution's rounding error (about 5e-6 of max|output| for a 256-channel layer) where the
 common (0, 1, -1, 2, -2, inf) gives 6x (Barabasz et al., "Error Analysis and Improving the Accuracy
-of Winograd Convolution for Deep Neural Networks", 2020). The matrices are derived in exact rational
-arithmetic below, not typed in.
+of Winograd Convolution for Deep Neural Networks", 2020). F(6x6)'s (0, -1, 1, 1/2, -1/2, 2, -2, inf)
+give about 2e-5..3e-5 (measured on 128..512-channel layers). The matrices are derived in exact
+rational arithmetic below, not typed in.
 
 Every op is plain torch (pad, conv2d, matmul, transpose, reshape), so the module runs in eager
 mode and exports to ONNX as Pad/Conv/MatMul/Transpose/Reshape, which ONNX Runtime runs at GEMM speed.
@@ -24,7 +31,7 @@ from __future__ import annotations
 
 from fractions import Fraction
 from functools import lru_cache
-from typing import Collection, Optional, Sequence
+from typing import Collection, Mapping, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -32,22 +39,29 @@ from torch import nn
 
 __all__ = ["WinogradConv2d", "winograd_matrices", "winograd_eligible", "convert_to_winograd"]
 
-TILE = 4  # output tile side m of F(m x m, 3 x 3)
-POINTS = (Fraction(0), Fraction(-1), Fraction(1), Fraction(1, 2), Fraction(-2))
+TILE = 4  # the default output tile side m of F(m x m, 3 x 3)
+# the finite interpolation points of each tile side featx builds (the point at infinity is implied)
+POINTS = {4: (Fraction(0), Fraction(-1), Fraction(1), Fraction(1, 2), Fraction(-2)),
+          6: (Fraction(0), Fraction(-1), Fraction(1), Fraction(1, 2), Fraction(-1, 2), Fraction(2), Fraction(-2))}
+TILES = tuple(POINTS)
 # names the graph forward() builds, for the cache keys of timed verdicts (featx.tuning): a verdict timed on
-# another formulation is measured again. v2: constant pads, one DCR-order transpose for the tiles
-FORMULATION = "F4x4-v2"
+# another formulation is measured again. v2: constant pads, one DCR-order transpose for the tiles; v3: F(6x6) too
+FORMULATION = "F4x4-F6x6-v3"
 
 
-def winograd_matrices(m: int = TILE, r: int = 3, points: Sequence = POINTS) -> tuple:
+def winograd_matrices(m: int = TILE, r: int = 3, points: Optional[Sequence] = None) -> tuple:
     """``(B^T, G, A^T)`` of F(m, r) as new float64 tensors: shapes (n, n), (n, r), (m, n) with
     n = m + r - 1, from the n-1 finite interpolation ``points`` (ints or Fractions) plus the point
-    at infinity.
+    at infinity (default: featx's points for that m, ``POINTS[m]``).
 
     A^T evaluates the product polynomial at the points, G evaluates the filter polynomial (scaled
     by the Lagrange denominators), and B^T is the unique matrix making the bilinear algorithm
     exact; it is solved for in rational arithmetic and checked.
     """
+    if points is None:
+        if m not in POINTS:
+            raise ValueError(f"featx has points for F({'/'.join(map(str, TILES))}, 3); give points for F({m}, {r})")
+        points = POINTS[m]
     return tuple(t.clone() for t in _matrices(m, r, tuple(Fraction(x) for x in points)))
 
 
@@ -112,22 +126,26 @@ class WinogradConv2d(nn.Module):
     """Drop-in inference replacement for an eligible 3x3 conv (see :func:`winograd_eligible`).
 
     Input ``(N, C, H, W)`` -> output ``(N, K, H + 2p - 2, W + 2p - 2)`` for padding ``p``, equal
-    to the conv's output up to fp32 rounding. The weights are transformed once, here, in float64.
+    to the conv's output up to fp32 rounding, computed in ``tile`` x ``tile`` output tiles (4 or 6:
+    F(4x4, 3x3) or F(6x6, 3x3)). The weights are transformed once, here, in float64.
     """
 
-    def __init__(self, conv: nn.Conv2d) -> None:
+    def __init__(self, conv: nn.Conv2d, tile: int = TILE) -> None:
         super().__init__()
         if not winograd_eligible(conv, min_channels=1):
             raise ValueError(f"WinogradConv2d needs a 3x3 stride-1 ungrouped conv, got {conv}")
-        bt, g, at = winograd_matrices()
-        m, n = TILE, TILE + 2
+        if tile not in TILES:
+            raise ValueError(f"tile must be one of {TILES} (F(m x m, 3 x 3) output tiles), got {tile!r}")
+        bt, g, at = winograd_matrices(tile)
+        m, n = tile, tile + 2
+        self.tile = tile
         self.in_channels, self.out_channels, self.padding = conv.in_channels, conv.out_channels, conv.padding[0]
         w = conv.weight.detach().to(torch.float64)
         dtype, device = conv.weight.dtype, conv.weight.device
-        # U[ij] = (G w G^T)_ij as (K, C) matrices, one per point of the 6x6 transform domain
+        # U[ij] = (G w G^T)_ij as (K, C) matrices, one per point of the n x n transform domain
         u = torch.einsum("iu,kcuv,jv->ijkc", g, w.cpu(), g).reshape(n * n, self.out_channels, self.in_channels)
         self.register_buffer("u", u.to(device=device, dtype=dtype))
-        # B^T d B for every 6x6 tile at once: a 1-channel conv (stride m) over the N*C input planes
+        # B^T d B for every n x n tile at once: a 1-channel conv (stride m) over the N*C input planes
         self.register_buffer("input_transform", torch.einsum("iu,jv->ijuv", bt, bt).reshape(n * n, 1, n, n)
                              .to(device=device, dtype=dtype))
         self.register_buffer("output_transform", torch.einsum("ri,sj->rsij", at, at).reshape(m * m, n * n)
@@ -136,24 +154,25 @@ class WinogradConv2d(nn.Module):
         self.register_buffer("bias", bias.to(device=device, dtype=dtype).reshape(1, -1, 1, 1))
 
     def extra_repr(self) -> str:
-        return f"{self.in_channels}, {self.out_channels}, kernel_size=(3, 3), padding={self.padding}, F(4x4, 3x3)"
+        m = self.tile
+        return f"{self.in_channels}, {self.out_channels}, kernel_size=(3, 3), padding={self.padding}, F({m}x{m}, 3x3)"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        m, n, p = TILE, TILE + 2, self.padding
+        m, n, p = self.tile, self.tile + 2, self.padding
         batch, channels, height, width = x.shape
         out_h, out_w = height + 2 * p - 2, width + 2 * p - 2
         tiles_h, tiles_w = (out_h + m - 1) // m, (out_w + m - 1) // m
         # one name for every intermediate, so each is freed as soon as the next exists (eager peak
-        # memory). Constant pads (p before, p + 3 after) cover every tile: the stride-4 conv below then
+        # memory). Constant pads (p before, p + m - 1 after) cover every tile: the stride-m conv below then
         # yields exactly tiles_h x tiles_w tiles and ignores the surplus. Constant, they fold into the
         # conv in OpenVINO; pads computed from the shape ran as a separate reference-kernel Pad (7 ms
         # of 190 on a 256-channel 200x304 map, dynamic-shape IR).
-        t = F.pad(x.reshape(batch * channels, 1, height, width), (p, p + 3, p, p + 3))
-        t = F.conv2d(t, self.input_transform, stride=m)                        # (N*C, 36, th, tw)
-        t = t.reshape(batch, channels, n * n, tiles_h * tiles_w).transpose(1, 2)  # (N, 36, C, T)
-        t = torch.matmul(self.u, t)                                             # (N, 36, K, T)
-        t = torch.matmul(self.output_transform, t.reshape(batch, n * n, -1))    # (N, 16, K*T)
-        # (N, 4, 4, K, th, tw) -> (N, K, th, 4, tw, 4): each 4x4 tile into place in one transpose (a
+        t = F.pad(x.reshape(batch * channels, 1, height, width), (p, p + m - 1, p, p + m - 1))
+        t = F.conv2d(t, self.input_transform, stride=m)                        # (N*C, n*n, th, tw)
+        t = t.reshape(batch, channels, n * n, tiles_h * tiles_w).transpose(1, 2)  # (N, n*n, C, T)
+        t = torch.matmul(self.u, t)                                             # (N, n*n, K, T)
+        t = torch.matmul(self.output_transform, t.reshape(batch, n * n, -1))    # (N, m*m, K*T)
+        # (N, m, m, K, th, tw) -> (N, K, th, m, tw, m): each m x m tile into place in one transpose (a
         # DepthToSpace in DCR order; the CRD order of pixel_shuffle needed a transpose before it)
         t = t.reshape(batch, m, m, self.out_channels, tiles_h, tiles_w).permute(0, 3, 4, 1, 5, 2)
         t = t.reshape(batch, self.out_channels, tiles_h * m, tiles_w * m)
@@ -163,15 +182,15 @@ class WinogradConv2d(nn.Module):
 
 
 def convert_to_winograd(model: nn.Module, min_channels: int = 128, max_channels: int = 1 << 30,
-                        only: Optional[Collection[str]] = None) -> int:
-    """Replace every eligible conv in ``model`` (in place) by a :class:`WinogradConv2d` (with ``only``:
-    just the eligible convs of those qualified names); returns how many. For inference only: the
-    replacement holds transformed weights as buffers."""
+                        only: Optional[Union[Collection[str], Mapping[str, int]]] = None, tile: int = TILE) -> int:
+    """Replace every eligible conv in ``model`` (in place) by a :class:`WinogradConv2d` with ``tile``
+    (with ``only``: just the eligible convs of those qualified names; a mapping also gives each its
+    tile); returns how many. For inference only: the replacement holds transformed weights as buffers."""
     count = 0
     for prefix, parent in list(model.named_modules()):
         for name, child in list(parent.named_children()):
             qualified = f"{prefix}.{name}" if prefix else name
             if winograd_eligible(child, min_channels, max_channels) and (only is None or qualified in only):
-                setattr(parent, name, WinogradConv2d(child))
+                setattr(parent, name, WinogradConv2d(child, only[qualified] if isinstance(only, Mapping) else tile))
                 count += 1
     return count

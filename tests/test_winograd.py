@@ -49,16 +49,33 @@ def _reference(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     (129, 131, 1, 5, 6, 2, True),     # padding 2: output grows by 2
     (128, 128, 1, 1, 1, 1, True),     # a single pixel
 ])
-def test_winograd_conv_equals_the_convolution(cin, cout, batch, h, w, padding, bias):
+@pytest.mark.parametrize("tile", [4, 6])
+def test_winograd_conv_equals_the_convolution(cin, cout, batch, h, w, padding, bias, tile):
     torch.manual_seed(0)
     conv = nn.Conv2d(cin, cout, 3, padding=padding, bias=bias)
     x = torch.randn(batch, cin, h, w)
     with torch.no_grad():
-        ref, direct, out = _reference(conv, x), conv(x), WinogradConv2d(conv)(x)
+        ref, direct, out = _reference(conv, x), conv(x), WinogradConv2d(conv, tile)(x)
     assert out.shape == direct.shape == (batch, cout, h + 2 * padding - 2, w + 2 * padding - 2)
-    # fp32 rounding against float64: measured 2.8e-6..3.6e-6 (the direct conv: 0.4e-6..2.3e-6); the
-    # textbook points (0, 1, -1, 2, -2) give about 8e-6 on a 256-channel layer
-    assert rel_err(out, ref) <= 5e-6
+    # fp32 rounding against float64: F(4x4) measured 2.8e-6..3.6e-6 (the direct conv: 0.4e-6..2.3e-6; the
+    # textbook points (0, 1, -1, 2, -2) give about 8e-6 on a 256-channel layer); F(6x6) 1.5e-5..3.1e-5
+    assert rel_err(out, ref) <= (5e-6 if tile == 4 else 5e-5)
+
+
+def test_tile_sides_and_their_matrices():
+    bt, g, at = winograd_matrices(6)
+    assert bt.shape == (8, 8) and g.shape == (8, 3) and at.shape == (6, 8)
+    conv = nn.Conv2d(128, 128, 3, padding=1)
+    big = WinogradConv2d(conv, 6)
+    assert big.u.shape == (64, 128, 128) and big.input_transform.shape == (64, 1, 8, 8) and "F(6x6, 3x3)" in repr(big)
+    with pytest.raises(ValueError, match="tile must be one of"):
+        WinogradConv2d(conv, 5)
+    with pytest.raises(ValueError, match="give points"):
+        winograd_matrices(5)
+    model = featx.create_model("ResNet18FPN").eval()
+    tiles = {"backbone.layer3.1.conv2": 6, "neck.fpn_convs.0.conv": 4}
+    assert convert_to_winograd(model, 1, 1 << 30, only=tiles) == 2
+    assert {n: m.tile for n, m in model.named_modules() if isinstance(m, WinogradConv2d)} == tiles
 
 
 def test_channels_last_input():
@@ -114,6 +131,24 @@ def test_winograd_export_runs_in_onnx_runtime_within_the_fp32_gate(tmp_path):
     assert "MatMul" not in {n.op_type for n in onnx.load(str(direct)).graph.node}
 
 
+@pytest.mark.slow
+def test_an_export_with_measured_f6x6_convs_passes_the_fp32_parity_gate(tmp_path, monkeypatch):
+    import featx.tuning as tuning
+
+    monkeypatch.setenv("FEATX_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(tuning, "_measure", lambda w, r, n, t: {"direct_ms": 3.0, "winograd_ms": 1.0, "tile": 6,
+                                                                "winograd": True})
+    monkeypatch.setattr(tuning, "_whole_model_medians", lambda *a: {"direct": 2.0, "winograd": 1.0})
+    path = tmp_path / "r18.onnx"
+    export_onnx("ResNet18FPN", path, ExportSettings(exporter="torchscript"), log=lambda m: None)
+    decision = read_metadata(path)["winograd_decision"]
+    assert len(decision["tiles"]) == 17 and set(decision["tiles"].values()) == {6}  # every 64..512-channel 3x3
+    weights = {tuple(i.dims) for i in onnx.load(str(path)).graph.initializer}
+    assert (64, 1, 8, 8) in weights and (36, 1, 6, 6) not in weights
+    report = parity(path, sizes=[(97, 131), (64, 64)], batches=(1,), repeats=0, log=lambda m: None)
+    assert report.passed and max(x.rel for x in report.results) < 2e-4
+
+
 # -- measured on this machine ----------------------------------------------------------------------------
 def test_the_decision_follows_the_measurements_and_is_cached(tmp_path, monkeypatch):
     from featx.tuning import conv_workloads, decide_winograd
@@ -144,6 +179,36 @@ def test_the_decision_follows_the_measurements_and_is_cached(tmp_path, monkeypat
         assert max(rel_err(o.contiguous(), r) for o, r in zip(fast(x), model(x))) < 1e-5
 
 
+def test_the_decision_gives_each_conv_its_measured_tile(tmp_path, monkeypatch):
+    from featx.tuning import confirm_on_whole_model, conv_workloads, decide_winograd
+    import featx.tuning as tuning
+
+    monkeypatch.setenv("FEATX_CACHE_DIR", str(tmp_path))
+    model = optimize_for_inference(featx.create_model("ResNet18FPN").eval(), winograd=False)
+    workloads = conv_workloads(model, (256, 256))
+
+    def f6_on_big_maps(workload, runtime, repeats, threads):  # F(6x6) on 64x64 maps, F(4x4) elsewhere
+        return {"direct_ms": 3.0, "winograd_ms": 1.0, "tile": 6 if workload.h == 64 else 4, "winograd": True}
+
+    d = decide_winograd(model, "onnxruntime", (256, 256), measure=f6_on_big_maps, log=lambda m: None)
+    big = {n for n, w in workloads.items() if w.h == 64}
+    assert big and d.tiles == {n: 6 if n in big else 4 for n in workloads} and d.conversions == d.tiles
+    assert f"{len(big)} of them as F(6x6, 3x3)" in d.summary()
+    timed = []
+    monkeypatch.setattr(tuning, "_whole_model_medians", lambda direct, conv, *a: timed.append(
+        {n: m.tile for n, m in conv.named_modules() if isinstance(m, WinogradConv2d)}) or {"direct": 2.0, "winograd": 1.0})
+    confirm_on_whole_model(model, d, log=lambda m: None)
+    assert timed == [d.tiles]  # the whole model was timed with each conv's own tile
+    fast = optimize_for_inference(model, winograd=d)
+    assert {n: m.tile for n, m in fast.named_modules() if isinstance(m, WinogradConv2d)} == d.tiles
+    x = torch.randn(1, 3, 97, 131)
+    with torch.no_grad():
+        assert max(rel_err(o.contiguous(), r) for o, r in zip(fast(x), model(x))) < 1e-4
+    # a decision stored before tiles existed (no "tiles") converts with F(4x4)
+    d.tiles = {}
+    assert set(d.conversions.values()) == {4}
+
+
 def test_a_real_measurement_in_torch(tmp_path, monkeypatch):
     from featx.cpu import cpu_info
     from featx.tuning import decide_winograd
@@ -154,6 +219,10 @@ def test_a_real_measurement_in_torch(tmp_path, monkeypatch):
     assert set(d.timings) == {"64x64@16x16p1", "128x128@8x8p1", "256x256@4x4p1", "512x512@2x2p1"}
     assert all(t["direct_ms"] > 0 and t["winograd_ms"] > 0 for t in d.timings.values())
     assert all(t["winograd"] == (t["winograd_ms"] < 0.95 * t["direct_ms"]) for t in d.timings.values())
+    # both tiles timed; F(6x6) only where 5% faster than F(4x4), and its time is the one compared with direct
+    for t in d.timings.values():
+        assert set(t["tile_ms"]) == {"4", "6"} and t["tile"] == (6 if t["tile_ms"]["6"] < 0.95 * t["tile_ms"]["4"] else 4)
+        assert t["winograd_ms"] == t["tile_ms"][str(t["tile"])]
     assert (tmp_path / "choices.json").is_file() and d.cpu == cpu_info().describe()
 
 
@@ -417,6 +486,13 @@ def test_the_planar_input_hint_tags_each_winograd_input_transform_and_openvino_h
     with torch.no_grad():
         ref = _winograd_net().double()(x.double())
     assert all(rel_err(torch.from_numpy(out), ref) < 5e-6 for out in outputs.values())
+    # F(6x6)'s input transforms (8x8 kernel, stride 6) are tagged too
+    import openvino as ov_
+    torch.manual_seed(0)
+    six = nn.Sequential(WinogradConv2d(nn.Conv2d(128, 128, 3, padding=1), 6), WinogradConv2d(nn.Conv2d(128, 128, 3), 4))
+    ov_.save_model(ov_.convert_model(six.eval(), example_input=torch.randn(1, 128, 20, 26)), str(tmp_path / "six.xml"),
+                   compress_to_fp16=False)
+    assert prefer_planar_winograd_input(tmp_path / "six.xml") == 2
     # an IR without Winograd is left as it was
     direct = tmp_path / "direct.xml"
     ov.save_model(ov.convert_model(nn.Conv2d(8, 8, 3, padding=1).eval(), example_input=torch.randn(1, 8, 16, 16)),

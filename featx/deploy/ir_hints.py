@@ -1,8 +1,8 @@
 """A runtime hint written into an OpenVINO IR: Winograd input transforms on a planar-layout kernel.
 
 On AVX2, OpenVINO's CPU plugin runs every convolution in the channels-last (nspc) layout. The input
-transform of :class:`featx.winograd.WinogradConv2d` is a 1-channel convolution (6x6 kernel, stride 4,
-36 outputs) between two reshapes that need the planar layout, so the plugin reorders the planar input
+transform of :class:`featx.winograd.WinogradConv2d` is a 1-channel convolution (F(4x4): 6x6 kernel,
+stride 4, 36 outputs) between two reshapes that need the planar layout, so the plugin reorders the planar input
 to nspc for it and its 36-channel output (2.25x the input) back. Pinning that one convolution to the
 ``jit_avx2`` kernel, which reads planar input, removes the reorder into it and halves the one out of it
 (its 8-channel-blocked output is cheaper to unpack): on ResNet50FPN's 256-channel 128x128 FPN layer in
@@ -22,10 +22,13 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Union
 
+from featx.winograd import TILES
+
 __all__ = ["PLANAR_INPUT_PRIORITY", "prefer_planar_winograd_input", "winograd_input_layers"]
 
 PLANAR_INPUT_PRIORITY = "cpu:jit_avx2"
-_INPUT_TRANSFORM_WEIGHTS = ["36", "1", "6", "6"]  # (n*n, 1, n, n) of F(4x4, 3x3), stride 4
+# (stride, weight dims) of each input transform featx builds: F(m x m, 3 x 3) has stride m, weights (n*n, 1, n, n)
+_INPUT_TRANSFORMS = {(f"{m},{m}", (str((m + 2) ** 2), "1", str(m + 2), str(m + 2))) for m in TILES}
 
 
 def _dims(port: ET.Element) -> list[str]:
@@ -33,15 +36,15 @@ def _dims(port: ET.Element) -> list[str]:
 
 
 def winograd_input_layers(root: ET.Element) -> list[ET.Element]:
-    """The ``<layer>`` elements of an IR that are Winograd input transforms (Convolution, stride 4,
-    weights 36x1x6x6)."""
+    """The ``<layer>`` elements of an IR that are Winograd input transforms (Convolution, stride m,
+    weights (m+2)^2 x 1 x (m+2) x (m+2) for each tile side m featx builds)."""
     found = []
     for layer in root.iter("layer"):
         if layer.get("type") != "Convolution":
             continue
         data, ports = layer.find("data"), layer.findall("input/port")
-        if (data is not None and data.get("strides", "").replace(" ", "") == "4,4" and len(ports) == 2
-                and _dims(ports[1]) == _INPUT_TRANSFORM_WEIGHTS):
+        if (data is not None and len(ports) == 2
+                and (data.get("strides", "").replace(" ", ""), tuple(_dims(ports[1]))) in _INPUT_TRANSFORMS):
             found.append(layer)
     return found
 

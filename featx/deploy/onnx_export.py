@@ -54,7 +54,7 @@ class ExportSettings:
     """How to export. ``static_shape=(H, W)`` fixes the input shape (batch ``batch``); otherwise batch,
     height and width are dynamic. ``fp16`` converts weights and compute to float16, keeping the
     input and outputs float32 unless ``fp16_io``. ``winograd`` exports 3x3 convs as Winograd
-    F(4x4, 3x3) (MatMul-based, see :mod:`featx.winograd`): ``None`` (default) converts those that were
+    F(4x4, 3x3) or F(6x6, 3x3) (MatMul-based, see :mod:`featx.winograd`): ``None`` (default) converts those that were
     measured faster in ``runtime`` on this machine (``featx.tuning``; the decision and its timings go
     into the file's metadata), ``True`` every 128..256-channel one, ``False`` none. Always off for fp16
     exports and for files meant for int8 quantization."""
