@@ -29,9 +29,10 @@ from featx.deploy.ir_hints import prefer_planar_winograd_input
 from featx.deploy.runtimes import open_session
 from featx.features import input_channels
 from featx.timing import interleaved_medians
-from featx.winograd import FORMULATION, TILE, TILES, WinogradConv2d, convert_to_winograd, winograd_eligible
+from featx.winograd import FORMULATION, PLACEMENTS, TILE, TILES, WinogradConv2d, convert_to_winograd, winograd_eligible
 
 __all__ = ["Workload", "WinogradDecision", "decide_winograd", "confirm_on_whole_model", "conv_workloads", "TIMING_METHOD",
+           "RUNTIME_TILES", "RUNTIME_PLACEMENT",
            "software_versions", "RUNTIMES", "DEFAULT_TUNING_SIZE"]
 
 logger = logging.getLogger("featx")
@@ -40,6 +41,12 @@ RUNTIMES = ("torch", "onnxruntime", "openvino")
 DEFAULT_TUNING_SIZE = (512, 512)
 MARGIN = 0.95  # Winograd must be at least 5% faster: a tie keeps the exact, lighter direct conv
 # and a larger tile 5% faster than a smaller one: a tie keeps the more accurate (F(4x4): ~5e-6 vs F(6x6): ~2e-5)
+# The tiles each runtime may use: optimize_for_inference promises outputs within 1e-5 of the original model,
+# which F(6x6)'s 1.5e-5..3.1e-5 per layer would break; exports answer to the parity gate (5e-4 of max|ref|,
+# where fp32 rounding alone gives ~1e-4 on a ResNet-50 FPN)
+RUNTIME_TILES = {"torch": (TILE,), "onnxruntime": TILES, "openvino": TILES}
+# how each runtime's Winograd convs put their tiles into place (featx.winograd.PLACEMENTS)
+RUNTIME_PLACEMENT = {"torch": "transpose", "onnxruntime": "depth_to_space", "openvino": "transpose"}
 WHOLE_MODEL_MARGIN = 0.97  # and the converted network at least 3% faster than the direct one
 CANDIDATE_CHANNELS = (64, 512)  # narrower convs never paid off (the transforms dominate)
 # in cache keys, so verdicts timed another way are measured again: one side after the other flipped verdicts on
@@ -196,20 +203,22 @@ def _direct_vs_winograd_medians(modules: dict[str, nn.Module], x: torch.Tensor, 
 
 
 def _measure(workload: Workload, runtime: str, repeats: int, threads: int) -> dict:
-    """The workload direct and as Winograd with each tile side, timed interleaved in ``runtime``: the best
-    tile (a larger one only if 5% faster than the next smaller), and Winograd or not (5% faster than direct)."""
+    """The workload direct and as Winograd with each tile side ``runtime`` may use (``RUNTIME_TILES``), timed
+    interleaved in it: the best tile (a larger one only if 5% faster than the smaller), and Winograd or not
+    (5% faster than direct)."""
     torch.manual_seed(0)
     conv = nn.Conv2d(workload.cin, workload.cout, 3, padding=workload.padding, bias=True)
-    candidates = {"direct": conv, **{f"F{m}": WinogradConv2d(conv, m) for m in TILES}}
+    tiles = RUNTIME_TILES[runtime]
+    candidates = {"direct": conv, **{f"F{m}": WinogradConv2d(conv, m, RUNTIME_PLACEMENT[runtime]) for m in tiles}}
     x = torch.randn(1, workload.cin, workload.h, workload.w)
     medians = _direct_vs_winograd_medians(candidates, x, runtime, repeats, threads, warmup=2)
-    tile = TILES[0]
-    for m in TILES[1:]:
+    tile = tiles[0]
+    for m in tiles[1:]:
         if medians[f"F{m}"] < MARGIN * medians[f"F{tile}"]:
             tile = m
     direct, winograd = medians["direct"], medians[f"F{tile}"]
     return {"direct_ms": round(direct, 3), "winograd_ms": round(winograd, 3),
-            "tile_ms": {str(m): round(medians[f"F{m}"], 3) for m in TILES}, "tile": tile,
+            "tile_ms": {str(m): round(medians[f"F{m}"], 3) for m in tiles}, "tile": tile,
             "winograd": winograd < MARGIN * direct}
 
 
@@ -239,6 +248,8 @@ def decide_winograd(model: nn.Module, runtime: str = "torch", size: tuple[int, i
         decision.timings[workload.key] = result
     decision.convert = sorted(name for name, w in workloads.items() if decision.timings[w.key]["winograd"])
     decision.tiles = {name: int(decision.timings[workloads[name].key].get("tile", TILE)) for name in decision.convert}
+    if any(tile not in RUNTIME_TILES[runtime] for tile in decision.tiles.values()):
+        raise ValueError(f"a measurement gave {runtime} a tile outside {RUNTIME_TILES[runtime]}: {decision.tiles}")
     log(decision.summary() + (f"; measured {fresh} workloads now" if fresh else "; from the cache"))
     return decision
 
@@ -282,7 +293,8 @@ def confirm_on_whole_model(model: nn.Module, decision: WinogradDecision, repeats
     if result is None:
         direct = copy.deepcopy(model).eval()
         converted = copy.deepcopy(direct)
-        convert_to_winograd(converted, 1, 1 << 30, only=decision.conversions)
+        convert_to_winograd(converted, 1, 1 << 30, only=decision.conversions,
+                            placement=RUNTIME_PLACEMENT[decision.runtime])
         medians = _whole_model_medians(direct, converted, decision.size, decision.runtime, repeats, threads)
         d, w = medians["direct"], medians["winograd"]
         result = {"direct_ms": round(d, 2), "winograd_ms": round(w, 2)}
