@@ -21,7 +21,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_weights
 from torchvision.ops import FrozenBatchNorm2d
 
 from featx.layers import ConvNormAct
-from featx.tuning import DEFAULT_TUNING_SIZE, RUNTIME_PLACEMENT, WinogradDecision, confirm_on_whole_model, decide_winograd
+from featx.tuning import DEFAULT_TUNING_SIZE, RUNTIME_GRAPH, WinogradDecision, confirm_on_whole_model, decide_winograd
 from featx.winograd import convert_to_winograd
 
 __all__ = ["fold_batchnorm", "optimize_for_inference"]
@@ -104,8 +104,8 @@ def optimize_for_inference(
     - ``False``: none. A ``WinogradDecision``, a collection of module names, or a mapping of module names to
       tile sides (4: F(4x4, 3x3), 6: F(6x6, 3x3)): those.
 
-    ``tuning_runtime`` also sets how the converted convs put their output tiles into place (the graph that
-    runtime runs fastest, ``featx.tuning.RUNTIME_PLACEMENT``).
+    ``tuning_runtime`` also picks the graph of the converted convs (the one that runtime runs fastest,
+    ``featx.tuning.RUNTIME_GRAPH``).
 
     The decision is kept as ``model.winograd_decision`` (None when not measured). Feed the result
     inputs as usual; with ``channels_last`` the convolutions run in NHWC (oneDNN's preferred layout on
@@ -124,13 +124,13 @@ def optimize_for_inference(
     if isinstance(winograd, WinogradDecision):
         m.winograd_decision = winograd
         winograd = winograd.conversions
-    placement = RUNTIME_PLACEMENT.get(tuning_runtime, "transpose")  # the tile placement its runtime runs fastest
+    graph = RUNTIME_GRAPH.get(tuning_runtime, "fused_pad_transpose")  # the Winograd graph its runtime runs fastest
     if isinstance(winograd, bool):
-        m.winograd_convs = (convert_to_winograd(m, winograd_min_channels, winograd_max_channels, placement=placement)
+        m.winograd_convs = (convert_to_winograd(m, winograd_min_channels, winograd_max_channels, graph=graph)
                             if winograd else 0)
     else:
         m.winograd_convs = convert_to_winograd(m, 1, 1 << 30, only=winograd if isinstance(winograd, Mapping) else set(winograd),
-                                               placement=placement)
+                                               graph=graph)
     for p in m.parameters():
         p.requires_grad_(False)
     if channels_last:

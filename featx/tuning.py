@@ -29,10 +29,10 @@ from featx.deploy.ir_hints import prefer_planar_winograd_input
 from featx.deploy.runtimes import open_session
 from featx.features import input_channels
 from featx.timing import interleaved_medians
-from featx.winograd import FORMULATION, PLACEMENTS, TILE, TILES, WinogradConv2d, convert_to_winograd, winograd_eligible
+from featx.winograd import FORMULATION, GRAPHS, TILE, TILES, WinogradConv2d, convert_to_winograd, winograd_eligible
 
 __all__ = ["Workload", "WinogradDecision", "decide_winograd", "confirm_on_whole_model", "conv_workloads", "TIMING_METHOD",
-           "RUNTIME_TILES", "RUNTIME_PLACEMENT",
+           "RUNTIME_TILES", "RUNTIME_GRAPH",
            "software_versions", "RUNTIMES", "DEFAULT_TUNING_SIZE"]
 
 logger = logging.getLogger("featx")
@@ -45,8 +45,8 @@ MARGIN = 0.95  # Winograd must be at least 5% faster: a tie keeps the exact, lig
 # which F(6x6)'s 1.5e-5..3.1e-5 per layer would break; exports answer to the parity gate (5e-4 of max|ref|,
 # where fp32 rounding alone gives ~1e-4 on a ResNet-50 FPN)
 RUNTIME_TILES = {"torch": (TILE,), "onnxruntime": TILES, "openvino": TILES}
-# how each runtime's Winograd convs put their tiles into place (featx.winograd.PLACEMENTS)
-RUNTIME_PLACEMENT = {"torch": "transpose", "onnxruntime": "depth_to_space", "openvino": "transpose"}
+# the Winograd graph each runtime runs fastest (featx.winograd.GRAPHS)
+RUNTIME_GRAPH = {"torch": "fused_pad_transpose", "onnxruntime": "pad_depth_to_space", "openvino": "fused_pad_transpose"}
 WHOLE_MODEL_MARGIN = 0.97  # and the converted network at least 3% faster than the direct one
 CANDIDATE_CHANNELS = (64, 512)  # narrower convs never paid off (the transforms dominate)
 # in cache keys, so verdicts timed another way are measured again: one side after the other flipped verdicts on
@@ -209,7 +209,7 @@ def _measure(workload: Workload, runtime: str, repeats: int, threads: int) -> di
     torch.manual_seed(0)
     conv = nn.Conv2d(workload.cin, workload.cout, 3, padding=workload.padding, bias=True)
     tiles = RUNTIME_TILES[runtime]
-    candidates = {"direct": conv, **{f"F{m}": WinogradConv2d(conv, m, RUNTIME_PLACEMENT[runtime]) for m in tiles}}
+    candidates = {"direct": conv, **{f"F{m}": WinogradConv2d(conv, m, RUNTIME_GRAPH[runtime]) for m in tiles}}
     x = torch.randn(1, workload.cin, workload.h, workload.w)
     medians = _direct_vs_winograd_medians(candidates, x, runtime, repeats, threads, warmup=2)
     tile = tiles[0]
@@ -294,7 +294,7 @@ def confirm_on_whole_model(model: nn.Module, decision: WinogradDecision, repeats
         direct = copy.deepcopy(model).eval()
         converted = copy.deepcopy(direct)
         convert_to_winograd(converted, 1, 1 << 30, only=decision.conversions,
-                            placement=RUNTIME_PLACEMENT[decision.runtime])
+                            graph=RUNTIME_GRAPH[decision.runtime])
         medians = _whole_model_medians(direct, converted, decision.size, decision.runtime, repeats, threads)
         d, w = medians["direct"], medians["winograd"]
         result = {"direct_ms": round(d, 2), "winograd_ms": round(w, 2)}

@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["WinogradConv2d", "winograd_matrices", "winograd_eligible", "convert_to_winograd", "TILES", "PLACEMENTS"]
+__all__ = ["WinogradConv2d", "winograd_matrices", "winograd_eligible", "convert_to_winograd", "TILES", "GRAPHS"]
 
 TILE = 4  # the default output tile side m of F(m x m, 3 x 3)
 # the finite interpolation points of each tile side featx builds (the point at infinity is implied)
@@ -46,12 +46,17 @@ POINTS = {4: (Fraction(0), Fraction(-1), Fraction(1), Fraction(1, 2), Fraction(-
 TILES = tuple(POINTS)
 # names the graph forward() builds, for the cache keys of timed verdicts (featx.tuning): a verdict timed on
 # another formulation is measured again. v2: constant pads, one DCR-order transpose for the tiles; v3: F(6x6) too;
-# v4: the tile placement chosen per runtime (PLACEMENTS)
+# v4: the graph chosen per runtime (GRAPHS)
 FORMULATION = "F4x4-F6x6-v4"
-# How the m x m output tiles are put into place: "transpose", one 6-D transpose (fewest passes; OpenVINO, eager), or
-# "depth_to_space", a 4-D transpose then pixel_shuffle (a DepthToSpace node): ONNX Runtime ran the 6-D transpose
-# 25% slower on a 256-channel 128x128 layer (52.7 vs 42.1 ms), where OpenVINO ran both alike
-PLACEMENTS = ("transpose", "depth_to_space")
+# The two graphs forward() can build (same numbers), each the faster in some runtime:
+# - "fused_pad_transpose": the map reshaped to planes and padded by constants, which OpenVINO folds into the
+#   input-transform conv (pads computed from the shape ran there as a separate reference-kernel Pad: 7 of 190 ms
+#   on a 256-channel 200x304 map, dynamic IR); the output tiles put into place by one 6-D transpose. OpenVINO, eager.
+# - "pad_depth_to_space": the NCHW map padded by amounts computed from its shape, then reshaped to planes; the tiles
+#   put into place by a 4-D transpose and pixel_shuffle (a DepthToSpace node). ONNX Runtime ran the 6-D transpose
+#   25% slower on a 256-channel 128x128 layer (52.7 vs 42.1 ms; OpenVINO ran both alike), and on an AVX2 EPYC
+#   reshaping to planes before the pad made its whole ResNet50FPN 0.93x of OpenVINO's direct IR, not 0.79x.
+GRAPHS = ("fused_pad_transpose", "pad_depth_to_space")
 
 
 def winograd_matrices(m: int = TILE, r: int = 3, points: Optional[Sequence] = None) -> tuple:
@@ -132,21 +137,21 @@ class WinogradConv2d(nn.Module):
 
     Input ``(N, C, H, W)`` -> output ``(N, K, H + 2p - 2, W + 2p - 2)`` for padding ``p``, equal
     to the conv's output up to fp32 rounding, computed in ``tile`` x ``tile`` output tiles (4 or 6:
-    F(4x4, 3x3) or F(6x6, 3x3)), put into place as ``placement`` says (see ``PLACEMENTS``; same values).
+    F(4x4, 3x3) or F(6x6, 3x3)), built as the ``graph`` the target runtime runs fastest (``GRAPHS``; same values).
     The weights are transformed once, here, in float64.
     """
 
-    def __init__(self, conv: nn.Conv2d, tile: int = TILE, placement: str = PLACEMENTS[0]) -> None:
+    def __init__(self, conv: nn.Conv2d, tile: int = TILE, graph: str = GRAPHS[0]) -> None:
         super().__init__()
         if not winograd_eligible(conv, min_channels=1):
             raise ValueError(f"WinogradConv2d needs a 3x3 stride-1 ungrouped conv, got {conv}")
         if tile not in TILES:
             raise ValueError(f"tile must be one of {TILES} (F(m x m, 3 x 3) output tiles), got {tile!r}")
-        if placement not in PLACEMENTS:
-            raise ValueError(f"placement must be one of {PLACEMENTS}, got {placement!r}")
+        if graph not in GRAPHS:
+            raise ValueError(f"graph must be one of {GRAPHS}, got {graph!r}")
         bt, g, at = winograd_matrices(tile)
         m, n = tile, tile + 2
-        self.tile, self.placement = tile, placement
+        self.tile, self.graph = tile, graph
         self.in_channels, self.out_channels, self.padding = conv.in_channels, conv.out_channels, conv.padding[0]
         w = conv.weight.detach().to(torch.float64)
         dtype, device = conv.weight.dtype, conv.weight.device
@@ -170,23 +175,21 @@ class WinogradConv2d(nn.Module):
         batch, channels, height, width = x.shape
         out_h, out_w = height + 2 * p - 2, width + 2 * p - 2
         tiles_h, tiles_w = (out_h + m - 1) // m, (out_w + m - 1) // m
-        # one name for every intermediate, so each is freed as soon as the next exists (eager peak
-        # memory). Constant pads (p before, p + m - 1 after) cover every tile: the stride-m conv below then
-        # yields exactly tiles_h x tiles_w tiles and ignores the surplus. Constant, they fold into the
-        # conv in OpenVINO; pads computed from the shape ran as a separate reference-kernel Pad (7 ms
-        # of 190 on a 256-channel 200x304 map, dynamic-shape IR).
-        t = F.pad(x.reshape(batch * channels, 1, height, width), (p, p + m - 1, p, p + m - 1))
+        # one name for every intermediate, so each is freed as soon as the next exists (eager peak memory)
+        fused = self.graph == "fused_pad_transpose"
+        if fused:  # constant pads (p before, p + m - 1 after) cover every tile; the stride-m conv ignores the surplus
+            t = F.pad(x.reshape(batch * channels, 1, height, width), (p, p + m - 1, p, p + m - 1))
+        else:  # pads that make the map exactly tiles_h * m + 2 by tiles_w * m + 2
+            t = F.pad(x, (p, tiles_w * m + 2 - width - p, p, tiles_h * m + 2 - height - p))
+            t = t.contiguous().reshape(batch * channels, 1, tiles_h * m + 2, tiles_w * m + 2)
         t = F.conv2d(t, self.input_transform, stride=m)                        # (N*C, n*n, th, tw)
         t = t.reshape(batch, channels, n * n, tiles_h * tiles_w).transpose(1, 2)  # (N, n*n, C, T)
         t = torch.matmul(self.u, t)                                             # (N, n*n, K, T)
         t = torch.matmul(self.output_transform, t.reshape(batch, n * n, -1))    # (N, m*m, K*T)
-        if self.placement == "transpose":
-            # (N, m, m, K, th, tw) -> (N, K, th, m, tw, m): each m x m tile into place in one transpose (a
-            # DepthToSpace in DCR order)
+        if fused:  # (N, m, m, K, th, tw) -> (N, K, th, m, tw, m): the tiles into place in one transpose (DCR order)
             t = t.reshape(batch, m, m, self.out_channels, tiles_h, tiles_w).permute(0, 3, 4, 1, 5, 2)
             t = t.reshape(batch, self.out_channels, tiles_h * m, tiles_w * m)
-        else:
-            # (N, m*m, K, T) -> (N, K*m*m, th, tw): pixel_shuffle's CRD order, then it puts each tile into place
+        else:  # (N, m*m, K, T) -> (N, K*m*m, th, tw), pixel_shuffle's CRD order; it puts each tile into place
             t = t.reshape(batch, m * m, self.out_channels, tiles_h * tiles_w).transpose(1, 2)
             t = F.pixel_shuffle(t.reshape(batch, self.out_channels * m * m, tiles_h, tiles_w), m)
         # narrow, not slicing: its result size is exactly out_h (slicing gives min(out_h, 4 * tiles_h)
@@ -196,9 +199,9 @@ class WinogradConv2d(nn.Module):
 
 def convert_to_winograd(model: nn.Module, min_channels: int = 128, max_channels: int = 1 << 30,
                         only: Optional[Union[Collection[str], Mapping[str, int]]] = None, tile: int = TILE,
-                        placement: str = PLACEMENTS[0]) -> int:
+                        graph: str = GRAPHS[0]) -> int:
     """Replace every eligible conv in ``model`` (in place) by a :class:`WinogradConv2d` with ``tile`` and
-    ``placement`` (with ``only``: just the eligible convs of those qualified names; a mapping also gives
+    ``graph`` (with ``only``: just the eligible convs of those qualified names; a mapping also gives
     each its tile); returns how many. For inference only: the replacement holds transformed weights as buffers."""
     count = 0
     for prefix, parent in list(model.named_modules()):
@@ -206,6 +209,6 @@ def convert_to_winograd(model: nn.Module, min_channels: int = 128, max_channels:
             qualified = f"{prefix}.{name}" if prefix else name
             if winograd_eligible(child, min_channels, max_channels) and (only is None or qualified in only):
                 setattr(parent, name, WinogradConv2d(child, only[qualified] if isinstance(only, Mapping) else tile,
-                                                     placement))
+                                                     graph))
                 count += 1
     return count

@@ -63,22 +63,22 @@ def test_winograd_conv_equals_the_convolution(cin, cout, batch, h, w, padding, b
 
 
 @pytest.mark.parametrize("tile", [4, 6])
-def test_both_tile_placements_give_the_same_numbers_and_each_runtime_gets_its_own(tile):
-    from featx.tuning import RUNTIME_PLACEMENT
+def test_both_winograd_graphs_give_the_same_numbers_and_each_runtime_gets_its_own(tile):
+    from featx.tuning import RUNTIME_GRAPH
 
     torch.manual_seed(0)
     conv = nn.Conv2d(128, 128, 3, padding=1)
     x = torch.randn(2, 128, 19, 30)
     with torch.no_grad():
-        a, b = (WinogradConv2d(conv, tile, placement)(x) for placement in ("transpose", "depth_to_space"))
-    assert torch.equal(a, b)
-    with pytest.raises(ValueError, match="placement must be one of"):
+        a, b = (WinogradConv2d(conv, tile, graph)(x) for graph in ("fused_pad_transpose", "pad_depth_to_space"))
+    assert rel_err(a, b) < 1e-6  # the same arithmetic, laid out differently
+    with pytest.raises(ValueError, match="graph must be one of"):
         WinogradConv2d(conv, tile, "shuffle")
     model = featx.create_model("ResNet18FPN").eval()
     for runtime in ("torch", "onnxruntime", "openvino"):
         fast = optimize_for_inference(model, winograd=True, tuning_runtime=runtime)
-        assert {m.placement for m in fast.modules() if isinstance(m, WinogradConv2d)} == {RUNTIME_PLACEMENT[runtime]}
-    assert RUNTIME_PLACEMENT == {"torch": "transpose", "onnxruntime": "depth_to_space", "openvino": "transpose"}
+        assert {m.graph for m in fast.modules() if isinstance(m, WinogradConv2d)} == {RUNTIME_GRAPH[runtime]}
+    assert RUNTIME_GRAPH == {"torch": "fused_pad_transpose", "onnxruntime": "pad_depth_to_space", "openvino": "fused_pad_transpose"}
 
 
 def test_tile_sides_and_their_matrices():
@@ -140,7 +140,7 @@ def test_winograd_export_runs_in_onnx_runtime_within_the_fp32_gate(tmp_path):
     r = export_onnx("ResNet18FPN", path, ExportSettings(winograd=True), log=lambda m: None)
     assert r.metadata["featx.winograd_convs"] == "10"  # layer2-3: 3 each, FPN: 4
     ops = [n.op_type for n in onnx.load(str(path)).graph.node]
-    # per Winograd conv two MatMuls, two 4-D Transposes and a DepthToSpace: ONNX Runtime's tile placement (it ran
+    # per Winograd conv two MatMuls, two 4-D Transposes and a DepthToSpace: ONNX Runtime's graph (it ran
     # the single 6-D transpose that OpenVINO gets 25% slower)
     assert ops.count("MatMul") == 20 and ops.count("Transpose") == 20 and ops.count("DepthToSpace") == 10
     report = parity(path, sizes=[(97, 131), (64, 64)], batches=(1, 2), repeats=0, log=lambda m: None)
