@@ -90,7 +90,8 @@ def optimize_for_inference(
     """A copy of ``model`` (or ``model`` itself with ``inplace=True``, which saves holding the weights
     twice) for inference: eval mode, BN folded, no gradients, channels_last weights, and the 3x3
     convolutions that are faster as Winograd F(4x4, 3x3) on this machine replaced by
-    :class:`featx.winograd.WinogradConv2d` (4x fewer multiplies, more memory traffic).
+    :class:`featx.winograd.WinogradConv2d` (4x fewer multiplies, more memory traffic; the exports, measured
+    in their runtime, may also use F(6x6, 3x3)).
 
     ``winograd``:
 

@@ -4,7 +4,9 @@ Whether Winograd F(4x4, 3x3) beats a direct 3x3 convolution depends on the CPU (
 cache sizes), the runtime (PyTorch eager, ONNX Runtime, OpenVINO), the channels and the map size: a
 rule tuned on one machine was wrong on another. ``decide_winograd(model, runtime)`` finds the model's
 eligible convolutions and the map size each sees at a reference input, times each distinct workload
-both ways in that runtime, and converts a convolution only where Winograd was measurably faster.
+direct and as Winograd in that runtime (F(4x4), and for the exports F(6x6), ``RUNTIME_TILES``; built as the
+graph that runtime runs fastest, ``RUNTIME_GRAPH``), and converts a convolution only where Winograd was
+measurably faster.
 Each workload's timings are cached (``featx.choices``) per CPU, software versions and thread count,
 so a model is measured once and models share workloads. The decision, with its timings, is returned
 so it can be logged and stored in an export's metadata.
