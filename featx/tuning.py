@@ -31,7 +31,7 @@ from featx.deploy.ir_hints import prefer_planar_winograd_input
 from featx.deploy.runtimes import open_session
 from featx.features import input_channels
 from featx.timing import interleaved_medians
-from featx.winograd import FORMULATION, GRAPHS, TILE, TILES, WinogradConv2d, convert_to_winograd, winograd_eligible
+from featx.winograd import FORMULATION, TILE, TILES, WinogradConv2d, convert_to_winograd, winograd_eligible
 
 __all__ = ["Workload", "WinogradDecision", "decide_winograd", "confirm_on_whole_model", "conv_workloads", "TIMING_METHOD",
            "RUNTIME_TILES", "RUNTIME_GRAPH",

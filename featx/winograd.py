@@ -24,8 +24,9 @@ of Winograd Convolution for Deep Neural Networks", 2020). F(6x6)'s (0, -1, 1, 1/
 give about 2e-5..3e-5 (measured on 128..512-channel layers). The matrices are derived in exact
 rational arithmetic below, not typed in.
 
-Every op is plain torch (pad, conv2d, matmul, transpose, reshape), so the module runs in eager
-mode and exports to ONNX as Pad/Conv/MatMul/Transpose/Reshape, which ONNX Runtime runs at GEMM speed.
+Every op is plain torch (pad, conv2d, matmul, transpose, reshape, pixel_shuffle), so the module runs in
+eager mode and exports to ONNX as Pad/Conv/MatMul/Transpose/Reshape (and DepthToSpace), which ONNX Runtime
+and OpenVINO run at GEMM speed.
 """
 from __future__ import annotations
 
