@@ -120,6 +120,9 @@ def _openvino(path: Path, device: str, threads: Optional[int]) -> Session:
         warnings.warn(f"{path}: {risk}", Int8SaturationWarning, stacklevel=3)
     request = compiled.create_infer_request()
     outputs = list(compiled.outputs)
+    # the names the IR declares: compiling can merge tensors (a no-op crop removed in a static IR) and give an output
+    # a second name that get_any_name() may return instead ('/neck/fpn_convs.0/conv/Reshape_6_output_0' for p2)
+    names = [o.get_any_name() for o in model.outputs]
     inp = compiled.inputs[0]
     shape = [d.get_length() if d.is_static else None for d in inp.get_partial_shape()]
     dtype = np.float16 if inp.get_element_type().get_type_name() == "f16" else np.float32
@@ -130,7 +133,7 @@ def _openvino(path: Path, device: str, threads: Optional[int]) -> Session:
 
     return Session(str(path), "openvino", ov.get_version().split("-")[0], "cpu",
                    [f"CPU: {core.get_property('CPU', 'FULL_DEVICE_NAME')}"], inp.get_any_name(), shape, dtype,
-                   [o.get_any_name() for o in outputs], run)
+                   names, run)
 
 
 def open_session(path: Union[str, Path], device: str = "auto", threads: Optional[int] = None,
