@@ -112,6 +112,8 @@ def optimize_for_inference(
     inputs as usual; with ``channels_last`` the convolutions run in NHWC (oneDNN's preferred layout on
     CPUs) and outputs come back in that memory format (same values, same shape).
     """
+    if tuning_runtime not in RUNTIME_GRAPH:
+        raise ValueError(f"tuning_runtime must be one of {tuple(RUNTIME_GRAPH)}, got {tuning_runtime!r}")
     m = (model if inplace else copy.deepcopy(model)).eval()
     m.folded_batchnorms = fold_batchnorm(m)
     # after folding: the Winograd weights are transformed from the folded ones
@@ -125,7 +127,7 @@ def optimize_for_inference(
     if isinstance(winograd, WinogradDecision):
         m.winograd_decision = winograd
         winograd = winograd.conversions
-    graph = RUNTIME_GRAPH.get(tuning_runtime, "fused_pad_transpose")  # the Winograd graph its runtime runs fastest
+    graph = RUNTIME_GRAPH[tuning_runtime]  # the Winograd graph that runtime runs fastest
     if isinstance(winograd, bool):
         m.winograd_convs = (convert_to_winograd(m, winograd_min_channels, winograd_max_channels, graph=graph)
                             if winograd else 0)

@@ -14,6 +14,7 @@ so it can be logged and stored in an export's metadata.
 from __future__ import annotations
 
 import copy
+from collections import Counter
 import logging
 import shutil
 import tempfile
@@ -96,8 +97,8 @@ class WinogradDecision:
 
     def summary(self) -> str:
         won = sum(1 for t in self.timings.values() if t["winograd"])
-        big = sum(1 for t in self.conversions.values() if t != TILE)
-        tiles = f", {big} of them as F(6x6, 3x3)" if big else ""
+        counts = Counter(t for t in self.conversions.values() if t != TILE)
+        tiles = "".join(f", {n} of them as F({t}x{t}, 3x3)" for t, n in sorted(counts.items()))
         text = (f"Winograd for {len(self.convert)} convolutions{tiles} ({won} of {len(self.timings)} workloads faster in "
                 f"{self.runtime} at {self.size[0]}x{self.size[1]} on {self.cpu})")
         if self.whole_model is not None:

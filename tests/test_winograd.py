@@ -78,6 +78,8 @@ def test_both_winograd_graphs_give_the_same_numbers_and_each_runtime_gets_its_ow
     for runtime in ("torch", "onnxruntime", "openvino"):
         fast = optimize_for_inference(model, winograd=True, tuning_runtime=runtime)
         assert {m.graph for m in fast.modules() if isinstance(m, WinogradConv2d)} == {RUNTIME_GRAPH[runtime]}
+    with pytest.raises(ValueError, match="tuning_runtime must be one of"):
+        optimize_for_inference(model, winograd=True, tuning_runtime="tensorrt")
     assert RUNTIME_GRAPH == {"torch": "fused_pad_transpose", "onnxruntime": "pad_depth_to_space", "openvino": "fused_pad_transpose"}
 
 
