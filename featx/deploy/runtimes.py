@@ -1,4 +1,5 @@
-"""One way to run an exported file: ONNX Runtime for ``.onnx``, OpenVINO for an IR ``.xml``.
+"""One way to run an exported file: ONNX Runtime for ``.onnx``, OpenVINO for an IR ``.xml`` (or, asked
+for, for an ``.onnx`` file, read by OpenVINO's ONNX frontend).
 
 ``open_session(path)`` returns a ``Session`` that says which runtime, version, device and execution
 providers really run it, its input (name, shape with None for dynamic dims, numpy dtype) and output
@@ -104,7 +105,10 @@ def _openvino(path: Path, device: str, threads: Optional[int]) -> Session:
 
     if device == "cuda":
         raise ParityError("OpenVINO runs featx's IRs on the CPU here; use --device cpu (or auto)")
-    if not path.is_file() or not path.with_suffix(".bin").is_file():
+    if path.suffix != ".xml":  # an ONNX file, read by OpenVINO's ONNX frontend
+        if not path.is_file():
+            raise ParityError(f"ONNX file not found: {path}")
+    elif not path.is_file() or not path.with_suffix(".bin").is_file():
         raise ParityError(f"OpenVINO IR not found: {path} and {path.with_suffix('.bin').name} are both needed")
     core = ov.Core()
     config = {"INFERENCE_PRECISION_HINT": "f32"}  # no silent bf16 on CPUs that have it: parity means fp32 here
@@ -137,11 +141,19 @@ def _openvino(path: Path, device: str, threads: Optional[int]) -> Session:
 
 
 def open_session(path: Union[str, Path], device: str = "auto", threads: Optional[int] = None,
-                 tf32: bool = False) -> Session:
-    """Load ``path`` in its runtime on ``device`` ("auto", "cpu", "cuda"; CUDA fails loudly when it
+                 tf32: bool = False, runtime: Optional[str] = None) -> Session:
+    """Load ``path`` in its runtime (``runtime_for``, or ``runtime``: "openvino" also reads an ``.onnx``
+    file, through OpenVINO's ONNX frontend) on ``device`` ("auto", "cpu", "cuda"; CUDA fails loudly when it
     cannot really run there). An OpenVINO int8 IR quantized without NNCF's overflow fix warns
     (:class:`featx.errors.Int8SaturationWarning`, see :func:`int8_saturation_risk`) on a CPU without VNNI."""
     if device not in ("auto", "cpu", "cuda"):
         raise ParityError(f"--device must be auto, cuda or cpu, got {device!r}")
     path = Path(path)
-    return _openvino(path, device, threads) if runtime_for(path) == "openvino" else _onnxruntime(path, device, threads, tf32)
+    runtime = runtime or runtime_for(path)
+    if runtime == "onnxruntime" and path.suffix == ".xml":
+        raise ParityError(f"ONNX Runtime cannot run an OpenVINO IR ({path})")
+    if runtime == "openvino":
+        return _openvino(path, device, threads)
+    if runtime == "onnxruntime":
+        return _onnxruntime(path, device, threads, tf32)
+    raise ParityError(f"runtime must be onnxruntime or openvino, got {runtime!r}")
