@@ -495,6 +495,7 @@ def test_openvino_reading_the_onnx_file_compiles_the_network_the_converted_ir_gi
 
     import openvino as ov
 
+    from featx.deploy.ir_hints import prefer_planar_winograd_input
     from featx.deploy.runtimes import open_session
 
     torch.manual_seed(0)
@@ -516,6 +517,14 @@ def test_openvino_reading_the_onnx_file_compiles_the_network_the_converted_ir_gi
 
     from_ir, from_onnx = kernels(core.read_model(str(xml))), kernels(core.read_model(str(onnx_path)))
     assert from_onnx == from_ir and from_ir[("MatMul", next(k for t, k in from_ir if t == "MatMul"))] == 4
+    # the planar-hint candidate: the frontend's model saved as an IR and hinted, as the shipped IR is hinted
+    hinted = {}
+    for name, model in (("ir", core.read_model(str(xml))), ("onnx", core.read_model(str(onnx_path)))):
+        path = tmp_path / f"{name}_planar.xml"
+        ov.save_model(model, str(path), compress_to_fp16=False)
+        assert prefer_planar_winograd_input(path) == 2
+        hinted[name] = kernels(core.read_model(str(path)))
+    assert hinted["onnx"] == hinted["ir"]
     ir_session = open_session(xml, "cpu", 2)
     onnx_session = open_session(onnx_path, "cpu", 2, runtime="openvino")
     assert onnx_session.runtime == "openvino" and onnx_session.outputs == ir_session.outputs
