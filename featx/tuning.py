@@ -290,7 +290,8 @@ def confirm_on_whole_model(model: nn.Module, decision: WinogradDecision, repeats
     n_params = sum(p.numel() for p in model.parameters())
     key = (f"winograd-model|{decision.runtime}|{cpu.key}|{software_versions()}|threads {threads}|{TIMING_METHOD}|{FORMULATION}|"
            f"{type(model).__name__}:{n_params}|{decision.size[0]}x{decision.size[1]}|{_conversions_key(decision)}"
-           + ("|planar-input" if _planar_hint_applies(decision.runtime) else ""))
+           # the hint goes only where this CPU has a jit kernel for it (before, F(6x6)'s ran a reference kernel on AVX2)
+           + ("|planar-input-jit" if _planar_hint_applies(decision.runtime) else ""))
     result = cached_choice(key) if use_cache else None
     if result is None:
         direct = copy.deepcopy(model).eval()

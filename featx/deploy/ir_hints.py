@@ -15,6 +15,13 @@ whole IR 0.96x -> 0.88x of the direct IR (Xeon with AVX-512/AMX, 12 interleaved 
 The hint is OpenVINO's ``primitives_priority`` runtime attribute, which its IR reader restores as the
 typed attribute that the CPU plugin honours (a plain string set from Python is neither serialized nor
 read). Whether it helps is measured per CPU (``featx.tuning.confirm_on_whole_model``), not assumed.
+
+A hinted convolution for which the plugin has no such kernel does not fall back to its default one: it runs
+on the reference kernel. With oneDNN capped to AVX2 (``ONEDNN_MAX_CPU_ISA=AVX2``, its AVX2 dispatch on an
+AVX-512 machine) F(6x6)'s input transform (8x8 kernel, stride 6, pads 1 and 6) hinted took 7.3 s where
+F(4x4)'s ran ``jit_avx2_f32``; on the AVX-512 Xeon, with no cap, the transform of a 2x3 map (padded to 7x8)
+ran ``ref_any_f32`` hinted. So after tagging, the hinted IR is compiled, and a transform the plugin put on a
+reference kernel loses the hint again.
 """
 from __future__ import annotations
 
@@ -49,11 +56,8 @@ def winograd_input_layers(root: ET.Element) -> list[ET.Element]:
     return found
 
 
-def prefer_planar_winograd_input(xml_path: Union[str, Path], priority: str = PLANAR_INPUT_PRIORITY) -> int:
-    """Give every Winograd input transform of the IR at ``xml_path`` (edited in place; callers write
-    to a staged file) the ``primitives_priority`` hint ``priority``; returns how many were tagged."""
-    tree = ET.parse(xml_path)
-    layers = winograd_input_layers(tree.getroot())
+def _set_priority(layers: list[ET.Element], priority: str) -> None:
+    """Give each ``<layer>`` the ``primitives_priority`` runtime attribute ``priority`` (replacing an older one)."""
     for layer in layers:
         rt_info = layer.find("rt_info")
         if rt_info is None:
@@ -62,6 +66,40 @@ def prefer_planar_winograd_input(xml_path: Union[str, Path], priority: str = PLA
         for old in [a for a in rt_info.findall("attribute") if a.get("name") == "primitives_priority"]:
             rt_info.remove(old)
         ET.SubElement(rt_info, "attribute", {"name": "primitives_priority", "version": "0", "value": priority})
-    if layers:
+
+
+def _reference_kernel_layers(xml_path: Union[str, Path], names: set[str]) -> set[str]:
+    """Which of the layers ``names`` of the IR at ``xml_path`` OpenVINO's CPU plugin compiles (fp32, as featx's
+    sessions run) to a reference kernel on this CPU."""
+    import openvino as ov  # the optional `openvino` extra
+
+    compiled = ov.Core().compile_model(str(xml_path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    found = set()
+    for op in compiled.get_runtime_model().get_ops():
+        info = op.get_rt_info()
+        if "primitiveType" in info and info["primitiveType"].astype(str).startswith("ref"):
+            original = info["originalLayersNames"].astype(str).split(",") if "originalLayersNames" in info else []
+            found |= names & ({op.get_friendly_name(), *original})
+    return found
+
+
+def prefer_planar_winograd_input(xml_path: Union[str, Path], priority: str = PLANAR_INPUT_PRIORITY) -> int:
+    """Give every Winograd input transform of the IR at ``xml_path`` (edited in place, its ``.bin`` beside it;
+    callers write to a staged file) the ``primitives_priority`` hint ``priority``, except those this CPU then
+    runs on a reference kernel (found by compiling the hinted IR: ~0.5 s for ResNet50FPN); returns how many
+    keep it."""
+    tree = ET.parse(xml_path)
+    layers = winograd_input_layers(tree.getroot())
+    if not layers:
+        return 0
+    _set_priority(layers, priority)
+    tree.write(xml_path, encoding="utf-8", xml_declaration=True)
+    slow = _reference_kernel_layers(xml_path, {layer.get("name") for layer in layers})
+    if slow:  # these keep the plugin's own choice
+        for layer in layers:
+            if layer.get("name") in slow:
+                rt_info = layer.find("rt_info")
+                for attribute in [a for a in rt_info.findall("attribute") if a.get("name") == "primitives_priority"]:
+                    rt_info.remove(attribute)
         tree.write(xml_path, encoding="utf-8", xml_declaration=True)
-    return len(layers)
+    return len(layers) - len(slow)

@@ -17,11 +17,12 @@ import json
 import os
 import tempfile
 import time
+import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Union
 
-from featx.deploy.ir_hints import PLANAR_INPUT_PRIORITY, prefer_planar_winograd_input
+from featx.deploy.ir_hints import PLANAR_INPUT_PRIORITY, prefer_planar_winograd_input, winograd_input_layers
 from featx.deploy.onnx_export import ExportSettings, export_onnx
 from featx.errors import ExportError
 from featx.io import atomic_path
@@ -105,6 +106,12 @@ def export_openvino(model: Union[str, dict], path: Union[str, Path], settings: O
     planar = bool(whole_model.get("planar_input")) and whole_model.get("keep", False)
     xml, bin_path = save_ir(ov_model, path, planar_winograd_input=planar)
     if planar:
-        log(f"OpenVINO hint: the Winograd input transforms run on {PLANAR_INPUT_PRIORITY} (planar layout)")
+        transforms = winograd_input_layers(ET.parse(xml).getroot())
+        tagged = sum(1 for layer in transforms if layer.find("rt_info/attribute[@name='primitives_priority']") is not None)
+        others = len(transforms) - tagged
+        untagged = (f" ({others} {'other has' if others == 1 else 'others have'} no such kernel on this CPU and "
+                    f"{'keeps' if others == 1 else 'keep'} OpenVINO's own)" if others else "")
+        log(f"OpenVINO hint: {tagged} of {len(transforms)} Winograd input transforms on a planar jit kernel "
+            f"({PLANAR_INPUT_PRIORITY}){untagged}")
     return OpenVINOExportResult(str(xml), str(bin_path), (xml.stat().st_size + bin_path.stat().st_size) / 1e6,
                                 time.perf_counter() - start, _ports(ov_model.inputs), _ports(ov_model.outputs), metadata)
