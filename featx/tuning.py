@@ -16,7 +16,6 @@ from __future__ import annotations
 import copy
 from collections import Counter
 import logging
-import tempfile
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -30,6 +29,7 @@ from featx.cpu import cpu_info
 from featx.deploy.ir_hints import prefer_planar_winograd_input
 from featx.deploy.runtimes import open_session
 from featx.features import input_channels
+from featx.scratch import scratch_dir
 from featx.timing import interleaved_medians
 from featx.winograd import FORMULATION, TILE, TILES, WinogradConv2d, convert_to_winograd, winograd_eligible
 
@@ -193,7 +193,7 @@ def _direct_vs_winograd_medians(modules: dict[str, nn.Module], x: torch.Tensor, 
     """Median ms of each module (name -> module, e.g. "direct" and "winograd") on ``x`` in ``runtime``
     (PyTorch eager, or each exported and loaded in ONNX Runtime / OpenVINO), timed interleaved; with
     ``planar_variant`` in OpenVINO also "winograd_planar", the "winograd" IR with the planar input-transform hint."""
-    with tempfile.TemporaryDirectory() as tmp:
+    with scratch_dir() as tmp:  # in memory where there is room: the whole networks are ~100-250 MB files
         if runtime == "torch":
             runners = {name: _torch_runner(m, x) for name, m in modules.items()}
         else:

@@ -10,7 +10,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "featx"
 
 # Lower layers never import higher ones (README: Layout). Same-layer imports are allowed, cycles are not.
 LAYERS: list[tuple[str, ...]] = [
-    ("featx.version", "featx.shipped", "featx.cpu", "featx.choices", "featx.errors", "featx.features", "featx.layers", "featx.io", "featx.images", "featx.timing", "featx.compare",
+    ("featx.version", "featx.shipped", "featx.cpu", "featx.choices", "featx.errors", "featx.features", "featx.layers", "featx.io", "featx.scratch", "featx.images", "featx.timing", "featx.compare",
      "featx.report", "featx.winograd", "featx.store"),
     ("featx.registry",),
     ("featx.backbones", "featx.necks"),

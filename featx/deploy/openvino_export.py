@@ -26,6 +26,7 @@ from featx.deploy.ir_hints import PLANAR_INPUT_PRIORITY, prefer_planar_winograd_
 from featx.deploy.onnx_export import ExportSettings, export_onnx
 from featx.errors import ExportError
 from featx.io import atomic_path
+from featx.scratch import scratch_dir
 
 __all__ = ["OpenVINOExportResult", "export_openvino", "save_ir", "set_featx_rt_info"]
 
@@ -89,7 +90,7 @@ def export_openvino(model: Union[str, dict], path: Union[str, Path], settings: O
         raise ExportError(f"an OpenVINO IR is an .xml file (with its .bin beside it), got {path}")
     if not path.parent.is_dir():
         raise FileNotFoundError(f"output folder does not exist: {path.parent}")
-    with tempfile.TemporaryDirectory() as tmp:
+    with scratch_dir() as tmp:  # the ONNX file only feeds the converter: in memory where there is room
         onnx_path = Path(tmp) / "model.onnx"
         onnx_result = export_onnx(model, onnx_path, settings, seed=seed, log=log)
         log("converting to OpenVINO IR (openvino.convert_model) ...")
