@@ -13,7 +13,7 @@ from typing import Iterable
 __all__ = [
     "FeatxError", "UnknownModelError", "WeightsError", "UnsafeCheckpointError", "CheckpointMismatchError",
     "WeightsUnavailableError", "ExportError", "QuantizationError", "ParityError", "DataError", "TrainError", "DetectorMismatchError",
-    "Int8SaturationWarning", "did_you_mean",
+    "Int8SaturationWarning", "PlanarHintWarning", "did_you_mean",
 ]
 
 
@@ -71,6 +71,11 @@ class DetectorMismatchError(FeatxError, ValueError):
 class Int8SaturationWarning(UserWarning):
     """An int8 file about to run on a CPU where its u8 x s8 products can saturate (no VNNI, and quantized
     without the overflow fix that guards against it)."""
+
+
+class PlanarHintWarning(UserWarning):
+    """An OpenVINO IR whose planar-kernel hints (written on the CPU it was exported on) name a kernel this CPU
+    lacks for some layers: those run without the hint."""
 
 
 def did_you_mean(word: object, choices: Iterable[str], n: int = 3, cutoff: float = 0.6) -> str:

@@ -663,3 +663,74 @@ def test_an_openvino_export_carries_the_hint_only_where_its_check_measured_it_fa
     assert any("with the planar input-transform hint: " + ("used" if planar_faster else "not used") in line
                for line in logged), logged
     assert any("Winograd input transforms on a planar jit kernel (cpu:jit_avx2)" in line for line in logged) == planar_faster
+
+
+_FOREIGN_HINTS = """
+import json, sys, warnings, numpy as np, torch, openvino as ov
+from featx.deploy.ir_hints import planar_hinted_layers, read_without_hints, reference_kernel_layers
+from featx.deploy.runtimes import open_session
+from featx.errors import PlanarHintWarning
+xml = sys.argv[1]
+core, config = ov.Core(), {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": 2}
+model = core.read_model(xml)
+hinted = planar_hinted_layers(model)
+slow = reference_kernel_layers(core.compile_model(model, "CPU", config), hinted)
+plain = core.compile_model(read_without_hints(xml, slow), "CPU", config)
+left = [op.get_rt_info()["primitiveType"].astype(str) for op in plain.get_runtime_model().get_ops()
+        if op.get_rt_info()["layerType"].astype(str) == "Convolution"]
+x = np.random.default_rng(0).standard_normal((1, 64, 40, 52)).astype(np.float32)
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    session = open_session(xml, "cpu", 2)
+warned = [str(w.message) for w in caught if issubclass(w.category, PlanarHintWarning)]
+print(json.dumps({"hinted": sorted(hinted), "slow": sorted(slow), "left": left, "warned": warned,
+                  "out": session.run(x)[0].tolist()}))
+"""
+
+
+@pytest.mark.parametrize("isa", ["native", "AVX2"])
+def test_an_ir_hinted_on_another_cpu_runs_without_the_hints_this_one_has_no_kernel_for(tmp_path, isa):
+    """An IR is hinted where it is exported. Loaded on a CPU without a jit kernel for a hinted transform (oneDNN's
+    AVX2 dispatch: F(6x6)'s padded one), that layer would run the reference kernel; the session compiles it without
+    the hint instead, warns, and gives the same outputs."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    import openvino as ov
+
+    from featx.cpu import cpu_info
+    from featx.deploy.ir_hints import _set_priority, winograd_input_layers
+    import xml.etree.ElementTree as ET
+
+    if "avx2" not in cpu_info().flags:
+        pytest.skip("the planar hint names an AVX2 kernel; this CPU has no AVX2")
+    torch.manual_seed(0)
+    net = nn.Sequential(WinogradConv2d(nn.Conv2d(64, 64, 3, padding=1), 6), nn.ReLU(),
+                        WinogradConv2d(nn.Conv2d(64, 64, 3, padding=1), 4)).eval()
+    onnx_path, xml = tmp_path / "m.onnx", tmp_path / "m.xml"
+    with torch.no_grad():
+        torch.onnx.export(net, (torch.randn(1, 64, 40, 52),), str(onnx_path), dynamo=False, input_names=["input"],
+                          opset_version=18, dynamic_axes={"input": {0: "n", 2: "h", 3: "w"}})
+    ov.save_model(ov.convert_model(str(onnx_path)), str(xml), compress_to_fp16=False)
+    tree = ET.parse(xml)  # every transform hinted, as a CPU with kernels for all of them would hint it
+    transforms = winograd_input_layers(tree.getroot())
+    _set_priority(transforms, "cpu:jit_avx2")
+    tree.write(xml, encoding="utf-8", xml_declaration=True)
+    env = dict(os.environ, **({"ONEDNN_MAX_CPU_ISA": isa} if isa != "native" else {}))
+    run = subprocess.run([sys.executable, "-c", _FOREIGN_HINTS, str(xml)], env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    assert result["hinted"] == sorted(layer.get("name") for layer in transforms) and len(result["hinted"]) == 2
+    if isa == "AVX2":  # F(6x6)'s transform (pads 1 and 6) has no planar jit kernel in oneDNN's AVX2 dispatch
+        assert len(result["slow"]) == 1
+    assert bool(result["warned"]) == bool(result["slow"])
+    if result["slow"]:
+        assert result["slow"][0] in result["warned"][0] and "reference kernel" in result["warned"][0]
+    assert not [k for k in result["left"] if k.startswith("ref")], result["left"]
+    x = torch.from_numpy(np.random.default_rng(0).standard_normal((1, 64, 40, 52)).astype(np.float32))
+    with torch.no_grad():
+        ref = net.double()(x.double())
+    assert rel_err(torch.tensor(result["out"]), ref) < 5e-5

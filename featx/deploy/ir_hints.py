@@ -21,17 +21,20 @@ on the reference kernel. With oneDNN capped to AVX2 (``ONEDNN_MAX_CPU_ISA=AVX2``
 AVX-512 machine) F(6x6)'s input transform (8x8 kernel, stride 6, pads 1 and 6) hinted took 7.3 s where
 F(4x4)'s ran ``jit_avx2_f32``; on the AVX-512 Xeon, with no cap, the transform of a 2x3 map (padded to 7x8)
 ran ``ref_any_f32`` hinted. So after tagging, the hinted IR is compiled, and a transform the plugin put on a
-reference kernel loses the hint again.
+reference kernel loses the hint again. An IR hinted on one CPU and run on another is checked the same way when
+it is loaded (:func:`featx.deploy.runtimes.open_session`): hinted layers on reference kernels there are
+compiled again without the hint, with a warning.
 """
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 from pathlib import Path
-from typing import Union
+from typing import Any, Union
 
 from featx.winograd import TILES
 
-__all__ = ["PLANAR_INPUT_PRIORITY", "prefer_planar_winograd_input", "winograd_input_layers"]
+__all__ = ["PLANAR_INPUT_PRIORITY", "prefer_planar_winograd_input", "winograd_input_layers", "reference_kernel_layers",
+           "planar_hinted_layers", "read_without_hints"]
 
 PLANAR_INPUT_PRIORITY = "cpu:jit_avx2"
 # (stride, weight dims) of each input transform featx builds: F(m x m, 3 x 3) has stride m, weights (n*n, 1, n, n)
@@ -68,12 +71,9 @@ def _set_priority(layers: list[ET.Element], priority: str) -> None:
         ET.SubElement(rt_info, "attribute", {"name": "primitives_priority", "version": "0", "value": priority})
 
 
-def _reference_kernel_layers(xml_path: Union[str, Path], names: set[str]) -> set[str]:
-    """Which of the layers ``names`` of the IR at ``xml_path`` OpenVINO's CPU plugin compiles (fp32, as featx's
-    sessions run) to a reference kernel on this CPU."""
-    import openvino as ov  # the optional `openvino` extra
-
-    compiled = ov.Core().compile_model(str(xml_path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+def reference_kernel_layers(compiled: Any, names: set[str]) -> set[str]:
+    """Which of the layers ``names`` an OpenVINO compiled model runs on a reference kernel (its runtime model's
+    ``primitiveType``)."""
     found = set()
     for op in compiled.get_runtime_model().get_ops():
         info = op.get_rt_info()
@@ -81,6 +81,36 @@ def _reference_kernel_layers(xml_path: Union[str, Path], names: set[str]) -> set
             original = info["originalLayersNames"].astype(str).split(",") if "originalLayersNames" in info else []
             found |= names & ({op.get_friendly_name(), *original})
     return found
+
+
+def planar_hinted_layers(model: Any) -> set[str]:
+    """Names of the ops of an OpenVINO model (as read from an IR) that carry a ``primitives_priority`` hint."""
+    return {op.get_friendly_name() for op in model.get_ops()
+            if any(key.startswith("primitives_priority") for key in op.get_rt_info().keys())}
+
+
+def read_without_hints(xml_path: Union[str, Path], names: set[str]) -> Any:
+    """The IR at ``xml_path`` read by OpenVINO with the ``primitives_priority`` hint taken off the layers
+    ``names`` (the files are not changed)."""
+    import numpy as np
+    import openvino as ov  # the optional `openvino` extra
+
+    tree = ET.parse(xml_path)
+    for layer in tree.getroot().iter("layer"):
+        rt_info = layer.find("rt_info")
+        if layer.get("name") in names and rt_info is not None:
+            for attribute in [a for a in rt_info.findall("attribute") if a.get("name") == "primitives_priority"]:
+                rt_info.remove(attribute)
+    weights = np.fromfile(Path(xml_path).with_suffix(".bin"), np.uint8)
+    return ov.Core().read_model(ET.tostring(tree.getroot(), encoding="utf-8"), ov.Tensor(weights))
+
+
+def _reference_kernel_layers(xml_path: Union[str, Path], names: set[str]) -> set[str]:
+    """Which of the layers ``names`` of the IR at ``xml_path`` OpenVINO's CPU plugin compiles (fp32, as featx's
+    sessions run) to a reference kernel on this CPU."""
+    import openvino as ov  # the optional `openvino` extra
+
+    return reference_kernel_layers(ov.Core().compile_model(str(xml_path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"}), names)
 
 
 def prefer_planar_winograd_input(xml_path: Union[str, Path], priority: str = PLANAR_INPUT_PRIORITY) -> int:
