@@ -59,15 +59,23 @@ def winograd_input_layers(root: ET.Element) -> list[ET.Element]:
     return found
 
 
+def _clear_priority(layers: list[ET.Element]) -> None:
+    """Take the ``primitives_priority`` runtime attribute off each ``<layer>``."""
+    for layer in layers:
+        rt_info = layer.find("rt_info")
+        for attribute in [] if rt_info is None else rt_info.findall("attribute"):
+            if attribute.get("name") == "primitives_priority":
+                rt_info.remove(attribute)
+
+
 def _set_priority(layers: list[ET.Element], priority: str) -> None:
     """Give each ``<layer>`` the ``primitives_priority`` runtime attribute ``priority`` (replacing an older one)."""
+    _clear_priority(layers)
     for layer in layers:
         rt_info = layer.find("rt_info")
         if rt_info is None:
             rt_info = ET.Element("rt_info")
             layer.insert(1 if layer.find("data") is not None else 0, rt_info)
-        for old in [a for a in rt_info.findall("attribute") if a.get("name") == "primitives_priority"]:
-            rt_info.remove(old)
         ET.SubElement(rt_info, "attribute", {"name": "primitives_priority", "version": "0", "value": priority})
 
 
@@ -96,11 +104,7 @@ def read_without_hints(xml_path: Union[str, Path], names: set[str]) -> Any:
     import openvino as ov  # the optional `openvino` extra
 
     tree = ET.parse(xml_path)
-    for layer in tree.getroot().iter("layer"):
-        rt_info = layer.find("rt_info")
-        if layer.get("name") in names and rt_info is not None:
-            for attribute in [a for a in rt_info.findall("attribute") if a.get("name") == "primitives_priority"]:
-                rt_info.remove(attribute)
+    _clear_priority([layer for layer in tree.getroot().iter("layer") if layer.get("name") in names])
     weights = np.fromfile(Path(xml_path).with_suffix(".bin"), np.uint8)
     return ov.Core().read_model(ET.tostring(tree.getroot(), encoding="utf-8"), ov.Tensor(weights))
 
@@ -126,10 +130,6 @@ def prefer_planar_winograd_input(xml_path: Union[str, Path], priority: str = PLA
     tree.write(xml_path, encoding="utf-8", xml_declaration=True)
     slow = _reference_kernel_layers(xml_path, {layer.get("name") for layer in layers})
     if slow:  # these keep the plugin's own choice
-        for layer in layers:
-            if layer.get("name") in slow:
-                rt_info = layer.find("rt_info")
-                for attribute in [a for a in rt_info.findall("attribute") if a.get("name") == "primitives_priority"]:
-                    rt_info.remove(attribute)
+        _clear_priority([layer for layer in layers if layer.get("name") in slow])
         tree.write(xml_path, encoding="utf-8", xml_declaration=True)
     return len(layers) - len(slow)
