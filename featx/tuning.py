@@ -213,14 +213,15 @@ def _measure(workload: Workload, runtime: str, repeats: int, threads: int) -> di
     tiles = RUNTIME_TILES[runtime]
     candidates = {"direct": conv, **{f"F{m}": WinogradConv2d(conv, m, RUNTIME_GRAPH[runtime]) for m in tiles}}
     x = torch.randn(1, workload.cin, workload.h, workload.w)
-    medians = _direct_vs_winograd_medians(candidates, x, runtime, repeats, threads, warmup=2)
+    # rounded to the 0.001 ms recorded before any choice, so that a record agrees with its choices
+    medians = {name: round(ms, 3) for name, ms in
+               _direct_vs_winograd_medians(candidates, x, runtime, repeats, threads, warmup=2).items()}
     tile = tiles[0]
     for m in tiles[1:]:
         if medians[f"F{m}"] < MARGIN * medians[f"F{tile}"]:
             tile = m
     direct, winograd = medians["direct"], medians[f"F{tile}"]
-    return {"direct_ms": round(direct, 3), "winograd_ms": round(winograd, 3),
-            "tile_ms": {str(m): round(medians[f"F{m}"], 3) for m in tiles}, "tile": tile,
+    return {"direct_ms": direct, "winograd_ms": winograd, "tile_ms": {str(m): medians[f"F{m}"] for m in tiles}, "tile": tile,
             "winograd": winograd < MARGIN * direct}
 
 
@@ -299,11 +300,14 @@ def confirm_on_whole_model(model: nn.Module, decision: WinogradDecision, repeats
         convert_to_winograd(converted, 1, 1 << 30, only=decision.conversions,
                             graph=RUNTIME_GRAPH[decision.runtime])
         medians = _whole_model_medians(direct, converted, decision.size, decision.runtime, repeats, threads)
-        d, w = medians["direct"], medians["winograd"]
-        result = {"direct_ms": round(d, 2), "winograd_ms": round(w, 2)}
+        # decided on the rounded medians it records, so that a stored record always agrees with its choice
+        # (unrounded, 7.876 < 7.884 chose the hint while the record said 7.88 and 7.88)
+        d, w = round(medians["direct"], 2), round(medians["winograd"], 2)
+        result = {"direct_ms": d, "winograd_ms": w}
         planar = medians.get("winograd_planar")
         if planar is not None:  # OpenVINO: with the planar input-transform hint, if that was faster
-            result |= {"planar_input_ms": round(planar, 2), "planar_input": planar < w}
+            planar = round(planar, 2)
+            result |= {"planar_input_ms": planar, "planar_input": planar < w}
             w = min(w, planar)
         result["keep"] = w < WHOLE_MODEL_MARGIN * d
         if use_cache:
