@@ -29,11 +29,11 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, NamedTuple, Union
 
 from featx.winograd import TILES
 
-__all__ = ["PLANAR_INPUT_PRIORITY", "prefer_planar_winograd_input", "winograd_input_layers", "reference_kernel_layers",
+__all__ = ["PLANAR_INPUT_PRIORITY", "PlanarHints", "prefer_planar_winograd_input", "winograd_input_layers", "reference_kernel_layers",
            "planar_hinted_layers", "read_without_hints"]
 
 PLANAR_INPUT_PRIORITY = "cpu:jit_avx2"
@@ -109,27 +109,33 @@ def read_without_hints(xml_path: Union[str, Path], names: set[str]) -> Any:
     return ov.Core().read_model(ET.tostring(tree.getroot(), encoding="utf-8"), ov.Tensor(weights))
 
 
-def _reference_kernel_layers(xml_path: Union[str, Path], names: set[str]) -> set[str]:
-    """Which of the layers ``names`` of the IR at ``xml_path`` OpenVINO's CPU plugin compiles (fp32, as featx's
-    sessions run) to a reference kernel on this CPU."""
-    import openvino as ov  # the optional `openvino` extra
+class PlanarHints(NamedTuple):
+    """What :func:`prefer_planar_winograd_input` did to an IR: ``kept`` of its ``transforms`` Winograd input
+    transforms carry the hint."""
+    kept: int
+    transforms: int
 
-    return reference_kernel_layers(ov.Core().compile_model(str(xml_path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"}), names)
 
-
-def prefer_planar_winograd_input(xml_path: Union[str, Path], priority: str = PLANAR_INPUT_PRIORITY) -> int:
+def prefer_planar_winograd_input(xml_path: Union[str, Path], priority: str = PLANAR_INPUT_PRIORITY,
+                                 check_kernels: bool = True) -> PlanarHints:
     """Give every Winograd input transform of the IR at ``xml_path`` (edited in place, its ``.bin`` beside it;
-    callers write to a staged file) the ``primitives_priority`` hint ``priority``, except those this CPU then
-    runs on a reference kernel (found by compiling the hinted IR: ~0.5 s for ResNet50FPN); returns how many
-    keep it."""
+    callers write to a staged file) the ``primitives_priority`` hint ``priority``. With ``check_kernels``, those
+    this CPU then runs on a reference kernel lose it again (found by compiling the hinted IR: ~0.5 s for
+    ResNet50FPN); without, every transform keeps it, for a caller that loads the IR through
+    :func:`featx.deploy.runtimes.open_session`, which makes the same check as it compiles."""
     tree = ET.parse(xml_path)
     layers = winograd_input_layers(tree.getroot())
     if not layers:
-        return 0
+        return PlanarHints(0, 0)
     _set_priority(layers, priority)
     tree.write(xml_path, encoding="utf-8", xml_declaration=True)
-    slow = _reference_kernel_layers(xml_path, {layer.get("name") for layer in layers})
+    slow: set[str] = set()
+    if check_kernels:
+        import openvino as ov  # the optional `openvino` extra
+
+        compiled = ov.Core().compile_model(str(xml_path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})  # as sessions run
+        slow = reference_kernel_layers(compiled, {layer.get("name") for layer in layers})
     if slow:  # these keep the plugin's own choice
         _clear_priority([layer for layer in layers if layer.get("name") in slow])
         tree.write(xml_path, encoding="utf-8", xml_declaration=True)
-    return len(layers) - len(slow)
+    return PlanarHints(len(layers) - len(slow), len(layers))

@@ -17,18 +17,17 @@ import json
 import os
 import tempfile
 import time
-import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, NamedTuple, Optional, Union
 
-from featx.deploy.ir_hints import PLANAR_INPUT_PRIORITY, prefer_planar_winograd_input, winograd_input_layers
+from featx.deploy.ir_hints import PLANAR_INPUT_PRIORITY, PlanarHints, prefer_planar_winograd_input
 from featx.deploy.onnx_export import ExportSettings, export_onnx
 from featx.errors import ExportError
 from featx.io import atomic_path
 from featx.scratch import scratch_dir
 
-__all__ = ["OpenVINOExportResult", "export_openvino", "save_ir", "set_featx_rt_info"]
+__all__ = ["OpenVINOExportResult", "SavedIR", "export_openvino", "save_ir", "set_featx_rt_info"]
 
 
 @dataclass
@@ -48,9 +47,16 @@ def set_featx_rt_info(model: Any, metadata: dict[str, str]) -> None:
         model.set_rt_info(str(value), ["featx", key.removeprefix("featx.")])
 
 
-def save_ir(model: Any, path: Union[str, Path], planar_winograd_input: bool = False) -> tuple[Path, Path]:
-    """Save an OpenVINO model as ``path`` (.xml) + its ``.bin``, atomically; returns both paths. With
-    ``planar_winograd_input`` its Winograd input transforms get the planar-kernel hint
+class SavedIR(NamedTuple):
+    """An IR :func:`save_ir` wrote: its two files, and the planar hints it got (``None`` when none were asked for)."""
+    xml: Path
+    bin: Path
+    planar_hints: Optional[PlanarHints]
+
+
+def save_ir(model: Any, path: Union[str, Path], planar_winograd_input: bool = False) -> SavedIR:
+    """Save an OpenVINO model as ``path`` (.xml) + its ``.bin``, atomically. With ``planar_winograd_input`` its
+    Winograd input transforms get the planar-kernel hint where this CPU has a kernel for it
     (:func:`featx.deploy.ir_hints.prefer_planar_winograd_input`)."""
     import openvino as ov  # the optional `openvino` extra
 
@@ -58,15 +64,16 @@ def save_ir(model: Any, path: Union[str, Path], planar_winograd_input: bool = Fa
     if path.suffix != ".xml":
         raise ExportError(f"an OpenVINO IR is an .xml file (with its .bin beside it), got {path}")
     bin_path = path.with_suffix(".bin")
+    hints = None
     with atomic_path(path) as xml_tmp, atomic_path(bin_path) as bin_tmp:
         with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.stem}.") as tmp:
             staged = Path(tmp) / "model.xml"
             ov.save_model(model, str(staged), compress_to_fp16=False)
             if planar_winograd_input:
-                prefer_planar_winograd_input(staged)
+                hints = prefer_planar_winograd_input(staged)
             os.replace(staged.with_suffix(".bin"), bin_tmp)  # an .xml finds its .bin by its own stem
             os.replace(staged, xml_tmp)
-    return path, bin_path
+    return SavedIR(path, bin_path, hints)
 
 
 def _ports(ports) -> list[dict]:
@@ -105,14 +112,12 @@ def export_openvino(model: Union[str, dict], path: Union[str, Path], settings: O
     # the Winograd input transforms on a planar kernel where the export's whole-model check measured that faster
     whole_model = (json.loads(metadata.get("featx.winograd_decision", "{}")).get("whole_model") or {})
     planar = bool(whole_model.get("planar_input")) and whole_model.get("keep", False)
-    xml, bin_path = save_ir(ov_model, path, planar_winograd_input=planar)
-    if planar:
-        transforms = winograd_input_layers(ET.parse(xml).getroot())
-        tagged = sum(1 for layer in transforms if layer.find("rt_info/attribute[@name='primitives_priority']") is not None)
-        others = len(transforms) - tagged
+    xml, bin_path, hints = save_ir(ov_model, path, planar_winograd_input=planar)
+    if hints is not None:
+        others = hints.transforms - hints.kept
         untagged = (f" ({others} {'other has' if others == 1 else 'others have'} no such kernel on this CPU and "
                     f"{'keeps' if others == 1 else 'keep'} OpenVINO's own)" if others else "")
-        log(f"OpenVINO hint: {tagged} of {len(transforms)} Winograd input transforms on a planar jit kernel "
+        log(f"OpenVINO hint: {hints.kept} of {hints.transforms} Winograd input transforms on a planar jit kernel "
             f"({PLANAR_INPUT_PRIORITY}){untagged}")
     return OpenVINOExportResult(str(xml), str(bin_path), (xml.stat().st_size + bin_path.stat().st_size) / 1e6,
                                 time.perf_counter() - start, _ports(ov_model.inputs), _ports(ov_model.outputs), metadata)
