@@ -33,8 +33,8 @@ from typing import Any, NamedTuple, Union
 
 from featx.winograd import TILES
 
-__all__ = ["PLANAR_INPUT_PRIORITY", "PlanarHints", "prefer_planar_winograd_input", "winograd_input_layers", "reference_kernel_layers",
-           "planar_hinted_layers", "read_without_hints"]
+__all__ = ["PLANAR_INPUT_PRIORITY", "PlanarHints", "prefer_planar_winograd_input", "winograd_input_layers",
+           "reference_kernel_layers", "planar_hinted_layers", "read_without_hints"]
 
 PLANAR_INPUT_PRIORITY = "cpu:jit_avx2"
 # (stride, weight dims) of each input transform featx builds: F(m x m, 3 x 3) has stride m, weights (n*n, 1, n, n)
