@@ -28,10 +28,9 @@ from featx.deploy.onnx_export import DEFAULT_OPSET, export_onnx, list_profiles, 
 from featx.deploy.metadata import build_from_config, read_metadata
 from featx.deploy.parity import GATES, parity
 from featx.deploy.int8 import INT8_RUNTIMES, export_int8, resolve_int8_runtime
-from featx.deploy.openvino_int8 import OVERFLOW_FIXES
 from featx.deploy.int8_eval import evaluate_classifier_int8, evaluate_detector_int8
 from featx.deploy.openvino_export import export_openvino
-from featx.deploy.quantize import CALIBRATION_METHODS
+from featx.deploy.quantize import CALIBRATION_METHODS, OVERFLOW_FIXES
 from featx.detection.shapes import make_shapes_dataset
 from featx.detection.train import DetectorTrainConfig, train_detector
 from featx.errors import FeatxError
@@ -373,9 +372,9 @@ def _add_export(sub) -> None:
                    help="with --int8: NNCF's accuracy-aware quantization, layers back to fp32 until the mean cosine to "
                    "fp32 drops by at most this (OpenVINO)")
     p.add_argument("--overflow-fix", choices=list(OVERFLOW_FIXES), default="auto",
-                   help="with --int8 for OpenVINO: NNCF's overflow fix (7-bit weights against u8 x s8 saturation on CPUs "
-                   "without VNNI); auto (default) is this CPU's: enable without VNNI, disable with it. Quantizing on a "
-                   "VNNI machine for AVX2-only ones: enable")
+                   help="with --int8: 7-bit weights against u8 x s8 saturation on CPUs without VNNI (ONNX Runtime's "
+                   "reduce_range, NNCF's overflow fix); auto (default) is this CPU's: enable without VNNI, disable with "
+                   "it. Quantizing on a VNNI machine for AVX2-only ones: enable. first_layer_only: NNCF's alone")
     p.add_argument("--calib", metavar="FOLDER", help="with --int8: images to calibrate on (an ImageFolder or any "
                    "folder of images)")
     p.add_argument("--calib-count", type=_int_at_least(1), default=32, help="with --int8: calibration images (default 32)")
@@ -792,6 +791,10 @@ def _add_int8_report(sub) -> None:
     kind.add_argument("--detector", metavar="CHECKPOINT", help="a featx train-detector detector.pth (COCO at --data)")
     p.add_argument("--data", required=True, help="the dataset it was trained on (train/ calibrates, val/ evaluates)")
     p.add_argument("--calib-count", type=_int_at_least(1), default=64, help="calibration images (default 64)")
+    p.add_argument("--overflow-fix", choices=["auto", "enable", "disable"], default="auto",
+                   help="7-bit weights in both runtimes (as in featx export --int8); auto (default) is this CPU's: "
+                   "enable without VNNI, disable with it. With enable the u8 x s8 sums cannot saturate, so a VNNI machine "
+                   "computes the integer sums an AVX2-only CPU would")
     p.add_argument("--json", metavar="PATH", type=_writable_file, help="also write the report as JSON")
     p.set_defaults(func=_cmd_int8_report)
 
@@ -803,9 +806,9 @@ def _cmd_int8_report(args) -> int:
     if not (Path(args.data) / "val").is_dir():
         raise FileNotFoundError(f"{args.data} has no val/ folder to evaluate on")
     evaluate = evaluate_classifier_int8 if args.classifier else evaluate_detector_int8
-    r = evaluate(checkpoint, args.data, args.calib_count, log=_log)
+    r = evaluate(checkpoint, args.data, args.calib_count, overflow_fix=args.overflow_fix, log=_log)
     levels = list(r.rows[0]["cosine"])
-    print(f"{r.task} {checkpoint} | CPU: {r.cpu}")
+    print(f"{r.task} {checkpoint} | CPU: {r.cpu} | int8 overflow fix: {r.overflow_fix}")
     print(format_table(["runtime", r.metric] + [f"cosine {lv}" for lv in levels],
                        [[row["runtime"], f"{row['metric']:.4g}"] + [f"{row['cosine'][lv]:.5f}" for lv in levels]
                         for row in r.rows]))

@@ -70,7 +70,7 @@ class DetectorMismatchError(FeatxError, ValueError):
 
 class Int8SaturationWarning(UserWarning):
     """An int8 file about to run on a CPU where its u8 x s8 products can saturate (no VNNI, and quantized
-    without the overflow fix that guards against it)."""
+    with 8-bit weights: without ONNX Runtime's reduce_range or NNCF's overflow fix, which guard against it)."""
 
 
 class PlanarHintWarning(UserWarning):

@@ -430,3 +430,14 @@ def test_int8_report_on_the_trained_classifier(trained, tiny_root, tmp_path):
     assert rows[0]["metric"] == pytest.approx(history[epoch]["accuracy_top1"], abs=1e-6)
     assert all(row["cosine"]["logits"] > 0.98 for row in rows[1:])
     assert "val top-1 (%)" in r.stdout
+    from featx.deploy.quantize import overflow_fix_for_this_cpu
+    report = json.loads((tmp_path / "int8.json").read_text())
+    assert report["overflow_fix"] == overflow_fix_for_this_cpu() and f"int8 overflow fix: {report['overflow_fix']}" in r.stdout
+    # the files an AVX2-only CPU should get (7-bit weights in both runtimes), judged here
+    r = run_cli("int8-report", "--classifier", str(best), "--data", str(tiny_root), "--calib-count", "9",
+                "--overflow-fix", "enable", "--json", str(tmp_path / "int8_7bit.json"))
+    assert r.returncode == 0, r.stderr[-2000:]
+    seven = json.loads((tmp_path / "int8_7bit.json").read_text())
+    assert seven["overflow_fix"] == "enable" and "int8 overflow fix: enable" in r.stdout
+    assert "7-bit weights, overflow fix enable: as asked" in r.stderr and "overflow fix enable: as asked" in r.stderr
+    assert seven["rows"][0] == rows[0] and all(row["cosine"]["logits"] > 0.98 for row in seven["rows"][1:])

@@ -72,7 +72,8 @@ def test_ir_errors(tmp_path, r18_ir):
 
 
 def test_nncf_int8_with_the_overflow_fix_for_this_cpu(r18_ir, tmp_path):
-    from featx.deploy.openvino_int8 import overflow_fix_for_this_cpu, quantize_openvino
+    from featx.deploy.openvino_int8 import quantize_openvino
+    from featx.deploy.quantize import overflow_fix_for_this_cpu
 
     out = tmp_path / "int8.xml"
     q = quantize_openvino(r18_ir, out, sample_image_path().parent, (128, 128), 8, log=lambda m: None)
@@ -142,32 +143,45 @@ def test_nncf_options_resolve_the_int8_runtime_before_anything_is_exported():
 
     assert resolve_int8_runtime("auto") == ("auto", None)  # measured later
     assert resolve_int8_runtime("auto", max_drop=0.01) == ("openvino", "--max-drop needs NNCF")
-    assert resolve_int8_runtime("auto", overflow_fix="enable") == ("openvino", "--overflow-fix is NNCF's")
-    assert resolve_int8_runtime("openvino", overflow_fix="disable") == ("openvino", None)
-    for bad in ({"max_drop": 0.01}, {"overflow_fix": "enable"}):
+    assert resolve_int8_runtime("auto", overflow_fix="first_layer_only") == (
+        "openvino", "--overflow-fix first_layer_only is NNCF's")
+    # 7-bit weights in every layer or none: both runtimes have them (NNCF's fix, ONNX Runtime's reduce_range)
+    for fix in ("enable", "disable"):
+        for runtime in ("auto", "onnxruntime", "openvino"):
+            assert resolve_int8_runtime(runtime, overflow_fix=fix) == (runtime, None)
+    for bad in ({"max_drop": 0.01}, {"overflow_fix": "first_layer_only"}):
         with pytest.raises(ValueError, match="are NNCF's: use --runtime openvino"):
             resolve_int8_runtime("onnxruntime", **bad)
     with pytest.raises(ValueError, match="overflow_fix must be one of"):
         resolve_int8_runtime("auto", overflow_fix="on")
 
 
-def test_cli_overflow_fix_steers_to_openvino(tmp_path, monkeypatch):
+def test_cli_overflow_fix_in_each_runtime(tmp_path, monkeypatch):
     monkeypatch.setenv("FEATX_CACHE_DIR", str(tmp_path / "cache"))
     r = run_cli("export", "ResNet18", "--overflow-fix", "enable")
     assert r.returncode == 1 and "--overflow-fix choose how --int8 quantizes; add --int8" in r.stderr
     calib = str(sample_image_path().parent)
+    small = ("--calib", calib, "--calib-count", "3", "--calib-size", "96x96")
     r = run_cli("export", "ResNet18", "-o", str(tmp_path / "a.onnx"), "--exporter", "torchscript", "--no-winograd",
-                "--int8", "--runtime", "onnxruntime", "--overflow-fix", "enable", "--calib", calib)
-    assert r.returncode == 1 and "--overflow-fix are NNCF's: use --runtime openvino" in r.stderr
+                "--int8", "--runtime", "onnxruntime", "--overflow-fix", "first_layer_only", *small)
+    assert r.returncode == 1 and "first_layer_only are NNCF's: use --runtime openvino" in r.stderr
     assert not list(tmp_path.glob("a*"))  # refused before exporting anything
-    # --runtime auto with a fix asked for: OpenVINO, without timing both (nothing measured or cached)
+    # ONNX Runtime takes "enable" as reduce_range: 7-bit weights
+    r = run_cli("export", "ResNet18", "-o", str(tmp_path / "a.onnx"), "--exporter", "torchscript", "--no-winograd",
+                "--int8", "--runtime", "onnxruntime", "--overflow-fix", "enable", *small)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert read_metadata(tmp_path / "a_int8.onnx")["int8"]["overflow_fix"] == "enable"
+    assert "7-bit weights, overflow fix enable: as asked" in r.stderr
+    # --runtime auto with NNCF's first-layer fix: OpenVINO, without timing both (nothing measured or cached)
     r = run_cli("export", "ResNet18", "-o", str(tmp_path / "r18.onnx"), "--exporter", "torchscript", "--no-winograd",
-                "--int8", "--overflow-fix", "enable", "--calib", calib, "--calib-count", "3", "--calib-size", "96x96")
+                "--int8", "--overflow-fix", "first_layer_only", *small)
     assert r.returncode == 0, r.stderr[-2000:]
     meta = read_metadata(tmp_path / "r18_int8.xml")
-    assert meta["int8"]["overflow_fix"] == "enable" and meta["int8_choice"]["why"] == "--overflow-fix is NNCF's"
-    assert max(_int8_weight_peaks(tmp_path / "r18_int8.xml")) <= 64
-    assert "overflow fix enable: as asked" in r.stderr and not (tmp_path / "r18_int8.onnx").exists()
+    assert meta["int8"]["overflow_fix"] == "first_layer_only"
+    assert meta["int8_choice"]["why"] == "--overflow-fix first_layer_only is NNCF's"
+    peaks = _int8_weight_peaks(tmp_path / "r18_int8.xml")
+    assert peaks[0] <= 64 and min(peaks[1:]) == 127
+    assert "overflow fix first_layer_only: as asked" in r.stderr and not (tmp_path / "r18_int8.onnx").exists()
     assert not (tmp_path / "cache" / "choices.json").exists() or "int8-runtime" not in (
         tmp_path / "cache" / "choices.json").read_text()
 

@@ -47,3 +47,83 @@ def test_int8_needs_calibration_images(tmp_path):
     r = run_cli("export", "ResNet18", "-o", str(tmp_path / "a.onnx"), "--int8")
     assert r.returncode == 1 and "--int8 needs --calib FOLDER" in r.stderr
     assert not (tmp_path / "a.onnx").exists()
+
+
+def _qdq_weight_peaks(path) -> list[int]:
+    """max |int8 weight| of every conv weight initializer of a QDQ file."""
+    import numpy as np
+    from onnx import numpy_helper
+
+    return [int(np.abs(numpy_helper.to_array(t).astype(np.int32)).max()) for t in onnx.load(str(path)).graph.initializer
+            if t.data_type == onnx.TensorProto.INT8 and len(t.dims) == 4]
+
+
+@pytest.fixture(scope="module")
+def r18_direct_onnx(tmp_path_factory):
+    from featx.deploy.onnx_export import ExportSettings, export_onnx
+
+    path = tmp_path_factory.mktemp("r18") / "r18.onnx"
+    export_onnx("ResNet18", path, ExportSettings(exporter="torchscript", winograd=False), log=lambda m: None)
+    return path
+
+
+def test_onnxruntime_int8_takes_7_bit_weights_for_a_cpu_without_vnni(r18_direct_onnx, tmp_path, monkeypatch):
+    """Without VNNI, u8 x s8 pair sums saturate at 16 bits: ONNX Runtime's documentation says reduce_range=True
+    there. featx chooses it from the CPU that quantizes, as NNCF's overflow fix is chosen."""
+    import warnings
+
+    import numpy as np
+
+    import featx.deploy.quantize as quantize
+    from featx.cpu import CpuInfo
+    from featx.deploy.runtimes import open_session
+    from featx.errors import Int8SaturationWarning
+    from featx.images import sample_image_path
+
+    calib = sample_image_path().parent
+    avx2 = CpuInfo("AMD EPYC", "x86_64", 2, ("avx2", "fma"))
+    vnni = CpuInfo("Xeon", "x86_64", 2, ("avx2", "avx512f", "avx512_vnni"))
+    files, logged = {}, []
+    for name, fix, cpu in (("auto_avx2", "auto", avx2), ("auto_vnni", "auto", vnni), ("enable", "enable", vnni),
+                           ("disable", "disable", avx2)):
+        monkeypatch.setattr(quantize, "cpu_info", lambda cpu=cpu: cpu)
+        files[name] = tmp_path / f"{name}.onnx"
+        q = quantize_onnx(r18_direct_onnx, files[name], calib, (64, 64), 2, overflow_fix=fix, log=logged.append)
+        meta = read_metadata(files[name])["int8"]
+        expected = {"auto_avx2": "enable", "auto_vnni": "disable"}.get(name, fix)
+        assert q.overflow_fix == meta["overflow_fix"] == expected and meta["cpu"] == cpu.describe()
+        # 7-bit weights: |w| <= 64, so 255 x 64 x 2 < 32767; 8-bit ones reach 127 in every conv (per channel)
+        peaks = _qdq_weight_peaks(files[name])
+        assert len(peaks) == 20 and (max(peaks) <= 64 if expected == "enable" else min(peaks) == 127), (name, peaks)
+    assert "7-bit weights, overflow fix enable: no VNNI on AMD EPYC" in logged[0]
+    assert "8-bit weights, overflow fix disable: VNNI on Xeon" in logged[1] and "enable: as asked" in logged[2]
+    with pytest.raises(ValueError, match="first_layer_only is NNCF's"):
+        quantize_onnx(r18_direct_onnx, tmp_path / "x.onnx", calib, (64, 64), 2, overflow_fix="first_layer_only")
+    with pytest.raises(ValueError, match="overflow_fix must be one of"):
+        quantize_onnx(r18_direct_onnx, tmp_path / "x.onnx", calib, (64, 64), 2, overflow_fix="on")
+    assert not (tmp_path / "x.onnx").exists()
+
+    # a file with 8-bit weights warns when opened on a CPU without VNNI, and only there; so does one written before
+    # featx chose reduce_range (no overflow_fix in its metadata)
+    old = tmp_path / "old.onnx"
+    proto = onnx.load(str(files["disable"]))
+    for prop in proto.metadata_props:
+        if prop.key == "featx.int8":
+            prop.value = '{"format": "QDQ", "weights": "int8 per-channel", "activations": "uint8"}'
+    onnx.save(proto, str(old))
+    files["old"] = old
+    x = np.zeros((1, 3, 64, 64), np.float32)
+    for cpu, name, warns in ((avx2, "disable", True), (avx2, "old", True), (avx2, "enable", False),
+                             (avx2, "auto_avx2", False), (vnni, "disable", False), (vnni, "old", False)):
+        monkeypatch.setattr("featx.deploy.runtimes.cpu_info", lambda cpu=cpu: cpu)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            session = open_session(files[name], "cpu")
+        found = [str(w.message) for w in caught if issubclass(w.category, Int8SaturationWarning)]
+        assert len(found) == int(warns), (cpu.model, name, found)
+        if warns:
+            assert "without ONNX Runtime's reduce_range (7-bit weights)" in found[0] and "AMD EPYC" in found[0]
+            assert "--overflow-fix enable" in found[0]
+            # the CPU it was quantized on, from its metadata ("disable" was asked for on the EPYC)
+            assert f"(on {avx2.describe() if name == 'disable' else 'a CPU with VNNI'})" in found[0]
+        assert session.run(x)[-1].shape == (1, 512, 2, 2)

@@ -26,8 +26,8 @@ from featx.cpu import cpu_info
 from featx.deploy.metadata import read_metadata
 from featx.deploy.onnx_export import ExportSettings, export_onnx
 from featx.deploy.openvino_export import export_openvino, save_ir, set_featx_rt_info
-from featx.deploy.openvino_int8 import OVERFLOW_FIXES, quantize_openvino
-from featx.deploy.quantize import quantize_onnx
+from featx.deploy.openvino_int8 import quantize_openvino
+from featx.deploy.quantize import OVERFLOW_FIXES, quantize_onnx
 from featx.deploy.runtimes import open_session
 from featx.io import atomic_path
 from featx.timing import interleaved_medians
@@ -67,20 +67,22 @@ def _direct_export(model_cfg: dict, fp32_path: Path, settings: ExportSettings, r
 
 def resolve_int8_runtime(runtime: str, max_drop: Optional[float] = None,
                          overflow_fix: str = "auto") -> tuple[str, Optional[str]]:
-    """The int8 runtime once NNCF's options are taken into account, and why it was chosen for the user
-    (``None`` when it was not): ``max_drop`` and ``overflow_fix`` are NNCF's, so they make "auto" OpenVINO
-    and are refused with "onnxruntime". Checked before anything is exported."""
+    """The int8 runtime once the quantizer options are taken into account, and why it was chosen for the user
+    (``None`` when it was not): ``max_drop`` and the overflow fix "first_layer_only" are NNCF's alone, so they
+    make "auto" OpenVINO and are refused with "onnxruntime"; "enable" and "disable" apply in both runtimes
+    (:mod:`featx.deploy.quantize`). Checked before anything is exported."""
     if runtime not in INT8_RUNTIMES:
         raise ValueError(f"runtime must be one of {INT8_RUNTIMES}, got {runtime!r}")
     if overflow_fix not in OVERFLOW_FIXES:
         raise ValueError(f"overflow_fix must be one of {OVERFLOW_FIXES}, got {overflow_fix!r}")
-    if max_drop is None and overflow_fix == "auto":
+    nncf_only = overflow_fix == "first_layer_only"
+    if max_drop is None and not nncf_only:
         return runtime, None
     if runtime == "onnxruntime":
-        raise ValueError("--max-drop and --overflow-fix are NNCF's: use --runtime openvino (or auto)")
+        raise ValueError("--max-drop and --overflow-fix first_layer_only are NNCF's: use --runtime openvino (or auto)")
     if runtime == "openvino":
         return runtime, None
-    return "openvino", "--max-drop needs NNCF" if max_drop is not None else "--overflow-fix is NNCF's"
+    return "openvino", "--max-drop needs NNCF" if max_drop is not None else "--overflow-fix first_layer_only is NNCF's"
 
 
 def _quantize(runtime: str, direct: Path, out: Path, calib: Union[str, Path], size: tuple[int, int], count: int,
@@ -88,7 +90,7 @@ def _quantize(runtime: str, direct: Path, out: Path, calib: Union[str, Path], si
     if runtime == "openvino":
         return quantize_openvino(direct, out, calib, size, count, max_drop=max_drop, overflow_fix=overflow_fix,
                                  log=log).images
-    return quantize_onnx(direct, out, calib, size, count, method, log=log).images
+    return quantize_onnx(direct, out, calib, size, count, method, overflow_fix=overflow_fix, log=log).images
 
 
 def _time_files(paths: dict[str, Path], channels: int, size: tuple[int, int], threads: int,
@@ -121,8 +123,9 @@ def export_int8(model_cfg: dict, fp32_path: Union[str, Path], settings: ExportSe
                 calib_size: tuple[int, int] = (512, 512), count: int = 32, method: str = "percentile",
                 runtime: str = "auto", max_drop: Optional[float] = None, seed: int = 0, overflow_fix: str = "auto",
                 log: Any = print) -> Int8Result:
-    """The int8 companion of the fp32 export at ``fp32_path`` (see the module docstring). ``max_drop`` and
-    ``overflow_fix`` are NNCF's (:func:`featx.deploy.openvino_int8.quantize_openvino`)."""
+    """The int8 companion of the fp32 export at ``fp32_path`` (see the module docstring). ``max_drop`` is NNCF's
+    (:func:`featx.deploy.openvino_int8.quantize_openvino`); ``overflow_fix`` applies in both runtimes
+    (:mod:`featx.deploy.quantize`)."""
     runtime, why = resolve_int8_runtime(runtime, max_drop, overflow_fix)
     start = time.perf_counter()
     fp32_path = Path(fp32_path)

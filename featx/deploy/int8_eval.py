@@ -25,7 +25,7 @@ from featx.cpu import cpu_info
 from featx.deploy.onnx_export import ExportSettings, export_onnx, target_config
 from featx.deploy.openvino_export import export_openvino
 from featx.deploy.openvino_int8 import mean_cosine, quantize_openvino
-from featx.deploy.quantize import quantize_onnx
+from featx.deploy.quantize import quantize_onnx, resolve_overflow_fix
 from featx.deploy.runtimes import Session, open_session
 from featx.detection.train import coco_loaders, evaluate_coco, load_detector
 from featx.images import to_rgb
@@ -45,6 +45,7 @@ class Int8Evaluation:
     metric: str
     cpu: str
     rows: list[dict] = field(default_factory=list)  # runtime, metric value, {level: cosine}
+    overflow_fix: str = "auto"  # as resolved for the CPU that quantized: "enable" = 7-bit weights in both runtimes
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -54,10 +55,10 @@ class Int8Evaluation:
 
 
 def _quantized_pair(fp32_onnx: Path, fp32_ir: Path, calib: Path, size: tuple[int, int], count: int, tmp: Path,
-                    log: Any) -> dict[str, Path]:
+                    overflow_fix: str, log: Any) -> dict[str, Path]:
     onnx_int8, ir_int8 = tmp / "int8.onnx", tmp / "int8.xml"
-    quantize_onnx(fp32_onnx, onnx_int8, calib, size, count, log=log)
-    quantize_openvino(fp32_ir, ir_int8, calib, size, count, log=log)
+    quantize_onnx(fp32_onnx, onnx_int8, calib, size, count, overflow_fix=overflow_fix, log=log)
+    quantize_openvino(fp32_ir, ir_int8, calib, size, count, overflow_fix=overflow_fix, log=log)
     return {"onnxruntime int8": onnx_int8, "openvino int8": ir_int8}
 
 
@@ -77,9 +78,11 @@ def _rgb(path: Path) -> Image.Image:
 
 
 def evaluate_classifier_int8(checkpoint: Union[str, Path], data_root: Union[str, Path], calib_count: int = 64,
-                             log: Any = print) -> Int8Evaluation:
+                             overflow_fix: str = "auto", log: Any = print) -> Int8Evaluation:
     """A fine-tuned classifier (``featx train`` checkpoint) on ``data_root/val``: top-1 and logit cosine
-    in fp32 PyTorch, ONNX Runtime int8 and OpenVINO int8 (both calibrated on ``data_root/train``)."""
+    in fp32 PyTorch, ONNX Runtime int8 and OpenVINO int8 (both calibrated on ``data_root/train``, with
+    ``overflow_fix``: with "enable" the 7-bit weights' u8 x s8 sums do not saturate, so a VNNI CPU computes the
+    same integer sums as one without VNNI would)."""
     data_root = Path(data_root)
     predictor = Predictor(checkpoint)
     classes = predictor.classes
@@ -92,13 +95,15 @@ def evaluate_classifier_int8(checkpoint: Union[str, Path], data_root: Union[str,
     with torch.no_grad():
         reference = predictor.model(batch, mode="tensor").numpy()
     size = tuple(batch.shape[-2:])
-    result = Int8Evaluation("classifier", "val top-1 (%)", cpu_info().describe())
+    result = Int8Evaluation("classifier", "val top-1 (%)", cpu_info().describe(),
+                            overflow_fix=resolve_overflow_fix(overflow_fix)[0])
     result.rows.append({"runtime": "pytorch fp32", "metric": float((reference.argmax(1) == labels).mean() * 100),
                         "cosine": {"logits": 1.0}})
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         onnx_path, ir_path = _exports(target_config(str(checkpoint)), tmp, log)
-        for name, path in _quantized_pair(onnx_path, ir_path, data_root / "train", size, calib_count, tmp, log).items():
+        for name, path in _quantized_pair(onnx_path, ir_path, data_root / "train", size, calib_count, tmp,
+                                          overflow_fix, log).items():
             session = open_session(path, "cpu")
             logits = np.concatenate([session.run(batch[i:i + 64].numpy())[0] for i in range(0, len(batch), 64)])
             result.rows.append({"runtime": name, "metric": float((logits.argmax(1) == labels).mean() * 100),
@@ -119,15 +124,17 @@ class _RuntimeBackbone(nn.Module):
 
 
 def evaluate_detector_int8(checkpoint: Union[str, Path], data_root: Union[str, Path], calib_count: int = 64,
-                           log: Any = print) -> Int8Evaluation:
+                           overflow_fix: str = "auto", log: Any = print) -> Int8Evaluation:
     """A ``featx train-detector`` checkpoint on ``data_root`` (COCO layout): COCO mAP@0.5 on val with the
     pyramid (backbone + FPN) in fp32 PyTorch, ONNX Runtime int8 and OpenVINO int8 (calibrated on the
-    train images), and the cosine of each pyramid level to fp32 over the val images."""
+    train images, with ``overflow_fix`` as for a classifier), and the cosine of each pyramid level to fp32
+    over the val images."""
     detector, cfg = load_detector(checkpoint)
     _, val_loader = coco_loaders(Path(data_root), cfg)
     pyramid = detector.backbone
     composite = pyramid.body
-    result = Int8Evaluation("detector pyramid", "val COCO mAP@0.5", cpu_info().describe())
+    result = Int8Evaluation("detector pyramid", "val COCO mAP@0.5", cpu_info().describe(),
+                            overflow_fix=resolve_overflow_fix(overflow_fix)[0])
     # the pyramid's inputs, as the detector normalizes and pads them
     inputs = []
     with torch.no_grad():
@@ -145,7 +152,7 @@ def evaluate_detector_int8(checkpoint: Union[str, Path], data_root: Union[str, P
                     "neck": {"out_channels": cfg.fpn_channels}, "weights": str(weights)}
         onnx_path, ir_path = _exports(cfg_dict, tmp, log)
         for name, path in _quantized_pair(onnx_path, ir_path, Path(data_root) / "train", (cfg.image_size,) * 2,
-                                          calib_count, tmp, log).items():
+                                          calib_count, tmp, overflow_fix, log).items():
             session = open_session(path, "cpu")
             cos = {lv: [] for lv in levels}
             for x, ref in zip(inputs, references):

@@ -4,8 +4,8 @@
 on images from a folder (the same reader as the ONNX Runtime int8 path: ``calibration_inputs``) and
 writes an int8 IR with featx's metadata (``precision = "int8"``), so ``featx parity`` applies the int8
 gate. NNCF's overflow fix (7-bit weights in the first layer or all layers, against the saturation of
-the pre-VNNI u8 x s8 instructions) is chosen for the CPU it runs on: on, everywhere, without VNNI;
-off with VNNI; ``overflow_fix`` sets it for another deployment CPU (an IR quantized on a VNNI build
+the pre-VNNI u8 x s8 instructions; :mod:`featx.deploy.quantize`) is chosen for the CPU it runs on: on,
+everywhere, without VNNI; off with VNNI; ``overflow_fix`` sets it for another deployment CPU (an IR quantized on a VNNI build
 machine and run on an AVX2-only one needs "enable"; opening such an IR there warns, see
 :func:`featx.deploy.runtimes.open_session`). ``max_drop`` switches to NNCF's accuracy-aware quantization:
 layers go back to fp32 until the mean cosine to the fp32 outputs (on held-out calibration images) drops
@@ -23,13 +23,10 @@ import numpy as np
 
 from featx.cpu import cpu_info
 from featx.deploy.openvino_export import save_ir, set_featx_rt_info
-from featx.deploy.quantize import quantization_source
+from featx.deploy.quantize import quantization_source, resolve_overflow_fix
 from featx.errors import QuantizationError
 
-__all__ = ["OpenVINOQuantizeResult", "quantize_openvino", "overflow_fix_for_this_cpu", "mean_cosine", "OVERFLOW_FIXES"]
-
-# "auto": this CPU's (overflow_fix_for_this_cpu); the rest are NNCF's OverflowFix values
-OVERFLOW_FIXES = ("auto", "enable", "first_layer_only", "disable")
+__all__ = ["OpenVINOQuantizeResult", "quantize_openvino", "mean_cosine"]
 
 
 @dataclass
@@ -41,17 +38,6 @@ class OpenVINOQuantizeResult:
     overflow_fix: str
     accuracy_control: Optional[dict]
     seconds: float
-
-
-def overflow_fix_for_this_cpu() -> str:
-    """``"enable"`` without VNNI (u8 x s8 products can saturate there), ``"disable"`` with it."""
-    return "disable" if cpu_info().vnni else "enable"
-
-
-def _why(fix: str, asked: str) -> str:
-    if asked != "auto":
-        return "as asked"
-    return f"{'no ' if fix == 'enable' else ''}VNNI on {cpu_info().model}"
 
 
 def mean_cosine(outputs: list[np.ndarray], references: list[np.ndarray]) -> float:
@@ -68,19 +54,17 @@ def quantize_openvino(fp32_path: Union[str, Path], out_path: Union[str, Path], c
                       overflow_fix: str = "auto", log: Any = print) -> OpenVINOQuantizeResult:
     """Write an NNCF int8 copy of the fp32 IR ``fp32_path`` to ``out_path`` (.xml + .bin). ``overflow_fix``:
     one of ``OVERFLOW_FIXES``; "auto" is this CPU's (see the module docstring)."""
-    if overflow_fix not in OVERFLOW_FIXES:
-        raise ValueError(f"overflow_fix must be one of {OVERFLOW_FIXES}, got {overflow_fix!r}")
+    fix, why = resolve_overflow_fix(overflow_fix)
     import nncf  # the optional `openvino` extra
     import openvino as ov
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
 
     start = time.perf_counter()
     meta, inputs = quantization_source(fp32_path, calib_folder, calib_size, count)
-    fix = overflow_fix_for_this_cpu() if overflow_fix == "auto" else overflow_fix
     advanced = AdvancedQuantizationParameters(overflow_fix=OverflowFix(fix))
     model = ov.Core().read_model(str(fp32_path))
     log(f"NNCF: calibrating on {len(inputs)} images from {calib_folder} at {calib_size[0]}x{calib_size[1]} "
-        f"(overflow fix {fix}: {_why(fix, overflow_fix)}) ...")
+        f"(overflow fix {fix}: {why}) ...")
     control = None
     if max_drop is None:
         quantized = nncf.quantize(model, nncf.Dataset(inputs), subset_size=len(inputs), advanced_parameters=advanced)

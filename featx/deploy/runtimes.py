@@ -8,6 +8,7 @@ so every report names what really ran.
 """
 from __future__ import annotations
 
+import json
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -81,6 +82,8 @@ def _onnxruntime(path: Path, device: str, threads: Optional[int], tf32: bool) ->
     used = session.get_providers()
     if device == "cuda" and used[0] != "CUDAExecutionProvider":
         raise ParityError(f"asked for CUDA but ONNX Runtime runs on {used}; refusing to report a CPU result as CUDA")
+    if device == "cpu":
+        _warn_int8_saturation(path, session.get_modelmeta().custom_metadata_map.get("featx.int8"))
     inp = session.get_inputs()[0]
     name = inp.name
     return Session(str(path), "onnxruntime", ort.__version__, device, list(used), name,
@@ -90,15 +93,34 @@ def _onnxruntime(path: Path, device: str, threads: Optional[int], tf32: bool) ->
 
 
 def int8_saturation_risk(int8_info: Any, cpu: CpuInfo) -> Optional[str]:
-    """Why an OpenVINO int8 IR (its ``featx.int8`` metadata) may lose accuracy on ``cpu``, or None. Without
-    VNNI, OpenVINO multiplies u8 activations by s8 weights with instructions whose 16-bit pair sums
-    saturate; NNCF's overflow fix (7-bit weights) avoids that, and featx leaves it off only when quantizing
-    on a VNNI CPU. Such an IR is fast and exact on the VNNI machine it was made on, not on an AVX2-only one."""
-    if not isinstance(int8_info, dict) or int8_info.get("overflow_fix") != "disable" or cpu.vnni:
+    """Why an int8 file (its ``featx.int8`` metadata) may lose accuracy on ``cpu``, or None. Without VNNI,
+    both runtimes multiply u8 activations by s8 weights with instructions whose 16-bit pair sums saturate;
+    7-bit weights (ONNX Runtime's ``reduce_range``, NNCF's overflow fix) avoid that, and featx leaves them off
+    only when quantizing on a VNNI CPU (:mod:`featx.deploy.quantize`). Such a file is fast and exact on the
+    VNNI machine it was made on, not on an AVX2-only one."""
+    if not isinstance(int8_info, dict) or cpu.vnni:
         return None
-    return (f"it was quantized without NNCF's overflow fix (on {int8_info.get('cpu') or 'a CPU with VNNI'}), and this "
+    onnxruntime = int8_info.get("format") == "QDQ"
+    # ONNX Runtime files from before featx chose reduce_range per CPU say nothing of it: they have 8-bit weights
+    if int8_info.get("overflow_fix", "disable" if onnxruntime else None) != "disable":
+        return None
+    fix = "ONNX Runtime's reduce_range (7-bit weights)" if onnxruntime else "NNCF's overflow fix"
+    return (f"it was quantized without {fix} (on {int8_info.get('cpu') or 'a CPU with VNNI'}), and this "
             f"CPU ({cpu.model}: {cpu.isa}) has no VNNI: its u8 x s8 products can saturate and lose accuracy. Quantize "
             "it again here, or with --overflow-fix enable for CPUs without VNNI, and check it with featx parity")
+
+
+def _warn_int8_saturation(path: Path, int8_info: Any) -> None:
+    """Warn (:class:`featx.errors.Int8SaturationWarning`) when ``int8_saturation_risk`` finds one on this CPU;
+    ``int8_info`` as decoded from an IR, or the JSON text of an ONNX file's ``featx.int8`` entry."""
+    if isinstance(int8_info, str):
+        try:
+            int8_info = json.loads(int8_info)
+        except ValueError:
+            return
+    risk = int8_saturation_risk(int8_info, cpu_info())
+    if risk:
+        warnings.warn(f"{path}: {risk}", Int8SaturationWarning, stacklevel=4)
 
 
 def _openvino(path: Path, device: str, threads: Optional[int]) -> Session:
@@ -130,9 +152,7 @@ def _openvino(path: Path, device: str, threads: Optional[int]) -> Session:
                           "its own choices.", PlanarHintWarning, stacklevel=3)
     except Exception as e:
         raise ParityError(f"OpenVINO cannot load {path}: {str(e)[:300]}") from None
-    risk = int8_saturation_risk(ir_featx_info(model).get("int8"), cpu_info())
-    if risk:
-        warnings.warn(f"{path}: {risk}", Int8SaturationWarning, stacklevel=3)
+    _warn_int8_saturation(path, ir_featx_info(model).get("int8"))
     request = compiled.create_infer_request()
     outputs = list(compiled.outputs)
     # the names the IR declares: compiling can merge tensors (a no-op crop removed in a static IR) and give an output
@@ -155,8 +175,9 @@ def open_session(path: Union[str, Path], device: str = "auto", threads: Optional
                  tf32: bool = False, runtime: Optional[str] = None) -> Session:
     """Load ``path`` in its runtime (``runtime_for``, or ``runtime``: "openvino" also reads an ``.onnx``
     file, through OpenVINO's ONNX frontend) on ``device`` ("auto", "cpu", "cuda"; CUDA fails loudly when it
-    cannot really run there). An OpenVINO int8 IR quantized without NNCF's overflow fix warns
-    (:class:`featx.errors.Int8SaturationWarning`, see :func:`int8_saturation_risk`) on a CPU without VNNI."""
+    cannot really run there). An int8 file with 8-bit weights (quantized without ONNX Runtime's reduce_range or
+    NNCF's overflow fix) warns (:class:`featx.errors.Int8SaturationWarning`, see :func:`int8_saturation_risk`)
+    when it runs on a CPU without VNNI."""
     if device not in ("auto", "cpu", "cuda"):
         raise ParityError(f"--device must be auto, cuda or cpu, got {device!r}")
     path = Path(path)
