@@ -11,8 +11,8 @@ products saturate (255 x 127 x 2 > 32767); VNNI's VPDPBUSD accumulates in 32 bit
 guard against it as their tools advise, chosen for the CPU that quantizes (``overflow_fix``, one of
 ``OVERFLOW_FIXES``; "auto": "enable" without VNNI, "disable" with it): ONNX Runtime's ``reduce_range``
 (its documentation: ``reduce_range=True`` on x86 CPUs without VNNI) and NNCF's overflow fix both
-quantize the weights to 7 bits (|w| <= 64: 255 x 64 x 2 < 32767), so a file made with the fix gives the
-same numbers with VNNI and without. A file made without it on a VNNI machine warns when opened on a CPU
+quantize the weights to 7 bits (|w| <= 64: 255 x 64 x 2 < 32767), so a file made with the fix gets the
+same integer sums with VNNI and without. A file made without it on a VNNI machine warns when opened on a CPU
 without VNNI (:func:`featx.deploy.runtimes.int8_saturation_risk`).
 """
 from __future__ import annotations
@@ -65,7 +65,7 @@ class QuantizeResult:
     calib_size: tuple[int, int]
     method: str
     seconds: float
-    overflow_fix: str = "disable"  # "enable": 7-bit weights (ONNX Runtime's reduce_range)
+    overflow_fix: str  # "enable": 7-bit weights (ONNX Runtime's reduce_range); "disable": 8-bit
 
 
 def calibration_inputs(folder: Union[str, Path], size: tuple[int, int], count: int,
@@ -151,7 +151,8 @@ def quantize_onnx(fp32_path: Union[str, Path], out_path: Union[str, Path], calib
                  "entropy": CalibrationMethod.Entropy}[method]
         quantized = Path(tmp) / "int8.onnx"
         quantize_static(str(pre), str(quantized), _Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                        reduce_range=fix == "enable", activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, calibrate_method=calib,
+                        reduce_range=fix == "enable", activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        calibrate_method=calib,
                         extra_options={"CalibPercentile": 99.99, "CalibTensorRangeSymmetric": False},
                         calibration_providers=["CPUExecutionProvider"])
         proto = onnx.load(str(quantized))
