@@ -791,7 +791,7 @@ def _add_int8_report(sub) -> None:
     kind.add_argument("--detector", metavar="CHECKPOINT", help="a featx train-detector detector.pth (COCO at --data)")
     p.add_argument("--data", required=True, help="the dataset it was trained on (train/ calibrates, val/ evaluates)")
     p.add_argument("--calib-count", type=_int_at_least(1), default=64, help="calibration images (default 64)")
-    p.add_argument("--overflow-fix", choices=["auto", "enable", "disable"], default="auto",
+    p.add_argument("--overflow-fix", choices=[f for f in OVERFLOW_FIXES if f != "first_layer_only"], default="auto",
                    help="7-bit weights in both runtimes (as in featx export --int8); auto (default) is this CPU's: "
                    "enable without VNNI, disable with it. With enable the u8 x s8 sums cannot saturate, so a VNNI machine "
                    "computes the integer sums an AVX2-only CPU would")

@@ -25,7 +25,7 @@ from featx.cpu import cpu_info
 from featx.deploy.onnx_export import ExportSettings, export_onnx, target_config
 from featx.deploy.openvino_export import export_openvino
 from featx.deploy.openvino_int8 import mean_cosine, quantize_openvino
-from featx.deploy.quantize import quantize_onnx, resolve_overflow_fix
+from featx.deploy.quantize import quantize_onnx
 from featx.deploy.runtimes import Session, open_session
 from featx.detection.train import coco_loaders, evaluate_coco, load_detector
 from featx.images import to_rgb
@@ -45,7 +45,7 @@ class Int8Evaluation:
     metric: str
     cpu: str
     rows: list[dict] = field(default_factory=list)  # runtime, metric value, {level: cosine}
-    overflow_fix: str = "auto"  # as resolved for the CPU that quantized: "enable" = 7-bit weights in both runtimes
+    overflow_fix: str = ""  # what both files were quantized with: "enable" = 7-bit weights, "disable" = 8-bit
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -55,11 +55,12 @@ class Int8Evaluation:
 
 
 def _quantized_pair(fp32_onnx: Path, fp32_ir: Path, calib: Path, size: tuple[int, int], count: int, tmp: Path,
-                    overflow_fix: str, log: Any) -> dict[str, Path]:
+                    overflow_fix: str, log: Any) -> tuple[dict[str, Path], str]:
+    """Both int8 files, and the overflow fix they were quantized with (the same in both: one CPU resolves it)."""
     onnx_int8, ir_int8 = tmp / "int8.onnx", tmp / "int8.xml"
-    quantize_onnx(fp32_onnx, onnx_int8, calib, size, count, overflow_fix=overflow_fix, log=log)
-    quantize_openvino(fp32_ir, ir_int8, calib, size, count, overflow_fix=overflow_fix, log=log)
-    return {"onnxruntime int8": onnx_int8, "openvino int8": ir_int8}
+    fix = quantize_onnx(fp32_onnx, onnx_int8, calib, size, count, overflow_fix=overflow_fix, log=log).overflow_fix
+    quantize_openvino(fp32_ir, ir_int8, calib, size, count, overflow_fix=fix, log=log)
+    return {"onnxruntime int8": onnx_int8, "openvino int8": ir_int8}, fix
 
 
 def _exports(cfg: dict, tmp: Path, log: Any) -> tuple[Path, Path]:
@@ -95,15 +96,15 @@ def evaluate_classifier_int8(checkpoint: Union[str, Path], data_root: Union[str,
     with torch.no_grad():
         reference = predictor.model(batch, mode="tensor").numpy()
     size = tuple(batch.shape[-2:])
-    result = Int8Evaluation("classifier", "val top-1 (%)", cpu_info().describe(),
-                            overflow_fix=resolve_overflow_fix(overflow_fix)[0])
+    result = Int8Evaluation("classifier", "val top-1 (%)", cpu_info().describe())
     result.rows.append({"runtime": "pytorch fp32", "metric": float((reference.argmax(1) == labels).mean() * 100),
                         "cosine": {"logits": 1.0}})
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         onnx_path, ir_path = _exports(target_config(str(checkpoint)), tmp, log)
-        for name, path in _quantized_pair(onnx_path, ir_path, data_root / "train", size, calib_count, tmp,
-                                          overflow_fix, log).items():
+        files, result.overflow_fix = _quantized_pair(onnx_path, ir_path, data_root / "train", size, calib_count, tmp,
+                                                     overflow_fix, log)
+        for name, path in files.items():
             session = open_session(path, "cpu")
             logits = np.concatenate([session.run(batch[i:i + 64].numpy())[0] for i in range(0, len(batch), 64)])
             result.rows.append({"runtime": name, "metric": float((logits.argmax(1) == labels).mean() * 100),
@@ -133,8 +134,7 @@ def evaluate_detector_int8(checkpoint: Union[str, Path], data_root: Union[str, P
     _, val_loader = coco_loaders(Path(data_root), cfg)
     pyramid = detector.backbone
     composite = pyramid.body
-    result = Int8Evaluation("detector pyramid", "val COCO mAP@0.5", cpu_info().describe(),
-                            overflow_fix=resolve_overflow_fix(overflow_fix)[0])
+    result = Int8Evaluation("detector pyramid", "val COCO mAP@0.5", cpu_info().describe())
     # the pyramid's inputs, as the detector normalizes and pads them
     inputs = []
     with torch.no_grad():
@@ -151,8 +151,9 @@ def evaluate_detector_int8(checkpoint: Union[str, Path], data_root: Union[str, P
         cfg_dict = {"type": f"featx.{cfg.model}", "frozen_stages": cfg.frozen_stages,
                     "neck": {"out_channels": cfg.fpn_channels}, "weights": str(weights)}
         onnx_path, ir_path = _exports(cfg_dict, tmp, log)
-        for name, path in _quantized_pair(onnx_path, ir_path, Path(data_root) / "train", (cfg.image_size,) * 2,
-                                          calib_count, tmp, overflow_fix, log).items():
+        files, result.overflow_fix = _quantized_pair(onnx_path, ir_path, Path(data_root) / "train",
+                                                     (cfg.image_size,) * 2, calib_count, tmp, overflow_fix, log)
+        for name, path in files.items():
             session = open_session(path, "cpu")
             cos = {lv: [] for lv in levels}
             for x, ref in zip(inputs, references):

@@ -5,8 +5,8 @@ on images from a folder (the same reader as the ONNX Runtime int8 path: ``calibr
 writes an int8 IR with featx's metadata (``precision = "int8"``), so ``featx parity`` applies the int8
 gate. NNCF's overflow fix (7-bit weights in the first layer or all layers, against the saturation of
 the pre-VNNI u8 x s8 instructions; :mod:`featx.deploy.quantize`) is chosen for the CPU it runs on: on,
-everywhere, without VNNI; off with VNNI; ``overflow_fix`` sets it for another deployment CPU (an IR quantized on a VNNI build
-machine and run on an AVX2-only one needs "enable"; opening such an IR there warns, see
+everywhere, without VNNI; off with VNNI; ``overflow_fix`` sets it for another deployment CPU (an IR
+quantized on a VNNI build machine and run on an AVX2-only one needs "enable"; opening such an IR there warns, see
 :func:`featx.deploy.runtimes.open_session`). ``max_drop`` switches to NNCF's accuracy-aware quantization:
 layers go back to fp32 until the mean cosine to the fp32 outputs (on held-out calibration images) drops
 by at most ``max_drop``.
