@@ -4,15 +4,18 @@ Entries (each an ``(N, 3, H, W) -> pyramid`` callable):
   torchvision          ``resnet_fpn_backbone`` (FrozenBatchNorm2d, eval) - the reference for ratios
   timm+tv_fpn          timm ``features_only`` + torchvision ``FeaturePyramidNetwork`` + max-pool P6
   featx                featx eager
-  featx_optimized      ``featx.inference.optimize_for_inference`` (BN folded, the 3x3 convs measured
-                       faster as Winograd F(4x4,3x3) on this CPU, channels_last)
-  featx_ort            the featx ONNX export (Winograd as measured for ONNX Runtime) in ONNX Runtime
-  featx_openvino       the featx OpenVINO IR (Winograd as measured for OpenVINO) in OpenVINO
+  featx_optimized      ``featx.inference.optimize_for_inference`` (BN folded, channels_last)
+  featx_ort            the featx ONNX export in ONNX Runtime
+  featx_openvino       the featx OpenVINO IR in OpenVINO
   featx_compile        ``torch.compile`` of the optimized model (opt-in: compiling takes minutes)
   featx_ort_int8       the direct ONNX export quantized by ONNX Runtime (QDQ, per-channel), calibrated on
                        the photos matplotlib ships (opt-in)
   featx_openvino_int8  the direct IR quantized by NNCF, calibrated on the same photos (opt-in)
   featx_*_direct       featx_optimized / featx_ort / featx_openvino on direct convolutions only (opt-in)
+
+With ``winograd="auto"`` (or ``"all"``) the optimized and exported entries take featx.accel's Winograd
+convolutions (measured in each entry's runtime on this CPU); the ``_direct`` entries stay plain, so one run
+shows what the opt-in layer adds.
 
 Timed runs go round-robin over the entries (after each one's warm-up), in an order that changes from
 round to round (``featx.timing.round_orders``: every entry in every position and right after every other
@@ -48,6 +51,7 @@ from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
 from torchvision.ops import FeaturePyramidNetwork
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
+from featx import accel
 from featx.cpu import cpu_info
 from featx.deploy.onnx_export import ExportSettings, export_onnx
 from featx.deploy.openvino_export import export_openvino
@@ -58,14 +62,14 @@ from featx.images import sample_image_path
 from featx.inference import optimize_for_inference
 from featx.io import atomic_path
 from featx.models import create_model, get_entry
+from featx.options import BENCH_ENTRIES, WINOGRAD_MODES
 from featx.stats import flops_and_shapes
 from featx.timing import interleaved_times, paired_ratio, time_ms
-from featx.tuning import software_versions
+from featx.version import software_versions
 
-__all__ = ["ENTRIES", "measure_matmul_peak", "run_benchmark", "build_entry", "bench_chart"]
+__all__ = ["ENTRIES", "WINOGRAD_MODES", "measure_matmul_peak", "run_benchmark", "build_entry", "bench_chart"]
 
-ENTRIES = ("torchvision", "timm+tv_fpn", "featx", "featx_optimized", "featx_ort", "featx_openvino", "featx_compile",
-           "featx_optimized_direct", "featx_ort_direct", "featx_openvino_direct", "featx_ort_int8", "featx_openvino_int8")
+ENTRIES = BENCH_ENTRIES
 OPENVINO_DIRECT = "featx_openvino_direct"  # OpenVINO on the direct export: the yardstick of featx's fp32 paths
 # featx's fp32 paths, the ones that compete against the yardstick (not the int8 files, not the yardstick itself)
 FEATX_FP32 = tuple(e for e in ENTRIES if e.startswith("featx") and not e.endswith("_int8") and e != OPENVINO_DIRECT)
@@ -98,16 +102,19 @@ class _TimmFPN(nn.Module):
         return self.fpn({str(i): f for i, f in enumerate(self.body(x))})
 
 
-def _exported_entry(name: str, model: str, workdir: Path, winograd: Optional[bool]) -> Callable[[torch.Tensor], Any]:
+def _exported_entry(name: str, model: str, workdir: Path, winograd: str) -> Callable[[torch.Tensor], Any]:
     """The ONNX Runtime / OpenVINO entries: the featx export (int8: of direct convolutions) in its runtime."""
     openvino = name.startswith("featx_openvino")
     int8 = name.endswith("_int8")
     suffix = ".xml" if openvino else ".onnx"
-    tag = "direct" if int8 or winograd is False else "winograd" if winograd else "measured"
-    path = workdir / f"{model}_{tag}{suffix}"
+    mode = "off" if int8 else winograd
+    path = workdir / f"{model}_winograd_{mode}{suffix}"
     if not path.exists():
-        settings = ExportSettings(winograd=False if int8 else winograd)
-        (export_openvino if openvino else export_onnx)(model, path, settings, log=lambda m: None)
+        if mode == "off":
+            (export_openvino if openvino else export_onnx)(model, path, ExportSettings(), log=lambda m: None)
+        else:
+            settings = ExportSettings(target="cpu", winograd=mode)
+            (accel.export_openvino if openvino else accel.export_onnx)(model, path, settings, log=lambda m: None)
     if int8:
         out = workdir / f"{model}_int8{suffix}"
         if not out.exists():  # calibrated on the photos matplotlib ships
@@ -120,12 +127,14 @@ def _exported_entry(name: str, model: str, workdir: Path, winograd: Optional[boo
     return lambda x: session.run(x.numpy())
 
 
-def build_entry(name: str, model: str, workdir: Path, winograd: Optional[bool] = None) -> Callable[[torch.Tensor], Any]:
-    """The callable for one benchmark entry (models in eval mode, no autograd). ``winograd``: None (the
-    convolutions measured faster as Winograd in each entry's runtime), True (every 128..256-channel 3x3),
-    False (direct only, to see what Winograd adds)."""
+def build_entry(name: str, model: str, workdir: Path, winograd: str = "off") -> Callable[[torch.Tensor], Any]:
+    """The callable for one benchmark entry (models in eval mode, no autograd). ``winograd``: "off" (the plain
+    core), "auto" (featx.accel: the convolutions measured faster as Winograd in each entry's runtime), "all"
+    (every 128..256-channel 3x3)."""
+    if winograd not in WINOGRAD_MODES:
+        raise ValueError(f"winograd must be one of {WINOGRAD_MODES}, got {winograd!r}")
     if name.endswith("_direct"):  # the same entry on direct convolutions only: what Winograd adds, in one run
-        return build_entry(name.removesuffix("_direct"), model, workdir, winograd=False)
+        return build_entry(name.removesuffix("_direct"), model, workdir, winograd="off")
     if name == "torchvision":
         net = resnet_fpn_backbone(backbone_name=torchvision_counterpart(model), weights=None, trainable_layers=5).eval()
     elif name == "timm+tv_fpn":
@@ -133,7 +142,8 @@ def build_entry(name: str, model: str, workdir: Path, winograd: Optional[bool] =
     elif name == "featx":
         net = create_model(model).eval()
     elif name in ("featx_optimized", "featx_compile"):
-        net = optimize_for_inference(create_model(model), inplace=True, winograd=winograd)
+        net = (optimize_for_inference(create_model(model), inplace=True) if winograd == "off" else
+               accel.optimize_for_inference(create_model(model), winograd, inplace=True))
         if name == "featx_compile":
             net = torch.compile(net)
     elif name in ("featx_ort", "featx_ort_int8", "featx_openvino", "featx_openvino_int8"):
@@ -186,7 +196,7 @@ print(status("VmHWM:") - base)
 """
 
 
-def _peak_rss_mb(entry: str, model: str, size: tuple[int, int], batch: int, winograd: Optional[bool],
+def _peak_rss_mb(entry: str, model: str, size: tuple[int, int], batch: int, winograd: str,
                  workdir: Path) -> Optional[float]:
     """Peak resident memory added by building ``entry`` and running one forward, in a fresh process
     (Linux: the high-water mark is reset after imports through /proc/self/clear_refs). ONNX entries
@@ -208,7 +218,7 @@ def run_benchmark(
     repeats: int = 5,
     memory: bool = False,
     log: Callable = print,
-    winograd: Optional[bool] = None,
+    winograd: str = "off",
 ) -> dict[str, Any]:
     """Time every entry on the same inputs; every size at ``batches[0]``, the first size at the rest."""
     if repeats < 1:
@@ -224,7 +234,7 @@ def run_benchmark(
     runs = [(s, batches[0]) for s in sizes] + [(sizes[0], b) for b in batches[1:]]
     results: dict[str, Any] = {"model": model, "threads": torch.get_num_threads(), "matmul_peak_gflops": peak,
                                "device": "cpu", "cpu": cpu_info().to_dict(), "versions": software_versions(),
-                               "winograd": {None: "measured", True: "on (128-256 channels)", False: "off"}[winograd],
+                               "winograd": winograd,
                                "rows": [], "fastest_fp32_vs_openvino_direct": []}
     with torch.device("meta"):
         meta_model = create_model(model).eval()

@@ -28,12 +28,12 @@ import torch
 from PIL import Image
 
 from featx.cpu import cpu_info
-from featx.deploy.onnx_export import model_config
 from featx.extraction import (ExtractSettings, batch_loader, build_runner, extract, list_images, model_normalization,
                               plan_batches)
 from featx.features import input_channels
 from featx.images import sample_image_path
 from featx.io import write_json
+from featx.models import model_config
 from featx.store import FeatureStore, merge_store, write_shard
 
 __all__ = ["make_digits_collection", "make_jpeg_collection", "raw_pass", "bench_collection", "bench_store",

@@ -45,14 +45,14 @@ from torchvision.io import ImageReadMode, decode_jpeg
 from torchvision.transforms.v2 import functional as TF
 
 from featx.compare import compare_arrays
-from featx.deploy.metadata import build_from_config
-from featx.deploy.onnx_export import ExportSettings, export_onnx, input_description, model_config
+from featx.deploy.onnx_export import ExportSettings, export_onnx, input_description
 from featx.deploy.openvino_export import export_openvino
 from featx.deploy.runtimes import open_session
 from featx.features import as_output_tuple, input_channels
 from featx.images import IMAGE_EXTENSIONS, to_rgb
 from featx.inference import optimize_for_inference
 from featx.io import write_json
+from featx.models import build_from_config, model_config
 from featx.store import (SHARD_DIR, FeatureStore, merge_store, remove_stale_shard_temporaries, shard_metadata,
                           write_shard)
 from featx.version import __version__
@@ -268,14 +268,14 @@ def build_runner(cfg: dict, settings: ExtractSettings, tmp: Path) -> tuple[Calla
         device = torch.device(settings.device)
         if device.type == "cuda" and device.index is None and "LOCAL_RANK" in os.environ:
             device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))  # torchrun: one GPU per process
-        net = optimize_for_inference(model, winograd=False, inplace=False).to(device)
+        net = optimize_for_inference(model, inplace=False).to(device)
 
         def run(x: torch.Tensor) -> list[np.ndarray]:
             with torch.inference_mode():
                 return [o.float().cpu().contiguous().numpy() for o in as_output_tuple(net(x.to(device)))]
 
         return run, model
-    direct = ExportSettings(exporter="torchscript", winograd=False)
+    direct = ExportSettings(exporter="torchscript")
     path = tmp / ("model.xml" if settings.runtime == "openvino" else "model.onnx")
     (export_openvino if settings.runtime == "openvino" else export_onnx)(cfg, path, direct, log=lambda m: None)
     # the same thread count as torch (--threads): processes under torchrun share the cores

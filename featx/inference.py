@@ -1,10 +1,10 @@
-"""An inference path: BatchNorm folded into the preceding convolutions, wide 3x3 convolutions as
-Winograd F(4x4, 3x3), channels_last, no autograd.
+"""The plain inference path: BatchNorm folded into the preceding convolutions, channels_last, no autograd.
 
 ``optimize_for_inference(model)`` returns a copy; the original is untouched. Folding is exact in
 real arithmetic (``w' = w * gamma / sqrt(var + eps)``, ``b' = (b - mean) * gamma / sqrt(var + eps) + beta``);
-Winograd is exact in real arithmetic too (:mod:`featx.winograd`). In fp32 the outputs stay within
-1e-5 of the original model relative to their magnitude (ResNet50FPN: about 3e-6).
+in fp32 the outputs stay within 1e-5 of the original model relative to their magnitude (ResNet50FPN:
+about 3e-6). The result is the same on every machine; hardware-specific rewrites (Winograd convolutions
+timed on this CPU) are the opt-in :mod:`featx.accel`.
 
 Which norm follows which conv is known from featx's own layout (the weights' source names):
 ``convN``/``bnN`` pairs in ResNet blocks and the stem, ``(conv, bn)`` runs inside ``nn.Sequential``
@@ -13,7 +13,6 @@ Which norm follows which conv is known from featx's own layout (the weights' sou
 from __future__ import annotations
 
 import copy
-from typing import Collection, Mapping, Union
 
 import torch
 from torch import nn
@@ -21,10 +20,8 @@ from torch.nn.utils.fusion import fuse_conv_bn_weights
 from torchvision.ops import FrozenBatchNorm2d
 
 from featx.layers import ConvNormAct
-from featx.tuning import DEFAULT_TUNING_SIZE, RUNTIME_GRAPH, WinogradDecision, confirm_on_whole_model, decide_winograd
-from featx.winograd import convert_to_winograd
 
-__all__ = ["fold_batchnorm", "optimize_for_inference"]
+__all__ = ["fold_batchnorm", "prepare_for_inference", "optimize_for_inference"]
 
 _BN = (nn.BatchNorm2d, FrozenBatchNorm2d)
 
@@ -77,65 +74,25 @@ def fold_batchnorm(model: nn.Module) -> int:
     return count
 
 
-def optimize_for_inference(
-    model: nn.Module,
-    channels_last: bool = True,
-    inplace: bool = False,
-    winograd: Union[None, bool, WinogradDecision, Collection[str], Mapping[str, int]] = None,
-    winograd_min_channels: int = 128,
-    winograd_max_channels: int = 256,
-    tuning_runtime: str = "torch",
-    tuning_size: tuple[int, int] = DEFAULT_TUNING_SIZE,
-) -> nn.Module:
-    """A copy of ``model`` (or ``model`` itself with ``inplace=True``, which saves holding the weights
-    twice) for inference: eval mode, BN folded, no gradients, channels_last weights, and the 3x3
-    convolutions that are faster as Winograd F(4x4, 3x3) on this machine replaced by
-    :class:`featx.winograd.WinogradConv2d` (4x fewer multiplies, more memory traffic; the exports, measured
-    in their runtime, may also use F(6x6, 3x3)).
-
-    ``winograd``:
-
-    - ``None`` (default): measured. For a float32 model on the CPU, ``featx.tuning.decide_winograd``
-      times each distinct eligible convolution (64..512 channels, at the map size a ``tuning_size``
-      input gives it) direct and Winograd in ``tuning_runtime`` (the exports pass their runtime) and
-      converts only those Winograd made faster; the converted model as a whole must then also be >= 3%
-      faster in that runtime (``confirm_on_whole_model``). Cached per CPU and versions, so measured once. On
-      CUDA and for other dtypes: off (cuDNN picks its own algorithms; transforms amplify fp16 rounding).
-    - ``True``: every eligible conv with channels in ``[winograd_min_channels, winograd_max_channels]``.
-    - ``False``: none. A ``WinogradDecision``, a collection of module names, or a mapping of module names to
-      tile sides (4: F(4x4, 3x3), 6: F(6x6, 3x3)): those.
-
-    ``tuning_runtime`` also picks the graph of the converted convs (the one that runtime runs fastest,
-    ``featx.tuning.RUNTIME_GRAPH``).
-
-    The decision is kept as ``model.winograd_decision`` (None when not measured). Feed the result
-    inputs as usual; with ``channels_last`` the convolutions run in NHWC (oneDNN's preferred layout on
-    CPUs) and outputs come back in that memory format (same values, same shape).
-    """
-    if tuning_runtime not in RUNTIME_GRAPH:
-        raise ValueError(f"tuning_runtime must be one of {tuple(RUNTIME_GRAPH)}, got {tuning_runtime!r}")
+def prepare_for_inference(model: nn.Module, inplace: bool = False) -> nn.Module:
+    """A copy of ``model`` (or ``model`` itself with ``inplace=True``) in eval mode, BatchNorm folded
+    (``folded_batchnorms`` says how many), no gradients: the common start of every inference path."""
     m = (model if inplace else copy.deepcopy(model)).eval()
     m.folded_batchnorms = fold_batchnorm(m)
-    # after folding: the Winograd weights are transformed from the folded ones
-    m.winograd_decision = None
-    if winograd is None:
-        first = next(m.parameters(), None)
-        if first is not None and first.device.type == "cpu" and first.dtype == torch.float32:
-            winograd = confirm_on_whole_model(m, decide_winograd(m, tuning_runtime, tuning_size))
-        else:
-            winograd = False
-    if isinstance(winograd, WinogradDecision):
-        m.winograd_decision = winograd
-        winograd = winograd.conversions
-    graph = RUNTIME_GRAPH[tuning_runtime]  # the Winograd graph that runtime runs fastest
-    if isinstance(winograd, bool):
-        m.winograd_convs = (convert_to_winograd(m, winograd_min_channels, winograd_max_channels, graph=graph)
-                            if winograd else 0)
-    else:
-        m.winograd_convs = convert_to_winograd(m, 1, 1 << 30, only=winograd if isinstance(winograd, Mapping) else set(winograd),
-                                               graph=graph)
     for p in m.parameters():
         p.requires_grad_(False)
+    return m
+
+
+def optimize_for_inference(model: nn.Module, channels_last: bool = True, inplace: bool = False) -> nn.Module:
+    """A copy of ``model`` (or ``model`` itself with ``inplace=True``, which saves holding the weights
+    twice) for inference: eval mode, BN folded, no gradients and, with ``channels_last``, NHWC weights
+    (oneDNN's preferred layout on CPUs; outputs then come back in that memory format, same values and
+    shape). Plain and deterministic: the same graph on every machine.
+
+    >>> fast = optimize_for_inference(featx.create_model("ResNet50FPN", weights="DEFAULT"))
+    """
+    m = prepare_for_inference(model, inplace)
     if channels_last:
         m = m.to(memory_format=torch.channels_last)
     return m

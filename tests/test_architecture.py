@@ -10,13 +10,13 @@ PACKAGE = Path(__file__).resolve().parents[1] / "featx"
 
 # Lower layers never import higher ones (README: Layout). Same-layer imports are allowed, cycles are not.
 LAYERS: list[tuple[str, ...]] = [
-    ("featx.version", "featx.shipped", "featx.cpu", "featx.choices", "featx.errors", "featx.features", "featx.layers", "featx.io", "featx.scratch", "featx.images", "featx.timing", "featx.compare",
-     "featx.report", "featx.winograd", "featx.store"),
+    ("featx.version", "featx.shipped", "featx.cpu", "featx.accel.choices", "featx.errors", "featx.features", "featx.layers", "featx.io", "featx.accel.scratch", "featx.images", "featx.timing", "featx.compare",
+     "featx.report", "featx.accel.winograd", "featx.store"),
     ("featx.registry",),
     ("featx.backbones", "featx.necks"),
     ("featx.checkpoints", "featx.weights"),
     ("featx.models",),
-    ("featx.tuning", "featx.inference", "featx.deploy", "featx.check", "featx.stats", "featx.bench", "featx.train", "featx.detection",
+    ("featx.accel.tuning", "featx.inference", "featx.deploy", "featx.check", "featx.stats", "featx.bench", "featx.train", "featx.detection",
      "featx.integrations", "featx.viz", "featx.demo", "featx.extraction"),
     ("featx.extract_bench",),
     ("featx.cli", "featx.__main__"),

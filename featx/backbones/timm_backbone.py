@@ -19,9 +19,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-import timm
 import torch
-from timm.models import FeatureListNet
 
 from featx.errors import did_you_mean
 from featx.features import FeatureInfo, SequenceExtractor
@@ -58,6 +56,11 @@ class TimmBackbone(SequenceExtractor):
     def __init__(self, model_name: str, out_indices: Sequence[int] = (0, 1, 2, 3), frozen_stages: int = -1,
                  norm_eval: bool = False, **timm_kwargs: Any) -> None:
         super().__init__()
+        # imported here: featx's model modules import no timm, so importing timm after featx registers featx's
+        # models in it without a cycle (featx/__init__.py)
+        import timm
+        from timm.models import FeatureListNet
+
         if not timm.is_model(model_name) or str(model_name).startswith("featx_"):
             raise ValueError(f"unknown timm model {model_name!r}{did_you_mean(model_name, timm.list_models(), n=5)}")
         for fixed in ("features_only", "pretrained", "out_indices"):

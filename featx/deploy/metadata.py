@@ -13,13 +13,12 @@ from pathlib import Path
 from typing import Any, Union
 
 import onnx
-import torch
 from torch import nn
 
 from featx.errors import ParityError, WeightsUnavailableError
-from featx.models import build_module
+from featx.models import build_from_config
 
-__all__ = ["read_metadata", "ir_featx_info", "build_from_config", "model_from_metadata"]
+__all__ = ["read_metadata", "ir_featx_info", "model_from_metadata"]
 
 
 def read_metadata(path: Union[str, Path]) -> dict[str, Any]:
@@ -67,15 +66,6 @@ def ir_featx_info(model: Any) -> dict[str, Any]:
     if "featx" not in info.keys():
         return {}
     return {k: _decode(v.astype(str)) for k, v in info["featx"].items()}
-
-
-def build_from_config(cfg: dict, seed: int = 0, allow_download: bool = True) -> nn.Module:
-    """Build a model config deterministically (the same seed gives the same random init), in eval mode."""
-    cfg = dict(cfg)
-    if cfg.get("weights") is not None:
-        cfg["allow_download"] = allow_download
-    torch.manual_seed(seed)
-    return build_module(cfg).eval()
 
 
 def model_from_metadata(meta: dict) -> nn.Module:

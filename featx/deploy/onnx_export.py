@@ -7,6 +7,10 @@ output dims are free symbols unrelated to the input size. The file carries its o
 ONNX metadata (``featx.*`` keys, see ``featx.deploy.metadata``), is checked by ``onnx.checker``
 (full check) and strict shape inference, and is written atomically.
 
+The graph is plain and the same on every machine: BatchNorm folded, direct convolutions. A hardware-
+specific rewrite (Winograd convolutions timed for a CPU runtime) is the opt-in :mod:`featx.accel`, which
+passes it to ``export_onnx`` as ``rewrite``; this module never imports it.
+
 Profiles (``featx/deploy/profiles/*.py``, or any file of the same form) are small mmengine configs
 whose keys are ``ExportSettings`` fields.
 """
@@ -20,7 +24,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Callable, Optional, Union
 
 import onnx
 import torch
@@ -28,36 +32,26 @@ from mmengine.config import Config
 from torch import nn
 
 from featx.errors import ExportError, did_you_mean
-from featx.features import Composite, FeatureExtractor, as_output_tuple, input_channels
+from featx.features import FeatureExtractor, as_output_tuple, input_channels
 from featx.images import IMAGENET_MEAN, IMAGENET_STD
-from featx.inference import optimize_for_inference
+from featx.inference import prepare_for_inference
 from featx.io import atomic_path
-from featx.deploy.metadata import build_from_config
-from featx.models import resolve_name
-from featx.train.classifier import ImageClassifier
-from featx.train.predict import classifier_config_from_checkpoint
-from featx.tuning import DEFAULT_TUNING_SIZE
+from featx.models import build_from_config, model_config
+from featx.options import DEFAULT_OPSET, PROFILES_DIR, TARGETS, WINOGRAD_MODES, list_profiles
 from featx.version import __version__
 
-__all__ = ["ExportSettings", "ExportResult", "export_onnx", "model_config", "target_config", "PROFILES_DIR",
-           "list_profiles", "load_profile", "input_description", "DEFAULT_OPSET"]
+__all__ = ["ExportSettings", "ExportResult", "GraphRewrite", "export_onnx", "PROFILES_DIR", "list_profiles",
+           "load_profile", "input_description", "DEFAULT_OPSET", "TARGETS", "WINOGRAD_MODES"]
 
-PROFILES_DIR = Path(__file__).resolve().parent / "profiles"
-
-# Opset 18: the newest the dynamo exporter targets natively; ONNX Runtime >= 1.14 runs it, as do
-# TensorRT 8.6+ and OpenVINO 2023+.
-DEFAULT_OPSET = 18
 
 
 @dataclass
 class ExportSettings:
     """How to export. ``static_shape=(H, W)`` fixes the input shape (batch ``batch``); otherwise batch,
     height and width are dynamic. ``fp16`` converts weights and compute to float16, keeping the
-    input and outputs float32 unless ``fp16_io``. ``winograd`` exports 3x3 convs as Winograd
-    F(4x4, 3x3) or F(6x6, 3x3) (MatMul-based, see :mod:`featx.winograd`): ``None`` (default) converts those that were
-    measured faster in ``runtime`` on this machine (``featx.tuning``; the decision and its timings go
-    into the file's metadata), ``True`` every 128..256-channel one, ``False`` none. Always off for fp16
-    exports and for files meant for int8 quantization."""
+    input and outputs float32 unless ``fp16_io``. ``target`` (``TARGETS``) is recorded in the file.
+    ``winograd`` (``WINOGRAD_MODES``) other than "off" asks for the opt-in CPU rewrite, which only
+    :func:`featx.accel.export_onnx` / :func:`featx.accel.export_openvino` apply."""
 
     static_shape: Optional[tuple[int, int]] = None
     batch: int = 1
@@ -66,13 +60,34 @@ class ExportSettings:
     fp16_io: bool = False
     simplify: bool = False
     exporter: str = "dynamo"
-    winograd: Optional[bool] = None
-    runtime: str = "onnxruntime"  # the runtime a measured Winograd decision is made for
+    target: str = "any"
+    winograd: str = "off"
 
     @property
     def name(self) -> str:
         kind = "static{}x{}".format(*self.static_shape) if self.static_shape else "dynamic"
         return f"{kind}_{'fp16' if self.fp16 else 'fp32'}"
+
+    def validate(self) -> None:
+        """Raise :class:`ExportError` for settings no export can honour."""
+        if self.exporter not in ("dynamo", "torchscript"):
+            raise ExportError(f"exporter must be 'dynamo' or 'torchscript', got {self.exporter!r}")
+        if self.batch < 1:
+            raise ExportError(f"batch must be >= 1, got {self.batch}")
+        if self.exporter == "dynamo" and self.opset < 18:
+            raise ExportError(f"the dynamo exporter writes opset 18 or newer, got opset {self.opset}; use "
+                              "--exporter torchscript for opsets 7..17")
+        if self.fp16_io and not self.fp16:
+            raise ExportError("fp16_io (fp16 input and outputs) needs fp16 (an fp16 model)")
+        if self.target not in TARGETS:
+            raise ExportError(f"target must be one of {', '.join(TARGETS)}, got {self.target!r}")
+        if self.winograd not in WINOGRAD_MODES:
+            raise ExportError(f"winograd must be one of {', '.join(WINOGRAD_MODES)}, got {self.winograd!r}")
+
+
+# An export's optional graph rewrite: edits the BN-folded model in place before tracing and returns the
+# featx.* metadata entries that describe what it did (featx.accel's Winograd conversion is one).
+GraphRewrite = Callable[[nn.Module, ExportSettings, Callable[[str], None]], dict[str, str]]
 
 
 @dataclass
@@ -89,7 +104,7 @@ class ExportResult:
 
 def _min_input_size(model: nn.Module) -> int:
     """The coarsest stride, or more where the family's unpadded convs need it (Inception-v3: 75)."""
-    backbone = model.backbone if isinstance(model, (Composite, ImageClassifier)) else model
+    backbone = getattr(model, "backbone", model)  # a composite or a classifier: its backbone sets the minimum
     if not isinstance(backbone, FeatureExtractor):
         return 32
     return max([info.stride for info in backbone.stage_infos] + [backbone.min_input_size])
@@ -110,25 +125,22 @@ def export_onnx(
     settings: Optional[ExportSettings] = None,
     seed: int = 0,
     log: Any = print,
+    rewrite: Optional[GraphRewrite] = None,
 ) -> ExportResult:
     """Export a catalogue model (name) or a model config dict to ``path``.
 
     The model is built with ``torch.manual_seed(seed)`` so a random-init export can be rebuilt
-    for parity. Writes atomically: on any failure no file exists under ``path``.
+    for parity. Writes atomically: on any failure no file exists under ``path``. ``rewrite`` edits the
+    BN-folded model before tracing (see ``GraphRewrite``); without one the graph is plain.
     """
     settings = settings or ExportSettings()
     start = time.perf_counter()
     cfg = model_config(model)
     path = Path(path)
-    if settings.exporter not in ("dynamo", "torchscript"):
-        raise ExportError(f"exporter must be 'dynamo' or 'torchscript', got {settings.exporter!r}")
-    if settings.batch < 1:
-        raise ExportError(f"batch must be >= 1, got {settings.batch}")
-    if settings.exporter == "dynamo" and settings.opset < 18:
-        raise ExportError(f"the dynamo exporter writes opset 18 or newer, got opset {settings.opset}; use "
-                          "--exporter torchscript for opsets 7..17")
-    if settings.fp16_io and not settings.fp16:
-        raise ExportError("fp16_io (fp16 input and outputs) needs fp16 (an fp16 model)")
+    settings.validate()
+    if settings.winograd != "off" and rewrite is None:
+        raise ExportError(f"winograd={settings.winograd!r} is featx.accel's CPU rewrite: export with "
+                          "featx.accel.export_onnx (featx export --winograd auto), or set winograd='off'")
     model = build_from_config(cfg, seed)
     minimum = _min_input_size(model)
     if settings.static_shape is not None:
@@ -138,15 +150,9 @@ def export_onnx(
                 f"static shape {h}x{w} is too small for {cfg['type']}: height and width must be at least "
                 f"{minimum} (its coarsest backbone stride), e.g. --static 800 1216"
             )
-    # the same inference path as eager: BatchNorm folded into the convolutions before tracing; Winograd
-    # decided at the input the file will run at when it is fixed (map sizes change the verdict)
-    winograd = False if settings.fp16 else settings.winograd
-    net = optimize_for_inference(model, channels_last=False, inplace=True, winograd=winograd,
-                                 tuning_runtime=settings.runtime,
-                                 tuning_size=tuple(settings.static_shape or DEFAULT_TUNING_SIZE))
-    decision = net.winograd_decision
-    if decision is not None:
-        log(decision.summary())
+    # the same inference path as eager: BatchNorm folded into the convolutions before tracing
+    net = prepare_for_inference(model, inplace=True)
+    rewritten = rewrite(net, settings, log) if rewrite is not None else {}
     infos = list(net.feature_info)
     out_names = [f.name.lower() for f in infos]
     if settings.static_shape is not None:
@@ -182,10 +188,9 @@ def export_onnx(
             "featx.precision": "fp16" if settings.fp16 else "fp32",
             "featx.io_precision": "fp16" if settings.fp16 and settings.fp16_io else "fp32",
             "featx.exporter": settings.exporter,
-            "featx.winograd_convs": str(net.winograd_convs),
-            "featx.winograd_decision": json.dumps(decision.to_dict() if decision is not None else
-                                                  {"set": "off" if not winograd else "on (128..256 channels)"}),
+            "featx.target": settings.target,
             "featx.static_shape": json.dumps(list(sample.shape) if settings.static_shape else None),
+            **rewritten,
         }
         del proto.metadata_props[:]
         for k, v in metadata.items():
@@ -267,48 +272,6 @@ def _simplify(proto):
     except ImportError:
         raise ExportError("--simplify needs onnxslim: pip install onnxslim") from None
     return onnxslim.slim(proto)
-
-
-def model_config(model: Union[str, dict]) -> dict:
-    """A model config dict from a registered name (any spelling) or a config dict with ``type``."""
-    if isinstance(model, str):
-        return {"type": f"featx.{resolve_name(model)}"}
-    if not isinstance(model, dict) or "type" not in model:
-        raise TypeError(f"model must be a catalogue name or a config dict with 'type', got {model!r}")
-    return dict(model)
-
-
-def target_config(target: str, cfg_options: Optional[dict] = None, weights: Optional[str] = None) -> dict:
-    """What ``featx export``/``parity --model`` take, as a model config: a catalogue name (plus
-    ``cfg_options`` as model keyword arguments), a config ``.py`` with ``model = dict(...)`` (plus
-    ``cfg_options`` merged into it), or a training checkpoint ``.pth`` of the fine-tuned classifier
-    (which brings its own config and weights)."""
-    path = Path(target)
-    if target.endswith((".pth", ".pt")):
-        if not path.is_file():
-            raise FileNotFoundError(f"checkpoint not found: {target}")
-        if cfg_options or weights is not None:
-            raise ValueError("a training checkpoint brings its own config and weights; drop --cfg-options/--weights")
-        return classifier_config_from_checkpoint(target)
-    if target.endswith(".py"):
-        if not path.is_file():
-            raise FileNotFoundError(f"config file not found: {target}")
-        cfg = Config.fromfile(target)
-        if cfg_options:
-            cfg.merge_from_dict(cfg_options)
-        if "model" not in cfg:
-            raise ValueError(f"{target} defines no `model = dict(type=...)`")
-        model = cfg.model.to_dict()
-    else:
-        model = {"type": f"featx.{resolve_name(target)}", **(cfg_options or {})}
-    if weights is not None:
-        model["weights"] = weights
-    return model
-
-
-def list_profiles() -> list[str]:
-    """Names of the profiles shipped with featx."""
-    return sorted(p.stem for p in PROFILES_DIR.glob("*.py"))
 
 
 def load_profile(name: str) -> ExportSettings:

@@ -4,8 +4,8 @@ OpenVINO's own converter from featx's ONNX export, with featx's metadata in the 
 The ONNX export is the one ``featx export`` writes (inference path: BN folded; dynamic batch, height
 and width unless a static shape is asked for; TorchScript exporter, as the converter needs no symbolic
 shapes); ``openvino.convert_model`` turns it into an
-OpenVINO model, so no graph is edited by hand; the one edit is a runtime hint in the IR's runtime info,
-on the Winograd input transforms, where the export measured it faster (:mod:`featx.deploy.ir_hints`). Every ``featx.*`` ONNX metadata key is stored as
+OpenVINO model, so no graph is edited by hand (the opt-in :mod:`featx.accel` may add runtime hints to the
+saved IR through ``edit_ir``). Every ``featx.*`` ONNX metadata key is stored as
 ``rt_info["featx"][key]`` (``featx.deploy.metadata.read_metadata`` reads either format). The
 weights stay fp32 (``compress_to_fp16=False``: an fp16 IR would change the numbers parity checks).
 The two files are written atomically: each to a temporary name, the ``.bin`` renamed first.
@@ -13,21 +13,21 @@ The two files are written atomically: each to a temporary name, the ``.bin`` ren
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple, Optional, Union
+from typing import Any, Callable, Optional, Union
 
-from featx.deploy.ir_hints import PLANAR_INPUT_PRIORITY, PlanarHints, prefer_planar_winograd_input
-from featx.deploy.onnx_export import ExportSettings, export_onnx
+from featx.deploy.onnx_export import ExportSettings, GraphRewrite, export_onnx
 from featx.errors import ExportError
 from featx.io import atomic_path
-from featx.scratch import scratch_dir
 
-__all__ = ["OpenVINOExportResult", "SavedIR", "export_openvino", "save_ir", "set_featx_rt_info"]
+__all__ = ["OpenVINOExportResult", "IREdit", "export_openvino", "save_ir", "set_featx_rt_info"]
+
+# An optional edit of a saved IR's .xml (staged, before it takes its final name), given the file's featx metadata
+IREdit = Callable[[Path, dict], None]
 
 
 @dataclass
@@ -47,33 +47,24 @@ def set_featx_rt_info(model: Any, metadata: dict[str, str]) -> None:
         model.set_rt_info(str(value), ["featx", key.removeprefix("featx.")])
 
 
-class SavedIR(NamedTuple):
-    """An IR :func:`save_ir` wrote: its two files, and the planar hints it got (``None`` when none were asked for)."""
-    xml: Path
-    bin: Path
-    planar_hints: Optional[PlanarHints]
-
-
-def save_ir(model: Any, path: Union[str, Path], planar_winograd_input: bool = False) -> SavedIR:
-    """Save an OpenVINO model as ``path`` (.xml) + its ``.bin``, atomically. With ``planar_winograd_input`` its
-    Winograd input transforms get the planar-kernel hint where this CPU has a kernel for it
-    (:func:`featx.deploy.ir_hints.prefer_planar_winograd_input`)."""
+def save_ir(model: Any, path: Union[str, Path], edit: Optional[Callable[[Path], None]] = None) -> tuple[Path, Path]:
+    """Save an OpenVINO model as ``path`` (.xml) + its ``.bin``, atomically; returns both paths. ``edit``
+    changes the staged .xml before it is renamed (runtime hints)."""
     import openvino as ov  # the optional `openvino` extra
 
     path = Path(path)
     if path.suffix != ".xml":
         raise ExportError(f"an OpenVINO IR is an .xml file (with its .bin beside it), got {path}")
     bin_path = path.with_suffix(".bin")
-    hints = None
     with atomic_path(path) as xml_tmp, atomic_path(bin_path) as bin_tmp:
         with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.stem}.") as tmp:
             staged = Path(tmp) / "model.xml"
             ov.save_model(model, str(staged), compress_to_fp16=False)
-            if planar_winograd_input:
-                hints = prefer_planar_winograd_input(staged)
+            if edit is not None:
+                edit(staged)
             os.replace(staged.with_suffix(".bin"), bin_tmp)  # an .xml finds its .bin by its own stem
             os.replace(staged, xml_tmp)
-    return SavedIR(path, bin_path, hints)
+    return path, bin_path
 
 
 def _ports(ports) -> list[dict]:
@@ -82,13 +73,15 @@ def _ports(ports) -> list[dict]:
 
 
 def export_openvino(model: Union[str, dict], path: Union[str, Path], settings: Optional[ExportSettings] = None,
-                    seed: int = 0, log: Any = print) -> OpenVINOExportResult:
-    """Export a catalogue model (name) or a model config to an OpenVINO IR at ``path`` (.xml)."""
+                    seed: int = 0, log: Any = print, rewrite: Optional[GraphRewrite] = None,
+                    edit_ir: Optional[IREdit] = None) -> OpenVINOExportResult:
+    """Export a catalogue model (name) or a model config to an OpenVINO IR at ``path`` (.xml). ``rewrite`` goes
+    to the ONNX export (:func:`featx.deploy.onnx_export.export_onnx`); ``edit_ir`` edits the saved .xml."""
     import openvino as ov  # the optional `openvino` extra
 
     # the intermediate ONNX only feeds OpenVINO's converter, which infers every shape itself: the TorchScript
     # exporter writes it ~4x faster than dynamo (ResNet50FPN: 31 s -> 12 s for the whole IR export)
-    settings = dataclasses.replace(settings or ExportSettings(), runtime="openvino", exporter="torchscript")
+    settings = dataclasses.replace(settings or ExportSettings(), exporter="torchscript")
     if settings.fp16:
         raise ExportError("an OpenVINO IR is exported in fp32 (OpenVINO's CPU plugin picks its own precisions); drop --fp16")
     start = time.perf_counter()
@@ -97,9 +90,9 @@ def export_openvino(model: Union[str, dict], path: Union[str, Path], settings: O
         raise ExportError(f"an OpenVINO IR is an .xml file (with its .bin beside it), got {path}")
     if not path.parent.is_dir():
         raise FileNotFoundError(f"output folder does not exist: {path.parent}")
-    with scratch_dir() as tmp:  # the ONNX file only feeds the converter: in memory where there is room
+    with tempfile.TemporaryDirectory(prefix="featx-") as tmp:  # the ONNX file only feeds the converter
         onnx_path = Path(tmp) / "model.onnx"
-        onnx_result = export_onnx(model, onnx_path, settings, seed=seed, log=log)
+        onnx_result = export_onnx(model, onnx_path, settings, seed=seed, log=log, rewrite=rewrite)
         log("converting to OpenVINO IR (openvino.convert_model) ...")
         try:
             ov_model = ov.convert_model(str(onnx_path))
@@ -109,15 +102,6 @@ def export_openvino(model: Union[str, dict], path: Union[str, Path], settings: O
     metadata["featx.format"] = "openvino"
     metadata["featx.openvino_version"] = ov.get_version()
     set_featx_rt_info(ov_model, metadata)
-    # the Winograd input transforms on a planar kernel where the export's whole-model check measured that faster
-    whole_model = (json.loads(metadata.get("featx.winograd_decision", "{}")).get("whole_model") or {})
-    planar = bool(whole_model.get("planar_input")) and whole_model.get("keep", False)
-    xml, bin_path, hints = save_ir(ov_model, path, planar_winograd_input=planar)
-    if hints is not None:
-        others = hints.transforms - hints.kept
-        untagged = (f" ({others} {'other has' if others == 1 else 'others have'} no such kernel on this CPU and "
-                    f"{'keeps' if others == 1 else 'keep'} OpenVINO's own)" if others else "")
-        log(f"OpenVINO hint: {hints.kept} of {hints.transforms} Winograd input transforms on a planar jit kernel "
-            f"({PLANAR_INPUT_PRIORITY}){untagged}")
+    xml, bin_path = save_ir(ov_model, path, edit=(lambda staged: edit_ir(staged, metadata)) if edit_ir else None)
     return OpenVINOExportResult(str(xml), str(bin_path), (xml.stat().st_size + bin_path.stat().st_size) / 1e6,
                                 time.perf_counter() - start, _ports(ov_model.inputs), _ports(ov_model.outputs), metadata)

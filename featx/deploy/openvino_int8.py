@@ -92,6 +92,6 @@ def quantize_openvino(fp32_path: Union[str, Path], out_path: Union[str, Path], c
                                          "calibration": {"images": len(inputs), "folder": str(calib_folder),
                                                          "size": list(calib_size)}})
     set_featx_rt_info(quantized, metadata)
-    xml, bin_path, _ = save_ir(quantized, out_path)
+    xml, bin_path = save_ir(quantized, out_path)
     return OpenVINOQuantizeResult(str(xml), (xml.stat().st_size + bin_path.stat().st_size) / 1e6, len(inputs),
                                   tuple(calib_size), fix, control, time.perf_counter() - start)

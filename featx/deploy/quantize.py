@@ -32,14 +32,11 @@ from featx.deploy.metadata import read_metadata
 from featx.errors import QuantizationError
 from featx.images import IMAGENET_MEAN, IMAGENET_STD, expand_image_paths, load_image, resize_normalize
 from featx.io import atomic_path
+from featx.options import CALIBRATION_METHODS, OVERFLOW_FIXES
 
 __all__ = ["QuantizeResult", "calibration_inputs", "quantization_source", "quantize_onnx", "CALIBRATION_METHODS",
            "OVERFLOW_FIXES", "overflow_fix_for_this_cpu", "resolve_overflow_fix"]
 
-CALIBRATION_METHODS = ("percentile", "minmax", "entropy")
-# 7-bit weights against u8 x s8 saturation (see the module docstring): "auto" is this CPU's choice; then NNCF's
-# OverflowFix values, of which ONNX Runtime (reduce_range: every layer or none) takes "enable" and "disable"
-OVERFLOW_FIXES = ("auto", "enable", "first_layer_only", "disable")
 
 
 def overflow_fix_for_this_cpu() -> str:
@@ -106,7 +103,7 @@ def quantization_source(fp32_path: Union[str, Path], calib_folder: Union[str, Pa
         # the Winograd transform domain has a wider, channel-mixed range than the conv's activations;
         # int8 per-tensor scales there lose the accuracy the direct convolutions keep
         raise QuantizationError(f"{fp32_path} has {meta['winograd_convs']} Winograd convolutions; quantize an export "
-                                "made without them (featx export --no-winograd, ExportSettings(winograd=False))")
+                                "made without them (featx export --winograd off, the default)")
     norm = meta.get("input") or {}
     channels = int(norm.get("channels") or 3)
     inputs = calibration_inputs(calib_folder, calib_size, count, norm.get("mean") or IMAGENET_MEAN[:channels],

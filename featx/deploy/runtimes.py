@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from featx.cpu import CpuInfo, cpu_info
-from featx.deploy.ir_hints import planar_hinted_layers, read_without_hints, reference_kernel_layers
+from featx.deploy.openvino_hints import hinted_layers, read_without_hints, reference_kernel_layers
 from featx.deploy.metadata import ir_featx_info
 from featx.errors import Int8SaturationWarning, ParityError, PlanarHintWarning
 
@@ -142,11 +142,11 @@ def _openvino(path: Path, device: str, threads: Optional[int]) -> Session:
         compiled = core.compile_model(model, "CPU", config)
         # a hint written for another CPU may name a kernel this one lacks: such a layer runs the reference kernel
         # (seconds a call), so it is compiled again as the plugin would choose
-        slow = reference_kernel_layers(compiled, planar_hinted_layers(model)) if path.suffix == ".xml" else set()
+        slow = reference_kernel_layers(compiled, hinted_layers(model)) if path.suffix == ".xml" else set()
         if slow:
             compiled = core.compile_model(read_without_hints(path, slow), "CPU", config)
             named = ", ".join(sorted(slow)[:3]) + (", ..." if len(slow) > 3 else "")
-            warnings.warn(f"{path}: OpenVINO has no kernel on this CPU for the planar hint on {len(slow)} "
+            warnings.warn(f"{path}: OpenVINO has no kernel on this CPU for the kernel hint on {len(slow)} "
                           f"layer{'s' if len(slow) > 1 else ''} ({named}) and would run {'them' if len(slow) > 1 else 'it'} "
                           "on its reference kernel; compiled without the hint there. Export the IR on this machine for "
                           "its own choices.", PlanarHintWarning, stacklevel=3)

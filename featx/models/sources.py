@@ -19,7 +19,6 @@ import os
 from pathlib import Path
 from typing import Any, Optional
 
-import timm
 import torch
 from torch import nn
 from torchvision.models import WeightsEnum, get_model_weights, get_weight
@@ -52,6 +51,8 @@ def _backbone_of(model: nn.Module) -> nn.Module:
 def _timm_named_weights(model_name: str, tag: str, allow_download: bool) -> tuple[dict[str, torch.Tensor], str]:
     """``"DEFAULT"`` or a pretrained tag -> timm's pretrained state dict, through
     ``timm.create_model(..., pretrained=True)`` (its hub download and cache)."""
+    import timm  # here, not at the top: featx's model modules import no timm (featx/__init__.py)
+
     full = model_name if tag == "DEFAULT" else f"{model_name}.{tag}"
     cfg = timm.models.get_pretrained_cfg(full)
     if cfg is None or not (cfg.hf_hub_id or cfg.url or cfg.file):

@@ -8,47 +8,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence, Union
+from typing import Optional, Sequence, Union
 
 import torch
-from mmengine.config import Config
 from PIL import Image
 
 from featx.checkpoints import unwrap_state_dict
 from featx.images import to_rgb
 from featx.models import build_module
+from featx.models.specs import checkpoint_run_config, strip_weights
 from featx.train.checkpoint import read_training_checkpoint
 from featx.train.data import build_pipeline, default_pipeline
 
-__all__ = ["Prediction", "Predictor", "classifier_config_from_checkpoint"]
-
-
-def _strip_weights(cfg: Any) -> Any:
-    """Drop nested ``weights`` keys: the checkpoint's state dict replaces any pretrained source
-    (and a download must not happen just to be overwritten)."""
-    if isinstance(cfg, dict):
-        return {k: _strip_weights(v) for k, v in cfg.items() if k != "weights"}
-    if isinstance(cfg, (list, tuple)):
-        return type(cfg)(_strip_weights(v) for v in cfg)
-    return cfg
-
-
-def _run_config(checkpoint: dict, path: Union[str, Path]) -> Config:
-    meta = checkpoint.get("meta") or {}
-    text = meta.get("cfg")
-    if not isinstance(text, str):
-        raise ValueError(f"{path} is not a featx training checkpoint (no meta.cfg); "
-                         "expected a file written by featx train (epoch_N.pth / best_*.pth)")
-    return Config.fromstring(text, ".py")
-
-
-def classifier_config_from_checkpoint(path: Union[str, Path]) -> dict:
-    """The model config of a training checkpoint, set to load that checkpoint's weights
-    (``weights=path``); what ``featx export CHECKPOINT.pth`` builds."""
-    cfg = _run_config(read_training_checkpoint(path), path)
-    model = _strip_weights(cfg.model.to_dict())
-    model["weights"] = str(Path(path).resolve())  # the ONNX metadata must find it from any folder
-    return model
+__all__ = ["Prediction", "Predictor"]
 
 
 @dataclass
@@ -73,9 +45,9 @@ class Predictor:
 
     def __init__(self, checkpoint: Union[str, Path], device: str = "cpu") -> None:
         ckpt = read_training_checkpoint(checkpoint)
-        cfg = _run_config(ckpt, checkpoint)
+        cfg = checkpoint_run_config(ckpt, checkpoint)
         self.classes: list[str] = list((ckpt["meta"].get("dataset_meta") or {}).get("classes") or [])
-        self.model = build_module(_strip_weights(cfg.model.to_dict()))
+        self.model = build_module(strip_weights(cfg.model.to_dict()))
         self.model.load_state_dict(unwrap_state_dict(ckpt, str(checkpoint)), strict=True)
         self.model.eval().to(device)
         self.device = torch.device(device)

@@ -4,3 +4,4 @@ fp16 = True
 fp16_io = False
 opset = 18
 exporter = "dynamo"
+target = "any"

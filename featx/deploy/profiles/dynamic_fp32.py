@@ -3,3 +3,4 @@ static_shape = None
 fp16 = False
 opset = 18
 exporter = "dynamo"
+target = "any"

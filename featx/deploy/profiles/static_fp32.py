@@ -4,3 +4,4 @@ batch = 1
 fp16 = False
 opset = 18
 exporter = "dynamo"
+target = "any"

@@ -8,8 +8,10 @@ import sys
 from pathlib import Path
 from typing import Callable, Optional
 
-from featx.deploy.onnx_export import export_onnx, target_config
+from featx.deploy.onnx_export import export_onnx
 from featx.deploy.parity import parity
+from featx.models import target_config
+from featx.options import DIGITS_CONFIG
 from featx.report import format_table
 from featx.shipped import shipped_config
 from featx.train.digits import write_digits_imagefolder
@@ -18,7 +20,6 @@ from featx.train.runner import train
 
 __all__ = ["DIGITS_CONFIG", "run_finetune_demo"]
 
-DIGITS_CONFIG = "configs/finetune/resnet18_digits.py"
 
 
 def run_finetune_demo(work_dir: str = "work_dirs/finetune_demo", data_root: str = "data/digits",

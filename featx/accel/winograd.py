@@ -14,7 +14,7 @@ for wide layers (>= 128 channels); for narrow ones the direct convolution stays 
 
 F(6x6, 3x3) computes 6x6 output tiles from 8x8 input tiles: 64 products per tile, 1.78 per output
 pixel where F(4x4) needs 2.25, and its intermediates shrink by the same ratio (they, not the FLOPs,
-bound a large map's time). It costs accuracy, so featx.tuning picks it only where it was measured
+bound a large map's time). It costs accuracy, so featx.accel.tuning picks it only where it was measured
 clearly faster than F(4x4).
 
 Numerics: F(4x4)'s interpolation points are (0, -1, 1, 1/2, -2, inf), which in fp32 give about 2x
@@ -45,7 +45,7 @@ TILE = 4  # the default output tile side m of F(m x m, 3 x 3)
 POINTS = {4: (Fraction(0), Fraction(-1), Fraction(1), Fraction(1, 2), Fraction(-2)),
           6: (Fraction(0), Fraction(-1), Fraction(1), Fraction(1, 2), Fraction(-1, 2), Fraction(2), Fraction(-2))}
 TILES = tuple(POINTS)
-# names the graph forward() builds, for the cache keys of timed verdicts (featx.tuning): a verdict timed on
+# names the graph forward() builds, for the cache keys of timed verdicts (featx.accel.tuning): a verdict timed on
 # another formulation is measured again. v2: constant pads, one DCR-order transpose for the tiles; v3: F(6x6) too;
 # v4: the graph chosen per runtime (GRAPHS)
 FORMULATION = "F4x4-F6x6-v4"

@@ -4,7 +4,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-import featx.scratch as scratch
+import featx.accel.scratch as scratch
 
 
 def test_scratch_goes_to_a_memory_root_with_room(tmp_path, monkeypatch):

@@ -7,7 +7,7 @@ eligible convolutions and the map size each sees at a reference input, times eac
 direct and as Winograd in that runtime (F(4x4), and for the exports F(6x6), ``RUNTIME_TILES``; built as the
 graph that runtime runs fastest, ``RUNTIME_GRAPH``), and converts a convolution only where Winograd was
 measurably faster.
-Each workload's timings are cached (``featx.choices``) per CPU, software versions and thread count,
+Each workload's timings are cached (``featx.accel.choices``) per CPU, software versions and thread count,
 so a model is measured once and models share workloads. The decision, with its timings, is returned
 so it can be logged and stored in an export's metadata.
 """
@@ -24,19 +24,20 @@ from typing import Callable, Optional
 import torch
 from torch import nn
 
-from featx.choices import cached_choice, store_choice
+from featx.accel.choices import cached_choice, store_choice
 from featx.cpu import cpu_info
-from featx.deploy.ir_hints import prefer_planar_winograd_input
+from featx.accel.ir_hints import prefer_planar_winograd_input
 from featx.deploy.runtimes import open_session
 from featx.errors import PlanarHintWarning
 from featx.features import input_channels
-from featx.scratch import scratch_dir
+from featx.accel.scratch import scratch_dir
 from featx.timing import interleaved_medians
-from featx.winograd import FORMULATION, TILE, TILES, WinogradConv2d, convert_to_winograd, winograd_eligible
+from featx.version import software_versions
+from featx.accel.winograd import FORMULATION, TILE, TILES, WinogradConv2d, convert_to_winograd, winograd_eligible
 
 __all__ = ["Workload", "WinogradDecision", "decide_winograd", "confirm_on_whole_model", "conv_workloads", "TIMING_METHOD",
            "RUNTIME_TILES", "RUNTIME_GRAPH",
-           "software_versions", "RUNTIMES", "DEFAULT_TUNING_SIZE"]
+           "RUNTIMES", "DEFAULT_TUNING_SIZE"]
 
 logger = logging.getLogger("featx")
 
@@ -48,7 +49,7 @@ MARGIN = 0.95  # Winograd must be at least 5% faster: a tie keeps the exact, lig
 # which F(6x6)'s 1.5e-5..3.1e-5 per layer would break; exports answer to the parity gate (5e-4 of max|ref|,
 # where fp32 rounding alone gives ~1e-4 on a ResNet-50 FPN)
 RUNTIME_TILES = {"torch": (TILE,), "onnxruntime": TILES, "openvino": TILES}
-# the Winograd graph each runtime runs fastest (featx.winograd.GRAPHS)
+# the Winograd graph each runtime runs fastest (featx.accel.winograd.GRAPHS)
 RUNTIME_GRAPH = {"torch": "fused_pad_transpose", "onnxruntime": "pad_depth_to_space", "openvino": "fused_pad_transpose"}
 WHOLE_MODEL_MARGIN = 0.97  # and the converted network at least 3% faster than the direct one
 CANDIDATE_CHANNELS = (64, 512)  # narrower convs never paid off (the transforms dominate)
@@ -133,22 +134,6 @@ def conv_workloads(model: nn.Module, size: tuple[int, int] = DEFAULT_TUNING_SIZE
         for h in hooks:
             h.remove()
     return found
-
-
-def software_versions() -> str:
-    """torch / ONNX Runtime / OpenVINO versions, for cache keys and reports."""
-    parts = [f"torch {torch.__version__}"]
-    try:
-        import onnxruntime
-        parts.append(f"onnxruntime {onnxruntime.__version__}")
-    except ImportError:
-        pass
-    try:
-        import openvino
-        parts.append(f"openvino {openvino.get_version().split('-')[0]}")
-    except ImportError:
-        pass
-    return ", ".join(parts)
 
 
 def _torch_runner(module: nn.Module, x: torch.Tensor) -> Callable[[], object]:
@@ -285,7 +270,7 @@ def confirm_on_whole_model(model: nn.Module, decision: WinogradDecision, repeats
     with them (each conv faster alone does not make the network faster: the transformed weights and
     intermediates compete for the caches, and a runtime's layout changes around the Winograd ops cost
     time of their own). In OpenVINO on an AVX2 CPU the converted model is also timed with the planar
-    input-transform hint (:mod:`featx.deploy.ir_hints`), and the faster of the two is the one compared and
+    input-transform hint (:mod:`featx.accel.ir_hints`), and the faster of the two is the one compared and
     recorded (``planar_input``). Cached like the workloads."""
     if not decision.convert:
         return decision

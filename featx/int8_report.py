@@ -22,7 +22,7 @@ from PIL import Image
 from torch import nn
 
 from featx.cpu import cpu_info
-from featx.deploy.onnx_export import ExportSettings, export_onnx, target_config
+from featx.deploy.onnx_export import ExportSettings, export_onnx
 from featx.deploy.openvino_export import export_openvino
 from featx.deploy.openvino_int8 import mean_cosine, quantize_openvino
 from featx.deploy.quantize import quantize_onnx
@@ -31,6 +31,7 @@ from featx.detection.train import coco_loaders, evaluate_coco, load_detector
 from featx.images import to_rgb
 from featx.integrations.torchvision import DetectionBackbone
 from featx.io import write_json
+from featx.models import target_config
 from featx.train.data import scan_class_folders
 from featx.train.predict import Predictor
 
@@ -64,7 +65,7 @@ def _quantized_pair(fp32_onnx: Path, fp32_ir: Path, calib: Path, size: tuple[int
 
 
 def _exports(cfg: dict, tmp: Path, log: Any) -> tuple[Path, Path]:
-    direct = ExportSettings(exporter="torchscript", winograd=False)  # int8 quantizes direct convolutions
+    direct = ExportSettings(exporter="torchscript")  # int8 quantizes direct convolutions (the plain graph)
     onnx_path, ir_path = tmp / "fp32.onnx", tmp / "fp32.xml"
     export_onnx(cfg, onnx_path, direct, log=log)
     export_openvino(cfg, ir_path, direct, log=log)

@@ -1,0 +1,97 @@
+"""Model specs: what a user names on the command line or in a file, turned into a model config dict,
+and a config dict built into a model.
+
+A model is named by a catalogue name (any spelling, ``"ResNet50FPN"``), a config file with
+``model = dict(type=...)``, or a training checkpoint written by ``featx train`` (which brings the
+classifier's config and weights). ``target_config`` turns each into one config dict;
+``build_from_config`` builds it deterministically. Export, parity, extraction and the CLI all name
+models through these functions.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import torch
+from mmengine.config import Config
+from torch import nn
+
+from featx.checkpoints import load_checkpoint_file
+from featx.models.resolve import build_module, resolve_name
+
+__all__ = ["model_config", "target_config", "build_from_config", "classifier_config_from_checkpoint",
+           "checkpoint_run_config", "strip_weights"]
+
+
+def model_config(model: Union[str, dict]) -> dict:
+    """A model config dict from a registered name (any spelling) or a config dict with ``type``."""
+    if isinstance(model, str):
+        return {"type": f"featx.{resolve_name(model)}"}
+    if not isinstance(model, dict) or "type" not in model:
+        raise TypeError(f"model must be a catalogue name or a config dict with 'type', got {model!r}")
+    return dict(model)
+
+
+def build_from_config(cfg: dict, seed: int = 0, allow_download: bool = True) -> nn.Module:
+    """Build a model config deterministically (the same seed gives the same random init), in eval mode."""
+    cfg = dict(cfg)
+    if cfg.get("weights") is not None:
+        cfg["allow_download"] = allow_download
+    torch.manual_seed(seed)
+    return build_module(cfg).eval()
+
+
+def strip_weights(cfg: Any) -> Any:
+    """``cfg`` without nested ``weights`` keys: a checkpoint's state dict replaces any pretrained source
+    (and a download must not happen just to be overwritten)."""
+    if isinstance(cfg, dict):
+        return {k: strip_weights(v) for k, v in cfg.items() if k != "weights"}
+    if isinstance(cfg, (list, tuple)):
+        return type(cfg)(strip_weights(v) for v in cfg)
+    return cfg
+
+
+def checkpoint_run_config(checkpoint: dict, path: Union[str, Path]) -> Config:
+    """The run config a training checkpoint carries (``meta.cfg``)."""
+    meta = checkpoint.get("meta") or {}
+    text = meta.get("cfg")
+    if not isinstance(text, str):
+        raise ValueError(f"{path} is not a featx training checkpoint (no meta.cfg); "
+                         "expected a file written by featx train (epoch_N.pth / best_*.pth)")
+    return Config.fromstring(text, ".py")
+
+
+def classifier_config_from_checkpoint(path: Union[str, Path]) -> dict:
+    """The model config of a training checkpoint, set to load that checkpoint's weights
+    (``weights=path``); what ``featx export CHECKPOINT.pth`` builds."""
+    cfg = checkpoint_run_config(load_checkpoint_file(path), path)
+    model = strip_weights(cfg.model.to_dict())
+    model["weights"] = str(Path(path).resolve())  # the ONNX metadata must find it from any folder
+    return model
+
+
+def target_config(target: str, cfg_options: Optional[dict] = None, weights: Optional[str] = None) -> dict:
+    """A model config from what a user names: a catalogue name (plus ``cfg_options`` as model keyword
+    arguments), a config ``.py`` with ``model = dict(...)`` (plus ``cfg_options`` merged into it), or a
+    training checkpoint ``.pth`` of the fine-tuned classifier (which brings its own config and weights)."""
+    path = Path(target)
+    if target.endswith((".pth", ".pt")):
+        if not path.is_file():
+            raise FileNotFoundError(f"checkpoint not found: {target}")
+        if cfg_options or weights is not None:
+            raise ValueError("a training checkpoint brings its own config and weights; drop --cfg-options/--weights")
+        return classifier_config_from_checkpoint(target)
+    if target.endswith(".py"):
+        if not path.is_file():
+            raise FileNotFoundError(f"config file not found: {target}")
+        cfg = Config.fromfile(target)
+        if cfg_options:
+            cfg.merge_from_dict(cfg_options)
+        if "model" not in cfg:
+            raise ValueError(f"{target} defines no `model = dict(type=...)`")
+        model = cfg.model.to_dict()
+    else:
+        model = {"type": f"featx.{resolve_name(target)}", **(cfg_options or {})}
+    if weights is not None:
+        model["weights"] = weights
+    return model
