@@ -33,10 +33,10 @@ $(MMDET_STAMP): $(STAMP) tools/build_mmcv_wheel.py
 	@touch $(MMDET_STAMP)
 
 demo: $(STAMP)
-	$(PY) -m featx.cli demo
+	$(PY) -m featx demo
 
 finetune-demo: $(STAMP)
-	$(PY) -m featx.cli finetune-demo
+	$(PY) -m featx finetune-demo
 
 test: $(MMDET_STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS)

@@ -2,25 +2,48 @@
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "featx"
 
-# Lower layers never import higher ones (README: Layout). Same-layer imports are allowed, cycles are not.
+# Each subsystem is its own layer and imports only layers below it (or itself); the leaves at the bottom
+# (small utilities with no featx imports but each other's) share one. README: Layout.
 LAYERS: list[tuple[str, ...]] = [
-    ("featx.version", "featx.shipped", "featx.cpu", "featx.accel.choices", "featx.errors", "featx.features", "featx.layers", "featx.io", "featx.accel.scratch", "featx.images", "featx.timing", "featx.compare",
-     "featx.report", "featx.accel.winograd", "featx.store"),
+    ("featx.version", "featx.options", "featx.errors", "featx.cpu", "featx.io", "featx.images", "featx.timing",
+     "featx.compare", "featx.report", "featx.shipped", "featx.features", "featx.layers"),
+    ("featx.store",),
     ("featx.registry",),
-    ("featx.backbones", "featx.necks"),
-    ("featx.checkpoints", "featx.weights"),
+    ("featx.necks",),
+    ("featx.backbones",),
+    ("featx.checkpoints",),
+    ("featx.weights",),
     ("featx.models",),
-    ("featx.accel.tuning", "featx.inference", "featx.deploy", "featx.check", "featx.stats", "featx.bench", "featx.train", "featx.detection",
-     "featx.integrations", "featx.viz", "featx.demo", "featx.extraction"),
+    ("featx.inference",),
+    ("featx.stats",),
+    ("featx.check",),
+    ("featx.viz",),
+    ("featx.integrations",),
+    ("featx.train",),
+    ("featx.detection",),
+    ("featx.deploy",),
+    ("featx.extraction",),
+    ("featx.int8_report",),
+    ("featx.accel",),  # the opt-in hardware layer: above everything the core is made of
+    ("featx.bench",),
     ("featx.extract_bench",),
+    ("featx.demo",),
     ("featx.cli", "featx.__main__"),
 ]
+# Subsystems that must not import each other in either direction: training is not deployment (the demos that
+# chain them live above both), and neither is extraction.
+INDEPENDENT = [("featx.train", "featx.deploy"), ("featx.detection", "featx.deploy"), ("featx.train", "featx.extraction"),
+               ("featx.detection", "featx.extraction"), ("featx.stats", "featx.check"), ("featx.viz", "featx.check")]
+# Who may import the opt-in layer: itself, the benchmark that measures it, and the command that asks for it.
+ACCEL_USERS = ("featx.accel", "featx.bench", "featx.cli")
 
 
 def _module_name(path: Path) -> str:
@@ -102,11 +125,48 @@ def test_registry_imports_nothing_of_featx():
     assert MODULES["featx.registry"][0] == []
 
 
-def test_no_featx_imports_inside_functions():
+def _in(module: str, prefixes: tuple[str, ...]) -> bool:
+    return any(module == p or module.startswith(p + ".") for p in prefixes)
+
+
+def test_no_featx_imports_inside_functions_below_the_cli():
     """Imports inside functions hid cycles; featx modules are imported at the top (only optional or heavy
-    third-party packages are imported where they are used)."""
-    nested = [f"{name}:{line} imports {target}" for name, (_, inner, _) in MODULES.items() for target, line in inner]
+    third-party packages are imported where they are used). The CLI is the exception: nothing imports it, so its
+    function-level imports (a command's library, loaded when that command runs) cannot form a cycle."""
+    nested = [f"{name}:{line} imports {target}" for name, (_, inner, _) in MODULES.items() for target, line in inner
+              if not _in(name, ("featx.cli",))]
     assert not nested, "\n".join(nested)
+
+
+def test_the_core_never_imports_the_opt_in_layer():
+    users = sorted({name for name, (top, nested, _) in MODULES.items()
+                    for target in top + [t for t, _ in nested] if _in(target, ("featx.accel",))})
+    assert users and all(_in(name, ACCEL_USERS) for name in users), users
+
+
+def test_the_command_line_starts_without_torch():
+    """`featx --help` builds every sub-command's parser: that must not load the library behind it."""
+    code = ("import sys; from featx.cli import build_parser; build_parser(); "
+            "print(sorted(m for m in ('torch', 'numpy', 'onnx', 'mmengine', 'timm', 'PIL') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
+def test_independent_subsystems_import_nothing_of_each_other():
+    wrong = []
+    for name, (top, nested, _) in MODULES.items():
+        for a, b in INDEPENDENT:
+            for mine, theirs in ((a, b), (b, a)):
+                if _in(name, (mine,)):
+                    wrong += [f"{name} imports {t}" for t in top + [t for t, _ in nested] if _in(t, (theirs,))]
+    assert not wrong, "\n".join(wrong)
+
+
+def test_each_layer_is_one_subsystem_except_the_leaves():
+    for layer in LAYERS[1:]:
+        subsystems = {p for p in layer if p != "featx.__main__"}
+        assert len(subsystems) == 1, layer
 
 
 def find_cycle(graph: dict[str, set[str]]) -> list[str]:

@@ -15,8 +15,21 @@ from helpers import run_cli
 ROOT = Path(__file__).resolve().parents[1]
 
 
-SUBCOMMANDS = ["list", "info", "demo", "export", "parity", "check-weights", "viz", "train", "predict", "make-digits",
-               "finetune-demo", "train-detector", "bench"]
+def _subcommands() -> list[str]:
+    """Every sub-command the parser has (so a new one cannot miss these tests)."""
+    import argparse
+
+    from featx.cli import build_parser
+
+    action = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return sorted(action.choices)
+
+
+SUBCOMMANDS = _subcommands()
+
+
+def test_the_command_list_is_the_parsers():
+    assert len(SUBCOMMANDS) == 16 and {"extract", "bench-extract", "int8-report", "export", "parity"} <= set(SUBCOMMANDS)
 
 
 def featx(*args):
@@ -99,7 +112,7 @@ def test_errors_are_one_line(args, words):
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert words in lines[0] and lines[1].strip() == "(run with --debug for the full traceback)"
     assert "Traceback" not in r.stderr
-    d = subprocess.run([sys.executable, "-m", "featx.cli", "--debug", *args], capture_output=True, text=True,
+    d = subprocess.run([sys.executable, "-m", "featx", "--debug", *args], capture_output=True, text=True,
                        cwd=ROOT, timeout=300) if args[0] == "info" else None
     assert d is None or "Traceback" in d.stderr
 

@@ -313,7 +313,7 @@ if sys.argv[2] == "nncf":  # what crashed a later subprocess.run while torch's h
     (tmp / "calib").mkdir()
     for i in range(6):
         render_image(rng, 128)[0].save(tmp / "calib" / f"{i}.png")
-    export_openvino("ResNet18FPN", tmp / "r18.xml", ExportSettings(exporter="torchscript", winograd=False), log=lambda m: None)
+    export_openvino("ResNet18FPN", tmp / "r18.xml", ExportSettings(exporter="torchscript"), log=lambda m: None)
     quantize_openvino(tmp / "r18.xml", tmp / "aa.xml", tmp / "calib", (96, 96), 6, max_drop=0.0005, log=lambda m: None)
     print("child", subprocess.run([sys.executable, "-c", "print(7)"], capture_output=True, text=True).stdout.strip())
 """

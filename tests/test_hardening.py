@@ -41,7 +41,7 @@ def r18_onnx(tmp_path_factory) -> Path:
     from featx.deploy.onnx_export import ExportSettings, export_onnx
 
     path = tmp_path_factory.mktemp("onnx") / "r18.onnx"
-    export_onnx("ResNet18", path, ExportSettings(exporter="torchscript", winograd=False), log=lambda m: None)
+    export_onnx("ResNet18", path, ExportSettings(exporter="torchscript"), log=lambda m: None)
     return path
 
 
@@ -187,7 +187,7 @@ def test_a_dead_writers_temporary_file_is_removed_by_the_next_write(tmp_path):
 @pytest.mark.slow
 def test_sigterm_during_export_leaves_nothing(tmp_path):
     out = tmp_path / "r50.onnx"
-    proc = subprocess.Popen([sys.executable, "-m", "featx.cli", "export", "ResNet50FPN", "-o", str(out)],
+    proc = subprocess.Popen([sys.executable, "-m", "featx", "export", "ResNet50FPN", "-o", str(out)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 300
     while time.time() < deadline and not list(tmp_path.glob(".r50.onnx.*.tmp")):  # the export is writing

@@ -10,20 +10,23 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torchvision.ops import FrozenBatchNorm2d
 
 import featx
+from featx import accel
 from featx.inference import optimize_for_inference
 from helpers import randomize_norm_stats, rel_err, run_cli
 
 
+@pytest.mark.parametrize("winograd", ["plain", "all"])  # the core, and featx.accel's F(4x4) on every eligible conv
 @pytest.mark.parametrize("name,kwargs", [
     ("ResNet50FPN", {}),
     ("ResNet18RetinaFPN", {"norm_cfg": "FrozenBN"}),
     ("ResNet50", {"deep_stem": True, "avg_down": True}),
     ("ResNet18FPN", {"neck": {"norm_cfg": "BN"}}),
 ])
-def test_optimized_model_matches_within_1e5(name, kwargs):
+def test_optimized_model_matches_within_1e5(name, kwargs, winograd):
     model = randomize_norm_stats(featx.create_model(name, **kwargs), seed=7).eval()
     bns = sum(isinstance(m, (_BatchNorm, FrozenBatchNorm2d)) for m in model.modules())
-    fast = optimize_for_inference(model, winograd=True)
+    fast = optimize_for_inference(model) if winograd == "plain" else accel.optimize_for_inference(model, winograd)
+    assert (winograd == "plain") == (getattr(fast, "winograd_convs", 0) == 0)
     assert fast.folded_batchnorms == bns  # every norm folded
     assert not any(isinstance(m, (_BatchNorm, FrozenBatchNorm2d)) for m in fast.modules())
     assert not any(p.requires_grad for p in fast.parameters())
@@ -35,7 +38,7 @@ def test_optimized_model_matches_within_1e5(name, kwargs):
 
 def test_original_model_is_untouched():
     model = featx.create_model("ResNet18FPN")
-    fast = optimize_for_inference(model, winograd=True)
+    fast = optimize_for_inference(model)
     assert isinstance(model.backbone.bn1, torch.nn.BatchNorm2d) and isinstance(fast.backbone.bn1, torch.nn.Identity)
     assert model.backbone.conv1.weight.requires_grad
 
@@ -70,5 +73,5 @@ def test_memory_probe_reports_the_peak_a_forward_adds(tmp_path):
 
     # a fresh process builds ResNet18FPN (13.8 M params: 55 MB of fp32 weights) and runs one forward;
     # a broken probe script returns None
-    mb = _peak_rss_mb("featx", "ResNet18FPN", (64, 64), 1, True, tmp_path)
+    mb = _peak_rss_mb("featx", "ResNet18FPN", (64, 64), 1, "off", tmp_path)
     assert mb is not None and 40 < mb < 1000

@@ -165,7 +165,7 @@ def test_export_profiles_and_config_file(tmp_path):
 
 @pytest.mark.parametrize("args,words", [
     (["export", "ResNet51FPN"], "did you mean ResNet50FPN"),
-    (["export", "ResNet18", "--profile", "nope"], "unknown export profile 'nope'; shipped: dynamic_fp16, dynamic_fp32, static_fp32"),
+    (["export", "ResNet18", "--profile", "nope"], "unknown export profile 'nope'; shipped: cpu_winograd, dynamic_fp16, dynamic_fp32, static_fp32"),
     (["export", "ResNet18", "-o", "/nonexistent/dir/x.onnx"], "folder /nonexistent/dir does not exist"),
     (["export", "ResNet18", "--static", "8", "8", "-o", "{tmp}/x.onnx"], "static shape 8x8 is too small"),
     (["export", "ResNet18", "--opset", "5", "-o", "{tmp}/x.onnx"], "--opset: expected an integer in 7..23, got 5"),

@@ -10,6 +10,7 @@ import openvino as ov
 import pytest
 import torch
 
+from featx import accel
 from featx.cpu import CpuInfo, cpu_info
 from featx.deploy.metadata import read_metadata
 from featx.deploy.onnx_export import ExportSettings
@@ -24,7 +25,7 @@ from helpers import run_cli
 @pytest.fixture(scope="module")
 def r18_ir(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("ir") / "r18fpn.xml"
-    export_openvino("ResNet18FPN", path, ExportSettings(exporter="torchscript", winograd=False), log=lambda m: None)
+    export_openvino("ResNet18FPN", path, ExportSettings(exporter="torchscript"), log=lambda m: None)
     return path
 
 
@@ -52,7 +53,7 @@ def test_a_static_winograd_ir_keeps_its_output_names_and_passes_parity(tmp_path)
     # at 64x96 the P2 and P3 maps are whole 4x4 tiles, so OpenVINO drops the no-op crop and the compiled outputs
     # get a second name ('/neck/fpn_convs.0/conv/Reshape_6_output_0') that get_any_name() returned before the p2
     path = tmp_path / "r18_static.xml"
-    export_openvino("ResNet18FPN", path, ExportSettings(winograd=True, static_shape=(64, 96)), log=lambda m: None)
+    accel.export_openvino("ResNet18FPN", path, ExportSettings(winograd="all", static_shape=(64, 96)), log=lambda m: None)
     compiled = ov.Core().compile_model(str(path), "CPU")
     assert any(len(o.get_names()) > 1 for o in compiled.outputs)  # the situation this guards against
     assert open_session(path, "cpu", 2).outputs == ["p2", "p3", "p4", "p5", "p6"]
@@ -71,13 +72,18 @@ def test_ir_errors(tmp_path, r18_ir):
         open_session(r18_ir, device="cuda")
 
 
-def test_nncf_int8_with_the_overflow_fix_for_this_cpu(r18_ir, tmp_path):
+@pytest.mark.parametrize("cpu,fix,peak", [
+    (CpuInfo("AMD EPYC", "x86_64", 2, ("avx2", "fma")), "enable", 64),                   # no VNNI: 7-bit weights
+    (CpuInfo("Xeon", "x86_64", 2, ("avx2", "avx512f", "avx512_vnni")), "disable", 127),  # VNNI: 8-bit weights
+])
+def test_nncf_int8_takes_the_overflow_fix_of_the_cpu_that_quantizes(r18_ir, tmp_path, monkeypatch, cpu, fix, peak):
     from featx.deploy.openvino_int8 import quantize_openvino
-    from featx.deploy.quantize import overflow_fix_for_this_cpu
 
+    monkeypatch.setattr("featx.deploy.quantize.cpu_info", lambda: cpu)
     out = tmp_path / "int8.xml"
     q = quantize_openvino(r18_ir, out, sample_image_path().parent, (128, 128), 8, log=lambda m: None)
-    assert q.overflow_fix == ("disable" if cpu_info().vnni else "enable") == overflow_fix_for_this_cpu()
+    peaks = _int8_weight_peaks(out)
+    assert q.overflow_fix == fix and max(peaks) <= peak and (fix == "enable" or min(peaks) == 127)
     model = ov.Core().read_model(str(out))
     assert sum(op.get_type_name() == "FakeQuantize" for op in model.get_ops()) > 20
     meta = read_metadata(out)
@@ -199,11 +205,18 @@ def test_accuracy_aware_quantization_keeps_its_promise(r18_ir, tmp_path):
     assert q.accuracy_control["max_drop"] == 0.0005 and q.accuracy_control["int8"] >= 1 - 0.0005 - 1e-6
 
 
-def test_int8_runtime_is_chosen_by_measuring_once(tmp_path, monkeypatch):
+def test_int8_runtime_is_the_files_own_by_default_and_measured_once_with_auto(tmp_path, monkeypatch):
     monkeypatch.setenv("FEATX_CACHE_DIR", str(tmp_path / "cache"))
     fp32 = tmp_path / "r18.onnx"
+    calib = ("--calib", str(sample_image_path().parent), "--calib-count", "3", "--calib-size", "96x96")
+    # the plain default: an .onnx export quantizes for ONNX Runtime, nothing timed, nothing cached
+    r = run_cli("export", "ResNet18", "-o", str(fp32), "--exporter", "torchscript", "--int8", *calib)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "int8 for onnxruntime" in r.stdout and (tmp_path / "r18_int8.onnx").is_file()
+    assert not (tmp_path / "cache").exists() and "int8 runtime:" not in r.stderr
+    (tmp_path / "r18_int8.onnx").unlink()
     r = run_cli("export", "ResNet18", "-o", str(fp32), "--exporter", "torchscript", "--no-winograd", "--int8",
-                "--calib", str(sample_image_path().parent), "--calib-count", "3", "--calib-size", "96x96")
+                "--runtime", "auto", *calib)
     assert r.returncode == 0, r.stderr[-2000:]
     choice = json.loads((tmp_path / "cache" / "choices.json").read_text())
     (key, value), = [(k, v) for k, v in choice.items() if k.startswith("int8-runtime|")]
@@ -214,7 +227,7 @@ def test_int8_runtime_is_chosen_by_measuring_once(tmp_path, monkeypatch):
     assert f"int8 runtime: {value['runtime']} (measured now" in r.stderr
     # the second time the cache decides, without building the other runtime's file
     r = run_cli("export", "ResNet18", "-o", str(fp32), "--exporter", "torchscript", "--no-winograd", "--int8",
-                "--calib", str(sample_image_path().parent), "--calib-count", "3", "--calib-size", "96x96")
+                "--runtime", "auto", *calib)
     assert r.returncode == 0 and "(measured before on" in r.stderr and "measured now" not in r.stderr
 
 

@@ -15,7 +15,7 @@ def test_export_int8_calibrated_on_real_images(tmp_path):
     data = tmp_path / "digits"
     assert run_cli("make-digits", str(data)).returncode == 0
     out = tmp_path / "r18.onnx"
-    r = run_cli("export", "ResNet18FPN", "-o", str(out), "--exporter", "torchscript", "--winograd", "--int8", "--runtime",
+    r = run_cli("export", "ResNet18FPN", "-o", str(out), "--exporter", "torchscript", "--winograd", "all", "--int8", "--runtime",
                 "onnxruntime", "--calib",
                 str(data / "train"), "--calib-count", "16", "--calib-size", "128x128")
     assert r.returncode == 0, r.stderr
@@ -63,7 +63,7 @@ def r18_direct_onnx(tmp_path_factory):
     from featx.deploy.onnx_export import ExportSettings, export_onnx
 
     path = tmp_path_factory.mktemp("r18") / "r18.onnx"
-    export_onnx("ResNet18", path, ExportSettings(exporter="torchscript", winograd=False), log=lambda m: None)
+    export_onnx("ResNet18", path, ExportSettings(exporter="torchscript"), log=lambda m: None)
     return path
 
 

@@ -1,6 +1,6 @@
 # A featx ResNet-18 trained from scratch on scikit-learn's handwritten digits (1,797 real 8x8 scans).
-#   python tools/make_digits_imagefolder.py data/digits
-#   python tools/train.py configs/finetune/resnet18_digits.py
+#   featx make-digits data/digits
+#   featx train configs/finetune/resnet18_digits.py
 # Target: >= 98.5% val top-1 in <= 5 minutes on 2 CPU cores (see README for the measured run).
 _base_ = ["./_base_/runtime.py"]
 

@@ -1,5 +1,5 @@
 # Fine-tune an ImageNet-pretrained featx ResNet-50 on your own ImageFolder:
-#   python tools/train.py configs/finetune/resnet50_imagefolder.py --data-root /path/to/images
+#   featx train configs/finetune/resnet50_imagefolder.py --data-root /path/to/images
 # The root holds train/<class>/ and val/<class>/ folders, or just <class>/ folders (split 80/20, seed 0).
 # Pretrained weights come from torchvision (downloaded once into $TORCH_HOME/hub/checkpoints).
 _base_ = ["./_base_/runtime.py"]

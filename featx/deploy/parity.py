@@ -5,7 +5,7 @@ metadata, on the same device), per output: max abs error, max abs / max|ref|, co
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
@@ -21,7 +21,7 @@ from featx.features import as_output_tuple, input_channels
 from featx.images import IMAGENET_MEAN, IMAGENET_STD, load_image, resize_normalize, sample_image_path
 from featx.timing import median_ms
 
-__all__ = ["Gate", "GATES", "OutputResult", "ParityReport", "parity", "DEFAULT_PARITY_SIZES"]
+__all__ = ["gate_with_overrides", "Gate", "GATES", "OutputResult", "ParityReport", "parity", "DEFAULT_PARITY_SIZES"]
 
 DEFAULT_PARITY_SIZES: tuple[tuple[int, int], ...] = ((512, 512), (800, 1216), (801, 1333), (333, 517))
 
@@ -44,6 +44,19 @@ GATES: dict[str, Gate] = {
     "int8": Gate(0.5, 0.99, "int8 activations carry ~8 bits of a calibrated range, so single values move by "
                  "several percent of the maximum; the gate is on the map as a whole (cosine)"),
 }
+
+
+def gate_with_overrides(precision: Optional[str], tf32: bool = False, max_rel: Optional[float] = None,
+                        min_cos: Optional[float] = None) -> Optional[Gate]:
+    """The gate a user set (``max_rel`` and/or ``min_cos`` over the file's own gate: fp16 for an fp16 file, TF32
+    with ``tf32``, else fp32), or None when neither is set (parity then picks the file's gate)."""
+    if min_cos is not None and not -1 <= min_cos <= 1:
+        raise ValueError(f"--min-cos must be in -1..1, got {min_cos}")
+    if max_rel is None and min_cos is None:
+        return None
+    base = GATES["fp16" if precision == "fp16" else "tf32" if tf32 else "fp32"]
+    return replace(base, max_rel=max_rel if max_rel is not None else base.max_rel,
+                   min_cos=min_cos if min_cos is not None else base.min_cos, why="set on the command line")
 
 
 @dataclass

@@ -121,7 +121,7 @@ def prepare_config(cfg: Config, work_dir: Optional[str] = None, resume: Optional
         missing = [k for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR") if k not in os.environ]
         if missing:
             raise TrainError(f"--launcher pytorch expects to be started by torchrun (missing {', '.join(missing)}): "
-                             "torchrun --nproc_per_node=2 tools/train.py CONFIG --launcher pytorch")
+                             "torchrun --nproc_per_node=2 -m featx train CONFIG --launcher pytorch")
         env = cfg.setdefault("env_cfg", {})
         dist_cfg = env.setdefault("dist_cfg", {})
         if torch.cuda.is_available():

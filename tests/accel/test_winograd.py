@@ -12,7 +12,9 @@ import torch
 from torch import nn
 
 import featx
-from featx.inference import optimize_for_inference
+from featx import accel
+from featx.accel import optimize_for_inference
+from featx.inference import optimize_for_inference as plain_optimize
 from featx.deploy.metadata import read_metadata
 from featx.deploy.onnx_export import ExportSettings, export_onnx
 from featx.deploy.parity import parity
@@ -78,10 +80,12 @@ def test_both_winograd_graphs_give_the_same_numbers_and_each_runtime_gets_its_ow
         WinogradConv2d(conv, tile, "shuffle")
     model = featx.create_model("ResNet18FPN").eval()
     for runtime in ("torch", "onnxruntime", "openvino"):
-        fast = optimize_for_inference(model, winograd=True, tuning_runtime=runtime)
+        fast = optimize_for_inference(model, "all", runtime=runtime)
         assert {m.graph for m in fast.modules() if isinstance(m, WinogradConv2d)} == {RUNTIME_GRAPH[runtime]}
-    with pytest.raises(ValueError, match="tuning_runtime must be one of"):
-        optimize_for_inference(model, winograd=True, tuning_runtime="tensorrt")
+    with pytest.raises(ValueError, match="runtime must be one of"):
+        optimize_for_inference(model, "all", runtime="tensorrt")
+    with pytest.raises(ValueError, match="winograd must be 'auto', 'all', 'off'"):
+        optimize_for_inference(model, "on")
     assert RUNTIME_GRAPH == {"torch": "fused_pad_transpose", "onnxruntime": "pad_depth_to_space", "openvino": "fused_pad_transpose"}
 
 
@@ -129,11 +133,13 @@ def test_resnet50fpn_converts_its_wide_stride1_3x3_convs():
     model = featx.create_model("ResNet50FPN").eval()
     # layer2: 3, layer3: 5 (each first block's 3x3 has stride 2), FPN outputs: 4; layer4's 512-channel
     # convs only with a higher winograd_max_channels
-    fast = optimize_for_inference(model, winograd=True)
+    fast = optimize_for_inference(model, "all")
     assert fast.winograd_convs == 12 == sum(isinstance(m, WinogradConv2d) for m in fast.modules())
-    assert optimize_for_inference(model, winograd=True, winograd_max_channels=512).winograd_convs == 14
-    assert optimize_for_inference(model, winograd=False).winograd_convs == 0
+    assert optimize_for_inference(model, "all", max_channels=512).winograd_convs == 14
+    assert optimize_for_inference(model, "off").winograd_convs == 0
     assert optimize_for_inference(model.double()).winograd_convs == 0  # measured: float32 CPU models only
+    # the core's path converts nothing, whatever the machine
+    assert not any(isinstance(m, WinogradConv2d) for m in plain_optimize(model).modules())
     # ResNet18FPN: layer2-3: 3 each, FPN: 4; with min_channels=64 also layer1's 4 (2 blocks x 2)
     assert convert_to_winograd(featx.create_model("ResNet18FPN"), min_channels=64, max_channels=256) == 14
 
@@ -141,7 +147,7 @@ def test_resnet50fpn_converts_its_wide_stride1_3x3_convs():
 @pytest.mark.slow
 def test_winograd_export_runs_in_onnx_runtime_within_the_fp32_gate(tmp_path):
     path = tmp_path / "r18.onnx"
-    r = export_onnx("ResNet18FPN", path, ExportSettings(winograd=True), log=lambda m: None)
+    r = accel.export_onnx("ResNet18FPN", path, ExportSettings(winograd="all"), log=lambda m: None)
     assert r.metadata["featx.winograd_convs"] == "10"  # layer2-3: 3 each, FPN: 4
     ops = [n.op_type for n in onnx.load(str(path)).graph.node]
     # per Winograd conv two MatMuls, two 4-D Transposes and a DepthToSpace: ONNX Runtime's graph (it ran
@@ -150,8 +156,8 @@ def test_winograd_export_runs_in_onnx_runtime_within_the_fp32_gate(tmp_path):
     report = parity(path, sizes=[(97, 131), (64, 64)], batches=(1, 2), repeats=0, log=lambda m: None)
     assert report.passed and max(x.rel for x in report.results) < 5e-5
     direct = tmp_path / "direct.onnx"
-    export_onnx("ResNet18FPN", direct, ExportSettings(winograd=False), log=lambda m: None)
-    assert read_metadata(direct)["winograd_convs"] == 0
+    export_onnx("ResNet18FPN", direct, ExportSettings(), log=lambda m: None)
+    assert "winograd_convs" not in read_metadata(direct) and read_metadata(direct)["target"] == "any"
     assert "MatMul" not in {n.op_type for n in onnx.load(str(direct)).graph.node}
 
 
@@ -164,7 +170,7 @@ def test_an_export_with_measured_f6x6_convs_passes_the_fp32_parity_gate(tmp_path
                                                                 "winograd": True})
     monkeypatch.setattr(tuning, "_whole_model_medians", lambda *a: {"direct": 2.0, "winograd": 1.0})
     path = tmp_path / "r18.onnx"
-    export_onnx("ResNet18FPN", path, ExportSettings(exporter="torchscript"), log=lambda m: None)
+    accel.export_onnx("ResNet18FPN", path, ExportSettings(exporter="torchscript", winograd="auto"), log=lambda m: None)
     decision = read_metadata(path)["winograd_decision"]
     assert len(decision["tiles"]) == 17 and set(decision["tiles"].values()) == {6}  # every 64..512-channel 3x3
     weights = {tuple(i.dims) for i in onnx.load(str(path)).graph.initializer}
@@ -196,7 +202,7 @@ def test_the_decision_follows_the_measurements_and_is_cached(tmp_path, monkeypat
         raise AssertionError("measured again instead of using the cache")
 
     assert decide_winograd(model, "onnxruntime", (256, 256), measure=must_not_measure, log=lambda m: None).convert == d.convert
-    fast = optimize_for_inference(model, winograd=d)
+    fast = optimize_for_inference(model, d)
     assert fast.winograd_convs == 7 and fast.winograd_decision is d
     x = torch.randn(1, 3, 97, 131)
     with torch.no_grad():
@@ -208,7 +214,7 @@ def test_the_decision_gives_each_conv_its_measured_tile(tmp_path, monkeypatch):
     import featx.accel.tuning as tuning
 
     monkeypatch.setenv("FEATX_CACHE_DIR", str(tmp_path))
-    model = optimize_for_inference(featx.create_model("ResNet18FPN").eval(), winograd=False)
+    model = plain_optimize(featx.create_model("ResNet18FPN").eval(), channels_last=False)
     workloads = conv_workloads(model, (256, 256))
 
     def f6_on_big_maps(workload, runtime, repeats, threads):  # F(6x6) on 64x64 maps, F(4x4) elsewhere
@@ -225,7 +231,7 @@ def test_the_decision_gives_each_conv_its_measured_tile(tmp_path, monkeypatch):
         {n: m.tile for n, m in conv.named_modules() if isinstance(m, WinogradConv2d)}) or {"direct": 2.0, "winograd": 1.0})
     confirm_on_whole_model(model, d, log=lambda m: None)
     assert timed == [d.tiles]  # the whole model was timed with each conv's own tile
-    fast = optimize_for_inference(model, winograd=d)
+    fast = optimize_for_inference(model, d)
     assert {n: m.tile for n, m in fast.named_modules() if isinstance(m, WinogradConv2d)} == d.tiles
     x = torch.randn(1, 3, 97, 131)
     with torch.no_grad():
@@ -235,31 +241,46 @@ def test_the_decision_gives_each_conv_its_measured_tile(tmp_path, monkeypatch):
     assert set(d.conversions.values()) == {4}
 
 
-def test_a_real_measurement_in_torch(tmp_path, monkeypatch):
-    from featx.cpu import cpu_info
+def _injected_medians(table):
+    """A stand-in for the timer: each candidate's median from ``table(candidate names, input) -> dict``, recording
+    which candidates were asked for."""
+    asked = []
+
+    def medians(candidates, x, runtime, repeats, threads, warmup, planar_variant=False):
+        asked.append(sorted(candidates))
+        return table(set(candidates), x)
+
+    return medians, asked
+
+
+def test_pytorch_eager_times_f4x4_only_and_converts_what_measured_faster(tmp_path, monkeypatch):
+    import featx.accel.tuning as tuning
     from featx.accel.tuning import decide_winograd
 
     monkeypatch.setenv("FEATX_CACHE_DIR", str(tmp_path))
+    # 128-channel convs 2x faster as Winograd, 256-channel ones 3% (under the 5% margin), the rest slower
+    gain = {64: 1.5, 128: 0.5, 256: 0.97, 512: 1.2}
+    medians, asked = _injected_medians(lambda names, x: {"direct": 1.0, "F4": gain[x.shape[1]]})
+    monkeypatch.setattr(tuning, "_direct_vs_winograd_medians", medians)
     model = featx.create_model("ResNet18").eval()
     d = decide_winograd(model, "torch", (64, 64), repeats=2, log=lambda m: None)
+    assert asked and all(a == ["F4", "direct"] for a in asked)  # F(6x6) would break the 1e-5 promise
     assert set(d.timings) == {"64x64@16x16p1", "128x128@8x8p1", "256x256@4x4p1", "512x512@2x2p1"}
-    assert all(t["direct_ms"] > 0 and t["winograd_ms"] > 0 for t in d.timings.values())
-    assert all(t["winograd"] == (t["winograd_ms"] < 0.95 * t["direct_ms"]) for t in d.timings.values())
-    # PyTorch eager times F(4x4) only: optimize_for_inference keeps its 1e-5 promise
-    assert all(set(t["tile_ms"]) == {"4"} and t["tile"] == 4 for t in d.timings.values())
-    assert (tmp_path / "choices.json").is_file() and d.cpu == cpu_info().describe()
+    assert d.convert == ["layer2.0.conv2", "layer2.1.conv1", "layer2.1.conv2"]  # the 128x128 stride-1 3x3s
+    assert set(d.tiles.values()) == {4} and (tmp_path / "choices.json").is_file()
 
 
-@pytest.mark.slow
-def test_an_exported_runtime_times_both_tiles_and_takes_f6x6_only_when_clearly_faster(tmp_path, monkeypatch):
+@pytest.mark.parametrize("f6,tile", [(0.90, 6), (0.96, 4)])  # F(6x6) kept only when >= 5% faster than F(4x4)
+def test_an_exported_runtime_times_both_tiles_and_takes_f6x6_only_when_clearly_faster(monkeypatch, f6, tile):
+    import featx.accel.tuning as tuning
     from featx.accel.tuning import Workload, _measure
 
-    for workload in (Workload(128, 128, 24, 36, 1), Workload(256, 256, 64, 64, 1)):
-        t = _measure(workload, "onnxruntime", 3, 2)
-        assert set(t["tile_ms"]) == {"4", "6"} and all(v > 0 for v in t["tile_ms"].values())
-        assert t["tile"] == (6 if t["tile_ms"]["6"] < 0.95 * t["tile_ms"]["4"] else 4)
-        assert t["winograd_ms"] == t["tile_ms"][str(t["tile"])]
-        assert t["winograd"] == (t["winograd_ms"] < 0.95 * t["direct_ms"])
+    medians, asked = _injected_medians(lambda names, x: {"direct": 2.0, "F4": 1.0, "F6": f6})
+    monkeypatch.setattr(tuning, "_direct_vs_winograd_medians", medians)
+    t = _measure(Workload(128, 128, 24, 36, 1), "onnxruntime", 3, 2)
+    assert asked == [["F4", "F6", "direct"]]
+    assert t == {"direct_ms": 2.0, "winograd_ms": {6: f6, 4: 1.0}[tile], "tile_ms": {"4": 1.0, "6": f6}, "tile": tile,
+                 "winograd": True}
 
 
 def test_a_workload_record_agrees_with_the_tile_and_winograd_choices_made_from_it(monkeypatch):
@@ -274,21 +295,25 @@ def test_a_workload_record_agrees_with_the_tile_and_winograd_choices_made_from_i
                  "winograd": True}
 
 
-def test_the_whole_model_check_drops_conversions_that_do_not_pay(tmp_path, monkeypatch):
+@pytest.mark.parametrize("winograd_ms,keep", [(9.6, True), (9.8, False)])  # kept only when >= 3% faster
+def test_the_whole_model_check_drops_conversions_that_do_not_pay(tmp_path, monkeypatch, winograd_ms, keep):
+    import json
+
+    import featx.accel.tuning as tuning
     from featx.accel.choices import store_choice
     from featx.accel.tuning import WinogradDecision, confirm_on_whole_model
 
     monkeypatch.setenv("FEATX_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(tuning, "_whole_model_medians", lambda *a: {"direct": 10.0, "winograd": winograd_ms})
     model = featx.create_model("ResNet18").eval()
     names = ["layer3.0.conv2", "layer3.1.conv1"]
     d = confirm_on_whole_model(model, WinogradDecision("torch", (64, 64), list(names)), repeats=2, log=lambda m: None)
-    assert d.whole_model["direct_ms"] > 0 and d.whole_model["winograd_ms"] > 0
-    assert d.convert == (names if d.whole_model["keep"] else [])
-    assert d.whole_model["keep"] == (d.whole_model["winograd_ms"] < 0.97 * d.whole_model["direct_ms"])
-    # a machine where the converted network is slower as a whole: nothing is converted
-    import json
+    assert d.whole_model == {"direct_ms": 10.0, "winograd_ms": winograd_ms, "keep": keep}
+    assert d.convert == (names if keep else [])
+    # the record is cached: a machine where the converted network was slower as a whole converts nothing
     key = next(iter(json.loads((tmp_path / "choices.json").read_text())))
     store_choice(key, {"direct_ms": 10.0, "winograd_ms": 11.0, "keep": False})
+    monkeypatch.setattr(tuning, "_whole_model_medians", lambda *a: pytest.fail("measured again instead of the cache"))
     again = confirm_on_whole_model(model, WinogradDecision("torch", (64, 64), list(names)), log=lambda m: None)
     assert again.convert == [] and again.whole_model["winograd_ms"] == 11.0
 
@@ -354,7 +379,6 @@ def test_a_static_export_decides_winograd_at_its_own_input_size(tmp_path, monkey
     # the verdict depends on the map sizes: a file fixed at 96x128 is tuned at 96x128, a dynamic one at
     # the reference 512x512 (the timer is replaced: the sizes it is asked for are what is tested)
     from featx.deploy.metadata import read_metadata
-    from featx.deploy.onnx_export import ExportSettings, export_onnx
     from featx.accel.tuning import DEFAULT_TUNING_SIZE
     import featx.accel.tuning as tuning
 
@@ -373,13 +397,15 @@ def test_a_static_export_decides_winograd_at_its_own_input_size(tmp_path, monkey
     monkeypatch.setattr(tuning, "_measure", measure)
     monkeypatch.setattr(tuning, "_whole_model_medians", whole_model)
     out = tmp_path / "static.onnx"
-    export_onnx(dict(type="ResNet18FPN"), out, ExportSettings(static_shape=(96, 128), exporter="torchscript"),
+    accel.export_onnx(dict(type="ResNet18FPN"), out, ExportSettings(static_shape=(96, 128), exporter="torchscript",
+                                                                    winograd="auto"),
                 log=lambda m: None)
     decision = read_metadata(out)["winograd_decision"]
     assert decision["size"] == [96, 128] and (24, 32) in seen and len(decision["convert"]) > 0
     assert seen_whole == [((96, 128), "onnxruntime")] and decision["whole_model"]["keep"] is True
     seen.clear()
-    export_onnx(dict(type="ResNet18FPN"), tmp_path / "dynamic.onnx", ExportSettings(exporter="torchscript"),
+    accel.export_onnx(dict(type="ResNet18FPN"), tmp_path / "dynamic.onnx", ExportSettings(exporter="torchscript",
+                                                                                          winograd="auto"),
                 log=lambda m: None)
     assert read_metadata(tmp_path / "dynamic.onnx")["winograd_decision"]["size"] == list(DEFAULT_TUNING_SIZE)
     assert (DEFAULT_TUNING_SIZE[0] // 4, DEFAULT_TUNING_SIZE[1] // 4) in seen
@@ -393,7 +419,7 @@ def test_a_static_export_decides_winograd_at_its_own_input_size(tmp_path, monkey
      {"direct_ms": 10.0, "winograd_ms": 9.7, "keep": False}),
 ])
 def test_a_whole_model_record_agrees_with_the_choice_made_from_it(tmp_path, monkeypatch, medians, recorded):
-    # CI failure (stop 26): the hint chosen on unrounded medians less than 0.01 ms apart, the record 7.88 and 7.88
+    # the choice is made on the rounded medians the record keeps, so a cached record always agrees with it
     import featx.accel.tuning as tuning
     from featx.accel.tuning import WinogradDecision, confirm_on_whole_model
 
@@ -415,7 +441,8 @@ def test_an_export_keeps_winograd_only_if_the_whole_model_is_faster_in_its_runti
     monkeypatch.setattr(tuning, "_whole_model_medians", lambda d, c, size, runtime, n, t: {"direct": 10.0, "winograd": 9.8})
     out = tmp_path / "r18.onnx"
     logged = []
-    export_onnx(dict(type="ResNet18FPN"), out, ExportSettings(exporter="torchscript"), log=logged.append)
+    accel.export_onnx(dict(type="ResNet18FPN"), out, ExportSettings(exporter="torchscript", winograd="auto"),
+                      log=logged.append)
     assert any("whole model 10.0 ms direct, 9.8 ms with them: dropped" in line for line in logged), logged
     meta = read_metadata(out)
     assert meta["winograd_decision"]["convert"] == [] and meta["winograd_decision"]["whole_model"] == {
@@ -453,18 +480,14 @@ def test_the_whole_model_check_times_the_exported_network_in_its_runtime(tmp_pat
 
     monkeypatch.setattr(tuning, "_exported_runner", watched_runner)
     monkeypatch.setattr(tuning, "open_session", watched_session)
-    model = optimize_for_inference(featx.create_model("ResNet18FPN"), winograd=False, channels_last=False)
+    model = plain_optimize(featx.create_model("ResNet18FPN"), channels_last=False)
     names = ["backbone.layer4.0.conv2", "neck.fpn_convs.0.conv"]
     d = confirm_on_whole_model(model, WinogradDecision(runtime, (64, 96), list(names)), repeats=2, threads=2,
                                log=lambda m: None)
     result = d.whole_model
     assert result["direct_ms"] > 0 and result["winograd_ms"] > 0
     planar = runtime == "openvino" and "avx2" in cpu_info().flags  # the hint names an AVX2 kernel
-    best = min(result["winograd_ms"], result["planar_input_ms"]) if planar else result["winograd_ms"]
-    assert result["keep"] == (best < 0.97 * result["direct_ms"])
-    assert ("planar_input" in result) == planar
-    if planar:
-        assert result["planar_input"] == (result["planar_input_ms"] < result["winograd_ms"])
+    assert ("planar_input" in result) == planar  # (the choices made from these timings: tested on injected ones)
     assert d.convert == (names if result["keep"] else [])
     # the whole networks were exported and timed in that runtime: direct without MatMuls, the converted
     # one with two per Winograd conv (GEMMs and output transform), each ONNX file loaded as it is (OpenVINO
@@ -678,15 +701,13 @@ def test_the_planar_hint_goes_only_where_this_cpu_has_a_jit_kernel_for_it(tmp_pa
 @pytest.mark.parametrize("planar_faster", [True, False])
 def test_an_openvino_export_carries_the_hint_only_where_its_check_measured_it_faster(tmp_path, monkeypatch, planar_faster):
     import featx.accel.tuning as tuning
-    from featx.deploy.openvino_export import export_openvino
-
     monkeypatch.setenv("FEATX_CACHE_DIR", str(tmp_path))
     monkeypatch.setattr(tuning, "_measure", lambda w, r, n, t: {"direct_ms": 2.0, "winograd_ms": 1.0, "winograd": True})
     monkeypatch.setattr(tuning, "_whole_model_medians", lambda d, c, size, runtime, n, t: {
         "direct": 10.0, "winograd": 8.0, "winograd_planar": 7.0 if planar_faster else 8.5})
     logged = []
     out = tmp_path / "r18.xml"
-    export_openvino("ResNet18FPN", out, log=logged.append)
+    accel.export_openvino("ResNet18FPN", out, log=logged.append)
     meta = read_metadata(out)
     n_winograd = meta["winograd_convs"]
     assert n_winograd > 0 and meta["winograd_decision"]["whole_model"] == {
@@ -702,7 +723,7 @@ def test_an_openvino_export_carries_the_hint_only_where_its_check_measured_it_fa
 
 _FOREIGN_HINTS = """
 import json, sys, warnings, numpy as np, torch, openvino as ov
-from featx.accel.ir_hints import planar_hinted_layers, read_without_hints, reference_kernel_layers
+from featx.deploy.openvino_hints import hinted_layers as planar_hinted_layers, read_without_hints, reference_kernel_layers
 from featx.deploy.runtimes import open_session
 from featx.errors import PlanarHintWarning
 xml = sys.argv[1]
@@ -736,7 +757,8 @@ def test_an_ir_hinted_on_another_cpu_runs_without_the_hints_this_one_has_no_kern
     import openvino as ov
 
     from featx.cpu import cpu_info
-    from featx.accel.ir_hints import _set_priority, winograd_input_layers
+    from featx.accel.ir_hints import winograd_input_layers
+    from featx.deploy.openvino_hints import set_priority
     import xml.etree.ElementTree as ET
 
     if "avx2" not in cpu_info().flags:
@@ -751,7 +773,7 @@ def test_an_ir_hinted_on_another_cpu_runs_without_the_hints_this_one_has_no_kern
     ov.save_model(ov.convert_model(str(onnx_path)), str(xml), compress_to_fp16=False)
     tree = ET.parse(xml)  # every transform hinted, as a CPU with kernels for all of them would hint it
     transforms = winograd_input_layers(tree.getroot())
-    _set_priority(transforms, "cpu:jit_avx2")
+    set_priority(transforms, "cpu:jit_avx2")
     tree.write(xml, encoding="utf-8", xml_declaration=True)
     env = dict(os.environ, **({"ONEDNN_MAX_CPU_ISA": isa} if isa != "native" else {}))
     run = subprocess.run([sys.executable, "-c", _FOREIGN_HINTS, str(xml)], env=env, capture_output=True, text=True,

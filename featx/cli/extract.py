@@ -1,0 +1,87 @@
+"""``featx extract``: features of a whole image collection into a resumable, sharded store."""
+from __future__ import annotations
+
+from featx.cli.common import CfgOptions, add_command, hxw, int_at_least, log, non_negative_float, writable_file
+
+__all__ = ["register"]
+
+
+def register(sub) -> None:
+    _add_extract(sub)
+
+
+def _add_extract(sub) -> None:
+    p = add_command(
+        sub, "extract", help="features of a whole image collection into a resumable, sharded store",
+        description="Run a model over every image of SOURCE (a folder, searched recursively; a .txt or .csv list of "
+                    "paths, first column; or a quoted glob) and store each image's features in the folder --out: "
+                    "pooled vectors per level (avg, max or GeM over the image's own region, not the padding) or the "
+                    "cropped maps, fp16 or fp32, with the model config, weights, preprocessing and featx version in "
+                    "manifest.json. Images are resized (shorter side --size, or --resize HxW), padded to the model's "
+                    "coarsest stride and batched by shape; DataLoader workers read, hash and decode them. Unreadable "
+                    "images are listed (manifest.json 'skipped'), never fatal.\n\n"
+                    "Rerun the same command after a kill and it does only what is missing. Under torchrun each "
+                    "process takes its share of the same plan (same store, rank 0 merges). Read the store with "
+                    "featx.FeatureStore (embeddings memory-mapped, no copy). In Python: featx.extract(MODEL, SOURCE, OUT, "
+                    "**settings).",
+        epilog="examples:\n"
+               "  featx extract ResNet50 photos/ --out features/ --levels C5 --pool gem\n"
+               "  featx extract ResNet50FPN list.csv --out fpn/ --maps --dtype fp32 --size 512\n"
+               "  featx extract ResNet18 'photos/**/*.jpg' --out f/ --runtime openvino --workers 4\n"
+               "  torchrun --nproc-per-node 2 -m featx extract ResNet50 photos/ --out features/ --threads 1\n"
+               "  featx extract --verify features/\n")
+    p.add_argument("model", nargs="?", help="catalogue name (featx list) or a config .py with `model = dict(...)`")
+    p.add_argument("source", nargs="?", help="folder, .txt/.csv list of paths, or a quoted glob pattern")
+    p.add_argument("--out", help="the store folder (created; an existing store with the same settings is resumed)")
+    p.add_argument("--verify", metavar="STORE", help="instead: recompute a sample of STORE's images and compare")
+    p.add_argument("--weights", help="weights to load (as featx weights=: name such as DEFAULT, file, URL)")
+    p.add_argument("--cfg-options", nargs="+", action=CfgOptions, default=None,
+                   help="override config keys, key=value (model keyword arguments for a catalogue name)")
+    p.add_argument("--levels", nargs="+", help="levels to store, P3 P4 or P3,P4 (default: every output, e.g. C2 C3 C4 C5)")
+    p.add_argument("--pool", choices=("avg", "max", "gem"), default="avg", help="pooling per level (default avg)")
+    p.add_argument("--gem-p", type=non_negative_float, default=3.0, help="GeM exponent (default 3)")
+    p.add_argument("--maps", action="store_true", help="store the cropped maps instead of pooled vectors")
+    p.add_argument("--dtype", choices=("fp16", "fp32"), default="fp16", help="stored precision (default fp16)")
+    size = p.add_mutually_exclusive_group()
+    size.add_argument("--size", type=int_at_least(8, 16384), default=224, help="shorter side in pixels (default 224)")
+    size.add_argument("--resize", type=hxw, metavar="HxW", help="resize every image to HxW instead")
+    p.add_argument("--batch", type=int_at_least(1), default=32, help="images per batch (default 32)")
+    p.add_argument("--workers", type=int_at_least(0), default=2, help="DataLoader workers (default 2)")
+    p.add_argument("--threads", type=int_at_least(1), help="threads of the runtime that runs the model (default: torch's count); give each torchrun process its share")
+    p.add_argument("--shard-batches", type=int_at_least(1), default=16,
+                   help="batches per shard file (default 16); fewer lose less work to a kill, more make fewer files")
+    p.add_argument("--runtime", choices=("torch", "onnxruntime", "openvino"), default="torch",
+                   help="where the model runs (default torch; the others export it first)")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="device (default cpu)")
+    p.add_argument("--json", metavar="PATH", type=writable_file, help="also write the run's summary as JSON")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_extract)
+
+
+def _cmd_extract(args) -> int:
+    import torch
+
+    from featx.extraction import ExtractSettings, extract, verify_store
+    from featx.io import write_json
+    from featx.models import target_config
+
+    if args.verify:
+        report = verify_store(args.verify, log=print)
+        if args.json:
+            write_json(args.json, report)
+        return 0 if report["passed"] else 1
+    if not (args.model and args.source and args.out):
+        raise ValueError("featx extract needs MODEL SOURCE --out STORE (or --verify STORE); see --help")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    levels = [lv for item in args.levels for lv in item.split(",") if lv] if args.levels else None  # P3,P4 or P3 P4
+    settings = ExtractSettings(size=args.size, resize=args.resize, levels=levels, pool=args.pool, gem_p=args.gem_p,
+                               maps=args.maps, dtype=args.dtype, batch_size=args.batch, workers=args.workers,
+                               runtime=args.runtime, device=args.device, shard_batches=args.shard_batches)
+    if args.model.endswith((".pth", ".pt")):
+        raise ValueError("featx extract takes a backbone (catalogue name or config .py), not a training checkpoint")
+    model = target_config(args.model, args.cfg_options, args.weights)
+    result = extract(model, args.source, args.out, settings, progress=not args.no_progress, log=log)
+    if args.json and result.rank == 0:
+        write_json(args.json, result.summary)
+    return 0
