@@ -39,6 +39,8 @@ def __getattr__(name: str) -> Any:
         value = getattr(importlib.import_module(_PUBLIC[name]), name)
         globals()[name] = value  # looked up once
         return value
+    if not name.startswith("_") and importlib.util.find_spec(f"featx.{name}") is not None:
+        return importlib.import_module(f"featx.{name}")  # a subpackage, as after `import featx.<name>`
     raise AttributeError(f"module 'featx' has no attribute {name!r}")
 
 

@@ -1,8 +1,8 @@
 """What CPU this is: model name, the ISA features that change which kernels win, and a key for caches.
 
-Machines of the same kind differ (an AVX2-only EPYC on one, AVX-512 with VNNI and AMX on another), so
-every benchmark figure and every automatic choice (Winograd or direct, ONNX Runtime or OpenVINO) is
-tied to the CPU it was measured on.
+CPUs differ in what makes a kernel fast (AVX2 only; AVX-512 with VNNI and AMX), so every benchmark figure
+and every automatic choice (Winograd or direct, ONNX Runtime or OpenVINO) is tied to the CPU it was
+measured on.
 """
 from __future__ import annotations
 

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Union
 
-__all__ = ["atomic_path", "atomic_write_bytes", "write_json", "default_file_mode", "remove_stale_temporaries"]
+__all__ = ["atomic_path", "atomic_write_bytes", "write_json", "default_file_mode", "remove_stale_temporaries", "cache_dir"]
 
 
 def default_file_mode() -> int:
@@ -85,3 +85,9 @@ def atomic_write_bytes(path: Union[str, Path], data: bytes) -> None:
 def write_json(path: Union[str, Path], data: Any) -> None:
     """Write ``data`` as indented JSON to ``path`` atomically."""
     atomic_write_bytes(path, (json.dumps(data, indent=2, default=str) + "\n").encode())
+
+
+def cache_dir() -> Path:
+    """featx's cache folder: ``$FEATX_CACHE_DIR``, else ``$XDG_CACHE_HOME/featx`` (default ``~/.cache/featx``)."""
+    root = os.environ.get("FEATX_CACHE_DIR") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "featx"
+    return Path(root)

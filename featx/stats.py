@@ -6,8 +6,11 @@ Everything runs on PyTorch's ``meta`` device (shapes only, no arithmetic), so a 
 """
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
+from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 import timm
@@ -17,7 +20,9 @@ from torch.utils.flop_counter import FlopCounterMode
 from torchvision.models import get_model_weights
 
 from featx.features import input_channels
+from featx.io import cache_dir, write_json
 from featx.models import CATALOG, DETECTION_PRESETS, ModelEntry, get_entry, list_models
+from featx.version import __version__
 
 __all__ = ["ModelStats", "model_stats", "model_table", "flops_and_shapes", "pyramid_table", "mmdet_config",
            "loadable_weights", "STAT_SIZES"]
@@ -118,18 +123,55 @@ def mmdet_config(entry: ModelEntry) -> str:
             'neck=None,\ncustom_imports=dict(imports=["featx"], allow_failed_imports=False)')
 
 
-def model_table(pattern: Optional[str] = None, progress: Optional[Callable[[int, int, str], None]] = None
-                ) -> tuple[list[str], list[list], list[ModelStats]]:
+def _catalogue_key() -> str:
+    """What the catalogue's figures depend on: featx's model code and the versions of the libraries whose
+    weights and layers it lists."""
+    import torchvision
+
+    digest = hashlib.sha256(f"featx {__version__}|torch {torch.__version__}|torchvision {torchvision.__version__}|"
+                            f"timm {timm.__version__}".encode())
+    package = Path(__file__).resolve().parent
+    for path in sorted([package / "stats.py", *(package / "models").glob("*.py"), *(package / "backbones").glob("*.py"),
+                        *(package / "necks").glob("*.py")]):
+        digest.update(path.name.encode() + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def _catalogue_cache() -> Path:
+    return cache_dir() / "catalogue.json"
+
+
+def model_table(pattern: Optional[str] = None, progress: Optional[Callable[[int, int, str], None]] = None,
+                use_cache: bool = True) -> tuple[list[str], list[list], list[ModelStats]]:
     """``(headers, rows, stats)`` of ``featx list``: one row per catalogue model matching ``pattern``.
-    ``progress(i, n, name)`` is called before each model is measured."""
+    ``progress(i, n, name)`` is called before each model is measured. The figures are computed on the meta
+    device once and kept in featx's cache folder (``catalogue.json``), keyed by featx's model code and the
+    library versions, so a later call reads them."""
     names = list_models(pattern)
     if not names:
         raise ValueError(f"no model matches {pattern!r}; featx list shows them all")
-    stats = []
+    key = _catalogue_key()
+    cached: dict[str, Any] = {}
+    if use_cache:
+        try:
+            data = json.loads(_catalogue_cache().read_text())
+            cached = data["models"] if data.get("key") == key else {}
+        except (OSError, ValueError, KeyError, TypeError):  # missing or unreadable: computed again
+            cached = {}
+    stats, fresh = [], False
     for i, n in enumerate(names, 1):
+        if n in cached:
+            stats.append(ModelStats(**cached[n]))
+            continue
         if progress:
             progress(i, len(names), n)
         stats.append(model_stats(n))
+        cached[n], fresh = stats[-1].to_dict(), True
+    if use_cache and fresh:
+        try:
+            write_json(_catalogue_cache(), {"key": key, "models": cached})
+        except OSError:  # a read-only home: computed again next time
+            pass
     headers = ["model", "timm name", "family", "levels", "strides", "channels", "params (M)", "GFLOPs 224",
                "GFLOPs 800x1216", "weights"]
     rows = []

@@ -34,6 +34,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("featx.int8_report",),
     ("featx.accel",),  # the opt-in hardware layer: above everything the core is made of
     ("featx.bench",),
+    ("featx.bench_results",),
     ("featx.extract_bench",),
     ("featx.demo",),
     ("featx.cli", "featx.__main__"),

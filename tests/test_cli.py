@@ -123,9 +123,40 @@ def test_bad_flag_exits_nonzero():
 
 
 @pytest.mark.slow
-def test_readme_model_table_is_current():
+def test_the_catalogue_table_in_the_docs_is_current():
     r = featx("list", "--markdown")
     assert r.returncode == 0
+    doc = (ROOT / "docs" / "models.md").read_text()
+    current = doc.split("<!-- featx-list:start -->\n")[1].split("\n<!-- featx-list:end -->")[0]
+    assert current.strip() == r.stdout.strip(), "docs/models.md's table is stale: paste `featx list --markdown`"
+
+
+def test_the_readme_is_a_front_door_and_its_links_resolve():
     readme = (ROOT / "README.md").read_text()
-    current = readme.split("<!-- featx-list:start -->\n")[1].split("\n<!-- featx-list:end -->")[0]
-    assert current.strip() == r.stdout.strip(), "README model table is stale: paste `featx list --markdown`"
+    assert len(readme.splitlines()) <= 300 and "make demo" in readme and "make test" in readme
+    for target in re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", readme):
+        assert (ROOT / target).exists(), f"README links to {target}, which does not exist"
+    for doc in (ROOT / "docs").glob("*.md"):
+        for target in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", doc.read_text()):
+            assert (doc.parent / target).exists(), f"{doc.name} links to {target}, which does not exist"
+
+
+def test_list_reads_its_figures_from_the_cache_after_the_first_call(tmp_path, monkeypatch):
+    import featx.stats as stats
+
+    monkeypatch.setenv("FEATX_CACHE_DIR", str(tmp_path))
+    headers, rows, first = stats.model_table("ResNet18*")
+    assert [r[0] for r in rows] == ["ResNet18", "ResNet18FPN", "ResNet18RetinaFPN"]
+    assert (tmp_path / "catalogue.json").is_file()
+    monkeypatch.setattr(stats, "model_stats", lambda name: pytest.fail(f"{name} measured again"))
+    assert stats.model_table("ResNet18*")[1] == rows  # the same table, from the cache
+    # another key (other model code or library versions): measured again
+    monkeypatch.setattr(stats, "_catalogue_key", lambda: "another")
+    with pytest.raises(pytest.fail.Exception, match="measured again"):
+        stats.model_table("ResNet18*")
+
+
+def test_list_progress_is_written_only_to_a_terminal(tmp_path, monkeypatch):
+    monkeypatch.setenv("FEATX_CACHE_DIR", str(tmp_path))
+    r = featx("list", "ResNet*")  # stderr is a StringIO here, not a terminal
+    assert r.returncode == 0 and "\r" not in r.stderr and "measuring" not in r.stderr

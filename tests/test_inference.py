@@ -46,9 +46,17 @@ def test_original_model_is_untouched():
 def test_bench_reports_ratios_against_torchvision(tmp_path):
     r = run_cli("bench", "--model", "ResNet18FPN", "--sizes", "64x64", "--batch", "1", "2", "--repeats", "2",
                 "--entries", "torchvision", "timm+tv_fpn", "featx", "featx_optimized",
-                "--json", str(tmp_path / "b.json"), "--png", str(tmp_path / "b.png"))
+                "--json", str(tmp_path / "b.json"), "--png", str(tmp_path / "b.png"), "--results", str(tmp_path / "results"))
     assert r.returncode == 0, r.stderr[-2000:]
     data = json.loads((tmp_path / "b.json").read_text())
+    # result files named by hardware and versions, with a markdown table and an index of the folder
+    (saved,) = (tmp_path / "results").glob("*.json")
+    assert json.loads(saved.read_text()) == data
+    name = saved.stem
+    assert name.startswith("cpu-") and f"-{data['threads']}t-resnet18fpn-torch-" in name and "onnxruntime" in name
+    table = saved.with_suffix(".md").read_text()
+    assert data["cpu"]["model"] in table and table.count("| torchvision |") == 2 and data["versions"] in table
+    assert f"[{name}]({name}.md)" in (tmp_path / "results" / "README.md").read_text()
     assert data["matmul_peak_gflops"] > 0 and data["params_m"] == pytest.approx(13.8, abs=0.05)
     rows = {(x["entry"], tuple(x["input"])): x for x in data["rows"]}
     assert set(rows) == {(e, (b, 3, 64, 64)) for e in ("torchvision", "timm+tv_fpn", "featx", "featx_optimized") for b in (1, 2)}

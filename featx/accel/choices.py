@@ -1,4 +1,4 @@
-"""A small cache of choices featx made by measuring on this machine (Winograd or direct convolution,
+"""A small cache of choices featx.accel made by measuring on the machine at hand (Winograd or direct convolution,
 ONNX Runtime or OpenVINO for int8), so each is measured once per CPU and software versions.
 
 Entries live in ``$FEATX_CACHE_DIR/choices.json`` (default ``~/.cache/featx``), keyed by strings that
@@ -8,18 +8,16 @@ atomically. Delete it (or set ``FEATX_CACHE_DIR`` elsewhere) to measure again.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any, Optional
 
-from featx.io import write_json
+from featx.io import cache_dir, write_json
 
 __all__ = ["cache_path", "cached_choice", "store_choice"]
 
 
 def cache_path() -> Path:
-    root = os.environ.get("FEATX_CACHE_DIR") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "featx"
-    return Path(root) / "choices.json"
+    return cache_dir() / "choices.json"
 
 
 def _load() -> dict[str, Any]:

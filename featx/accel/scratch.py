@@ -1,10 +1,9 @@
 """Scratch folders for intermediate files that are written, read back once and deleted.
 
-Exporting to OpenVINO writes ~1 GB of such files for ResNet50FPN (the networks the Winograd check times, the
-ONNX file the converter reads). On a disk they cost ~3 s of a 27 s export (2-CPU cloud machine, its disk
-behind virtio); in a memory-backed tmpfs (``/dev/shm``) nothing. So a scratch folder goes there when it exists,
-is writable and has room, and the user has not chosen a temporary folder (``TMPDIR``); else to the default
-temporary folder.
+The Winograd check writes ~1 GB of such files for ResNet50FPN (the whole networks it times, each exported). On a
+network disk they cost seconds of an export; in a memory-backed tmpfs (``/dev/shm``) nothing. So a scratch
+folder goes there when it exists, is writable and has room, and the user has not chosen a temporary folder
+(``TMPDIR``); else to the default temporary folder.
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Winograd or direct, decided by timing on this machine (as cuDNN's benchmark mode does), per runtime.
+"""Winograd or direct, decided by timing on the machine at hand (as cuDNN's benchmark mode does), per runtime.
 
 Whether Winograd F(4x4, 3x3) beats a direct 3x3 convolution depends on the CPU (AVX2 or AVX-512, the
 cache sizes), the runtime (PyTorch eager, ONNX Runtime, OpenVINO), the channels and the map size: a
@@ -290,8 +290,8 @@ def confirm_on_whole_model(model: nn.Module, decision: WinogradDecision, repeats
         convert_to_winograd(converted, 1, 1 << 30, only=decision.conversions,
                             graph=RUNTIME_GRAPH[decision.runtime])
         medians = _whole_model_medians(direct, converted, decision.size, decision.runtime, repeats, threads)
-        # decided on the rounded medians it records, so that a stored record always agrees with its choice
-        # (CI, stop 26: a planar median under 0.01 ms below the other chose the hint, the record said 7.88 and 7.88)
+        # decided on the rounded medians it records, so that a stored record always agrees with its choice (medians
+        # less than 0.01 ms apart would otherwise choose one side while the record shows a tie)
         d, w = round(medians["direct"], 2), round(medians["winograd"], 2)
         result = {"direct_ms": d, "winograd_ms": w}
         planar = medians.get("winograd_planar")

@@ -46,17 +46,15 @@ POINTS = {4: (Fraction(0), Fraction(-1), Fraction(1), Fraction(1, 2), Fraction(-
           6: (Fraction(0), Fraction(-1), Fraction(1), Fraction(1, 2), Fraction(-1, 2), Fraction(2), Fraction(-2))}
 TILES = tuple(POINTS)
 # names the graph forward() builds, for the cache keys of timed verdicts (featx.accel.tuning): a verdict timed on
-# another formulation is measured again. v2: constant pads, one DCR-order transpose for the tiles; v3: F(6x6) too;
-# v4: the graph chosen per runtime (GRAPHS)
+# another formulation (padding, tile layout, tile sides, graph per runtime) is measured again
 FORMULATION = "F4x4-F6x6-v4"
 # The two graphs forward() can build (same numbers), each the faster in some runtime:
 # - "fused_pad_transpose": the map reshaped to planes and padded by constants, which OpenVINO folds into the
-#   input-transform conv (pads computed from the shape ran there as a separate reference-kernel Pad: 7 of 190 ms
-#   on a 256-channel 200x304 map, dynamic IR); the output tiles put into place by one 6-D transpose. OpenVINO, eager.
+#   input-transform conv (pads computed from the shape run there as a separate reference-kernel Pad); the output
+#   tiles put into place by one 6-D transpose. For OpenVINO and PyTorch eager.
 # - "pad_depth_to_space": the NCHW map padded by amounts computed from its shape, then reshaped to planes; the tiles
-#   put into place by a 4-D transpose and pixel_shuffle (a DepthToSpace node). ONNX Runtime ran the 6-D transpose
-#   25% slower on a 256-channel 128x128 layer (52.7 vs 42.1 ms; OpenVINO ran both alike), and on an AVX2 EPYC
-#   reshaping to planes before the pad made its whole ResNet50FPN 0.93x of OpenVINO's direct IR, not 0.79x.
+#   put into place by a 4-D transpose and pixel_shuffle (a DepthToSpace node). For ONNX Runtime, which runs the 6-D
+#   transpose markedly slower (a quarter on a 256-channel 128x128 layer).
 GRAPHS = ("fused_pad_transpose", "pad_depth_to_space")
 
 

@@ -44,6 +44,9 @@ def _add_bench(sub) -> None:
     p.add_argument("--json", metavar="PATH", type=writable_file, help="write the results as JSON")
     p.add_argument("--markdown", action="store_true", help="print a markdown table")
     p.add_argument("--png", metavar="PATH", type=writable_file, help="write a bar chart of latency relative to torchvision")
+    p.add_argument("--results", metavar="DIR", help="also write the report as result files named by hardware and "
+                   "versions (<cpu>-<isa>-<threads>-<model>-<versions>.json and .md) in DIR, e.g. benchmarks/results, "
+                   "and refresh DIR's index")
     p.set_defaults(func=_cmd_bench)
 
 
@@ -89,6 +92,11 @@ def _cmd_bench(args) -> int:
               f"{best['ratio']:.2f}x of OpenVINO on the direct export (median of per-round ratios)")
     if args.json:
         write_json(args.json, r)
+    if args.results:
+        from featx.bench_results import save_results
+
+        json_path, md_path = save_results(r, args.results)
+        print(f"results: {json_path}, {md_path}")
     if args.png:
         bench_chart(r, args.png)
         print(f"chart: {args.png}")

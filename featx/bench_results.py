@@ -1,0 +1,84 @@
+"""Benchmark reports as result files: ``<hardware>-<versions>.json`` plus the same rows as a markdown table
+(``.md``), in a folder such as ``benchmarks/results/``, and an index of every result there (``README.md``).
+
+The file name says where the numbers come from (CPU model and ISA level, thread count, model; the
+torch / ONNX Runtime / OpenVINO versions), so results from different machines sit side by side and
+none is overwritten by another machine's.
+"""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any, Union
+
+from featx.io import atomic_path, write_json
+from featx.report import markdown_table
+
+__all__ = ["result_name", "save_results", "write_index"]
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9.]+", "-", text.lower()).strip("-")
+
+
+def result_name(report: dict[str, Any]) -> str:
+    """``cpu-amd-epyc-avx512-vnni-2t-resnet50fpn-torch-2.14.1-onnxruntime-1.32.0-...``: hardware, then versions."""
+    cpu = report["cpu"]
+    flags = set(cpu.get("flags") or ())
+    level = "avx512" if "avx512f" in flags else "avx2" if "avx2" in flags else cpu.get("arch", "cpu")
+    level += "-vnni" if cpu.get("vnni") else ""
+    level += "-amx" if cpu.get("amx") else ""
+    hardware = f"{report.get('device', 'cpu')}-{cpu['model']}-{level}-{report['threads']}t-{report['model']}"
+    winograd = "" if report.get("winograd", "off") == "off" else f"-winograd-{report['winograd']}"
+    return _slug(f"{hardware}{winograd}-{report['versions']}")
+
+
+def _rows(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    headers = ["entry", "input", "median ms", "img/s", "vs torchvision", "GFLOP/s", "of peak"]
+    rows = [[r["entry"], "x".join(map(str, r["input"])), f"{r['median_ms']:.1f}", f"{r['images_per_s']:.2f}",
+             f"{r['vs_torchvision']:.2f}x" if r.get("vs_torchvision") else "-", f"{r['achieved_gflops_s']:.1f}",
+             f"{100 * r['of_peak']:.0f}%"] for r in report["rows"] if "error" not in r]
+    return headers, rows
+
+
+def save_results(report: dict[str, Any], folder: Union[str, Path]) -> tuple[Path, Path]:
+    """Write ``report`` (:func:`featx.bench.run_benchmark`'s) as ``<name>.json`` and ``<name>.md`` in ``folder``
+    and refresh the folder's index; returns both paths."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    name = result_name(report)
+    json_path, md_path = folder / f"{name}.json", folder / f"{name}.md"
+    write_json(json_path, report)
+    headers, rows = _rows(report)
+    cpu = report["cpu"]
+    text = (f"# {report['model']} on {cpu['model']}\n\n"
+            f"CPU: {cpu['model']} ({cpu['isa']}), {report['threads']} threads; {report['versions']}; "
+            f"Winograd (featx.accel): {report.get('winograd', 'off')}; fp32 matmul peak "
+            f"{report['matmul_peak_gflops']:.1f} GFLOP/s measured in the same run. Medians of interleaved rounds; "
+            "ratios are per-round against torchvision's `resnet_fpn_backbone`.\n\n"
+            + markdown_table(headers, rows) + "\n")
+    with atomic_path(md_path) as tmp:
+        tmp.write_text(text)
+    write_index(folder)
+    return json_path, md_path
+
+
+def write_index(folder: Union[str, Path]) -> Path:
+    """``README.md`` in ``folder``: one line per result file (model, CPU, threads, versions, entries)."""
+    folder = Path(folder)
+    lines = ["# Benchmark results", "", "Written by `featx bench --results DIR`; one file per machine and software "
+             "versions (the `.json` keeps every timed run).", ""]
+    rows = []
+    for path in sorted(folder.glob("*.json")):
+        try:
+            r = json.loads(path.read_text())
+            rows.append([f"[{path.stem}]({path.stem}.md)", r["model"], r["cpu"]["model"], r["cpu"]["isa"],
+                         str(r["threads"]), r["versions"], str(r.get("winograd", "off"))])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    lines.append(markdown_table(["result", "model", "CPU", "ISA", "threads", "versions", "Winograd"], rows))
+    index = folder / "README.md"
+    with atomic_path(index) as tmp:
+        tmp.write_text("\n".join(lines) + "\n")
+    return index
