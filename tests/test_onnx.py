@@ -199,3 +199,56 @@ def test_export_error_leaves_no_file(tmp_path, monkeypatch):
     with pytest.raises(ExportError, match="simulated crash"):
         export_onnx("ResNet18", tmp_path / "x.onnx", log=lambda m: None)
     assert list(tmp_path.iterdir()) == []
+
+
+_EXPORT_ON_A_CPU = """
+import sys
+import featx.cpu
+from featx.cpu import CpuInfo
+cpus = {"epyc": CpuInfo("AMD EPYC", "x86_64", 2, ("avx2", "fma")),
+        "xeon": CpuInfo("Xeon", "x86_64", 2, ("avx2", "avx512f", "avx512_vnni", "amx_int8"))}
+featx.cpu.cpu_info = lambda: cpus[sys.argv[2]]
+from featx.cli import main
+sys.exit(main(["export", "ResNet18FPN", "-o", sys.argv[1], "--exporter", "torchscript"]))
+"""
+
+
+def test_a_default_export_is_the_same_graph_on_every_cpu_and_times_nothing(tmp_path):
+    """The core's export is plain: BN folded, direct convolutions, nothing timed or cached, so two machines (here two
+    CPUs the process is told it runs on, with oneDNN dispatching to different ISAs) write the same graph."""
+    import os
+
+    graphs = {}
+    for cpu, isa in (("epyc", "AVX2"), ("xeon", "")):
+        cache = tmp_path / f"cache_{cpu}"
+        env = dict(os.environ, FEATX_CACHE_DIR=str(cache), ONEDNN_MAX_CPU_ISA=isa or "ALL")
+        out = tmp_path / f"{cpu}.onnx"
+        r = subprocess.run([sys.executable, "-c", _EXPORT_ON_A_CPU, str(out), cpu], env=env, capture_output=True,
+                           text=True, timeout=600)
+        assert r.returncode == 0, r.stderr[-2000:]
+        assert not cache.exists() and "Winograd" not in r.stderr  # no measurement, no cache written
+        proto = onnx.load(str(out))
+        graphs[cpu] = proto.graph.SerializeToString()
+        meta = read_metadata(out)
+        assert meta["target"] == "any" and "winograd_convs" not in meta and "winograd_decision" not in meta
+        assert "MatMul" not in {n.op_type for n in proto.graph.node}
+    assert graphs["epyc"] == graphs["xeon"]
+
+
+def test_the_core_export_refuses_a_rewrite_it_was_not_given(tmp_path):
+    with pytest.raises(ExportError, match="featx.accel.export_onnx"):
+        export_onnx("ResNet18", tmp_path / "x.onnx", ExportSettings(winograd="auto"), log=lambda m: None)
+    assert not list(tmp_path.iterdir())
+    for bad, words in (({"target": "gpu"}, "target must be one of any, cpu, cuda, tensorrt"),
+                       ({"winograd": "on"}, "winograd must be one of off, auto, all")):
+        with pytest.raises(ExportError, match=words):
+            export_onnx("ResNet18", tmp_path / "x.onnx", ExportSettings(**bad), log=lambda m: None)
+
+
+def test_a_gpu_target_never_takes_the_cpu_rewrite(tmp_path):
+    r = run_cli("export", "ResNet18", "-o", str(tmp_path / "g.onnx"), "--target", "cuda", "--winograd", "auto")
+    assert r.returncode == 1 and "a cuda target keeps direct convolutions" in r.stderr
+    assert not list(tmp_path.iterdir())
+    r = run_cli("export", "ResNet18", "-o", str(tmp_path / "t.onnx"), "--target", "tensorrt", "--exporter", "torchscript")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert read_metadata(tmp_path / "t.onnx")["target"] == "tensorrt" and "target: tensorrt" in r.stdout

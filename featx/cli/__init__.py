@@ -1,6 +1,6 @@
 """The ``featx`` command: argument parsing only, one module per command group.
 
-Each module registers its sub-commands (``register(sub)``) and imports the library it calls only when its
+Each module lists its sub-commands (``COMMANDS``: functions that add one to the parser) and imports the library it calls only when its
 command runs, so ``featx --help`` and a typo answer without loading torch. Every sub-command checks its
 arguments before any heavy work, calls featx's library (the functions Python users call; the rules that tie
 options together live there) and prints the result. Errors print as one line that says what was expected
@@ -30,7 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for group in _GROUPS:
-        group.register(sub)
+        for add in group.COMMANDS:
+            add(sub)
     return parser
 
 

@@ -5,12 +5,7 @@ from featx.cli.common import add_command, hxw, int_at_least, log, writable_file
 from featx.options import BENCH_ENTRIES as ENTRIES
 from featx.options import WINOGRAD_MODES
 
-__all__ = ["register"]
-
-
-def register(sub) -> None:
-    _add_bench(sub)
-    _add_bench_extract(sub)
+__all__ = ["COMMANDS"]
 
 
 def _add_bench(sub) -> None:
@@ -139,3 +134,7 @@ def _cmd_bench_extract(args) -> int:
                           workers=args.workers, threads=args.threads, rounds=args.rounds, collections=args.collections,
                           store=not args.no_store, json_path=args.json, log=print)
     return 0
+
+
+# each adds one sub-command to the parser (featx.cli.build_parser)
+COMMANDS = (_add_bench, _add_bench_extract)

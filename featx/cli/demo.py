@@ -4,12 +4,7 @@ from __future__ import annotations
 from featx.cli.common import CfgOptions, add_command, int_at_least, log
 from featx.options import DIGITS_CONFIG
 
-__all__ = ["register"]
-
-
-def register(sub) -> None:
-    _add_demo(sub)
-    _add_finetune_demo(sub)
+__all__ = ["COMMANDS"]
 
 
 def _add_demo(sub) -> None:
@@ -56,3 +51,7 @@ def _cmd_finetune_demo(args) -> int:
     from featx.demo import run_finetune_demo
 
     return run_finetune_demo(args.work_dir, args.data_root, args.config, args.cfg_options, out=print, log=log)
+
+
+# each adds one sub-command to the parser (featx.cli.build_parser)
+COMMANDS = (_add_demo, _add_finetune_demo)

@@ -7,12 +7,7 @@ from featx.cli.common import CfgOptions, add_command, hxw, int_at_least, log, no
 from featx.options import (CALIBRATION_METHODS, DEFAULT_OPSET, INT8_RUNTIMES, OVERFLOW_FIXES, TARGETS, WINOGRAD_MODES,
                            list_profiles)
 
-__all__ = ["register"]
-
-
-def register(sub) -> None:
-    for add in (_add_export, _add_parity, _add_int8_report):
-        add(sub)
+__all__ = ["COMMANDS"]
 
 
 def _add_export(sub) -> None:
@@ -262,3 +257,7 @@ def _cmd_int8_report(args) -> int:
     if args.json:
         r.save(args.json)
     return 0
+
+
+# each adds one sub-command to the parser (featx.cli.build_parser)
+COMMANDS = (_add_export, _add_parity, _add_int8_report)

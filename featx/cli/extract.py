@@ -3,11 +3,7 @@ from __future__ import annotations
 
 from featx.cli.common import CfgOptions, add_command, hxw, int_at_least, log, non_negative_float, writable_file
 
-__all__ = ["register"]
-
-
-def register(sub) -> None:
-    _add_extract(sub)
+__all__ = ["COMMANDS"]
 
 
 def _add_extract(sub) -> None:
@@ -85,3 +81,7 @@ def _cmd_extract(args) -> int:
     if args.json and result.rank == 0:
         write_json(args.json, result.summary)
     return 0
+
+
+# each adds one sub-command to the parser (featx.cli.build_parser)
+COMMANDS = (_add_extract,)

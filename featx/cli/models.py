@@ -10,12 +10,7 @@ from pathlib import Path
 
 from featx.cli.common import add_command, hxw, int_at_least, log, non_negative_float, writable_file
 
-__all__ = ["register"]
-
-
-def register(sub) -> None:
-    for add in (_add_list, _add_info, _add_viz, _add_check_weights):
-        add(sub)
+__all__ = ["COMMANDS"]
 
 
 def _add_list(sub) -> None:
@@ -196,3 +191,7 @@ def _cmd_check_weights(args) -> int:
     if args.json:
         write_json(args.json, {"passed": not failed, "reports": [r.to_dict() for r in reports]})
     return 0 if not failed else 1
+
+
+# each adds one sub-command to the parser (featx.cli.build_parser)
+COMMANDS = (_add_list, _add_info, _add_viz, _add_check_weights)

@@ -8,12 +8,7 @@ from pathlib import Path
 
 from featx.cli.common import CfgOptions, add_command, int_at_least, log, non_negative_float, writable_file
 
-__all__ = ["register"]
-
-
-def register(sub) -> None:
-    for add in (_add_train, _add_predict, _add_make_digits, _add_train_detector):
-        add(sub)
+__all__ = ["COMMANDS"]
 
 
 def _add_train(sub) -> None:
@@ -193,3 +188,7 @@ def _cmd_train_detector(args) -> int:
             "loss_first10": first, "loss_last10": last})
         print(f"checkpoint: {r['checkpoint']}")
     return 0
+
+
+# each adds one sub-command to the parser (featx.cli.build_parser)
+COMMANDS = (_add_train, _add_predict, _add_make_digits, _add_train_detector)
