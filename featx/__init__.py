@@ -1,14 +1,17 @@
 """featx: detection-ready multi-stage CNN feature extractors with a configurable FPN neck.
 
 ``import featx`` is cheap: the public names below are imported on first use (PEP 562), so the ``featx``
-command starts without loading torch. featx's models are registered
+command starts without loading torch. What importing featx promises still holds, as soon as the library it
+concerns is imported too, in either order (at once when it already is, else right after its own import
+finishes, by an import hook that takes itself away once it has run):
 
-- in mmengine's registry (scope ``featx``) on demand: mmengine imports ``featx.registry`` on seeing a
-  ``"featx."`` type, and the registry's locations import the models;
-- in timm's (``featx_<arch>``) as soon as both featx and timm are imported, in either order: at once when
-  timm is already imported, else right after timm's own import finishes (an import hook, removed once it has
-  run). featx's model modules import timm only inside functions, so that registration never meets a
-  half-imported featx module.
+- timm: featx's models are registered in timm's registry (``featx_<arch>``);
+- torch: mmengine's checkpoint types are allow-listed for ``torch.load(weights_only=True)``
+  (``featx.checkpoints``).
+
+featx's model modules import timm only inside functions, so the registration never meets a half-imported
+featx module. mmengine needs no import at all: it imports ``featx.registry`` on seeing a ``"featx."`` type,
+and the registry's locations import the models.
 """
 from __future__ import annotations
 
@@ -31,7 +34,8 @@ _PUBLIC = {
     "extract": "featx.extraction", "ExtractSettings": "featx.extraction", "FeatureStore": "featx.store",
 }
 __all__ = ["__version__", *_PUBLIC]
-_TIMM_REGISTRATION = "featx.integrations.timm"
+# library -> the featx module that must be imported once that library is
+_AFTER_IMPORT = {"timm": "featx.integrations.timm", "torch": "featx.checkpoints"}
 
 
 def __getattr__(name: str) -> Any:
@@ -48,35 +52,47 @@ def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_PUBLIC))
 
 
-class _RegisterAfterTimm(importlib.abc.MetaPathFinder):
-    """Finds nothing itself: when ``timm`` is about to be imported, it wraps the real loader so that featx's timm
-    registration runs right after timm's module has executed, then takes itself off ``sys.meta_path``."""
+class _ImportAfter(importlib.abc.MetaPathFinder):
+    """Finds nothing itself: when a library of ``_AFTER_IMPORT`` is about to be imported, it wraps the real loader
+    so that featx's module for it is imported right after the library's module has executed."""
 
-    _busy = False
+    def __init__(self, pending: dict[str, str]) -> None:
+        self.pending = dict(pending)
+        self._busy: set[str] = set()
 
     def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> Any:
-        if fullname != "timm" or self._busy:
+        if fullname not in self.pending or fullname in self._busy:
             return None
-        self._busy = True
+        self._busy.add(fullname)
         try:
-            spec = importlib.util.find_spec("timm")
+            spec = importlib.util.find_spec(fullname)
         finally:
-            self._busy = False
+            self._busy.discard(fullname)
         if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
             return spec
-        run_timm = spec.loader.exec_module
+        run_library = spec.loader.exec_module
 
         def exec_module(module: Any) -> None:
-            run_timm(module)
-            if self in sys.meta_path:
+            run_library(module)
+            follow = self.pending.pop(fullname, None)
+            if not self.pending and self in sys.meta_path:
                 sys.meta_path.remove(self)
-            importlib.import_module(_TIMM_REGISTRATION)
+            if follow:
+                importlib.import_module(follow)
 
         spec.loader.exec_module = exec_module
         return spec
 
 
-if "timm" in sys.modules:
-    importlib.import_module(_TIMM_REGISTRATION)
-elif not any(isinstance(f, _RegisterAfterTimm) for f in sys.meta_path):
-    sys.meta_path.insert(0, _RegisterAfterTimm())
+def _install_import_hooks() -> None:
+    pending = {}
+    for library, follow in _AFTER_IMPORT.items():
+        if library in sys.modules:
+            importlib.import_module(follow)
+        else:
+            pending[library] = follow
+    if pending and not any(isinstance(f, _ImportAfter) for f in sys.meta_path):
+        sys.meta_path.insert(0, _ImportAfter(pending))
+
+
+_install_import_hooks()

@@ -44,6 +44,10 @@ class WeightsUnavailableError(WeightsError):
     """The file is neither cached nor downloadable."""
 
 
+class UnsafeConfigError(FeatxError, ValueError):
+    """Config text that is not plain data (it would run code if executed); read, never run."""
+
+
 class ExportError(FeatxError, RuntimeError):
     """The export could not be done; no file was left behind."""
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import os
 import pickle
 import socket
@@ -320,7 +321,7 @@ def test_two_process_gloo_run(tiny_root, tmp_path):
     cfg = write_tiny_config(tmp_path / "tiny.py", tiny_root, epochs=2)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}",
-           str(REPO / "tools" / "train.py"), cfg, "--launcher", "pytorch", "--work-dir", str(tmp_path / "wd")]
+           "-m", "featx", "train", cfg, "--launcher", "pytorch", "--work-dir", str(tmp_path / "wd")]
     p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path)
     assert p.returncode == 0, p.stderr[-4000:]
     log = p.stdout + p.stderr
@@ -443,3 +444,54 @@ def test_int8_report_on_the_trained_classifier(trained, tiny_root, tmp_path):
     assert "7-bit weights, overflow fix enable: as asked" in r.stderr
     assert any(line.startswith("NNCF:") and "(overflow fix enable: as asked)" in line for line in r.stderr.splitlines())
     assert seven["rows"][0] == rows[0] and all(row["cosine"]["logits"] > 0.98 for row in seven["rows"][1:])
+
+
+_PLANTED = "import os\nos.system('touch {marker}')\n"
+
+
+def _planted_checkpoint(trained, tmp_path) -> tuple[Path, Path]:
+    """A real checkpoint of `featx train` whose config text begins with a call into os (it writes a marker file
+    if anything runs it)."""
+    import torch
+
+    from featx.checkpoints import load_checkpoint_file
+
+    wd, _ = trained
+    ckpt = load_checkpoint_file(next(wd.glob("best_*.pth")))
+    marker = tmp_path / "ran"
+    ckpt["meta"]["cfg"] = _PLANTED.format(marker=marker) + ckpt["meta"]["cfg"]
+    path = tmp_path / "planted.pth"
+    torch.save(ckpt, path)
+    return path, marker
+
+
+def test_a_checkpoints_config_is_read_as_data_never_run(trained, tiny_root, tmp_path):
+    from featx.config_text import parse_config_text
+    from featx.errors import UnsafeConfigError
+    from featx.models import target_config
+    from featx.train.predict import Predictor
+
+    # the config featx train writes is plain data, and reads back as the model it trained
+    wd, _ = trained
+    best = next(wd.glob("best_*.pth"))
+    cfg = target_config(str(best))
+    assert cfg["type"] in ("ImageClassifier", "featx.ImageClassifier") and cfg["weights"] == str(best.resolve())
+    planted, marker = _planted_checkpoint(trained, tmp_path)
+    with pytest.raises(UnsafeConfigError, match="line 1: 'import os' is not a `name = value` entry"):
+        target_config(str(planted))
+    with pytest.raises(UnsafeConfigError, match="meta.cfg"):
+        Predictor(planted)
+    image = next((tiny_root / "val" / "red").glob("*.png"))
+    for args in (("predict", str(planted), str(image)), ("export", str(planted), "-o", str(tmp_path / "p.onnx")),
+                 ("int8-report", "--classifier", str(planted), "--data", str(tiny_root))):
+        r = run_cli(*args)
+        assert r.returncode == 1 and "UnsafeConfigError" in r.stderr and "nothing" in r.stderr, (args, r.stderr)
+    assert not marker.exists() and not (tmp_path / "p.onnx").exists()
+    # values that are not plain data are refused too, naming the line
+    for text, words in (("model = dict(type=__import__('os').getcwd())", "line 1: \"__import__('os').getcwd()\""),
+                        ("a = 1\nb = open('x')", "line 2"), ("c = [i for i in range(3)]", "line 1"),
+                        ("d = dict(**e)", "line 1")):
+        with pytest.raises(UnsafeConfigError, match=re.escape(words)):
+            parse_config_text(text)
+    assert parse_config_text("m = dict(a=(1, -2.5), b=[None, True], c={'k': 'v'})\nn = -3") == {
+        "m": {"a": (1, -2.5), "b": [None, True], "c": {"k": "v"}}, "n": -3}

@@ -5,10 +5,10 @@ Nothing in featx's core imports this package: the core's models, ``optimize_for_
 plain and the same on every machine. Ask for these layers explicitly:
 
 >>> from featx import accel
->>> fast = accel.optimize_for_inference(model, winograd="auto")                    # PyTorch eager on this CPU
->>> accel.export_onnx("ResNet50FPN", "r50.onnx")                                   # featx export --winograd auto
->>> accel.export_openvino("ResNet50FPN", "r50.xml")                                # featx export --format openvino --winograd auto
->>> accel.export_int8_measured(cfg, "r50.onnx", settings, "photos/")               # featx export --int8 --runtime auto
+>>> fast = accel.optimize_for_inference(model, winograd="auto")      # PyTorch eager on this CPU
+>>> accel.export_onnx("ResNet50FPN", "r50.onnx")                     # featx export --winograd auto
+>>> accel.export_openvino("ResNet50FPN", "r50.xml")                  # ... --format openvino --winograd auto
+>>> accel.export_int8_measured(cfg, "r50.onnx", settings, "photos/") # ... --int8 --runtime auto
 
 Every choice made by measuring is cached per CPU, software versions and thread count
 (``$FEATX_CACHE_DIR/choices.json``) and stored in the exported file's metadata.
@@ -18,5 +18,5 @@ from featx.accel.int8 import export_int8_measured
 from featx.accel.optimize import apply_winograd, optimize_for_inference
 from featx.accel.tuning import WinogradDecision, confirm_on_whole_model, decide_winograd
 
-__all__ = ["CPU_SETTINGS", "export_onnx", "export_openvino", "winograd_rewrite", "export_int8_measured", "apply_winograd",
-           "optimize_for_inference", "WinogradDecision", "confirm_on_whole_model", "decide_winograd"]
+__all__ = ["CPU_SETTINGS", "export_onnx", "export_openvino", "winograd_rewrite", "export_int8_measured",
+           "apply_winograd", "optimize_for_inference", "WinogradDecision", "confirm_on_whole_model", "decide_winograd"]

@@ -16,7 +16,8 @@ from typing import Callable, Collection, Mapping, Optional, Union
 import torch
 from torch import nn
 
-from featx.accel.tuning import DEFAULT_TUNING_SIZE, RUNTIME_GRAPH, WinogradDecision, confirm_on_whole_model, decide_winograd
+from featx.accel.tuning import (DEFAULT_TUNING_SIZE, RUNTIME_GRAPH, WinogradDecision, confirm_on_whole_model,
+                                decide_winograd)
 from featx.accel.winograd import convert_to_winograd
 from featx.inference import prepare_for_inference
 
@@ -57,7 +58,8 @@ def apply_winograd(model: nn.Module, winograd: WinogradSpec = "auto", runtime: s
     if isinstance(plan, bool):
         count = convert_to_winograd(model, min_channels, max_channels, graph=graph) if plan else 0
     else:
-        count = convert_to_winograd(model, 1, 1 << 30, only=plan if isinstance(plan, Mapping) else set(plan), graph=graph)
+        only = plan if isinstance(plan, Mapping) else set(plan)
+        count = convert_to_winograd(model, 1, 1 << 30, only=only, graph=graph)
     model.winograd_convs = count
     model.winograd_decision = decision
     return decision

@@ -61,7 +61,8 @@ def resolve_int8_runtime(runtime: str, max_drop: Optional[float] = None,
                          overflow_fix: str = "auto") -> tuple[str, Optional[str]]:
     """The int8 runtime once the quantizer options are taken into account, and why it was chosen for the user
     (``None`` when it was not): ``max_drop`` and the overflow fix "first_layer_only" are NNCF's alone, so they
-    make "auto" (featx.accel's measured choice) OpenVINO and are refused with "onnxruntime"; "enable" and "disable" apply in both runtimes
+    make "auto" (featx.accel's measured choice) OpenVINO and are refused with "onnxruntime"; "enable" and
+    "disable" apply in both runtimes
     (:mod:`featx.deploy.quantize`). Checked before anything is exported."""
     if runtime not in INT8_RUNTIMES:
         raise ValueError(f"runtime must be one of {INT8_RUNTIMES}, got {runtime!r}")

@@ -44,7 +44,6 @@ __all__ = ["ExportSettings", "ExportResult", "GraphRewrite", "export_onnx", "PRO
            "load_profile", "input_description", "DEFAULT_OPSET", "TARGETS", "WINOGRAD_MODES"]
 
 
-
 @dataclass
 class ExportSettings:
     """How to export. ``static_shape=(H, W)`` fixes the input shape (batch ``batch``); otherwise batch,
@@ -78,7 +77,7 @@ class ExportSettings:
             raise ExportError(f"the dynamo exporter writes opset 18 or newer, got opset {self.opset}; use "
                               "--exporter torchscript for opsets 7..17")
         if self.fp16_io and not self.fp16:
-            raise ExportError("fp16_io (fp16 input and outputs) needs fp16 (an fp16 model)")
+            raise ExportError("--fp16-io needs --fp16 (fp16_io: fp16 input and outputs of an fp16 model)")
         if self.target not in TARGETS:
             raise ExportError(f"target must be one of {', '.join(TARGETS)}, got {self.target!r}")
         if self.winograd not in WINOGRAD_MODES:

@@ -12,7 +12,6 @@ from typing import Any, NamedTuple, Optional
 
 from featx.deploy.int8 import resolve_int8_runtime
 from featx.deploy.onnx_export import ExportSettings, load_profile
-from featx.errors import ExportError
 
 __all__ = ["export_settings", "Int8Plan", "int8_plan", "default_export_path", "FORMAT_SUFFIX"]
 
@@ -28,8 +27,6 @@ def export_settings(profile: str = "dynamic_fp32", **overrides: Any) -> ExportSe
         raise TypeError(f"unknown export settings {sorted(unknown)}")
     given = {k: (tuple(v) if k == "static_shape" else v) for k, v in overrides.items() if v is not None}
     settings = dataclasses.replace(settings, **given)
-    if settings.fp16_io and not settings.fp16:
-        raise ExportError("--fp16-io needs --fp16 (fp16 input and outputs of an fp16 model)")
     settings.validate()
     return settings
 

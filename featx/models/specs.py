@@ -17,6 +17,7 @@ from mmengine.config import Config
 from torch import nn
 
 from featx.checkpoints import load_checkpoint_file
+from featx.config_text import parse_config_text
 from featx.models.resolve import build_module, resolve_name
 
 __all__ = ["model_config", "target_config", "build_from_config", "classifier_config_from_checkpoint",
@@ -52,13 +53,15 @@ def strip_weights(cfg: Any) -> Any:
 
 
 def checkpoint_run_config(checkpoint: dict, path: Union[str, Path]) -> Config:
-    """The run config a training checkpoint carries (``meta.cfg``)."""
+    """The run config a training checkpoint carries (``meta.cfg``, mmengine's Python text), read as data: a
+    checkpoint is untrusted input, so its config is parsed, never run (:func:`featx.config_text.parse_config_text`;
+    anything but plain data is refused)."""
     meta = checkpoint.get("meta") or {}
     text = meta.get("cfg")
     if not isinstance(text, str):
         raise ValueError(f"{path} is not a featx training checkpoint (no meta.cfg); "
                          "expected a file written by featx train (epoch_N.pth / best_*.pth)")
-    return Config.fromstring(text, ".py")
+    return Config(parse_config_text(text, f"{path}'s meta.cfg"))
 
 
 def classifier_config_from_checkpoint(path: Union[str, Path]) -> dict:

@@ -1,0 +1,54 @@
+"""Config text read as data: Python-style config files (mmengine's format) parsed without running them.
+
+A training checkpoint carries its run's config as Python text (``meta.cfg``). Handing that text to a Python
+interpreter (``mmengine.Config.fromstring``) runs whatever it says, so a checkpoint from someone else could
+run code. ``parse_config_text`` reads the same text as data: every statement must be ``name = value`` where
+the value is a literal (numbers, strings, ``True``/``False``/``None``), a list, tuple, set or dict display, a
+``dict(key=value, ...)`` call, or a nesting of those. Anything else (an import, a call to another function, an
+attribute, a name that is not a literal, a loop) is refused with :class:`UnsafeConfigError`, naming the line.
+"""
+from __future__ import annotations
+
+import ast
+from typing import Any
+
+from featx.errors import UnsafeConfigError
+
+__all__ = ["parse_config_text"]
+
+
+def _value(node: ast.AST, where: str) -> Any:
+    if isinstance(node, ast.Constant):
+        return node.value
+    if isinstance(node, (ast.List, ast.Tuple, ast.Set)):
+        items = [_value(n, where) for n in node.elts]
+        return {ast.List: list, ast.Tuple: tuple, ast.Set: set}[type(node)](items)
+    if isinstance(node, ast.Dict):
+        if any(k is None for k in node.keys):
+            raise UnsafeConfigError(f"{where}: '**' unpacking is not plain data")
+        return {_value(k, where): _value(v, where) for k, v in zip(node.keys, node.values)}
+    if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "dict" and not node.args
+            and all(k.arg is not None for k in node.keywords)):
+        return {k.arg: _value(k.value, where) for k in node.keywords}
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)) and isinstance(node.operand, ast.Constant) \
+            and isinstance(node.operand.value, (int, float)):
+        return -node.operand.value if isinstance(node.op, ast.USub) else node.operand.value
+    raise UnsafeConfigError(f"{where}: {ast.unparse(node)[:80]!r} is not plain data (only literals, lists, tuples, "
+                            "dicts and dict(...) are read; nothing is run)")
+
+
+def parse_config_text(text: str, source: str = "config") -> dict[str, Any]:
+    """The top-level ``name = value`` entries of config ``text`` as a dict, read without running anything (see
+    the module docstring); ``source`` names the text in errors."""
+    try:
+        tree = ast.parse(text)
+    except SyntaxError as e:
+        raise UnsafeConfigError(f"{source} is not a config (line {e.lineno}: {e.msg})") from None
+    out: dict[str, Any] = {}
+    for stmt in tree.body:
+        where = f"{source}, line {stmt.lineno}"
+        if not (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name)):
+            raise UnsafeConfigError(f"{where}: {ast.unparse(stmt).splitlines()[0][:80]!r} is not a `name = value` "
+                                    "entry (a config is read as data; nothing in it is run)")
+        out[stmt.targets[0].id] = _value(stmt.value, where)
+    return out
