@@ -35,10 +35,14 @@ def result_name(report: dict[str, Any]) -> str:
 
 
 def _rows(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
-    headers = ["entry", "input", "median ms", "img/s", "vs torchvision", "GFLOP/s", "of peak"]
+    timed = [r for r in report["rows"] if "error" not in r]
+    vs_ov = any("vs_openvino_direct" in r for r in timed)  # with featx_openvino_direct among the entries
+    headers = ["entry", "input", "median ms", "img/s", "vs torchvision"] + (["vs OV direct"] if vs_ov else []) + [
+        "GFLOP/s", "of peak"]
     rows = [[r["entry"], "x".join(map(str, r["input"])), f"{r['median_ms']:.1f}", f"{r['images_per_s']:.2f}",
-             f"{r['vs_torchvision']:.2f}x" if r.get("vs_torchvision") else "-", f"{r['achieved_gflops_s']:.1f}",
-             f"{100 * r['of_peak']:.0f}%"] for r in report["rows"] if "error" not in r]
+             f"{r['vs_torchvision']:.2f}x" if r.get("vs_torchvision") else "-"]
+            + ([f"{r['vs_openvino_direct']:.2f}x" if "vs_openvino_direct" in r else "-"] if vs_ov else [])
+            + [f"{r['achieved_gflops_s']:.1f}", f"{100 * r['of_peak']:.0f}%"] for r in timed]
     return headers, rows
 
 
