@@ -169,6 +169,7 @@ def model_table(pattern: Optional[str] = None, progress: Optional[Callable[[int,
         cached[n], fresh = stats[-1].to_dict(), True
     if use_cache and fresh:
         try:
+            _catalogue_cache().parent.mkdir(parents=True, exist_ok=True)
             write_json(_catalogue_cache(), {"key": key, "models": cached})
         except OSError:  # a read-only home: computed again next time
             pass

@@ -144,10 +144,10 @@ def test_the_readme_is_a_front_door_and_its_links_resolve():
 def test_list_reads_its_figures_from_the_cache_after_the_first_call(tmp_path, monkeypatch):
     import featx.stats as stats
 
-    monkeypatch.setenv("FEATX_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("FEATX_CACHE_DIR", str(tmp_path / "cache"))  # a folder that does not exist yet
     headers, rows, first = stats.model_table("ResNet18*")
     assert [r[0] for r in rows] == ["ResNet18", "ResNet18FPN", "ResNet18RetinaFPN"]
-    assert (tmp_path / "catalogue.json").is_file()
+    assert (tmp_path / "cache" / "catalogue.json").is_file()
     monkeypatch.setattr(stats, "model_stats", lambda name: pytest.fail(f"{name} measured again"))
     assert stats.model_table("ResNet18*")[1] == rows  # the same table, from the cache
     # another key (other model code or library versions): measured again
