@@ -57,7 +57,7 @@ from featx.store import (SHARD_DIR, FeatureStore, merge_store, remove_stale_shar
                           write_shard)
 from featx.version import __version__
 
-__all__ = ["ExtractSettings", "ExtractResult", "list_images", "source_root", "plan_batches", "batch_loader", "build_runner", "model_normalization", "image_features", "extract", "verify_store", "POOLS"]
+__all__ = ["ExtractSettings", "ExtractResult", "list_images", "source_root", "plan_batches", "batch_loader", "build_runner", "model_normalization", "valid_sizes", "pool_maps", "level_features", "extract", "verify_store", "POOLS"]
 
 POOLS = ("avg", "max", "gem")
 RUNTIMES = ("torch", "onnxruntime", "openvino")
@@ -261,8 +261,10 @@ def model_normalization(net: nn.Module) -> tuple[list[float], list[float]]:
     return list(spec["mean"] or [0.5] * channels), list(spec["std"] or [0.5] * channels)
 
 
-def build_runner(cfg: dict, settings: ExtractSettings, tmp: Path) -> tuple[Callable[[torch.Tensor], list[np.ndarray]], nn.Module]:
-    """``(run(batch) -> list of maps as numpy, the PyTorch model)``; direct convolutions everywhere."""
+def build_runner(cfg: dict, settings: ExtractSettings, tmp: Path) -> tuple[Callable[[torch.Tensor], list[torch.Tensor]], nn.Module]:
+    """``(run(batch) -> the output maps, the PyTorch model)``; direct convolutions everywhere. The maps stay where
+    the model ran (on the GPU for ``--device cuda``), so pooling happens there and only vectors leave it; an exported
+    runtime's numpy outputs are wrapped without a copy."""
     model = build_from_config(cfg)
     if settings.runtime == "torch":
         device = torch.device(settings.device)
@@ -270,9 +272,9 @@ def build_runner(cfg: dict, settings: ExtractSettings, tmp: Path) -> tuple[Calla
             device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))  # torchrun: one GPU per process
         net = optimize_for_inference(model, inplace=False).to(device)
 
-        def run(x: torch.Tensor) -> list[np.ndarray]:
+        def run(x: torch.Tensor) -> list[torch.Tensor]:
             with torch.inference_mode():
-                return [o.float().cpu().contiguous().numpy() for o in as_output_tuple(net(x.to(device)))]
+                return list(as_output_tuple(net(x.to(device, non_blocking=True))))
 
         return run, model
     direct = ExportSettings(exporter="torchscript")
@@ -280,7 +282,7 @@ def build_runner(cfg: dict, settings: ExtractSettings, tmp: Path) -> tuple[Calla
     (export_openvino if settings.runtime == "openvino" else export_onnx)(cfg, path, direct, log=lambda m: None)
     # the same thread count as torch (--threads): processes under torchrun share the cores
     session = open_session(path, settings.device, threads=torch.get_num_threads())
-    return (lambda x: [np.asarray(o, np.float32) for o in session.run(x.numpy())]), model
+    return (lambda x: [torch.from_numpy(np.asarray(o, np.float32)) for o in session.run(x.numpy())]), model
 
 
 class _PendingShard:
@@ -306,28 +308,39 @@ class _PendingShard:
         self.skipped.clear()
 
 
-def _valid_region(maps: np.ndarray, resized: tuple[int, int], stride: int) -> np.ndarray:
-    """The part of one image's ``(C, h, w)`` map that sees the image, not the padding to the batch shape."""
-    vh = min(maps.shape[-2], max(1, math.ceil(resized[0] / stride)))
-    vw = min(maps.shape[-1], max(1, math.ceil(resized[1] / stride)))
-    return maps[:, :vh, :vw]
+def valid_sizes(resized: Sequence[tuple[int, int]], map_size: tuple[int, int], stride: int) -> list[tuple[int, int]]:
+    """Per image, the ``(h, w)`` of its level map that sees the image, not the padding to the batch shape."""
+    return [(min(map_size[0], max(1, math.ceil(h / stride))), min(map_size[1], max(1, math.ceil(w / stride))))
+            for h, w in resized]
 
 
-def image_features(maps: np.ndarray, resized: tuple[int, int], stride: int, settings: ExtractSettings) -> np.ndarray:
-    """One image's stored value at one level from its ``(C, h, w)`` map in the batch: the cropped map
-    (``settings.maps``) or its pooled ``(C,)`` vector, in float32."""
-    region = _valid_region(maps, resized, stride)
-    return region if settings.maps else _pool(region, settings.pool, settings.gem_p)
-
-
-def _pool(m: np.ndarray, how: str, p: float) -> np.ndarray:
-    """``(C, h, w)`` -> ``(C,)``."""
-    flat = m.reshape(m.shape[0], -1)
-    if how == "avg":
-        return flat.mean(1)
+def pool_maps(maps: torch.Tensor, valid: Sequence[tuple[int, int]], how: str, p: float = 3.0) -> torch.Tensor:
+    """``(N, C, h, w)`` maps -> ``(N, C)`` float32 vectors, each pooled over its own valid top-left
+    ``valid[i]`` region (``avg``, ``max`` or ``GeM`` with exponent ``p``), batched where the maps are."""
+    n, _, h, w = maps.shape
+    x = maps.float()
+    rows = torch.arange(h, device=x.device)[None, :, None] < torch.tensor([v[0] for v in valid], device=x.device)[:, None, None]
+    cols = torch.arange(w, device=x.device)[None, None, :] < torch.tensor([v[1] for v in valid], device=x.device)[:, None, None]
+    mask = (rows & cols)[:, None]  # (N, 1, h, w)
     if how == "max":
-        return flat.max(1)
-    return np.power(np.power(np.clip(flat, 1e-6, None), p).mean(1), 1.0 / p)  # GeM
+        return x.masked_fill(~mask, float("-inf")).amax(dim=(2, 3))
+    count = mask.sum(dim=(2, 3)).to(x.dtype)  # (N, 1)
+    if how == "avg":
+        return (x * mask).sum(dim=(2, 3)) / count
+    return ((x.clamp_min(1e-6).pow(p) * mask).sum(dim=(2, 3)) / count).pow(1.0 / p)  # GeM
+
+
+def level_features(maps: torch.Tensor, resized: Sequence[tuple[int, int]], stride: int, settings: ExtractSettings,
+                   dtype: np.dtype) -> list[np.ndarray]:
+    """Each image's stored value at one level, from the batch's ``(N, C, h, w)`` maps wherever they are: the
+    pooled ``(C,)`` vector or (``settings.maps``) the cropped map, cast to the stored ``dtype`` there and then
+    brought to the host (one copy of vectors per batch, not of the maps)."""
+    valid = valid_sizes(resized, tuple(maps.shape[-2:]), stride)
+    target = torch.float16 if dtype == np.float16 else torch.float32
+    if settings.maps:
+        return [np.ascontiguousarray(maps[i, :, :vh, :vw].to(target).cpu().numpy()) for i, (vh, vw) in enumerate(valid)]
+    pooled = pool_maps(maps, valid, settings.pool, settings.gem_p).to(target).cpu().numpy()
+    return list(pooled)
 
 
 def _distributed() -> tuple[int, int]:
@@ -435,16 +448,16 @@ def extract(model: Union[str, dict], source: Union[str, Path], out: Union[str, P
             completed = 0
             for batch_id, (indices, x, digests, errors) in zip(mine, loader):
                 outs = run(x)
-                chosen = [outs[names.index(lv)] for lv in levels]
+                resized = [items[i].resized for i in indices]
+                values = {lv: level_features(outs[names.index(lv)], resized, strides[lv], settings, dtype) for lv in levels}
                 for j, i in enumerate(indices):
                     item = items[i]
                     if errors[j]:
                         pending.skipped.append({"path": item.id, "reason": errors[j]})
                         broken += 1
                         continue
-                    for lv, maps in zip(levels, chosen):
-                        value = image_features(maps[j], item.resized, strides[lv], settings)
-                        pending.arrays[lv].append(np.ascontiguousarray(value.astype(dtype)))
+                    for lv in levels:
+                        pending.arrays[lv].append(values[lv][j])
                     pending.entries.append({"path": item.id, "size": list(item.size), "sha256": digests[j],
                                             "row": len(pending.entries)})
                     new += 1
@@ -546,7 +559,7 @@ def verify_store(folder: Union[str, Path], sample: int = 8, log: Callable[[str],
             outs = run(x[None])
             stored = store[e.path]
             for lv in m["levels"]:
-                fresh = image_features(outs[names.index(lv)][0], item.resized, m["strides"][lv], settings)
+                fresh = level_features(outs[names.index(lv)], [item.resized], m["strides"][lv], settings, np.float32)[0]
                 d = compare_arrays(np.asarray(stored[lv], np.float32), fresh)
                 worst[lv]["rel"] = max(worst[lv]["rel"], d.rel)
                 worst[lv]["cosine"] = min(worst[lv]["cosine"], d.cosine)

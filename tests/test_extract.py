@@ -333,3 +333,38 @@ def test_extract_then_accuracy_aware_nncf_then_a_subprocess_does_not_crash(tmp_p
     r = subprocess.run([sys.executable, "-c", _SIGCHLD_SCRIPT, str(tmp_path), "nncf"], capture_output=True, text=True,
                        cwd=REPO)
     assert r.returncode == 0 and "kept True" in r.stdout and "child 7" in r.stdout, (r.returncode, r.stderr[-2000:])
+
+
+@pytest.mark.parametrize("how", ["avg", "max", "gem"])
+def test_batched_pooling_equals_pooling_each_images_own_region(how):
+    """Pooling where the model runs, batched with a per-image valid region, gives the numbers of cropping each
+    image's region and pooling it alone (float64 reference)."""
+    from featx.extraction import pool_maps, valid_sizes
+
+    torch.manual_seed(0)
+    maps = torch.randn(4, 8, 7, 10).relu() + 0.01 * torch.rand(4, 8, 7, 10)
+    resized = [(28, 40), (25, 37), (9, 3), (28, 1)]  # stride 4: 7x10, 7x10 (ceil), 3x1, 7x1
+    valid = valid_sizes(resized, (7, 10), 4)
+    assert valid == [(7, 10), (7, 10), (3, 1), (7, 1)]
+    out = pool_maps(maps, valid, how, p=3.0)
+    assert out.shape == (4, 8) and out.dtype == torch.float32
+    for i, (vh, vw) in enumerate(valid):
+        region = maps[i, :, :vh, :vw].double().flatten(1)
+        ref = {"avg": region.mean(1), "max": region.amax(1),
+               "gem": region.clamp_min(1e-6).pow(3.0).mean(1).pow(1 / 3.0)}[how]
+        assert torch.allclose(out[i].double(), ref, rtol=1e-6, atol=1e-7), (how, i)
+    # padding never leaks in: a huge value outside an image's region changes nothing
+    spiked = maps.clone()
+    spiked[2, :, 5:, 5:] = 1e6
+    assert torch.equal(pool_maps(spiked, valid, how)[2], out[2])
+
+
+def test_the_stored_vectors_leave_the_model_pooled_in_the_stored_dtype():
+    from featx.extraction import ExtractSettings, level_features
+
+    maps = torch.rand(2, 4, 6, 6)
+    fp16 = level_features(maps, [(24, 24), (12, 20)], 4, ExtractSettings(pool="avg"), np.float16)
+    assert [v.dtype for v in fp16] == [np.float16, np.float16] and fp16[0].shape == (4,)
+    assert np.allclose(fp16[1], maps[1, :, :3, :5].mean((1, 2)).numpy(), rtol=1e-3)
+    cropped = level_features(maps, [(24, 24), (12, 20)], 4, ExtractSettings(maps=True), np.float32)
+    assert [c.shape for c in cropped] == [(4, 6, 6), (4, 3, 5)] and np.array_equal(cropped[1], maps[1, :, :3, :5].numpy())
