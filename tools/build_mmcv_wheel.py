@@ -14,7 +14,7 @@ and leaves ``mmcv-2.1.0-*.whl`` in the cache folder (``$FEATX_WHEEL_CACHE``, def
 ``~/.cache/featx/wheels``). The wheel is specific to the torch version it was built against, so
 its file name is tagged with it and a different torch builds anew.
 
-On a machine with CUDA, install mmcv from OpenMMLab's wheel index instead (see README: mmdet).
+On a machine with CUDA, install mmcv from OpenMMLab's wheel index instead (see docs/clients.md: mmdet).
 
     python tools/build_mmcv_wheel.py            # prints the wheel's path
 """

@@ -37,7 +37,7 @@ def pick_weights(model_name: str) -> tuple[Optional[str], str]:
     path = hub_checkpoint_path(enum.DEFAULT.url)
     if path.is_file():
         return "DEFAULT", f"torchvision {enum.__name__}.{enum.DEFAULT.name} from {path}"
-    return None, f"random init, seed 0 (torchvision weights not cached at {path}; see README: offline weights)"
+    return None, f"random init, seed 0 (torchvision weights not cached at {path}; see docs/weights.md: offline)"
 
 
 def run(model_name: str = "ResNet50FPN", image: Optional[str] = None, weights: Optional[str] = None,
