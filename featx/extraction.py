@@ -45,6 +45,7 @@ from torchvision.io import ImageReadMode, decode_jpeg
 from torchvision.transforms.v2 import functional as TF
 
 from featx.compare import compare_arrays
+from featx.devices import checked_device
 from featx.deploy.onnx_export import ExportSettings, export_onnx, input_description
 from featx.deploy.openvino_export import export_openvino
 from featx.deploy.runtimes import open_session
@@ -95,6 +96,8 @@ class ExtractSettings:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.workers < 0:
             raise ValueError(f"workers must be >= 0, got {self.workers}")
+        if self.runtime == "torch":  # the exported runtimes check their own device (featx.deploy.runtimes)
+            checked_device(self.device)
 
 
 @dataclass

@@ -13,7 +13,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "featx"
 # Each subsystem is its own layer and imports only layers below it (or itself); the leaves at the bottom
 # (small utilities with no featx imports but each other's) share one. README: Layout.
 LAYERS: list[tuple[str, ...]] = [
-    ("featx.version", "featx.options", "featx.errors", "featx.config_text", "featx.cpu", "featx.io", "featx.images", "featx.timing",
+    ("featx.version", "featx.options", "featx.errors", "featx.config_text", "featx.devices", "featx.cpu", "featx.io", "featx.images", "featx.timing",
      "featx.compare", "featx.report", "featx.shipped", "featx.features", "featx.layers"),
     ("featx.store",),
     ("featx.registry",),

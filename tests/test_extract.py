@@ -368,3 +368,27 @@ def test_the_stored_vectors_leave_the_model_pooled_in_the_stored_dtype():
     assert np.allclose(fp16[1], maps[1, :, :3, :5].mean((1, 2)).numpy(), rtol=1e-3)
     cropped = level_features(maps, [(24, 24), (12, 20)], 4, ExtractSettings(maps=True), np.float32)
     assert [c.shape for c in cropped] == [(4, 6, 6), (4, 3, 5)] and np.array_equal(cropped[1], maps[1, :, :3, :5].numpy())
+
+
+def test_a_cuda_device_that_is_not_there_is_one_clear_line(tmp_path, monkeypatch):
+    from helpers import run_cli
+
+    from featx.devices import checked_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    (tmp_path / "imgs").mkdir()
+    Image.new("RGB", (40, 30), (200, 20, 20)).save(tmp_path / "imgs" / "a.png")
+    for args in (("extract", "ResNet18", str(tmp_path / "imgs"), "--out", str(tmp_path / "s"), "--device", "cuda"),
+                 ("predict", str(tmp_path / "no.pth"), str(tmp_path / "imgs"), "--device", "cuda")):
+        r = run_cli(*args)
+        lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+        assert r.returncode == 1 and "--device cuda: no CUDA device is usable here" in lines[0], r.stderr
+        assert "use --device cpu" in lines[0] and "Traceback" not in r.stderr
+    assert not (tmp_path / "s").exists()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(ValueError, match=r"has 1 CUDA device\(s\), numbered 0..0"):
+        checked_device("cuda:3")
+    assert checked_device("cuda:0").index == 0 and checked_device("cpu").type == "cpu"
+    with pytest.raises(ValueError, match="--device must be cpu, cuda or cuda:N"):
+        checked_device("gpu")

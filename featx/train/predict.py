@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 
 from featx.checkpoints import unwrap_state_dict
+from featx.devices import checked_device
 from featx.images import to_rgb
 from featx.models import build_module
 from featx.models.specs import checkpoint_run_config, strip_weights
@@ -44,6 +45,7 @@ class Predictor:
     """
 
     def __init__(self, checkpoint: Union[str, Path], device: str = "cpu") -> None:
+        device = checked_device(device)  # before reading anything
         ckpt = read_training_checkpoint(checkpoint)
         cfg = checkpoint_run_config(ckpt, checkpoint)
         self.classes: list[str] = list((ckpt["meta"].get("dataset_meta") or {}).get("classes") or [])
