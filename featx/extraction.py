@@ -277,7 +277,7 @@ def build_runner(cfg: dict, settings: ExtractSettings, tmp: Path) -> tuple[Calla
 
         def run(x: torch.Tensor) -> list[torch.Tensor]:
             with torch.inference_mode():
-                return list(as_output_tuple(net(x.to(device, non_blocking=True))))
+                return list(as_output_tuple(net(x.to(device))))
 
         return run, model
     direct = ExportSettings(exporter="torchscript")
