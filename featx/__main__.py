@@ -1,7 +1,10 @@
 """``python -m featx`` (and ``torchrun -m featx extract ...``): the featx command."""
 import sys
 
-from featx.cli import main
-
 if __name__ == "__main__":
+    try:
+        from featx.cli import main
+    except KeyboardInterrupt:  # Ctrl-C while Python starts: one line, not an import traceback
+        print("featx: interrupted", file=sys.stderr)
+        sys.exit(130)
     sys.exit(main())

@@ -40,7 +40,6 @@ from __future__ import annotations
 import statistics
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
@@ -60,7 +59,7 @@ from featx.deploy.quantize import quantize_onnx
 from featx.deploy.runtimes import open_session
 from featx.images import sample_image_path
 from featx.inference import optimize_for_inference
-from featx.io import atomic_path
+from featx.io import atomic_path, scratch_dir
 from featx.models import create_model, get_entry
 from featx.options import BENCH_ENTRIES, WINOGRAD_MODES
 from featx.stats import flops_and_shapes
@@ -240,7 +239,7 @@ def run_benchmark(
         meta_model = create_model(model).eval()
         params_m = sum(p.numel() for p in meta_model.parameters()) / 1e6
     results["params_m"] = round(params_m, 2)
-    with tempfile.TemporaryDirectory() as tmp:
+    with scratch_dir() as tmp:
         callables = {}
         for name in entries:
             log(f"building {name} ...")

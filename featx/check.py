@@ -8,7 +8,6 @@ must agree to ``max|featx - ref| <= tol * max|ref|`` (fp32, tol 1e-5 by default)
 """
 from __future__ import annotations
 
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +25,7 @@ from torchvision.ops.feature_pyramid_network import LastLevelMaxPool, LastLevelP
 
 from featx.checkpoints import read_checkpoint, unwrap_state_dict
 from featx.compare import compare_arrays
+from featx.io import scratch_dir
 from featx.models import CATALOG, DETECTION_PRESETS, detection_composite, get_entry
 
 __all__ = ["LevelResult", "CheckReport", "check_weights", "checkable_models", "randomize_norm_stats", "DEFAULT_SIZES"]
@@ -169,7 +169,7 @@ def check_weights(
     reference_weights = weights if reference_weights is None else reference_weights
     report = CheckReport(model_name, str(weights), "", tol)
     try:
-        with tempfile.TemporaryDirectory() as tmp:
+        with scratch_dir() as tmp:
             _check(report, model_name, weights, reference_weights, sizes, batch, tol, seed, Path(tmp), model_kwargs)
     except Exception as e:  # reported, not raised: --all goes on with the next model
         report.error = f"{type(e).__name__}: {e}"

@@ -17,6 +17,7 @@ import os
 import pickle
 import re
 import socket
+import zipfile
 from pathlib import Path
 from typing import Any, Union
 from urllib.parse import urlparse
@@ -113,6 +114,14 @@ def load_checkpoint_file(path: Union[str, Path]) -> Any:
             f"({reason[:160]}). featx loads checkpoints with weights_only=True only. If you trust the file, re-save "
             "its tensors with torch.save(model.state_dict(), ...) or as safetensors and load that."
         ) from None
+    except (TypeError, AttributeError, ValueError) as e:
+        if zipfile.is_zipfile(path):  # a whole torch.save archive whose pickle calls an allowed function wrongly
+            raise UnsafeCheckpointError(
+                f"refused to load {path}: its pickle calls functions that weights_only loading allows with arguments "
+                f"they refuse ({type(e).__name__}: {str(e)[:160]}), which torch.save never writes: a crafted or "
+                "foreign file. Re-save its tensors with torch.save(model.state_dict(), ...) or as safetensors") from None
+        raise WeightsError(f"cannot read {path}: not a checkpoint, or corrupt or truncated "
+                           f"({type(e).__name__}: {str(e)[:200]})") from None
     except Exception as e:  # torch.load raises many types for files that are not checkpoints (KeyError for text)
         raise WeightsError(f"cannot read {path}: not a checkpoint, or corrupt or truncated "
                            f"({type(e).__name__}: {str(e)[:200]})") from None

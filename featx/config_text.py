@@ -14,7 +14,7 @@ from typing import Any
 
 from featx.errors import UnsafeConfigError
 
-__all__ = ["parse_config_text"]
+__all__ = ["parse_config_text", "read_config_file"]
 
 
 def _value(node: ast.AST, where: str) -> Any:
@@ -52,3 +52,39 @@ def parse_config_text(text: str, source: str = "config") -> dict[str, Any]:
                                     "entry (a config is read as data; nothing in it is run)")
         out[stmt.targets[0].id] = _value(stmt.value, where)
     return out
+
+
+_CONFIG_SUFFIXES = (".py", ".json", ".yml", ".yaml")
+
+
+def read_config_file(path: Any) -> Any:
+    """A config file the user names (their own code: mmengine runs it), read by ``mmengine.Config.fromfile``
+    with one clear error for what mmengine reports tersely: a missing file or ``_base_``, a ``_base_`` of another
+    type, an error without a message (what mmengine's lazy-import mode raises for a config with ``import``
+    lines), a syntax error. Returns the ``mmengine.Config``."""
+    from pathlib import Path
+
+    from mmengine.config import Config
+
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder; expected a config file ({', '.join(_CONFIG_SUFFIXES)})")
+    if not path.is_file():
+        raise FileNotFoundError(f"config file not found: {path}")
+    if path.suffix not in _CONFIG_SUFFIXES:
+        raise ValueError(f"{path}: a config file must be {', '.join(_CONFIG_SUFFIXES)}")
+    try:
+        return Config.fromfile(str(path))
+    except SyntaxError as e:
+        raise ValueError(f"{path} is not valid Python (line {e.lineno}: {e.msg})") from None
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"{path}: a file its _base_ names is missing ({e.filename or e})") from None
+    except Exception as e:
+        text = " ".join(str(e).split())
+        if "Only py/yml/yaml/json" in text:
+            text = f"its _base_ names a file that is not {', '.join(_CONFIG_SUFFIXES)}"
+        elif not text:
+            text = (f"mmengine could not read it ({type(e).__name__} without a message); a config with `import` "
+                    "lines is read in mmengine's lazy-import mode, which allows imports only at the top and values "
+                    "built from them only where mmengine can defer them; write plain values instead")
+        raise ValueError(f"cannot read config {path}: {text[:400]}") from None

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import mmap
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
@@ -32,7 +31,7 @@ from featx.extraction import (ExtractSettings, batch_loader, build_runner, extra
                               plan_batches)
 from featx.features import input_channels
 from featx.images import sample_image_path
-from featx.io import write_json
+from featx.io import scratch_dir, write_json
 from featx.models import model_config
 from featx.store import FeatureStore, merge_store, write_shard
 
@@ -156,7 +155,7 @@ def run_extract_benchmark(model: str = "ResNet18FPN", jpegs: int = 256, digits: 
                               "size": size, "batch": batch, "workers": workers, "collections": [], "store": None}
     log(f"CPU: {cpu.model} ({cpu.isa}), {cpu.cores} CPUs, torch threads "
         f"{report['torch_threads']}")
-    with tempfile.TemporaryDirectory() as tmp:
+    with scratch_dir() as tmp:
         work = Path(tmp)
         for name in collections:
             if name == "digits":

@@ -28,7 +28,6 @@ import math
 import os
 import signal
 import sys
-import tempfile
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -50,12 +49,13 @@ from featx.deploy.onnx_export import ExportSettings, export_onnx, input_descript
 from featx.deploy.openvino_export import export_openvino
 from featx.deploy.runtimes import open_session
 from featx.features import as_output_tuple, input_channels
-from featx.images import IMAGE_EXTENSIONS, to_rgb
+from featx.images import IMAGE_EXTENSIONS, resized_size_problem, shorter_side_size, to_rgb
 from featx.inference import optimize_for_inference
-from featx.io import write_json
-from featx.models import build_from_config, model_config
-from featx.store import (SHARD_DIR, FeatureStore, merge_store, remove_stale_shard_temporaries, shard_metadata,
-                          write_shard)
+from featx.io import scratch_dir, write_json
+from featx.models import build_described_model, build_from_config, model_config
+from featx.models.specs import named_weights, random_weights_notice
+from featx.store import (SHARD_DIR, FeatureStore, merge_store, remove_stale_shard_temporaries, shard_entries,
+                          shard_metadata, write_shard)
 from featx.version import __version__
 
 __all__ = ["ExtractSettings", "ExtractResult", "list_images", "source_root", "plan_batches", "batch_loader", "build_runner", "model_normalization", "valid_sizes", "pool_maps", "level_features", "extract", "verify_store", "POOLS"]
@@ -87,6 +87,8 @@ class ExtractSettings:
             raise ValueError(f"size must be a positive int (the shorter side), got {self.size!r}")
         if self.pool not in POOLS:
             raise ValueError(f"pool must be one of {POOLS}, got {self.pool!r}")
+        if not (isinstance(self.gem_p, (int, float)) and 0 < self.gem_p < math.inf):
+            raise ValueError(f"gem_p must be a finite number > 0 (the GeM exponent), got {self.gem_p!r}")
         if self.dtype not in ("fp16", "fp32"):
             raise ValueError(f"dtype must be fp16 or fp32, got {self.dtype!r}")
         if self.runtime not in RUNTIMES:
@@ -168,12 +170,7 @@ class PlannedImage:
 
 
 def _target(size: tuple[int, int], settings: ExtractSettings, divisor: int) -> tuple[tuple[int, int], tuple[int, int]]:
-    h, w = size
-    if settings.resize is not None:
-        rh, rw = settings.resize
-    else:
-        scale = settings.size / min(h, w)
-        rh, rw = max(1, round(h * scale)), max(1, round(w * scale))
+    rh, rw = settings.resize if settings.resize is not None else shorter_side_size(size, settings.size)
     return (rh, rw), (math.ceil(rh / divisor) * divisor, math.ceil(rw / divisor) * divisor)
 
 
@@ -190,6 +187,10 @@ def plan_batches(images: Sequence[tuple[str, Path]], settings: ExtractSettings, 
             skipped.append({"path": image_id, "reason": f"{type(e).__name__}: {str(e)[:160]}"})
             continue
         resized, padded = _target((h, w), settings, divisor)
+        problem = resized_size_problem((h, w), padded)
+        if problem:  # refused before anything is decoded
+            skipped.append({"path": image_id, "reason": problem})
+            continue
         planned.append(PlannedImage(image_id, str(file), (h, w), resized, padded))
     planned.sort(key=lambda p: (p.padded, p.id))
     batches: list[list[PlannedImage]] = []
@@ -212,7 +213,8 @@ def _plan_digest(batches: list[list[PlannedImage]]) -> str:
 
 # -- reading images in workers --------------------------------------------------------------------------
 class _Images(torch.utils.data.Dataset):
-    """Planned images -> ``(index, normalized padded tensor, sha256, error)``; decoded in a worker."""
+    """Planned images -> ``(index, normalized padded tensor, file record, error)``; decoded in a worker. The
+    record is the bytes' SHA-256 and the file's size and mtime when read (what resume compares)."""
 
     def __init__(self, items: list[PlannedImage], channels: int, mean: Sequence[float], std: Sequence[float]) -> None:
         self.items, self.channels = items, channels
@@ -226,15 +228,17 @@ class _Images(torch.utils.data.Dataset):
         item = self.items[index]
         x = torch.zeros(self.channels, *item.padded)
         try:
-            data = Path(item.file).read_bytes()
-            digest = hashlib.sha256(data).hexdigest()
+            with open(item.file, "rb") as f:
+                stat = os.fstat(f.fileno())
+                data = f.read()
+            record = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns}
             image = _decode(data, self.channels)
             # uint8 antialiased resize: torchvision's fast integer path (~4x the float one on a CPU)
             image = TF.resize(image, list(item.resized), interpolation=TF.InterpolationMode.BILINEAR, antialias=True)
             x[:, :item.resized[0], :item.resized[1]] = (image.float().div_(255) - self.mean) / self.std
-            return index, x, digest, ""
+            return index, x, record, ""
         except Exception as e:  # a broken file: listed with its reason, not fatal
-            return index, x, "", f"{type(e).__name__}: {str(e)[:160]}"
+            return index, x, {}, f"{type(e).__name__}: {str(e)[:160]}"
 
 
 def _decode(data: bytes, channels: int) -> torch.Tensor:
@@ -264,11 +268,12 @@ def model_normalization(net: nn.Module) -> tuple[list[float], list[float]]:
     return list(spec["mean"] or [0.5] * channels), list(spec["std"] or [0.5] * channels)
 
 
-def build_runner(cfg: dict, settings: ExtractSettings, tmp: Path) -> tuple[Callable[[torch.Tensor], list[torch.Tensor]], nn.Module]:
+def build_runner(cfg: dict, settings: ExtractSettings, tmp: Path, model: Optional[nn.Module] = None
+                 ) -> tuple[Callable[[torch.Tensor], list[torch.Tensor]], nn.Module]:
     """``(run(batch) -> the output maps, the PyTorch model)``; direct convolutions everywhere. The maps stay where
     the model ran (on the GPU for ``--device cuda``), so pooling happens there and only vectors leave it; an exported
-    runtime's numpy outputs are wrapped without a copy."""
-    model = build_from_config(cfg)
+    runtime's numpy outputs are wrapped without a copy. ``model``: ``cfg`` already built (torch runtime)."""
+    model = model if model is not None else build_from_config(cfg)
     if settings.runtime == "torch":
         device = torch.device(settings.device)
         if device.type == "cuda" and device.index is None and "LOCAL_RANK" in os.environ:
@@ -346,6 +351,75 @@ def level_features(maps: torch.Tensor, resized: Sequence[tuple[int, int]], strid
     return list(pooled)
 
 
+LOCK_FILE = ".featx-extract.lock"
+
+
+@contextlib.contextmanager
+def _store_lock(out: Path) -> Iterator[None]:
+    """Hold the store's lock for one extraction (rank 0 of a torchrun job holds it for all ranks). A second
+    extraction into the same store is refused at once; the lock dies with its process, even SIGKILLed."""
+    import fcntl
+
+    with open(out / LOCK_FILE, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            raise RuntimeError(f"another featx extract ({holder}) is writing {out}; wait for it to finish, or use "
+                               "another --out") from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()}")
+        f.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def changed_images(out: Path, files: dict[str, Path]) -> dict[Path, list[str]]:
+    """The shards of store ``out`` that hold an image whose file changed since it was read (its size or mtime
+    differ from the ones recorded with its features), each with those images' ids. ``files``: id -> file."""
+    stale: dict[Path, list[str]] = {}
+    for shard in sorted((out / SHARD_DIR).glob("*.safetensors")):
+        for entry in shard_entries(shard):
+            if "mtime_ns" not in entry or entry["path"] not in files:
+                continue  # an entry without a record, or an image no longer listed (the plan check refuses that)
+            try:
+                stat = os.stat(files[entry["path"]])
+                same = (stat.st_size, stat.st_mtime_ns) == (entry["bytes"], entry["mtime_ns"])
+            except OSError:
+                same = False
+            if not same:
+                stale.setdefault(shard, []).append(entry["path"])
+    return stale
+
+
+def _drop_changed_images(out: Path, files: dict[str, Path], log: Callable[[str], None]) -> None:
+    """Resume recomputes changed images: the shards holding them are removed (and the index, until the merge
+    writes it anew), so their batches are planned again like missing ones."""
+    stale = changed_images(out, files)
+    if not stale:
+        return
+    ids = sorted(i for group in stale.values() for i in group)
+    log(f"extract: {len(ids)} images changed since they were extracted ({', '.join(ids[:3])}"
+        f"{', ...' if len(ids) > 3 else ''}); recomputing the {len(stale)} shards that hold them")
+    (out / "index.jsonl").unlink(missing_ok=True)
+    for shard in stale:
+        shard.unlink()
+
+
+def _refuse_non_finite(image_id: str, values: dict[str, np.ndarray], dtype: str) -> None:
+    """Stop the extraction at an image whose features hold NaN or infinity (never stored: a silent NaN
+    poisons every search). The shards written before stay, so a rerun after the fix resumes."""
+    bad = [lv for lv, v in values.items() if not np.isfinite(v).all()]
+    if bad:
+        hint = (" fp16 holds at most 65504: store --dtype fp32, or" if dtype == "fp16" else "")
+        raise FloatingPointError(f"{image_id}: the features at {', '.join(bad)} hold NaN or infinite values, so "
+                                 f"nothing of it was stored;{hint} check the weights (a diverged or broken checkpoint)")
+
+
 def _distributed() -> tuple[int, int]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
@@ -379,7 +453,10 @@ def extract(model: Union[str, dict], source: Union[str, Path], out: Union[str, P
     out = Path(out)
     rank, world = _distributed()
     cfg = _config_of(model)
-    with tempfile.TemporaryDirectory() as tmp:
+    if rank == 0 and random_weights_notice(cfg):
+        log(random_weights_notice(cfg, "every stored feature"))
+    with contextlib.ExitStack() as stack:
+        tmp = stack.enter_context(scratch_dir())
         run, net = build_runner(cfg, settings, Path(tmp))
         infos = list(net.feature_info)
         names = [f.name for f in infos]
@@ -395,6 +472,7 @@ def extract(model: Union[str, dict], source: Union[str, Path], out: Union[str, P
         batches, header_skipped = plan_batches(images, settings, divisor)
         manifest = {
             "featx_version": __version__, "model_config": cfg, "weights": str(cfg.get("weights") or "none (random init, seed 0)"),
+            "random_weights": not named_weights(cfg),
             "source": str(source), "source_root": str(source_root(source)), "store": "maps" if settings.maps else "pooled", "levels": levels,
             "strides": {lv: strides[lv] for lv in levels}, "pool": None if settings.maps else settings.pool,
             "gem_p": settings.gem_p if settings.pool == "gem" and not settings.maps else None, "dtype": settings.dtype,
@@ -411,6 +489,9 @@ def extract(model: Union[str, dict], source: Union[str, Path], out: Union[str, P
         key_fields = ("model_config", "store", "levels", "pool", "gem_p", "dtype", "preprocessing", "batch_size", "runtime",
                       "device", "plan_sha256")
         existing = out / "manifest.json"
+        if rank == 0:
+            out.mkdir(parents=True, exist_ok=True)
+            stack.enter_context(_store_lock(out))
         if existing.is_file():
             old = json.loads(existing.read_text())
             changed = [k for k in key_fields if old.get(k) != manifest[k]]
@@ -419,10 +500,10 @@ def extract(model: Union[str, dict], source: Union[str, Path], out: Union[str, P
                         if changed == ["plan_sha256"] else f"it holds features made with other settings ({', '.join(changed)})")
                 raise ValueError(f"cannot resume {out}: {what}; use another --out (or delete it) to start anew")
         elif rank == 0:
-            out.mkdir(parents=True, exist_ok=True)
             write_json(existing, manifest)
         if rank == 0:
             remove_stale_shard_temporaries(out)
+            _drop_changed_images(out, dict(images), log)
         _barrier(world)
 
         done: set[int] = set()
@@ -449,7 +530,7 @@ def extract(model: Union[str, dict], source: Union[str, Path], out: Union[str, P
             task = bar.add_task("images", total=len(items), rate="")
             t0 = time.perf_counter()
             completed = 0
-            for batch_id, (indices, x, digests, errors) in zip(mine, loader):
+            for batch_id, (indices, x, records, errors) in zip(mine, loader):
                 outs = run(x)
                 resized = [items[i].resized for i in indices]
                 values = {lv: level_features(outs[names.index(lv)], resized, strides[lv], settings, dtype) for lv in levels}
@@ -459,9 +540,10 @@ def extract(model: Union[str, dict], source: Union[str, Path], out: Union[str, P
                         pending.skipped.append({"path": item.id, "reason": errors[j]})
                         broken += 1
                         continue
+                    _refuse_non_finite(item.id, {lv: values[lv][j] for lv in levels}, settings.dtype)
                     for lv in levels:
                         pending.arrays[lv].append(values[lv][j])
-                    pending.entries.append({"path": item.id, "size": list(item.size), "sha256": digests[j],
+                    pending.entries.append({"path": item.id, "size": list(item.size), **records[j],
                                             "row": len(pending.entries)})
                     new += 1
                 pending.batches.append(batch_id)
@@ -501,7 +583,14 @@ def batch_loader(batches: Sequence[Sequence[PlannedImage]], channels: int, mean:
     items = [p for b in batches for p in b]
     return torch.utils.data.DataLoader(_Images(items, channels, mean, std), batch_sampler=_BatchRanges([len(b) for b in batches]),
                                        num_workers=workers, collate_fn=_collate, persistent_workers=False,
+                                       worker_init_fn=_ignore_interrupts if workers else None,
                                        prefetch_factor=4 if workers else None)
+
+
+def _ignore_interrupts(worker_id: int) -> None:
+    """Ctrl-C reaches the workers too (one process group); the main process handles it and stops them, so
+    they ignore it instead of each printing a traceback."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 @contextlib.contextmanager
@@ -537,25 +626,48 @@ class _BatchRanges(torch.utils.data.Sampler):
         return len(self.sizes)
 
 
-def verify_store(folder: Union[str, Path], sample: int = 8, log: Callable[[str], None] = print) -> dict:
+RANDOM_WEIGHTS = "random"
+
+
+def verify_store(folder: Union[str, Path], sample: int = 8, log: Callable[[str], None] = print,
+                 weights: Optional[str] = None) -> dict:
     """Recompute ``sample`` images of a store (evenly spread) from its manifest and compare with what is
-    stored: worst relative error and cosine per level. fp16 stores are expected within ~1e-3."""
+    stored: worst relative error and cosine per level. fp16 stores are expected within ~1e-3.
+
+    A store is untrusted input: the model is rebuilt by :func:`featx.models.build_described_model` (nothing
+    the manifest names is fetched; weights only if already on this machine). ``weights`` overrides the
+    manifest's (any featx ``weights=``; the user's choice, so the usual rules apply). A store made with random
+    weights is refused unless ``weights="random"`` says that is what is being verified."""
     store = FeatureStore(folder)
     m = store.manifest
+    cfg = m["model_config"]
+    if weights == RANDOM_WEIGHTS:
+        if named_weights(cfg):
+            raise ValueError(f"{folder} was made with weights {cfg.get('weights')}, not random ones; drop --weights random")
+        model = build_from_config(cfg)
+    elif weights is not None:
+        model = build_from_config({**cfg, "weights": weights})
+    elif not named_weights(cfg):
+        raise ValueError(f"{folder} holds features of a randomly initialized network (no weights were loaded), "
+                         "useless for retrieval; pass --weights random to verify it anyway")
+    else:
+        model = build_described_model(cfg, f"{folder}/manifest.json",
+                                      "pass --weights (the weights the store was made with) to verify with weights you have")
     pre = m["preprocessing"]
     settings = ExtractSettings(size=pre["shorter_side"] or 224, resize=tuple(pre["resize"]) if pre["resize"] else None,
                                levels=m["levels"], pool=m["pool"] or "avg", gem_p=m.get("gem_p") or 3.0,
                                maps=m["store"] == "maps", dtype="fp32", batch_size=1, workers=0)
     picks = [store.entry_at(int(i)) for i in np.linspace(0, len(store) - 1, min(sample, len(store)))] if len(store) else []
     root = Path(m["source_root"])
-    with tempfile.TemporaryDirectory() as tmp:
-        run, net = build_runner(m["model_config"], settings, Path(tmp))
+    with scratch_dir() as tmp:
+        run, net = build_runner(cfg, settings, Path(tmp), model)
         names = [f.name for f in net.feature_info]
         worst = {lv: {"rel": 0.0, "cosine": 1.0} for lv in m["levels"]}
         for e in picks:
             file = root / e.path  # an absolute id stays itself
             item = PlannedImage(e.path, str(file), e.size, *_target(e.size, settings, pre["pad_to"]))
-            _, x, digest, error = _Images([item], pre["channels"], pre["mean"], pre["std"])[0]
+            _, x, record, error = _Images([item], pre["channels"], pre["mean"], pre["std"])[0]
+            digest = record.get("sha256", "")
             if error or digest != e.sha256:
                 raise ValueError(f"{e.path}: the image changed since extraction (sha256 {digest[:12]} vs stored "
                                  f"{e.sha256[:12]})" if not error else f"{e.path}: {error}")

@@ -11,8 +11,9 @@ from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.transforms.functional import pil_to_tensor
 from torchvision.transforms.v2 import functional as TF
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "IMAGE_EXTENSIONS", "sample_image_path", "to_rgb", "load_image",
-           "resize_normalize", "detection_batch", "expand_image_paths"]
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "IMAGE_EXTENSIONS", "MAX_RESIZED_PIXELS", "MAX_RESIZED_SIDE",
+           "sample_image_path", "to_rgb", "load_image", "shorter_side_size", "resized_size_problem", "check_resized_size",
+           "pipeline_size_problem", "resize_normalize", "detection_batch", "expand_image_paths"]
 
 # File types featx reads as images (PIL decodes each).
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
@@ -20,6 +21,56 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".t
 # ImageNet statistics used by every torchvision (and timm ResNet) checkpoint, on a 0..1 scale.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+# Bounds on an image after resizing, checked before any decode or resize: PIL bounds decoded pixels, but a
+# tiny file (a 6000x1 PNG is ~80 bytes) resized to a shorter side of 224 would become 1,344,000x224.
+MAX_RESIZED_PIXELS = 1 << 26  # 67.1 million pixels (8192x8192)
+MAX_RESIZED_SIDE = 1 << 15  # 32768 pixels
+
+
+def shorter_side_size(size: tuple[int, int], shorter: int) -> tuple[int, int]:
+    """``(h, w)`` scaled so that the shorter side is ``shorter`` (each side at least 1), as torchvision's
+    ``Resize(int)`` computes it."""
+    h, w = size
+    scale = shorter / min(h, w)
+    return max(1, round(h * scale)), max(1, round(w * scale))
+
+
+def resized_size_problem(original: tuple[int, int], resized: tuple[int, int]) -> str:
+    """Why an ``original`` (h, w) image may not be resized to ``resized`` (h, w), or "" when it may."""
+    h, w = resized
+    if h * w > MAX_RESIZED_PIXELS or max(h, w) > MAX_RESIZED_SIDE:
+        return (f"a {original[0]}x{original[1]} image would be resized to {h}x{w} ({h * w / 1e6:.1f} million pixels); "
+                f"featx's limit is {MAX_RESIZED_PIXELS / 1e6:.1f} million pixels and {MAX_RESIZED_SIDE} per side "
+                "(an extreme aspect ratio, or too large a size)")
+    return ""
+
+
+def check_resized_size(original: tuple[int, int], resized: tuple[int, int], name: str = "image") -> None:
+    """Raise a ``ValueError`` naming ``name`` when :func:`resized_size_problem` finds one."""
+    problem = resized_size_problem(original, resized)
+    if problem:
+        raise ValueError(f"{name}: {problem}")
+
+
+def pipeline_size_problem(transform: object, original: tuple[int, int]) -> str:
+    """Why a torchvision v2 pipeline may not run on an ``original`` (h, w) image, found before running it:
+    each ``Resize`` with one size (the shorter side) or two (HxW) in turn, as :func:`resized_size_problem`
+    (crops set the size the next step sees); "" when it may."""
+    from torchvision.transforms import v2
+
+    steps = transform.transforms if isinstance(transform, v2.Compose) else [transform]
+    size = original
+    for step in steps:
+        if isinstance(step, v2.Resize) and step.size is not None:
+            size = tuple(step.size) if len(step.size) == 2 else shorter_side_size(size, step.size[0])
+            problem = resized_size_problem(original, size)
+            if problem:
+                return problem
+        elif isinstance(step, (v2.CenterCrop, v2.RandomResizedCrop, v2.RandomCrop)):
+            size = tuple(step.size)
+    return ""
 
 
 def sample_image_path() -> Path:

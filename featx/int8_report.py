@@ -10,7 +10,6 @@ inside the trained torchvision detector. Calibration uses training images, never
 """
 from __future__ import annotations
 
-import tempfile
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -30,7 +29,7 @@ from featx.deploy.runtimes import Session, open_session
 from featx.detection.train import coco_loaders, evaluate_coco, load_detector
 from featx.images import to_rgb
 from featx.integrations.torchvision import DetectionBackbone
-from featx.io import write_json
+from featx.io import scratch_dir, write_json
 from featx.models import target_config
 from featx.train.data import scan_class_folders
 from featx.train.predict import Predictor
@@ -100,7 +99,7 @@ def evaluate_classifier_int8(checkpoint: Union[str, Path], data_root: Union[str,
     result = Int8Evaluation("classifier", "val top-1 (%)", cpu_info().describe())
     result.rows.append({"runtime": "pytorch fp32", "metric": float((reference.argmax(1) == labels).mean() * 100),
                         "cosine": {"logits": 1.0}})
-    with tempfile.TemporaryDirectory() as tmp:
+    with scratch_dir() as tmp:
         tmp = Path(tmp)
         onnx_path, ir_path = _exports(target_config(str(checkpoint)), tmp, log)
         files, result.overflow_fix = _quantized_pair(onnx_path, ir_path, data_root / "train", size, calib_count, tmp,
@@ -145,7 +144,7 @@ def evaluate_detector_int8(checkpoint: Union[str, Path], data_root: Union[str, P
     levels = [f.name for f in composite.feature_info]
     result.rows.append({"runtime": "pytorch fp32", "metric": evaluate_coco(detector, val_loader, log)["mAP50"],
                         "cosine": {lv: 1.0 for lv in levels}})
-    with tempfile.TemporaryDirectory() as tmp:
+    with scratch_dir() as tmp:
         tmp = Path(tmp)
         weights = tmp / "pyramid.pth"
         torch.save(composite.state_dict(), weights)

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from glob import escape as glob_escape
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Union
 
-__all__ = ["atomic_path", "atomic_write_bytes", "write_json", "default_file_mode", "remove_stale_temporaries", "cache_dir"]
+__all__ = ["atomic_path", "atomic_write_bytes", "write_json", "default_file_mode", "remove_stale_temporaries", "scratch_dir", "cache_dir"]
 
 
 def default_file_mode() -> int:
@@ -74,6 +75,20 @@ def remove_stale_temporaries(path: Union[str, Path]) -> list[Path]:
             tmp.unlink(missing_ok=True)
             removed.append(tmp)
     return removed
+
+
+@contextmanager
+def scratch_dir() -> Iterator[Path]:
+    """A private temporary folder (``$TMPDIR/featx-<pid>-<random>``), removed on exit. One left behind by a
+    process that was killed (SIGKILL skips every clean-up) is removed by the next featx process that makes
+    one: scratch exports are large, and a temp folder is often a small RAM disk."""
+    root = Path(tempfile.gettempdir())
+    for old in root.glob("featx-*-*"):
+        pid = old.name.split("-")[1]
+        if old.is_dir() and pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            shutil.rmtree(old, ignore_errors=True)
+    with tempfile.TemporaryDirectory(prefix=f"featx-{os.getpid()}-", dir=root) as tmp:
+        yield Path(tmp)
 
 
 def atomic_write_bytes(path: Union[str, Path], data: bytes) -> None:

@@ -6,7 +6,7 @@ Layout of a store folder::
                                    at the end also the counts and every unreadable image with its reason
     shards/<batch>.safetensors     one file per group of batches: ``pooled.<LEVEL>`` (rows x channels) or
                                    one ``map.<LEVEL>.<row>`` tensor per image; its metadata lists the rows
-                                   (``featx.entries``: path, size, sha256 per row), the plan's batches it
+                                   (``featx.entries``: path, size, sha256, file bytes and mtime per row), the plan's batches it
                                    completes and the images of those that could not be decoded
     index.jsonl                    after the merge: one line per image (path, size, sha256, shard, row), in
                                    path order

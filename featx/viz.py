@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 import torchvision.transforms.v2.functional as TF
 
-from featx.images import IMAGENET_MEAN, IMAGENET_STD, load_image, sample_image_path
+from featx.images import IMAGENET_MEAN, IMAGENET_STD, check_resized_size, load_image, sample_image_path, shorter_side_size
 from featx.io import atomic_path
 from featx.models import create_model
 
@@ -92,6 +92,8 @@ def render_feature_maps(image: str, model_name: str, out: Union[str, Path], weig
     """Run ``model_name`` on ``image`` (``"sample"``: matplotlib's photo) resized to shorter side
     ``size`` and write the heat-map figure to ``out``; returns ``(width, height, panels)`` in pixels."""
     img = load_image(sample_image_path() if image == "sample" else image)
+    original = tuple(img.shape[-2:])
+    check_resized_size(original, shorter_side_size(original, size), str(image))
     img = TF.resize(img, size, antialias=True)
     x = TF.normalize(img, list(IMAGENET_MEAN), list(IMAGENET_STD))[None]
     torch.manual_seed(0)

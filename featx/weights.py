@@ -173,9 +173,14 @@ def _mismatch_message(name: str, missing: list, unexpected: list, mismatched: li
 
 
 def check_state_values(model: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, int]:
-    """Refuse non-float tensors for float parameters and non-finite values; count float casts."""
+    """Refuse tensors without data (meta device), non-float tensors for float parameters, non-finite values and
+    negative normalization variances (each would make every output NaN); count float casts."""
     own = model.state_dict()
-    wrong_kind, not_finite, cast = [], [], {}
+    wrong_kind, not_finite, negative, cast = [], [], [], {}
+    no_data = [k for k, v in state.items() if v.is_meta]
+    if no_data:
+        raise CheckpointMismatchError(f"checkpoint holds {len(no_data)} tensors without data (meta device): "
+                                      f"{', '.join(no_data[:4])}; save the model after its weights are materialized")
     for k, v in state.items():
         target = own[k]
         if target.is_floating_point():
@@ -184,6 +189,8 @@ def check_state_values(model: nn.Module, state: dict[str, torch.Tensor]) -> dict
                 continue
             if not torch.isfinite(v).all():
                 not_finite.append(k)
+            elif k.endswith("running_var") and bool((v < 0).any()):
+                negative.append(f"{k} (min {v.min().item():.3g})")
             if v.dtype != target.dtype:
                 name = str(v.dtype).removeprefix("torch.")
                 cast[name] = cast.get(name, 0) + 1
@@ -193,6 +200,9 @@ def check_state_values(model: nn.Module, state: dict[str, torch.Tensor]) -> dict
     if not_finite:
         raise CheckpointMismatchError(f"checkpoint holds NaN or infinite values in {len(not_finite)} tensors "
                                       f"({', '.join(not_finite[:4])}): it is broken (diverged training?)")
+    if negative:
+        raise CheckpointMismatchError(f"checkpoint holds negative normalization variances in {len(negative)} tensors "
+                                      f"({', '.join(negative[:4])}): every output would be NaN; the file is broken")
     return cast
 
 

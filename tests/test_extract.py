@@ -95,7 +95,7 @@ def test_pooled_store_contents(pooled, collection):
 
 
 def test_verify_recomputes_and_catches_tampering(pooled, tmp_path):
-    report = verify_store(pooled, sample=4, log=lambda m: None)
+    report = verify_store(pooled, sample=4, log=lambda m: None, weights="random")
     assert report["passed"] and report["images"] == 4
     assert all(v["rel"] < 2e-3 and v["cosine"] > 0.9999 for v in report["levels"].values())
     import shutil
@@ -106,7 +106,7 @@ def test_verify_recomputes_and_catches_tampering(pooled, tmp_path):
     arr[:] = arr[:] * np.float16(1.05)
     arr.flush()
     del arr
-    bad = verify_store(copy, sample=4, log=lambda m: None)
+    bad = verify_store(copy, sample=4, log=lambda m: None, weights="random")
     assert not bad["passed"] and bad["levels"]["C5"]["rel"] > 0.04 and bad["levels"]["C4"]["rel"] < 2e-3
 
 
@@ -146,7 +146,7 @@ def test_maps_store_crops_each_image(collection, tmp_path):
     assert store["p1.jpg"]["C5"].shape == (512, 2, 3)  # 120x160 -> 64x85, padded to 64x96
     with pytest.raises(ValueError, match="pooled store"):
         store.embeddings("C5")
-    assert verify_store(out, sample=2, log=lambda m: None)["passed"]
+    assert verify_store(out, sample=2, log=lambda m: None, weights="random")["passed"]
 
 
 def test_resume_refuses_other_settings_or_a_changed_collection(collection, tmp_path):
@@ -187,7 +187,11 @@ def test_onnxruntime_runtime_matches_torch(pooled, collection, tmp_path):
 def test_cli_errors_and_verify_exit_code(pooled, tmp_path):
     bad = subprocess.run(FEATX + ["extract", "ResNet18", str(tmp_path)], capture_output=True, text=True, cwd=REPO)
     assert bad.returncode != 0 and "needs MODEL SOURCE --out STORE" in bad.stderr
-    ok = subprocess.run(FEATX + ["extract", "--verify", str(pooled)], capture_output=True, text=True, cwd=REPO)
+    refused = subprocess.run(FEATX + ["extract", "--verify", str(pooled)], capture_output=True, text=True, cwd=REPO)
+    assert refused.returncode == 1 and "randomly initialized network" in refused.stderr
+    assert "pass --weights random to verify it anyway" in refused.stderr and "Traceback" not in refused.stderr
+    ok = subprocess.run(FEATX + ["extract", "--verify", str(pooled), "--weights", "random"], capture_output=True, text=True,
+                        cwd=REPO)
     assert ok.returncode == 0 and "PASS" in ok.stdout
 
 

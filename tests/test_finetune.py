@@ -138,6 +138,21 @@ def trained(tiny_root, tmp_path_factory):
     return work / "wd", r
 
 
+def test_training_console_is_concise_and_the_full_log_is_in_the_work_dir(trained):
+    wd, r = trained
+    console = r.stdout + r.stderr
+    assert len(console.splitlines()) < 30, console
+    for noise in ("System environment", "GPU number", "nccl", "Config:", "Hooks will be executed", "will be deprecated"):
+        assert noise not in console
+    assert re.search(r"epoch 3/3 +train loss [0-9.]+ +val top-1 [0-9.]+%", r.stderr)
+    log = Path(re.search(r"full log: (\S+)", r.stdout).group(1))
+    assert log.parent.parent == wd
+    text = log.read_text()
+    assert "System environment" in text and "Hooks will be executed" in text and "Epoch(train)" in text
+    if not torch.cuda.is_available():
+        assert "nccl" not in text
+
+
 def test_short_run_writes_checkpoints_pictures_and_metrics(trained):
     wd, r = trained
     assert "val top-1" in r.stdout
@@ -287,6 +302,30 @@ def test_predict_agrees_with_the_validation_metric(trained, tiny_root):
     assert [Path(x["image"]).name for x in rows] == ["000.png", "001.png", "002.png", "corrupt.png"]
     assert rows[-1]["error"].startswith("cannot read as an image")
     assert all(len(x["predictions"]) == 2 and x["predictions"][0]["class"] in predictor.classes for x in rows[:3])
+
+
+def test_predict_batches_aspect_ratios_apart_and_refuses_huge_resizes(trained, tmp_path):
+    from featx.train.data import build_pipeline
+    from featx.train.predict import Predictor
+
+    wd, _ = trained
+    predictor = Predictor(next(wd.glob("best_accuracy_top1_epoch_*.pth")))
+    # a pipeline without a crop (as the digits configs): each image keeps its aspect ratio
+    predictor.transform = build_pipeline([dict(type="Resize", size=24, antialias=True), dict(type="ToImage"),
+                                          dict(type="ToDtype", dtype="float32", scale=True),
+                                          dict(type="Normalize", mean=[0.5] * 3, std=[0.5] * 3)])
+    rng = np.random.default_rng(0)
+    paths = []
+    for i, (h, w) in enumerate([(30, 30), (30, 60), (30, 30), (60, 30)]):
+        paths.append(tmp_path / f"{i}.png")
+        Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(paths[-1])
+    Image.new("RGB", (6000, 1)).save(tmp_path / "thin.png")
+    batched = predictor.predict(paths + [tmp_path / "thin.png"], topk=3, batch_size=8)
+    alone = [predictor.predict([p], topk=3, batch_size=1)[0] for p in paths]
+    for b, a in zip(batched, alone):
+        assert b.error is None and [t[1] for t in b.top] == [t[1] for t in a.top]
+        assert max(abs(x[2] - y[2]) for x, y in zip(b.top, a.top)) < 1e-5
+    assert "would be resized to 24x144000" in batched[-1].error and not batched[-1].top
 
 
 def test_finetuned_classifier_exports_to_onnx_with_parity(trained, tmp_path):

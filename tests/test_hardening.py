@@ -61,7 +61,7 @@ def _with_weights(src: Path, dst: Path, weights: str) -> Path:
 def test_a_model_file_cannot_make_featx_fetch_or_plant_weights(r18_onnx, tmp_path, torch_home):
     # a URL named like torchvision's own file: never fetched, nothing written into the shared cache
     planted = _with_weights(r18_onnx, tmp_path / "evil.onnx", "http://127.0.0.1:9/resnet18-f37072fd.pth")
-    with pytest.raises(ParityError, match="does not fetch what a model file names"):
+    with pytest.raises(ParityError, match="does not fetch what a file names"):
         model_from_metadata(read_metadata(planted))
     r = run_cli("parity", str(planted), "--sizes", "64x64", "--repeats", "0")
     assert r.returncode == 1 and "does not fetch" in r.stderr

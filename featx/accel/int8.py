@@ -10,7 +10,6 @@ without measuring.
 from __future__ import annotations
 
 import json
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Optional, Union
@@ -26,7 +25,7 @@ from featx.deploy.metadata import read_metadata
 from featx.deploy.onnx_export import ExportSettings
 from featx.deploy.openvino_export import save_ir
 from featx.deploy.runtimes import open_session
-from featx.io import atomic_path
+from featx.io import atomic_path, scratch_dir
 from featx.timing import interleaved_medians
 from featx.version import software_versions
 
@@ -74,7 +73,7 @@ def export_int8_measured(model_cfg: dict, fp32_path: Union[str, Path], settings:
         result = export_int8(model_cfg, fp32_path, settings, calib, runtime=cached["runtime"], **options)
         choice = dict(cached, cached=True)
     else:
-        with tempfile.TemporaryDirectory() as tmp:
+        with scratch_dir() as tmp:
             built = {rt: export_int8(model_cfg, fp32_path, settings, calib, runtime=rt,
                                      out=Path(tmp) / f"int8_{rt}{'.xml' if rt == 'openvino' else '.onnx'}", **options)
                      for rt in ("onnxruntime", "openvino")}

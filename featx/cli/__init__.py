@@ -60,7 +60,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return int(args.func(args) or 0)
     except KeyboardInterrupt as e:
         terminated = str(e).startswith("terminated")
-        log(f"featx {args.command}: {'terminated' if terminated else 'interrupted'}; nothing half-written is left")
+        hint = getattr(args, "on_interrupt", "")
+        log(f"featx {args.command}: {'terminated' if terminated else 'interrupted'}; nothing half-written is left"
+            + (f"; {hint}" if hint else ""))
         return 143 if terminated else 130
     except BrokenPipeError:  # `featx ... | head`: the reader left; stop quietly
         devnull = os.open(os.devnull, os.O_WRONLY)

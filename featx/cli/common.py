@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Callable, Optional
 
-__all__ = ["log", "hxw", "int_at_least", "non_negative_float", "CfgOptions", "writable_file", "add_command"]
+__all__ = ["log", "hxw", "int_at_least", "non_negative_float", "positive_float", "CfgOptions", "writable_file", "add_command"]
 
 
 def log(message: str) -> None:
@@ -51,6 +51,14 @@ def non_negative_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
     if not value >= 0:
         raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """A finite number > 0."""
+    value = non_negative_float(text)
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text}")
     return value
 
 

@@ -95,6 +95,7 @@ def _add_export(sub) -> None:
 def _cmd_export(args) -> int:
     from featx.deploy.request import default_export_path, export_settings, int8_plan
     from featx.models import target_config
+    from featx.models.specs import random_weights_notice
     from featx.report import format_table
 
     settings = export_settings(args.profile, batch=args.batch, opset=args.opset, fp16=args.fp16, fp16_io=args.fp16_io,
@@ -104,6 +105,9 @@ def _cmd_export(args) -> int:
                      args.overflow_fix)  # refused now, not after the fp32 export
     cfg = target_config(args.model, args.cfg_options, args.weights)
     out = default_export_path(args.model, cfg, settings, args.format, args.output)
+    notice = random_weights_notice(cfg, "the exported file")
+    if notice:
+        log(notice)
     if settings.winograd != "off":  # the opt-in CPU layer
         from featx.accel import export_onnx, export_openvino
     else:

@@ -1,7 +1,7 @@
 """``featx extract``: features of a whole image collection into a resumable, sharded store."""
 from __future__ import annotations
 
-from featx.cli.common import CfgOptions, add_command, hxw, int_at_least, log, non_negative_float, writable_file
+from featx.cli.common import CfgOptions, add_command, hxw, int_at_least, log, positive_float, writable_file
 
 __all__ = ["COMMANDS"]
 
@@ -25,17 +25,22 @@ def _add_extract(sub) -> None:
                "  featx extract ResNet50FPN list.csv --out fpn/ --maps --dtype fp32 --size 512\n"
                "  featx extract ResNet18 'photos/**/*.jpg' --out f/ --runtime openvino --workers 4\n"
                "  torchrun --nproc-per-node 2 -m featx extract ResNet50 photos/ --out features/ --threads 1\n"
-               "  featx extract --verify features/\n")
+               "  featx extract --verify features/\n"
+               "  featx extract --verify random-features/ --weights random\n")
     p.add_argument("model", nargs="?", help="catalogue name (featx list) or a config .py with `model = dict(...)`")
     p.add_argument("source", nargs="?", help="folder, .txt/.csv list of paths, or a quoted glob pattern")
     p.add_argument("--out", help="the store folder (created; an existing store with the same settings is resumed)")
-    p.add_argument("--verify", metavar="STORE", help="instead: recompute a sample of STORE's images and compare")
-    p.add_argument("--weights", help="weights to load (as featx weights=: name such as DEFAULT, file, URL)")
+    p.add_argument("--verify", metavar="STORE",
+                   help="instead: recompute a sample of STORE's images and compare (nothing the store names is fetched: "
+                        "its weights are used only if already on this machine; --weights overrides them, and a store of "
+                        "random weights needs --weights random)")
+    p.add_argument("--weights", help="weights to load (as featx weights=: name such as DEFAULT, file, URL); without it the "
+                                     "network is randomly initialized (said on the console, recorded in the manifest)")
     p.add_argument("--cfg-options", nargs="+", action=CfgOptions, default=None,
                    help="override config keys, key=value (model keyword arguments for a catalogue name)")
     p.add_argument("--levels", nargs="+", help="levels to store, P3 P4 or P3,P4 (default: every output, e.g. C2 C3 C4 C5)")
     p.add_argument("--pool", choices=("avg", "max", "gem"), default="avg", help="pooling per level (default avg)")
-    p.add_argument("--gem-p", type=non_negative_float, default=3.0, help="GeM exponent (default 3)")
+    p.add_argument("--gem-p", type=positive_float, default=3.0, help="GeM exponent, > 0 (default 3)")
     p.add_argument("--maps", action="store_true", help="store the cropped maps instead of pooled vectors")
     p.add_argument("--dtype", choices=("fp16", "fp32"), default="fp16", help="stored precision (default fp16)")
     size = p.add_mutually_exclusive_group()
@@ -51,7 +56,7 @@ def _add_extract(sub) -> None:
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="device (default cpu)")
     p.add_argument("--json", metavar="PATH", type=writable_file, help="also write the run's summary as JSON")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(func=_cmd_extract)
+    p.set_defaults(func=_cmd_extract, on_interrupt="rerun the same command to resume (finished shards are kept)")
 
 
 def _cmd_extract(args) -> int:
@@ -62,7 +67,7 @@ def _cmd_extract(args) -> int:
     from featx.models import target_config
 
     if args.verify:
-        report = verify_store(args.verify, log=print)
+        report = verify_store(args.verify, log=print, weights=args.weights)
         if args.json:
             write_json(args.json, report)
         return 0 if report["passed"] else 1

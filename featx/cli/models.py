@@ -107,8 +107,11 @@ def _cmd_viz(args) -> int:
         raise ValueError(f"{args.image} is a folder; expected an image file")
     if args.image != "sample" and not Path(args.image).is_file():
         raise FileNotFoundError(f"image not found: {args.image}")
+    from featx.models.specs import random_weights_notice
     from featx.viz import render_feature_maps
 
+    if args.weights is None:
+        log(random_weights_notice({"type": args.model}, "the picture"))
     w, h, panels = render_feature_maps(args.image, args.model, args.output, args.weights, args.size, args.method)
     print(f"wrote {args.output} ({w}x{h} px, {panels} panels: input + {panels - 1} levels)")
     return 0

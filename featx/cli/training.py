@@ -38,7 +38,10 @@ def _add_train(sub) -> None:
                    help="override config keys, key=value (e.g. train_cfg.max_epochs=5)")
     p.add_argument("--launcher", choices=["none", "pytorch"], default="none",
                    help="'pytorch' when started by torchrun (distributed data parallel)")
-    p.set_defaults(func=_cmd_train)
+    p.add_argument("--verbose", action="store_true",
+                   help="also show mmengine's full log on the console (environment, config, hooks, periodic lines); "
+                        "it is always written to the work dir's log file")
+    p.set_defaults(func=_cmd_train, on_interrupt="rerun the same command with --resume to continue from the last checkpoint")
 
 
 def _cmd_train(args) -> int:
@@ -46,7 +49,7 @@ def _cmd_train(args) -> int:
 
     start = time.perf_counter()
     r = train(args.config, work_dir=args.work_dir, resume=args.resume, amp=args.amp, cfg_options=args.cfg_options,
-              launcher=args.launcher, data_root=args.data_root)
+              launcher=args.launcher, data_root=args.data_root, verbose=args.verbose)
     final = (r.get("metrics") or {}).get("final")
     if final:
         top5 = f"  top-5 {final['top5']:.2f}%" if final.get("top5") is not None else ""
@@ -54,6 +57,8 @@ def _cmd_train(args) -> int:
               f"(epoch {final['epoch']}, {final['count']} images, {time.perf_counter() - start:.0f} s)")
         print(f"best checkpoint: {r['best_checkpoint']}\nlast checkpoint: {r['last_checkpoint']}")
         print(f"pictures: {Path(r['work_dir']) / 'curves.png'}, {Path(r['work_dir']) / 'confusion_matrix.png'}")
+    if r.get("log_file"):
+        print(f"full log: {r['log_file']}")
     return 0
 
 
@@ -148,7 +153,9 @@ def _add_train_detector(sub) -> None:
     p.add_argument("--model", default="ResNet18FPN", help="featx composite with an FPN (default ResNet18FPN)")
     p.add_argument("--weights", help="weights for the composite (default: random init)")
     p.add_argument("--iters", type=int_at_least(1), default=500, help="training iterations (cosine schedule length; default 500)")
-    p.add_argument("--minutes", type=non_negative_float, default=15.0, help="stop training after this many minutes (default 15)")
+    p.add_argument("--minutes", type=non_negative_float, default=15.0, help="stop training after this many minutes (default 15); when --iters cannot finish in time at the "
+                        "measured speed, the schedule is shortened to fit so the learning rate still anneals (said in "
+                        "the log and the summary)")
     p.add_argument("--batch", type=int_at_least(1), default=8, help="images per iteration (default 8)")
     p.add_argument("--lr", type=non_negative_float, default=0.02, help="peak SGD learning rate (default 0.02)")
     p.add_argument("--warmup", type=int_at_least(0), default=50, help="linear warm-up iterations (default 50)")
@@ -180,7 +187,10 @@ def _cmd_train_detector(args) -> int:
     r = train_detector(root, cfg, Path(args.out) if args.out else None, log=lambda m: print(m, flush=True))
     m = r["metrics"]
     first, last = r["losses"][:10], r["losses"][-10:]
-    print(f"\n{cfg.model} Faster R-CNN: {r['iters']} iterations in {r['seconds'] / 60:.1f} min; "
+    of = (f" (the time limit cut the {r['schedule_iters']}-iteration schedule: a partly trained detector)" if r["cut"]
+          else f" (schedule fitted to --minutes from the {r['iters_requested']} asked)"
+          if r["schedule_iters"] < r["iters_requested"] else "")
+    print(f"\n{cfg.model} Faster R-CNN: {r['iters']} iterations in {r['seconds'] / 60:.1f} min{of}; "
           f"loss {sum(first) / len(first):.3f} -> {sum(last) / len(last):.3f}")
     print(f"val COCO bbox: mAP@0.5 {m['mAP50']:.3f}  mAP@[.5:.95] {m['mAP']:.3f}  mAP@0.75 {m['mAP75']:.3f}")
     if args.out:

@@ -23,7 +23,7 @@ from featx.deploy.onnx_export import ExportSettings, export_onnx
 from featx.deploy.openvino_export import export_openvino, save_ir, set_featx_rt_info
 from featx.deploy.openvino_int8 import quantize_openvino
 from featx.deploy.quantize import OVERFLOW_FIXES, quantize_onnx
-from featx.io import atomic_path
+from featx.io import atomic_path, scratch_dir
 from featx.options import INT8_RUNTIMES
 
 __all__ = ["Int8Result", "export_int8", "resolve_int8_runtime", "add_metadata", "int8_path", "INT8_RUNTIMES"]
@@ -124,7 +124,7 @@ def export_int8(model_cfg: dict, fp32_path: Union[str, Path], settings: ExportSe
     start = time.perf_counter()
     fp32_path = Path(fp32_path)
     path = Path(out) if out is not None else int8_path(fp32_path, runtime)
-    with tempfile.TemporaryDirectory() as tmp:
+    with scratch_dir() as tmp:
         direct = _direct_export(model_cfg, fp32_path, settings, runtime, Path(tmp), seed, log)
         images = _quantize(runtime, direct, path, calib, tuple(calib_size), count, method, max_drop, overflow_fix, log)
     choice = {"runtime": runtime, "why": why} if why else {}

@@ -1,10 +1,9 @@
 """The description an exported file carries (``featx.*`` ONNX metadata), and the model it names.
 
 A featx export records its model config, weights, init seed, levels, strides, channels and input
-normalization, so parity can rebuild the same model. A model file is untrusted input: rebuilding
-never downloads anything and never writes into a shared cache. Weights a file names are used only
-when they are already on this machine (a local file, or a torchvision/timm file already cached);
-anything else needs the user to say which weights to use.
+normalization, so parity can rebuild the same model. A model file is untrusted input: it is rebuilt
+by :func:`featx.models.build_described_model` (nothing fetched, nothing written; weights used only
+when already on this machine), and anything else needs the user to say which weights to use.
 """
 from __future__ import annotations
 
@@ -15,8 +14,8 @@ from typing import Any, Union
 import onnx
 from torch import nn
 
-from featx.errors import ParityError, WeightsUnavailableError
-from featx.models import build_from_config
+from featx.errors import ParityError, WeightsError
+from featx.models import build_described_model
 
 __all__ = ["read_metadata", "ir_featx_info", "model_from_metadata"]
 
@@ -73,15 +72,9 @@ def model_from_metadata(meta: dict) -> nn.Module:
     if "model_config" not in meta:
         raise ParityError("the ONNX file has no featx metadata (not exported by featx?); pass the model to compare "
                           "with (--model)")
-    cfg = meta["model_config"]
-    if not isinstance(cfg, dict) or "type" not in cfg:
-        raise ParityError(f"the file's featx.model_config is not a model config: {str(cfg)[:200]}")
-    weights = cfg.get("weights")
-    if isinstance(weights, str) and weights.startswith(("http://", "https://")):
-        raise ParityError(f"the file's metadata names weights at {weights}; featx does not fetch what a model file "
-                          "names. Download them yourself if you trust the source, then pass --model and --weights PATH")
     try:
-        return build_from_config(cfg, int(meta.get("init_seed", 0)), allow_download=False)
-    except WeightsUnavailableError as e:
-        raise ParityError(f"the weights the file names ({weights}) are not on this machine ({e}); pass --model and "
-                          "--weights to compare with weights you have") from None
+        return build_described_model(meta["model_config"], "the file's metadata",
+                                     "pass --model and --weights PATH to compare with weights you have",
+                                     int(meta.get("init_seed", 0)))
+    except (WeightsError, ValueError) as e:
+        raise ParityError(str(e)) from None

@@ -28,9 +28,9 @@ from typing import Any, Callable, Optional, Union
 
 import onnx
 import torch
-from mmengine.config import Config
 from torch import nn
 
+from featx.config_text import read_config_file
 from featx.errors import ExportError, did_you_mean
 from featx.features import FeatureExtractor, as_output_tuple, input_channels
 from featx.images import IMAGENET_MEAN, IMAGENET_STD
@@ -279,7 +279,7 @@ def load_profile(name: str) -> ExportSettings:
     if not path.is_file():
         raise ValueError(f"unknown export profile {name!r}{did_you_mean(name, list_profiles())}; "
                          f"shipped: {', '.join(list_profiles())}, or a path to a .py profile")
-    values = Config.fromfile(str(path)).to_dict()
+    values = read_config_file(path).to_dict()
     fields = set(ExportSettings.__dataclass_fields__)
     unknown = set(values) - fields
     if unknown:

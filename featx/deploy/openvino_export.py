@@ -22,7 +22,7 @@ from typing import Any, Callable, Optional, Union
 
 from featx.deploy.onnx_export import ExportSettings, GraphRewrite, export_onnx
 from featx.errors import ExportError
-from featx.io import atomic_path
+from featx.io import atomic_path, scratch_dir
 
 __all__ = ["OpenVINOExportResult", "IREdit", "export_openvino", "save_ir", "set_featx_rt_info"]
 
@@ -90,7 +90,7 @@ def export_openvino(model: Union[str, dict], path: Union[str, Path], settings: O
         raise ExportError(f"an OpenVINO IR is an .xml file (with its .bin beside it), got {path}")
     if not path.parent.is_dir():
         raise FileNotFoundError(f"output folder does not exist: {path.parent}")
-    with tempfile.TemporaryDirectory(prefix="featx-") as tmp:  # the ONNX file only feeds the converter
+    with scratch_dir() as tmp:  # the ONNX file only feeds the converter
         onnx_path = Path(tmp) / "model.onnx"
         onnx_result = export_onnx(model, onnx_path, settings, seed=seed, log=log, rewrite=rewrite)
         log("converting to OpenVINO IR (openvino.convert_model) ...")

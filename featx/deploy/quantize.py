@@ -18,7 +18,6 @@ without VNNI (:func:`featx.deploy.runtimes.int8_saturation_risk`).
 from __future__ import annotations
 
 import json
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +30,7 @@ from featx.cpu import cpu_info
 from featx.deploy.metadata import read_metadata
 from featx.errors import QuantizationError
 from featx.images import IMAGENET_MEAN, IMAGENET_STD, expand_image_paths, load_image, resize_normalize
-from featx.io import atomic_path
+from featx.io import atomic_path, scratch_dir
 from featx.options import CALIBRATION_METHODS, OVERFLOW_FIXES
 
 __all__ = ["QuantizeResult", "calibration_inputs", "quantization_source", "quantize_onnx", "CALIBRATION_METHODS",
@@ -141,7 +140,7 @@ def quantize_onnx(fp32_path: Union[str, Path], out_path: Union[str, Path], calib
             return None if x is None else {"input": x}
 
     out_path = Path(out_path)
-    with tempfile.TemporaryDirectory() as tmp, atomic_path(out_path) as final:
+    with scratch_dir() as tmp, atomic_path(out_path) as final:
         pre = Path(tmp) / "pre.onnx"
         quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
         calib = {"percentile": CalibrationMethod.Percentile, "minmax": CalibrationMethod.MinMax,

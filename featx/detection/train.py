@@ -46,6 +46,8 @@ class DetectorTrainConfig:
     fpn_channels: int = 128  # half torchvision's 256: enough for 3 classes, twice as fast on a CPU
     seed: int = 0
     log_every: int = 20
+    log_every_s: float = 30.0  # a progress line at least this often, however slow the iterations
+    fit_schedule: bool = True  # shorten the cosine schedule when max_iters cannot finish within time_limit_s
     num_workers: int = 0
     # torchvision's defaults sample 512 RoIs per image for 800-px COCO images; on small images and
     # a CPU that makes the box head (and RoIAlign's backward) 90% of the time.
@@ -129,11 +131,23 @@ def evaluate_coco(model: nn.Module, loader, log: Callable = print) -> dict[str, 
     return {"mAP": float(ev.stats[0]), "mAP50": float(ev.stats[1]), "mAP75": float(ev.stats[2]), "detections": len(results)}
 
 
+def fitted_schedule(max_iters: int, done: int, elapsed_s: float, limit_s: float) -> int:
+    """The schedule length (iterations) that ends within ``limit_s`` at the speed measured so far (``done``
+    iterations in ``elapsed_s``), with 5% to spare; ``max_iters`` when that fits. At least ``done + 1``."""
+    rate = done / max(elapsed_s, 1e-9)
+    fits = int(rate * limit_s * 0.95)
+    return max(done + 1, min(max_iters, fits))
+
+
 def train_detector(root: Path, cfg: DetectorTrainConfig, out_dir: Optional[Path] = None,
                    log: Callable = print) -> dict[str, Any]:
     """Train until ``max_iters`` or ``time_limit_s``, evaluate COCO mAP on val, save the weights.
 
-    Returns ``{"iters", "seconds", "losses" (per-iteration totals), "metrics", "checkpoint"}``.
+    When the measured speed says ``max_iters`` cannot finish in ``time_limit_s`` (``fit_schedule``), the
+    cosine schedule is shortened once, after the first iterations, to the number that fits, so the learning
+    rate still anneals; the log says so. Returns ``{"iters", "iters_requested", "schedule_iters", "cut"
+    (True when the time limit stopped training before the schedule's end), "seconds", "losses" (per-iteration
+    totals), "metrics", "checkpoint"}``.
     """
     torch.manual_seed(cfg.seed)
     train_loader, val_loader = coco_loaders(Path(root), cfg)
@@ -141,15 +155,18 @@ def train_detector(root: Path, cfg: DetectorTrainConfig, out_dir: Optional[Path]
     model = build_detector(cfg, num_classes)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    schedule = cfg.max_iters  # may be shortened to fit the time limit
 
-    def lr_at(it: int) -> float:  # linear warm-up, then cosine to 1% over max_iters
-        if it < cfg.warmup_iters:
-            return cfg.lr * (0.001 + 0.999 * it / cfg.warmup_iters)
-        p = min(1.0, (it - cfg.warmup_iters) / max(1, cfg.max_iters - cfg.warmup_iters))
+    def lr_at(it: int) -> float:  # linear warm-up, then cosine to 1% over the schedule
+        warmup = min(cfg.warmup_iters, max(1, schedule // 5))
+        if it < warmup:
+            return cfg.lr * (0.001 + 0.999 * it / warmup)
+        p = min(1.0, (it - warmup) / max(1, schedule - warmup))
         return cfg.lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * p)))
 
     losses: list[float] = []
     start = time.perf_counter()
+    last_log = start
     it = 0
     model.train()
     done = False
@@ -167,21 +184,40 @@ def train_detector(root: Path, cfg: DetectorTrainConfig, out_dir: Optional[Path]
             opt.step()
             losses.append(loss.item())
             it += 1
-            elapsed = time.perf_counter() - start
-            if it % cfg.log_every == 0 or it == 1:
+            now = time.perf_counter()
+            elapsed = now - start
+            if cfg.fit_schedule and it == 5 and schedule == cfg.max_iters:
+                fits = fitted_schedule(cfg.max_iters, it, elapsed, cfg.time_limit_s)
+                if fits < cfg.max_iters:
+                    schedule = fits
+                    log(f"at {it / elapsed:.2f} it/s, {cfg.max_iters} iterations would take "
+                        f"{cfg.max_iters / (it / elapsed) / 60:.1f} min, more than the {cfg.time_limit_s / 60:g} min "
+                        f"allowed: the schedule is shortened to {schedule} iterations so that it anneals in time "
+                        "(more minutes or fewer iterations for the full schedule)")
+            if it % cfg.log_every == 0 or it == 1 or now - last_log >= cfg.log_every_s:
+                last_log = now
                 rate = it / elapsed
-                eta = min((cfg.max_iters - it) / rate, cfg.time_limit_s - elapsed)
+                eta = min((schedule - it) / rate, cfg.time_limit_s - elapsed)
                 recent = sum(losses[-cfg.log_every:]) / len(losses[-cfg.log_every:])
-                log(f"iter {it:5d}/{cfg.max_iters}  loss {recent:.3f}  lr {lr_at(it):.4f}  {rate:.2f} it/s  "
+                log(f"iter {it:5d}/{schedule}  loss {recent:.3f}  lr {lr_at(it):.4f}  {rate:.2f} it/s  "
                     f"elapsed {elapsed / 60:.1f} min  eta {max(eta, 0) / 60:.1f} min")
-            if it >= cfg.max_iters or elapsed >= cfg.time_limit_s:
+            if it >= schedule or elapsed >= cfg.time_limit_s:
                 done = True
                 break
     train_s = time.perf_counter() - start
-    log(f"trained {it} iterations in {train_s / 60:.1f} min; evaluating on val ...")
+    cut = it < schedule
+    if cut:
+        log(f"stopped by the time limit ({cfg.time_limit_s / 60:g} min) after {it} of {schedule} iterations "
+            f"({100 * it / schedule:.0f}% of the schedule, learning rate still {lr_at(it):.4f}): the metrics below "
+            "are of a partly trained detector; evaluating on val ...")
+    else:
+        log(f"trained {it} iterations in {train_s / 60:.1f} min"
+            + (f" (of the {cfg.max_iters} asked; schedule fitted to the time limit)" if schedule < cfg.max_iters else "")
+            + "; evaluating on val ...")
     metrics = evaluate_coco(model, val_loader, log)
-    result: dict[str, Any] = {"iters": it, "seconds": train_s, "losses": losses, "metrics": metrics,
-                              "config": asdict(cfg), "checkpoint": None}
+    result: dict[str, Any] = {"iters": it, "iters_requested": cfg.max_iters, "schedule_iters": schedule, "cut": cut,
+                              "seconds": train_s, "losses": losses, "metrics": metrics, "config": asdict(cfg),
+                              "checkpoint": None}
     if out_dir is not None:
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)

@@ -17,11 +17,14 @@ from mmengine.config import Config
 from torch import nn
 
 from featx.checkpoints import load_checkpoint_file
-from featx.config_text import parse_config_text
+from featx.config_text import parse_config_text, read_config_file
+from featx.errors import WeightsError, WeightsUnavailableError
 from featx.models.resolve import build_module, resolve_name
+from featx.models.sources import CHECKPOINT_SUFFIXES
 
-__all__ = ["model_config", "target_config", "build_from_config", "classifier_config_from_checkpoint",
-           "checkpoint_run_config", "strip_weights"]
+__all__ = ["model_config", "target_config", "build_from_config", "build_described_model", "named_weights",
+           "random_weights_notice",
+           "classifier_config_from_checkpoint", "checkpoint_run_config", "strip_weights"]
 
 
 def model_config(model: Union[str, dict]) -> dict:
@@ -40,6 +43,67 @@ def build_from_config(cfg: dict, seed: int = 0, allow_download: bool = True) -> 
         cfg["allow_download"] = allow_download
     torch.manual_seed(seed)
     return build_module(cfg).eval()
+
+
+def named_weights(cfg: Any) -> list[Any]:
+    """Every ``weights`` value a config names, nested configs included (in order)."""
+    if isinstance(cfg, dict):
+        own = [cfg["weights"]] if cfg.get("weights") is not None else []
+        return own + [w for k, v in cfg.items() if k != "weights" for w in named_weights(v)]
+    if isinstance(cfg, (list, tuple)):
+        return [w for v in cfg for w in named_weights(v)]
+    return []
+
+
+def random_weights_notice(cfg: Any, what: str = "the model") -> str:
+    """One console line when ``cfg`` loads no weights (a random init), saying what to pass instead; "" when it
+    loads some. Features of a random network look plausible and are useless: featx never runs one silently."""
+    if named_weights(cfg):
+        return ""
+    name = cfg.get("type", "the model") if isinstance(cfg, dict) else "the model"
+    return (f"note: {name} has no weights loaded, so {what} comes from a random init; pass --weights DEFAULT "
+            "(torchvision/timm, cached or downloaded) or --weights FILE for real features")
+
+
+def _refuse_named_weights(weights: Any, origin: str, way_out: str) -> None:
+    """The rule for weights that a file (not the user) names; see :func:`build_described_model`."""
+    if not isinstance(weights, str):
+        raise WeightsError(f"{origin} names weights of type {type(weights).__name__} ({str(weights)[:80]}); "
+                           f"expected a name or a path. {way_out}")
+    if weights.startswith(("http://", "https://", "ftp://", "file://")) or "://" in weights:
+        raise WeightsError(f"{origin} names weights at {weights}; featx does not fetch what a file names. Download "
+                           f"them yourself if you trust the source, then {way_out}")
+    looks_like_path = weights.endswith(CHECKPOINT_SUFFIXES) or "/" in weights or "\\" in weights
+    if looks_like_path:
+        path = Path(weights)
+        if not path.is_file():  # a folder, a device (/dev/zero), a pipe or nothing: never opened
+            raise WeightsUnavailableError(f"{origin} names weights {weights}, which is not a regular file on this "
+                                          f"machine. {way_out}")
+        if not weights.endswith(CHECKPOINT_SUFFIXES):
+            raise WeightsError(f"{origin} names weights {weights}, which is not a checkpoint file "
+                               f"({', '.join(CHECKPOINT_SUFFIXES)}). {way_out}")
+
+
+def build_described_model(cfg: Any, origin: str, way_out: str, seed: int = 0) -> nn.Module:
+    """The model a file describes (an export's metadata, a store's manifest), built offline.
+
+    Such a file is untrusted input, so what it names is used only when it is already on this machine and
+    nothing is fetched or written: weights at a URL are refused; a torchvision/timm name (``DEFAULT``, a tag)
+    is used only when its file is already in the torch/timm cache (hash-checked as always); a local path only
+    when it is a regular checkpoint file, read by the same safe loader as a user's own (weights_only /
+    safetensors). ``origin`` names the file in the errors, ``way_out`` says what the user can pass instead.
+    Config values the model does not take are a ``ValueError`` naming them."""
+    if not isinstance(cfg, dict) or not isinstance(cfg.get("type"), str):
+        raise ValueError(f"{origin}'s model config is not a model config: {str(cfg)[:200]}")
+    for weights in named_weights(cfg):
+        _refuse_named_weights(weights, origin, way_out)
+    try:
+        return build_from_config(cfg, seed, allow_download=False)
+    except WeightsUnavailableError as e:
+        raise WeightsUnavailableError(f"the weights {origin} names ({cfg.get('weights')}) are not on this machine "
+                                      f"({e}). {way_out}") from None
+    except TypeError as e:  # keys the builder does not take
+        raise ValueError(f"{origin}'s model config does not fit {cfg['type']} ({e}). {way_out}") from None
 
 
 def strip_weights(cfg: Any) -> Any:
@@ -87,7 +151,7 @@ def target_config(target: str, cfg_options: Optional[dict] = None, weights: Opti
     if target.endswith(".py"):
         if not path.is_file():
             raise FileNotFoundError(f"config file not found: {target}")
-        cfg = Config.fromfile(target)
+        cfg = read_config_file(target)
         if cfg_options:
             cfg.merge_from_dict(cfg_options)
         if "model" not in cfg:

@@ -25,7 +25,7 @@ from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
 from featx.errors import DataError, did_you_mean
-from featx.images import IMAGE_EXTENSIONS, IMAGENET_MEAN, IMAGENET_STD, to_rgb
+from featx.images import IMAGE_EXTENSIONS, IMAGENET_MEAN, IMAGENET_STD, pipeline_size_problem, to_rgb
 from featx.registry import DATASETS
 
 __all__ = [
@@ -291,6 +291,9 @@ class ImageFolderDataset(Dataset):
     def __getitem__(self, index: int) -> dict:
         path, label = self.samples[index]
         with Image.open(path) as im:
+            problem = pipeline_size_problem(self.transform, (im.height, im.width))
+            if problem:  # before decoding: a tiny file can name a huge resize
+                raise DataError(f"{path}: {problem}; remove it from the dataset or add a crop to the pipeline")
             image = to_rgb(im)
             image.load()
         return {"inputs": self.transform(image), "labels": label}

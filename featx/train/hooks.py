@@ -1,7 +1,8 @@
 """mmengine hooks for fine-tuning: a live progress bar, and the end-of-run report.
 
 - ``ProgressHook``: a progress bar per training epoch (iterations, smoothed loss, learning rate,
-  elapsed time and ETA), on the main process, beside mmengine's periodic log lines.
+  elapsed time and ETA) and one line per validation, on the main process: the console of ``featx train``
+  (mmengine's own log goes to the work dir's log file, and to the console with ``--verbose``).
 - ``TrainingReportHook``: keeps the per-epoch history (train loss, learning rate, validation
   metrics) in ``history.json`` (so it survives a resume) and writes ``curves.png``,
   ``confusion_matrix.png`` and ``metrics.json`` (per-class accuracy, confusion matrix) at the end.
@@ -67,6 +68,16 @@ class ProgressHook(Hook):
         if self._progress is not None:
             self._progress.stop()
             self._progress = None
+
+    def after_val_epoch(self, runner, metrics: Optional[dict] = None) -> None:
+        if not is_main_process() or not metrics:
+            return
+        names = {"top1": "top-1", "top5": "top-5", "mean_class": "mean per-class"}
+        shown = [f"{names.get(k.split('/')[-1].replace('accuracy_', ''), k)} {float(v):.2f}%" for k, v in metrics.items()
+                 if isinstance(v, (int, float, np.floating)) and "accuracy" in k]
+        loss = f"train loss {self._loss:.4f}  " if self._loss is not None else ""
+        Console(stderr=True).print(f"epoch {runner.epoch}/{runner.max_epochs}  {loss}val " + "  ".join(shown),
+                                   highlight=False)
 
     def after_run(self, runner) -> None:
         self.after_train_epoch(runner)

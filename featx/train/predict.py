@@ -15,7 +15,7 @@ from PIL import Image
 
 from featx.checkpoints import unwrap_state_dict
 from featx.devices import checked_device
-from featx.images import to_rgb
+from featx.images import pipeline_size_problem, to_rgb
 from featx.models import build_module
 from featx.models.specs import checkpoint_run_config, strip_weights
 from featx.train.checkpoint import read_training_checkpoint
@@ -70,11 +70,15 @@ class Predictor:
         def flush() -> None:
             if not batch:
                 return
-            x = torch.stack([t for _, t in batch]).to(self.device)
-            probs = self.model(x, mode="tensor").float().softmax(dim=1).cpu()
-            values, indices = probs.topk(k, dim=1)
-            for (pred, _), vs, ids in zip(batch, values.tolist(), indices.tolist()):
-                pred.top = [(self.classes[i], i, v) for v, i in zip(vs, ids)]
+            by_shape: dict[tuple, list[tuple[Prediction, torch.Tensor]]] = {}
+            for pred, t in batch:  # a pipeline without a crop keeps each image's aspect ratio
+                by_shape.setdefault(tuple(t.shape), []).append((pred, t))
+            for group in by_shape.values():
+                x = torch.stack([t for _, t in group]).to(self.device)
+                probs = self.model(x, mode="tensor").float().softmax(dim=1).cpu()
+                values, indices = probs.topk(k, dim=1)
+                for (pred, _), vs, ids in zip(group, values.tolist(), indices.tolist()):
+                    pred.top = [(self.classes[i], i, v) for v, i in zip(vs, ids)]
             batch.clear()
 
         for path in images:
@@ -82,6 +86,10 @@ class Predictor:
             results.append(pred)
             try:
                 with Image.open(path) as im:
+                    problem = pipeline_size_problem(self.transform, (im.height, im.width))
+                    if problem:
+                        pred.error = problem
+                        continue
                     image = to_rgb(im)
                     image.load()
             except FileNotFoundError:

@@ -12,6 +12,7 @@ checkpointing, logging, launchers); this module only prepares the config:
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any, Optional, Union
@@ -21,6 +22,7 @@ import torch.distributed as dist
 from mmengine.config import Config
 from mmengine.runner import Runner
 
+from featx.config_text import read_config_file
 from featx.errors import DataError, TrainError
 from featx.shipped import shipped_config
 from featx.train.checkpoint import ATOMIC_BACKEND, find_resume_checkpoint, read_training_checkpoint
@@ -36,7 +38,7 @@ def load_config(config: Union[str, Path, Config], cfg_options: Optional[dict] = 
         path = shipped_config(str(config)) if str(config).startswith("configs/") else Path(config)
         if not path.is_file():
             raise FileNotFoundError(f"config file not found: {path}")
-        cfg = Config.fromfile(str(path))
+        cfg = read_config_file(path)
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
     for key in ("model", "train_dataloader", "train_cfg", "optim_wrapper"):
@@ -115,6 +117,8 @@ def prepare_config(cfg: Config, work_dir: Optional[str] = None, resume: Optional
         ckpt["backend_args"] = {"backend": ATOMIC_BACKEND}
 
     # distributed
+    if not torch.cuda.is_available():  # the shipped runtime says nccl, which a CPU-only machine cannot use
+        cfg.setdefault("env_cfg", {}).setdefault("dist_cfg", {})["backend"] = "gloo"
     if launcher not in ("none", "pytorch"):
         raise TrainError(f"--launcher must be 'none' or 'pytorch', got {launcher!r}")
     if launcher == "pytorch":
@@ -135,6 +139,38 @@ def prepare_config(cfg: Config, work_dir: Optional[str] = None, resume: Optional
     return cfg
 
 
+class _ConsoleQuietRunner(Runner):
+    """mmengine's Runner whose console shows warnings and errors only (unless ``verbose``): its environment
+    dump, whole config, hook table and periodic lines still go to the work dir's log file, in full. featx's own
+    progress bar and per-epoch lines (``ProgressHook``) and the command's summary are the console."""
+
+    verbose = False
+
+    def build_logger(self, *args: Any, **kwargs: Any):
+        logger = super().build_logger(*args, **kwargs)
+        if not self.verbose:
+            for handler in logger.handlers:
+                if type(handler) is logging.StreamHandler:  # the console; FileHandler is a subclass, kept
+                    handler.setLevel(max(handler.level, logging.WARNING))
+                    handler.addFilter(_hide_internal_deprecations)
+        return logger
+
+
+def _hide_internal_deprecations(record: logging.LogRecord) -> bool:
+    """mmengine's deprecation notes about the file backend featx's atomic checkpoints use: featx's choice,
+    nothing a user can act on (they stay in the log file)."""
+    text = record.getMessage()
+    return not ('"FileClient" will be deprecated' in text or '"HardDiskBackend" is the alias' in text)
+
+
+def log_file_of(runner: Runner) -> Optional[Path]:
+    """The file mmengine's Runner writes its full log to (``<work_dir>/<timestamp>/<timestamp>.log``)."""
+    for handler in runner.logger.handlers:
+        if isinstance(handler, logging.FileHandler):
+            return Path(handler.baseFilename)
+    return None
+
+
 def _init_cpu_process_group(cfg: Config) -> None:
     """mmengine's launcher calls ``torch.cuda.set_device`` first, which fails without a GPU; on a
     CPU-only machine featx initializes the gloo process group itself (mmengine then skips it)."""
@@ -144,17 +180,20 @@ def _init_cpu_process_group(cfg: Config) -> None:
 
 def train(config: Union[str, Path, Config], work_dir: Optional[str] = None, resume: Optional[str] = None,
           amp: bool = False, cfg_options: Optional[dict] = None, launcher: str = "none",
-          data_root: Optional[str] = None, extra_hooks: Optional[list] = None) -> dict[str, Any]:
-    """Fine-tune as the config says; returns ``{"work_dir", "best_checkpoint", "last_checkpoint",
-    "metrics"}`` (``metrics`` from ``metrics.json``, main process only)."""
+          data_root: Optional[str] = None, extra_hooks: Optional[list] = None, verbose: bool = False) -> dict[str, Any]:
+    """Fine-tune as the config says; returns ``{"work_dir", "best_checkpoint", "last_checkpoint", "metrics",
+    "log_file"}`` (``metrics`` from ``metrics.json``, main process only). mmengine's log goes to the console
+    only with ``verbose`` (always to ``log_file``)."""
     name = Path(str(config)).stem if not isinstance(config, Config) else "run"
     cfg = prepare_config(load_config(config, cfg_options), work_dir, resume, amp, launcher, data_root, name)
     _init_cpu_process_group(cfg)
-    runner = Runner.from_cfg(cfg)
+    runner_class = type("FeatxRunner", (_ConsoleQuietRunner,), {"verbose": verbose})
+    runner = runner_class.from_cfg(cfg)
     for hook in extra_hooks or []:
         runner.register_hook(hook)
     runner.train()
-    out: dict[str, Any] = {"work_dir": cfg.work_dir, "last_checkpoint": str(find_resume_checkpoint(cfg.work_dir))}
+    out: dict[str, Any] = {"work_dir": cfg.work_dir, "last_checkpoint": str(find_resume_checkpoint(cfg.work_dir)),
+                           "log_file": str(log_file_of(runner) or "")}
     ckpt_hook = next((h for h in runner.hooks if type(h).__name__ == "CheckpointHook"), None)
     best = getattr(ckpt_hook, "best_ckpt_path", None) if ckpt_hook else None
     out["best_checkpoint"] = str(best) if best else None
