@@ -66,7 +66,8 @@ from featx.stats import flops_and_shapes
 from featx.timing import interleaved_times, paired_ratio, time_ms
 from featx.version import software_versions
 
-__all__ = ["ENTRIES", "WINOGRAD_MODES", "measure_matmul_peak", "run_benchmark", "build_entry", "bench_chart"]
+__all__ = ["ENTRIES", "WINOGRAD_MODES", "TimmFPN", "torchvision_counterpart", "measure_matmul_peak", "run_benchmark", "build_entry",
+           "bench_chart"]
 
 ENTRIES = BENCH_ENTRIES
 OPENVINO_DIRECT = "featx_openvino_direct"  # OpenVINO on the direct export: the yardstick of featx's fp32 paths
@@ -91,7 +92,9 @@ def measure_matmul_peak(n: int = 2048, repeats: int = 10) -> float:
     return 2 * n**3 / best / 1e9
 
 
-class _TimmFPN(nn.Module):
+class TimmFPN(nn.Module):
+    """timm features_only (levels 1-4) + torchvision FeaturePyramidNetwork + max-pool P6: what a timm user builds."""
+
     def __init__(self, arch: str) -> None:
         super().__init__()
         self.body = timm.create_model(arch, pretrained=False, features_only=True, out_indices=(1, 2, 3, 4))
@@ -137,7 +140,7 @@ def build_entry(name: str, model: str, workdir: Path, winograd: str = "off") -> 
     if name == "torchvision":
         net = resnet_fpn_backbone(backbone_name=torchvision_counterpart(model), weights=None, trainable_layers=5).eval()
     elif name == "timm+tv_fpn":
-        net = _TimmFPN(torchvision_counterpart(model)).eval()
+        net = TimmFPN(torchvision_counterpart(model)).eval()
     elif name == "featx":
         net = create_model(model).eval()
     elif name in ("featx_optimized", "featx_compile"):

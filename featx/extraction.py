@@ -122,11 +122,20 @@ class ExtractResult:
 def list_images(source: Union[str, Path]) -> list[tuple[str, Path]]:
     """``(id, file)`` pairs, sorted by id: a folder's images (recursive, ids relative to it), a .txt/.csv
     list (first column; relative paths from the list's folder; ids as written), or a glob pattern."""
+    return _listing(source)[0]
+
+
+def _listing(source: Union[str, Path]) -> tuple[list[tuple[str, Path]], int]:
+    """:func:`list_images` and how many files of a source folder were ignored as not images (by extension;
+    hidden files not counted)."""
     text = str(source)
     path = Path(text)
+    ignored = 0
     if path.is_dir():
-        files = [p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
-        pairs = [(p.relative_to(path).as_posix(), p) for p in files]
+        files = [p for p in path.rglob("*") if p.is_file()]
+        images = [p for p in files if p.suffix.lower() in IMAGE_EXTENSIONS]
+        ignored = sum(1 for p in files if p.suffix.lower() not in IMAGE_EXTENSIONS and not p.name.startswith("."))
+        pairs = [(p.relative_to(path).as_posix(), p) for p in images]
     elif path.is_file() and path.suffix.lower() in (".txt", ".csv"):
         pairs = []
         for line in path.read_text().splitlines():
@@ -146,7 +155,7 @@ def list_images(source: Union[str, Path]) -> list[tuple[str, Path]]:
     pairs = sorted(dict(pairs).items())
     if not pairs:
         raise ValueError(f"no images in {source} (extensions: {', '.join(IMAGE_EXTENSIONS)})")
-    return pairs
+    return pairs, ignored
 
 
 def source_root(source: Union[str, Path]) -> Path:
@@ -468,7 +477,7 @@ def extract(model: Union[str, dict], source: Union[str, Path], out: Union[str, P
         channels = input_channels(net)
         mean, std = model_normalization(net)
         divisor = max(f.stride for f in infos)
-        images = list_images(source)
+        images, not_images = _listing(source)
         batches, header_skipped = plan_batches(images, settings, divisor)
         manifest = {
             "featx_version": __version__, "model_config": cfg, "weights": str(cfg.get("weights") or "none (random init, seed 0)"),
@@ -571,8 +580,19 @@ def extract(model: Union[str, dict], source: Union[str, Path], out: Union[str, P
     result = ExtractResult(str(out), total, new, skipped_now, len(mine), seconds, new / seconds if seconds else 0.0,
                            loop_seconds, rank, world, merged)
     result.summary = {k: v for k, v in asdict(result).items() if k != "summary"} | {"levels": levels, "store": manifest["store"]}
+    result.summary["not_images"] = not_images
     log(f"extract: {new} images now ({skipped_now} skipped) in {seconds:.1f} s"
         + (f"; the store holds {total} images" if merged else ""))
+    if rank == 0:
+        skipped_list = final["skipped"] if merged else []
+        if skipped_list:
+            shown = "; ".join(f"{s['path']} ({s['reason'][:70]})" for s in skipped_list[:3])
+            log(f"extract: {len(skipped_list)} images skipped in all: {shown}"
+                + (f"; and {len(skipped_list) - 3} more" if len(skipped_list) > 3 else "")
+                + f" (every one with its reason: {out / 'manifest.json'}, 'skipped')")
+        if not_images:
+            log(f"extract: {not_images} file{'s' if not_images != 1 else ''} in {source} not images, ignored "
+                f"(read: {', '.join(IMAGE_EXTENSIONS)})")
     return result
 
 

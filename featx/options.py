@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 __all__ = ["DEFAULT_OPSET", "TARGETS", "WINOGRAD_MODES", "PROFILES_DIR", "list_profiles", "INT8_RUNTIMES",
-           "CALIBRATION_METHODS", "OVERFLOW_FIXES", "BENCH_ENTRIES", "DIGITS_CONFIG"]
+           "CALIBRATION_METHODS", "OVERFLOW_FIXES", "BENCH_ENTRIES", "GPU_BENCH_ENTRIES", "PRECISIONS", "DIGITS_CONFIG"]
 
 # Opset 18: the newest the dynamo exporter targets natively; ONNX Runtime >= 1.14 runs it, as do
 # TensorRT 8.6+ and OpenVINO 2023+.
@@ -31,6 +31,10 @@ OVERFLOW_FIXES = ("auto", "enable", "first_layer_only", "disable")
 BENCH_ENTRIES = ("torchvision", "timm+tv_fpn", "featx", "featx_optimized", "featx_ort", "featx_openvino", "featx_compile",
                  "featx_optimized_direct", "featx_ort_direct", "featx_openvino_direct", "featx_ort_int8",
                  "featx_openvino_int8")
+# featx bench --device cuda (featx.gpu_bench): its entries and the precisions it times them at
+GPU_BENCH_ENTRIES = ("torchvision", "timm+tv_fpn", "featx", "featx_optimized", "featx_compile", "featx_cuda_graph",
+                     "featx_ort", "featx_trt")
+PRECISIONS = ("fp32", "tf32", "fp16", "bf16")
 # the config featx finetune-demo trains
 DIGITS_CONFIG = "configs/finetune/resnet18_digits.py"
 

@@ -5,7 +5,7 @@ import statistics
 import time
 from typing import Callable, Iterator, Mapping, Sequence
 
-__all__ = ["time_ms", "median_ms", "interleaved_times", "interleaved_medians", "round_orders", "paired_ratio"]
+__all__ = ["time_ms", "median_ms", "wall_ms", "interleaved_times", "interleaved_medians", "round_orders", "paired_ratio"]
 
 
 def time_ms(fn: Callable[[], object], repeats: int, warmup: int = 1) -> list[float]:
@@ -27,12 +27,20 @@ def median_ms(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float:
     return statistics.median(time_ms(fn, repeats, warmup))
 
 
-def interleaved_times(fns: Mapping[str, Callable[[], object]], repeats: int, warmup: int = 1) -> dict[str, list[float]]:
+def wall_ms(fn: Callable[[], object]) -> float:
+    """One call of ``fn``, timed by the wall clock, in ms."""
+    start = time.perf_counter()
+    fn()
+    return (time.perf_counter() - start) * 1000
+
+
+def interleaved_times(fns: Mapping[str, Callable[[], object]], repeats: int, warmup: int = 1,
+                      measure: Callable[[Callable[[], object]], float] = wall_ms) -> dict[str, list[float]]:
     """Each callable's timed runs in ms, in round order, taken round-robin (in the balanced orders of
     :func:`round_orders`) after ``warmup`` untimed calls of each: a comparison of alternatives. Timed one
     after the other, a slow phase of a shared machine (other tenants, clock changes; 2x swings were seen
     on 2-CPU cloud machines) lands on one side only and flips the verdict; interleaved, it weighs on all
-    alike."""
+    alike. ``measure`` times one call in ms (the wall clock; CUDA events for work on a GPU)."""
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
     for fn in fns.values():
@@ -41,9 +49,7 @@ def interleaved_times(fns: Mapping[str, Callable[[], object]], repeats: int, war
     times: dict[str, list[float]] = {name: [] for name in fns}
     for order in round_orders(list(fns), repeats):
         for name in order:
-            start = time.perf_counter()
-            fns[name]()
-            times[name].append((time.perf_counter() - start) * 1000)
+            times[name].append(measure(fns[name]))
     return times
 
 

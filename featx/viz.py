@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 import torchvision.transforms.v2.functional as TF
 
+from featx.devices import checked_device
 from featx.images import IMAGENET_MEAN, IMAGENET_STD, check_resized_size, load_image, sample_image_path, shorter_side_size
 from featx.io import atomic_path
 from featx.models import create_model
@@ -88,18 +89,20 @@ def feature_figure(image: torch.Tensor, features: Sequence[torch.Tensor], titles
 
 
 def render_feature_maps(image: str, model_name: str, out: Union[str, Path], weights: Optional[str] = None,
-                        size: int = 512, method: str = "mean") -> tuple[int, int, int]:
+                        size: int = 512, method: str = "mean", device: str = "cpu") -> tuple[int, int, int]:
     """Run ``model_name`` on ``image`` (``"sample"``: matplotlib's photo) resized to shorter side
-    ``size`` and write the heat-map figure to ``out``; returns ``(width, height, panels)`` in pixels."""
+    ``size`` on ``device`` and write the heat-map figure to ``out``; returns ``(width, height, panels)`` in
+    pixels."""
+    run_on = checked_device(device)
     img = load_image(sample_image_path() if image == "sample" else image)
     original = tuple(img.shape[-2:])
     check_resized_size(original, shorter_side_size(original, size), str(image))
     img = TF.resize(img, size, antialias=True)
     x = TF.normalize(img, list(IMAGENET_MEAN), list(IMAGENET_STD))[None]
     torch.manual_seed(0)
-    model = create_model(model_name, weights=weights).eval()
+    model = create_model(model_name, weights=weights).eval().to(run_on)
     with torch.inference_mode():
-        feats = model(x)
+        feats = [f.cpu() for f in model(x.to(run_on))]
     titles = [f"{f.name}  stride {f.stride}  {f.channels}x{o.shape[-2]}x{o.shape[-1]}" for f, o in zip(model.feature_info, feats)]
     note = model.load_report.source if model.load_report else "random init (seed 0)"
     return feature_figure(img, [f[0] for f in feats], titles, out, method, f"{model_name}: {method} activation | weights: {note}")

@@ -34,6 +34,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("featx.int8_report",),
     ("featx.accel",),  # the opt-in hardware layer: above everything the core is made of
     ("featx.bench",),
+    ("featx.gpu_bench",),
     ("featx.bench_results",),
     ("featx.extract_bench",),
     ("featx.demo",),

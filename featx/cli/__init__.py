@@ -8,11 +8,13 @@ options together live there) and prints the result. Errors print as one line tha
 """
 from __future__ import annotations
 
+import _thread
 import argparse
 import os
 import signal
 import sys
 import threading
+from types import FrameType
 from typing import Optional, Sequence
 
 from featx.cli import bench, demo, deploy, extract, models, training
@@ -52,10 +54,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.print_help()
         return 2
     # SIGTERM ends the command as Ctrl-C does: files being written are removed, not left half-written
-    previous = None
+    previous = previous_int = None
     if threading.current_thread() is threading.main_thread():
         _reset_sigterm_in_children()
         previous = signal.signal(signal.SIGTERM, _terminate)
+        previous_int = signal.signal(signal.SIGINT, _interrupt)
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt as e:
@@ -77,10 +80,35 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+            signal.signal(signal.SIGINT, previous_int)
 
 
-def _terminate(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt(f"terminated by signal {signum}")
+def _inside_import(frame: Optional[FrameType]) -> bool:
+    while frame is not None:
+        if frame.f_code.co_filename.startswith("<frozen importlib"):
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _stop(message: str, signum: int, frame: Optional[FrameType]) -> None:
+    """Raise ``KeyboardInterrupt`` in the main thread, but never inside an import: a module interrupted half-way
+    stays broken in ``sys.modules`` (numpy's then recursed without end, and a C extension's init aborted the
+    process). There the signal is raised again shortly after, until the import is done."""
+    if _inside_import(frame):
+        again = threading.Timer(0.05, _thread.interrupt_main, args=(signum,))
+        again.daemon = True
+        again.start()
+        return
+    raise KeyboardInterrupt(message)
+
+
+def _interrupt(signum: int, frame: Optional[FrameType]) -> None:
+    _stop("", signum, frame)
+
+
+def _terminate(signum: int, frame: Optional[FrameType]) -> None:
+    _stop(f"terminated by signal {signum}", signum, frame)
 
 
 def _default_sigterm_in_child() -> None:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from featx.cli.common import add_command, hxw, int_at_least, log, writable_file
 from featx.options import BENCH_ENTRIES as ENTRIES
-from featx.options import WINOGRAD_MODES
+from featx.options import GPU_BENCH_ENTRIES, PRECISIONS, WINOGRAD_MODES
 
 __all__ = ["COMMANDS"]
 
@@ -18,17 +18,27 @@ def _add_bench(sub) -> None:
                     "the _direct entries stay plain, to show what that adds); GFLOPs are the direct convolutions' for "
                     "every entry, so a Winograd entry shows an effective rate that can pass the peak. "
                     f"Entries: {', '.join(ENTRIES)} (featx_compile and the int8 entries only when named). The report "
-                    "names the CPU (model, AVX2/AVX-512/VNNI/AMX) and the runtime versions.",
+                    "names the CPU (model, AVX2/AVX-512/VNNI/AMX) and the runtime versions.\n\n"
+                    "With --device cuda: featx's GPU paths on one CUDA device at each --precision (fp32, tf32, fp16, "
+                    "bf16), timed by CUDA events: "
+                    f"{', '.join(GPU_BENCH_ENTRIES)} (default: torchvision featx featx_optimized featx_cuda_graph "
+                    "featx_ort; featx_ort binds inputs and outputs on the GPU); each row's ratio to torchvision eager "
+                    "at the same precision, TFLOP/s and the share of a matmul peak measured in the run, and the GPU, "
+                    "driver, CUDA and cuDNN versions.",
         epilog="examples:\n"
                "  featx bench --threads 2 --json bench.json --png bench.png\n"
                "  featx bench --model ResNet18FPN --sizes 512x512 --batch 1 --entries torchvision featx featx_optimized\n"
-               "  featx bench --winograd auto --entries torchvision featx_openvino featx_openvino_direct   # featx.accel\n",
+               "  featx bench --winograd auto --entries torchvision featx_openvino featx_openvino_direct   # featx.accel\n"
+               "  featx bench --device cuda --sizes 800x1216 --batch 1 8 --precision fp16 bf16 --json gpu.json\n",
     )
     p.add_argument("--model", default="ResNet50FPN", help="featx composite (default ResNet50FPN)")
     p.add_argument("--sizes", type=hxw, nargs="+", default=[(512, 512), (800, 1216)], help="HxW (default 512x512 800x1216)")
     p.add_argument("--batch", type=int_at_least(1), nargs="+", default=[1, 4], help="every size at the first, the first size at the rest")
-    p.add_argument("--entries", nargs="+", default=list(ENTRIES[:6]), choices=list(ENTRIES), help="what to time "
-                   "(default: the first six)")
+    p.add_argument("--entries", nargs="+", default=None, choices=sorted(set(ENTRIES) | set(GPU_BENCH_ENTRIES)),
+                   help="what to time (default on the CPU: the first six CPU entries; with --device cuda: see above)")
+    p.add_argument("--device", default="cpu", help="cpu (default) or cuda / cuda:N: the GPU benchmark")
+    p.add_argument("--precision", nargs="+", choices=list(PRECISIONS), default=None,
+                   help="with --device cuda: the precisions to time (default fp32 tf32 fp16 bf16)")
     p.add_argument("--threads", type=int_at_least(1), default=None, help="torch/ORT threads (default: torch's)")
     p.add_argument("--repeats", type=int_at_least(1), default=5, help="timed runs per entry and input (default 5)")
     p.add_argument("--warmup", type=int_at_least(0), default=1, help="untimed runs first (default 1)")
@@ -49,6 +59,7 @@ def _cmd_bench(args) -> int:
     import torch
 
     from featx.bench import bench_chart, run_benchmark
+    from featx.devices import checked_device
     from featx.io import write_json
     from featx.models import get_entry
     from featx.report import format_table, markdown_table
@@ -56,6 +67,15 @@ def _cmd_bench(args) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     get_entry(args.model)  # an unknown name fails now, not after the matmul peak
+    if checked_device(args.device).type == "cuda":
+        return _bench_gpu(args)
+    if args.precision:
+        raise ValueError("--precision is for --device cuda; the CPU benchmark runs fp32 (int8 entries: featx_*_int8)")
+    entries = args.entries or list(ENTRIES[:6])
+    gpu_only = sorted(set(entries) - set(ENTRIES))
+    if gpu_only:
+        raise ValueError(f"{', '.join(gpu_only)}: GPU entries; use --device cuda (CPU entries: {', '.join(ENTRIES)})")
+    args.entries = entries
     r = run_benchmark(args.model, args.sizes, args.batch, args.entries, args.warmup, args.repeats, args.memory,
                       log=log, winograd=args.winograd)
     headers = ["entry", "input", "median ms", "p25-p75 ms", "img/s", "vs torchvision", "GFLOPs", "GFLOP/s", "of peak"]
@@ -95,6 +115,45 @@ def _cmd_bench(args) -> int:
     if args.png:
         bench_chart(r, args.png)
         print(f"chart: {args.png}")
+    return 0
+
+
+def _bench_gpu(args) -> int:
+    from featx.gpu_bench import DEFAULT_GPU_ENTRIES, run_gpu_benchmark
+    from featx.io import write_json
+    from featx.report import format_table, markdown_table
+
+    entries = args.entries or list(DEFAULT_GPU_ENTRIES)
+    cpu_only = sorted(set(entries) - set(GPU_BENCH_ENTRIES))
+    if cpu_only:
+        raise ValueError(f"{', '.join(cpu_only)}: CPU entries; with --device cuda: {', '.join(GPU_BENCH_ENTRIES)}")
+    for option in ("winograd", "memory", "results", "png"):
+        if getattr(args, option) not in (None, False, "off"):
+            raise ValueError(f"--{option} is for the CPU benchmark; drop it with --device cuda")
+    r = run_gpu_benchmark(args.model, args.sizes, args.batch, entries, args.precision or list(PRECISIONS),
+                          max(args.warmup, 1), args.repeats, args.device, log=log)
+    headers = ["entry", "precision", "input", "median ms", "p25-p75 ms", "img/s", "vs torchvision", "TFLOP/s", "of peak"]
+    rows = []
+    for x in r["rows"]:
+        if "error" in x:
+            rows.append([x["entry"], x["precision"], "x".join(map(str, x.get("input", []))) or "-",
+                         "failed: " + x["error"][:70]] + [""] * (len(headers) - 4))
+            continue
+        rows.append([x["entry"], x["precision"], "x".join(map(str, x["input"])), f"{x['median_ms']:.2f}",
+                     f"{x['p25_ms']:.2f}-{x['p75_ms']:.2f}", f"{x['images_per_s']:.0f}",
+                     f"{x['vs_torchvision']:.2f}x" if x["vs_torchvision"] else "-", f"{x['tflops_s']:.1f}",
+                     f"{100 * x['of_peak']:.0f}%" if x["of_peak"] is not None else "-"])
+    gpu = r["gpu"]
+    print(f"{r['model']} | {gpu['name']} ({gpu.get('memory_gib')} GiB, sm {gpu.get('capability')}) | driver {gpu['driver']}, "
+          f"CUDA {gpu['cuda']}, cuDNN {gpu['cudnn']} | {r['versions']}")
+    print("matmul peak: " + ", ".join(f"{p} {v:.0f} TFLOP/s" for p, v in r["matmul_peak_tflops"].items()))
+    print(markdown_table(headers, rows) if args.markdown else format_table(headers, rows))
+    for best in r["best"]:
+        ratio = f", {best['vs_torchvision']:.2f}x torchvision eager" if best["vs_torchvision"] else ""
+        print(f"featx's fastest at {best['precision']} {'x'.join(map(str, best['input']))}: {best['entry']} "
+              f"{best['median_ms']:.2f} ms{ratio}")
+    if args.json:
+        write_json(args.json, r)
     return 0
 
 

@@ -206,9 +206,13 @@ def _cmd_parity(args) -> int:
     print(format_table(["output", "input", "shape", "max abs err", "err/max|ref|", "cosine", "verdict"], rows))
     if r.latency_ms:
         lat = r.latency_ms
-        print(f"\nlatency {'x'.join(map(str, lat['input']))}, median of {lat['repeats']} after warm-up: "
-              f"{r.runtime.split()[0]} {lat['runtime']:.1f} ms, PyTorch eager {lat['torch_eager']:.1f} ms "
-              f"(runtime/PyTorch {lat['runtime_over_torch']:.2f}x, {torch.get_num_threads()} torch threads)")
+        print(f"\nlatency {'x'.join(map(str, lat['input']))}, median of {lat['repeats']} interleaved after warm-up, "
+              f"inputs and outputs on {r.device} ({lat['io']}): {r.runtime.split()[0]} {lat['runtime']:.2f} ms, "
+              f"PyTorch eager {lat['torch_precision']} {lat['torch_eager']:.2f} ms (runtime/PyTorch "
+              f"{lat['runtime_over_torch']:.2f}x" + (f", {torch.get_num_threads()} torch threads)" if r.device == "cpu"
+                                                     else ")"))
+    for provider, ops in r.off_device.items():
+        print(f"not on CUDA ({provider}): " + ", ".join(f"{op} x{n}" for op, n in ops.items()))
     failed = [f"{x.output}@{x.batch}x{x.size[0]}x{x.size[1]}" for x in r.results if not x.passed]
     print(f"\n{'PASS' if r.passed else 'FAIL'}: {len(r.results) - len(failed)} of {len(r.results)} outputs within the gate"
           + (f"; failing: {', '.join(failed[:10])}" if failed else ""))

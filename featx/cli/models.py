@@ -95,6 +95,7 @@ def _add_viz(sub) -> None:
     p.add_argument("--size", type=int_at_least(16, 4096), default=512,
                    help="shorter image side fed to the model, 16..4096 (default 512)")
     p.add_argument("--method", choices=["mean", "pca"], default="mean", help="channel reduction (default mean)")
+    p.add_argument("--device", default="cpu", help="where the model runs: cpu, cuda or cuda:N (default cpu)")
     p.add_argument("-o", "--output", type=writable_file, default="featx_viz.png",
                    help="PNG path, ending in .png (default featx_viz.png)")
     p.set_defaults(func=_cmd_viz)
@@ -107,12 +108,15 @@ def _cmd_viz(args) -> int:
         raise ValueError(f"{args.image} is a folder; expected an image file")
     if args.image != "sample" and not Path(args.image).is_file():
         raise FileNotFoundError(f"image not found: {args.image}")
+    from featx.devices import checked_device
     from featx.models.specs import random_weights_notice
     from featx.viz import render_feature_maps
 
+    checked_device(args.device)
     if args.weights is None:
         log(random_weights_notice({"type": args.model}, "the picture"))
-    w, h, panels = render_feature_maps(args.image, args.model, args.output, args.weights, args.size, args.method)
+    w, h, panels = render_feature_maps(args.image, args.model, args.output, args.weights, args.size, args.method,
+                                       args.device)
     print(f"wrote {args.output} ({w}x{h} px, {panels} panels: input + {panels - 1} levels)")
     return 0
 

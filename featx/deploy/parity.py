@@ -5,6 +5,7 @@ metadata, on the same device), per output: max abs error, max abs / max|ref|, co
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
@@ -15,11 +16,12 @@ from torch import nn
 
 from featx.compare import compare_arrays
 from featx.deploy.metadata import model_from_metadata, read_metadata
+from featx.deploy.placement import off_device_nodes, provider_placement
 from featx.deploy.runtimes import open_session
 from featx.errors import ParityError
 from featx.features import as_output_tuple, input_channels
 from featx.images import IMAGENET_MEAN, IMAGENET_STD, load_image, resize_normalize, sample_image_path
-from featx.timing import median_ms
+from featx.timing import interleaved_medians
 
 __all__ = ["gate_with_overrides", "Gate", "GATES", "OutputResult", "ParityReport", "parity", "DEFAULT_PARITY_SIZES"]
 
@@ -81,6 +83,8 @@ class ParityReport:
     gate: dict
     results: list[OutputResult] = field(default_factory=list)
     latency_ms: dict = field(default_factory=dict)
+    # on CUDA (ONNX Runtime): the nodes another provider ran, {provider: {op type: nodes}}; empty when all ran there
+    off_device: dict = field(default_factory=dict)
 
     @property
     def passed(self) -> bool:
@@ -89,7 +93,7 @@ class ParityReport:
     def to_dict(self) -> dict:
         return {"path": self.path, "runtime": self.runtime, "device": self.device, "providers": self.providers,
                 "precision": self.precision, "gate": self.gate, "passed": self.passed, "latency_ms": self.latency_ms,
-                "results": [asdict(r) for r in self.results]}
+                "off_device": self.off_device, "results": [asdict(r) for r in self.results]}
 
 
 def parity(
@@ -153,22 +157,52 @@ def parity(
     for (h, w), b in runs:
         log(f"  {b}x{channels}x{h}x{w} ..." + (" (the bundled photo)" if photo else ""))
         x = _photo_batch(b, h, w, norm, channels) if photo else torch.randn(b, channels, h, w, generator=g)
+        on_device = x.to(torch_device)
         with torch.no_grad():
-            ref = [r.float().cpu().numpy() for r in as_output_tuple(net(x.to(torch_device)))]
-        got = session.run(x.numpy().astype(session.input_dtype))
+            ref = [r.float().cpu().numpy() for r in as_output_tuple(net(on_device))]
+        got = [o.float().cpu().numpy() for o in session.run_on_device(on_device)]  # one copy, after the run
         for name, o, r in zip(session.outputs, got, ref):
-            d = compare_arrays(o.astype(np.float32), r)
+            d = compare_arrays(o, r)
             report.results.append(OutputResult(name, (h, w), b, d.shape, d.max_abs, d.rel, d.cosine,
                                                d.rel <= gate.max_rel and d.cosine >= gate.min_cos))
-    if repeats > 0:
+    if device == "cuda" and session.runtime == "onnxruntime":
         (h, w), b = runs[0]
-        x = torch.randn(b, channels, h, w, generator=g)
-        feed = x.numpy().astype(session.input_dtype)
-        report.latency_ms = {"input": [b, channels, h, w], "repeats": repeats,
-                             "runtime": median_ms(lambda: session.run(feed), repeats),
-                             "torch_eager": median_ms(lambda: _torch_call(net, x.to(torch_device), device), repeats)}
-        report.latency_ms["runtime_over_torch"] = report.latency_ms["runtime"] / report.latency_ms["torch_eager"]
+        placed = provider_placement(path, "cuda", torch.randn(b, channels, h, w, generator=g).numpy().astype(session.input_dtype))
+        report.off_device = off_device_nodes(placed, "CUDAExecutionProvider")
+        if report.off_device:
+            log("  not on CUDA: " + "; ".join(f"{p}: " + ", ".join(f"{op} x{n}" for op, n in ops.items())
+                                               for p, ops in report.off_device.items()))
+    if repeats > 0:
+        report.latency_ms = _latency(session, net, runs[0], channels, precision, torch_device, repeats, g)
     return report
+
+
+def _latency(session: Any, net: nn.Module, run: tuple, channels: int, precision: str, device: torch.device,
+             repeats: int, g: torch.Generator) -> dict:
+    """Like with like: both sides take an input already on the device and leave their outputs there (ONNX
+    Runtime through IO binding), at the file's precision (an fp16 file against a half model on CUDA; on a CPU,
+    and for int8 files, against PyTorch fp32, which the line says), interleaved, medians in ms."""
+    (h, w), b = run
+    x = torch.randn(b, channels, h, w, generator=g).to(device)
+    torch_net, torch_x, torch_precision = net, x, "fp32"
+    if precision == "fp16" and device.type == "cuda":
+        torch_net, torch_x, torch_precision = copy.deepcopy(net).half(), x.half(), "fp16"
+    fed = x.half() if session.input_dtype == np.float16 else x
+
+    def runtime() -> None:
+        session.run_on_device(fed)
+        _synchronize(device)
+
+    times = interleaved_medians({"runtime": runtime, "torch": lambda: _torch_call(torch_net, torch_x, device.type)},
+                                repeats, warmup=1)
+    return {"input": [b, channels, h, w], "repeats": repeats, "runtime": times["runtime"], "torch_eager": times["torch"],
+            "torch_precision": torch_precision, "io": "IO binding" if session.run_tensor else "numpy through the host",
+            "runtime_over_torch": times["runtime"] / times["torch"]}
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def _photo_batch(batch: int, h: int, w: int, norm: dict, channels: int = 3) -> torch.Tensor:

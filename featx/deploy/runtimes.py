@@ -19,6 +19,7 @@ import torch
 
 from featx.cpu import CpuInfo, cpu_info
 from featx.deploy.openvino_hints import hinted_layers, read_without_hints, reference_kernel_layers
+from featx.deploy.iobinding import BoundRunner
 from featx.deploy.metadata import ir_featx_info
 from featx.errors import Int8SaturationWarning, ParityError, PlanarHintWarning
 
@@ -39,6 +40,15 @@ class Session:
     input_dtype: type
     outputs: list[str]
     run: Callable[[np.ndarray], list[np.ndarray]] = field(repr=False)
+    # torch tensors in and out where they are (ONNX Runtime: IO binding, featx.deploy.iobinding)
+    run_tensor: Optional[Callable[[torch.Tensor], list[torch.Tensor]]] = field(default=None, repr=False)
+
+    def run_on_device(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Run on a torch tensor, outputs as torch tensors: device-resident (no host copy) where the runtime
+        binds memory (ONNX Runtime), else through numpy on the host."""
+        if self.run_tensor is not None:
+            return self.run_tensor(x.to(torch.float16 if self.input_dtype == np.float16 else torch.float32))
+        return [torch.from_numpy(np.asarray(o)) for o in self.run(x.detach().cpu().numpy().astype(self.input_dtype))]
 
     @property
     def static_shape(self) -> Optional[tuple[int, ...]]:
@@ -86,10 +96,11 @@ def _onnxruntime(path: Path, device: str, threads: Optional[int], tf32: bool) ->
         _warn_int8_saturation(path, session.get_modelmeta().custom_metadata_map.get("featx.int8"))
     inp = session.get_inputs()[0]
     name = inp.name
+    dtype = np.float16 if "float16" in inp.type else np.float32
     return Session(str(path), "onnxruntime", ort.__version__, device, list(used), name,
-                   [d if isinstance(d, int) else None for d in inp.shape],
-                   np.float16 if "float16" in inp.type else np.float32, [o.name for o in session.get_outputs()],
-                   lambda x: session.run(None, {name: x}))
+                   [d if isinstance(d, int) else None for d in inp.shape], dtype,
+                   [o.name for o in session.get_outputs()], lambda x: session.run(None, {name: x}),
+                   BoundRunner(session, dtype))
 
 
 def int8_saturation_risk(int8_info: Any, cpu: CpuInfo) -> Optional[str]:

@@ -48,7 +48,8 @@ from timm.models._features import feature_take_indices
 from timm.models import adapt_input_conv, get_pretrained_cfg, list_pretrained
 from torch import nn
 
-from featx.checkpoints import load_checkpoint_file, unwrap_state_dict, verify_hash_prefix
+from featx.checkpoints import cached_download, load_checkpoint_file, unwrap_state_dict, verify_hash_prefix
+from featx.errors import WeightsError, WeightsUnavailableError
 from featx.features import FeatureExtractor
 from featx.models import CATALOG, ModelEntry, torchvision_weights_enum
 from featx.weights import LoadReport, adapt_state_dict, check_state_values
@@ -291,11 +292,39 @@ default_cfgs = generate_default_cfgs({
 })
 
 
+def _fetch_or_explain(variant: str, pretrained_cfg: Any, overlay: Any) -> Optional[str]:
+    """Before timm's own pretrained loading: a torchvision URL is fetched (or found) by featx's
+    ``cached_download``, whose offline error names the file, the folder and the URL, and whose hash check
+    timm would skip; for a Hugging Face source, the place to name if timm's download fails."""
+    from timm.models._builder import resolve_pretrained_cfg
+
+    cfg = resolve_pretrained_cfg(variant, pretrained_cfg=pretrained_cfg, pretrained_cfg_overlay=overlay)
+    if cfg.file:
+        return None
+    if cfg.url and cfg.custom_load:
+        cached_download(cfg.url, check_hash=True)
+        return None
+    if cfg.hf_hub_id:
+        return f"hf-hub:{cfg.hf_hub_id} (the Hugging Face cache, $HF_HOME/hub/models--{cfg.hf_hub_id.replace('/', '--')})"
+    return cfg.url or None
+
+
 def _entrypoint(entry: ModelEntry):
     def create(pretrained: bool = False, **kwargs: Any) -> FeatxTimmModel:
-        return build_model_with_cfg(FeatxTimmModel, timm_name(entry), pretrained, entry=entry.name,
-                                    feature_cfg=dict(feature_cls="getter", out_indices=tuple(range(entry.family.levels))),
-                                    pretrained_filter_fn=_filter_source_state, **kwargs)
+        where = (_fetch_or_explain(timm_name(entry), kwargs.get("pretrained_cfg"), kwargs.get("pretrained_cfg_overlay"))
+                 if pretrained else None)
+        try:
+            return build_model_with_cfg(FeatxTimmModel, timm_name(entry), pretrained, entry=entry.name,
+                                        feature_cfg=dict(feature_cls="getter",
+                                                         out_indices=tuple(range(entry.family.levels))),
+                                        pretrained_filter_fn=_filter_source_state, **kwargs)
+        except (OSError, ValueError) as e:  # hub errors (offline: URLError, LocalEntryNotFoundError) are OSErrors
+            if where is None or isinstance(e, WeightsError):
+                raise
+            raise WeightsUnavailableError(
+                f"{timm_name(entry)}: timm could not fetch its pretrained weights from {where} "
+                f"({type(e).__name__}: {' '.join(str(e).split())[:160]}); offline, copy them into that cache from a "
+                "machine with internet, or pass pretrained_cfg_overlay=dict(file=PATH)") from None
 
     create.__name__ = create.__qualname__ = timm_name(entry)
     create.__module__ = __name__
