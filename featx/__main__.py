@@ -2,9 +2,11 @@
 import sys
 
 if __name__ == "__main__":
-    try:
+    try:  # Ctrl-C while Python starts or between featx's own handlers: one line, not a traceback
         from featx.cli import main
-    except KeyboardInterrupt:  # Ctrl-C while Python starts: one line, not an import traceback
+
+        code = main()
+    except KeyboardInterrupt:
         print("featx: interrupted", file=sys.stderr)
-        sys.exit(130)
-    sys.exit(main())
+        code = 130
+    sys.exit(code)

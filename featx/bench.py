@@ -40,6 +40,7 @@ from __future__ import annotations
 import statistics
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
@@ -250,9 +251,18 @@ def run_benchmark(
                 callables[name] = build_entry(name, model, Path(tmp), winograd)
             except Exception as e:  # reported in the table, the others still run
                 results["rows"].append({"entry": name, "error": f"{type(e).__name__}: {str(e)[:200]}"})
+        costs = []
         for size, batch in runs:
             with torch.device("meta"):
-                gflops, _ = flops_and_shapes(meta_model, torch.empty(batch, 3, *size))
+                costs.append(flops_and_shapes(meta_model, torch.empty(batch, 3, *size))[0])
+        log(f"plan: {len(callables)} entries x {len(runs)} inputs ("
+            + ", ".join(f"batch {b} at {s[0]}x{s[1]}" for s, b in runs)
+            + f"), {warmup} warm-up + {repeats} timed runs each; the time left is estimated after the first input")
+        started = time.perf_counter()
+        for k, ((size, batch), gflops) in enumerate(zip(runs, costs)):
+            if k:  # seconds per GFLOP so far, times the GFLOPs still to run
+                left = (time.perf_counter() - started) / sum(costs[:k]) * sum(costs[k:])
+                log(f"about {left / 60:.1f} min left ({len(runs) - k} of {len(runs)} inputs)")
             x = torch.randn(batch, 3, *size)
             timings = _time_interleaved(callables, x, warmup, repeats, log, f"{batch}x3x{size[0]}x{size[1]}")
             base = timings.get("torchvision")

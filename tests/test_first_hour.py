@@ -129,7 +129,7 @@ def test_ctrl_c_during_extract_is_one_line_that_says_how_to_resume(tmp_path):
                     "(finished shards are kept)")
 
 
-@pytest.mark.parametrize("delay", [0.05, 0.4])
+@pytest.mark.parametrize("delay", [0.05, 0.2, 0.4])
 def test_ctrl_c_while_starting_is_one_line(delay, tmp_path):
     r = _interrupt_after(["extract", "ResNet18", str(_photos(tmp_path / "p", 1)), "--out", str(tmp_path / "s")], "",
                          REPO, delay=delay)
@@ -149,3 +149,20 @@ def test_extract_names_what_it_skipped_and_ignored(tmp_path):
     assert r.returncode == 0
     assert "1 images skipped in all: broken.jpg (" in r.stderr and "manifest.json" in r.stderr
     assert "2 files in" in r.stderr and "not images, ignored" in r.stderr
+
+
+def test_the_docs_torchvision_detector_line_downloads_nothing(monkeypatch):
+    import torchvision
+
+    line = next(ln for ln in (REPO / "docs" / "clients.md").read_text().splitlines()
+                if ln.startswith("tv = torchvision.models.detection.fasterrcnn_resnet50_fpn("))
+    code = line.split("#")[0].strip()
+
+    def offline(*args, **kwargs):
+        raise AssertionError(f"the docs' line downloads: {code}")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    scope = {"torchvision": torchvision}
+    exec(code, scope)
+    assert scope["tv"].roi_heads.box_predictor.cls_score.out_features == 3

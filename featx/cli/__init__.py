@@ -48,8 +48,12 @@ def _error_line(e: BaseException) -> str:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+    except KeyboardInterrupt:  # Ctrl-C before the command started: nothing was done
+        log("featx: interrupted")
+        return 130
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
