@@ -4,6 +4,8 @@ Throughput: for each collection, ``extract`` runs end to end into a fresh store 
 decode, the model runs, vectors are pooled and written) and the same model, built the same way
 (``optimize_for_inference``, direct convolutions), runs the same batch shapes on tensors decoded
 beforehand. The ratio ``extract / raw`` says whether the pipeline is the bottleneck (target: >= 0.9).
+A third side is the loop a user would write instead (:func:`plain_loop`: PIL, torchvision transforms, a
+DataLoader, the model under autocast, pooled levels to numpy), at the same device, precision and workers.
 Collections:
   digits   scikit-learn's 1797 digits (8x8 grayscale PNGs), upscaled to ``size`` (224)
   jpeg     generated 640x480 JPEGs: crops of matplotlib's sample photos, with noise, quality 90
@@ -32,10 +34,10 @@ from featx.extraction import (ExtractSettings, batch_loader, build_runner, extra
 from featx.features import input_channels
 from featx.images import sample_image_path
 from featx.io import scratch_dir, write_json
-from featx.models import model_config
+from featx.models import create_model, model_config
 from featx.store import FeatureStore, merge_store, write_shard
 
-__all__ = ["make_digits_collection", "make_jpeg_collection", "raw_pass", "bench_collection", "bench_store",
+__all__ = ["make_digits_collection", "make_jpeg_collection", "raw_pass", "plain_loop", "bench_collection", "bench_store",
            "run_extract_benchmark"]
 
 
@@ -74,7 +76,7 @@ def raw_pass(model: str, source: Path, settings: ExtractSettings, workdir: Path)
     mean, std = model_normalization(net)
     batches, _ = plan_batches(list_images(source), settings, max(f.stride for f in net.feature_info))
     images = sum(len(b) for b in batches)
-    tensors = [x for _, x, _, _ in batch_loader(batches, input_channels(net), mean, std, workers=0)]
+    tensors = [x for _, x, *_ in batch_loader(batches, input_channels(net), mean, std, workers=0)]
     run(tensors[0])  # warm-up
 
     def one_pass() -> float:
@@ -88,23 +90,78 @@ def raw_pass(model: str, source: Path, settings: ExtractSettings, workdir: Path)
     return one_pass
 
 
+class _PlainImages(torch.utils.data.Dataset):
+    """What a user's own loop reads: files in a list, PIL decode, torchvision transforms."""
+
+    def __init__(self, files: list[Path], transform: Callable) -> None:
+        self.files, self.transform = files, transform
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        with Image.open(self.files[i]) as im:
+            return self.transform(im.convert("RGB"))
+
+
+def plain_loop(model: str, source: Path, settings: ExtractSettings) -> Callable[[], float]:
+    """A timer of the loop a user would write instead of ``featx extract``: an ImageFolder-style dataset (PIL
+    decode, torchvision ``Resize`` + ``CenterCrop`` to the shorter side, ``ToTensor``, ``Normalize``), a
+    DataLoader with the same workers and batch size, the featx model in eval mode under ``torch.autocast`` at the
+    same precision, average-pooled levels copied to the host and kept as numpy. Each call is one pass, in
+    images/s (after a warm-up batch)."""
+    from torchvision import transforms
+
+    device = torch.device(settings.device)
+    precision = settings.resolved_precision()
+    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision)
+    net = create_model(model).eval().to(device)
+    mean, std = model_normalization(net)
+    transform = transforms.Compose([transforms.Resize(settings.size), transforms.CenterCrop(settings.size),
+                                    transforms.ToTensor(), transforms.Normalize(mean, std)])
+    files = [f for _, f in list_images(source)]
+    loader = torch.utils.data.DataLoader(_PlainImages(files, transform), batch_size=settings.batch_size,
+                                         num_workers=settings.workers, pin_memory=device.type == "cuda")
+
+    def forward(x: torch.Tensor) -> list[np.ndarray]:
+        with torch.inference_mode(), torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            return [f.float().mean(dim=(2, 3)).cpu().numpy() for f in net(x.to(device, non_blocking=True))]
+
+    forward(next(iter(loader)))  # warm-up
+
+    def one_pass() -> float:
+        t = time.perf_counter()
+        kept = [forward(x) for x in loader]
+        assert sum(len(k[0]) for k in kept) == len(files)
+        return len(files) / (time.perf_counter() - t)
+
+    return one_pass
+
+
 def bench_collection(model: str, source: Path, settings: ExtractSettings, workdir: Path, rounds: int = 2,
                      log: Callable[[str], None] = print) -> dict[str, Any]:
-    """``extract`` vs the raw model on one collection; the best of ``rounds`` runs each, alternated."""
-    raw, loop, end_to_end, images = 0.0, 0.0, 0.0, 0
+    """``extract`` vs the raw model and vs a plain PyTorch loop on one collection; the best of ``rounds`` runs
+    each, alternated."""
+    raw, plain, loop, end_to_end, images = 0.0, 0.0, 0.0, 0.0, 0
     raw_once = raw_pass(model, source, settings, workdir)
+    plain_once = plain_loop(model, source, settings)
+    stages: dict = {}
     for r in range(rounds):
         raw = max(raw, raw_once())
+        plain = max(plain, plain_once())
         out = workdir / f"store_{source.name}_{r}"
         result = extract(model, source, out, settings, progress=False, log=lambda m: None)
         images = result.new
+        if result.new / result.loop_seconds > loop:
+            stages = result.summary["stages"]
         loop = max(loop, result.new / result.loop_seconds)
         end_to_end = max(end_to_end, result.images_per_s)
-        log(f"  {source.name} round {r + 1}: raw {raw:.1f} img/s, extract loop {result.new / result.loop_seconds:.1f} "
-            f"img/s, end to end {result.images_per_s:.1f} img/s")
+        log(f"  {source.name} round {r + 1}: raw {raw:.1f} img/s, plain loop {plain:.1f} img/s, extract loop "
+            f"{result.new / result.loop_seconds:.1f} img/s, end to end {result.images_per_s:.1f} img/s")
     return {"collection": source.name, "images": images, "raw_images_per_s": round(raw, 2),
-            "extract_images_per_s": round(loop, 2), "end_to_end_images_per_s": round(end_to_end, 2),
-            "ratio": round(loop / raw, 3), "end_to_end_ratio": round(end_to_end / raw, 3)}
+            "plain_loop_images_per_s": round(plain, 2), "extract_images_per_s": round(loop, 2),
+            "end_to_end_images_per_s": round(end_to_end, 2), "ratio": round(loop / raw, 3),
+            "vs_plain_loop": round(loop / plain, 3), "end_to_end_ratio": round(end_to_end / raw, 3), "stages": stages}
 
 
 def bench_store(workdir: Path, count: int = 100_000, dim: int = 2048, lookups: int = 100_000,
@@ -145,16 +202,21 @@ def bench_store(workdir: Path, count: int = 100_000, dim: int = 2048, lookups: i
 def run_extract_benchmark(model: str = "ResNet18FPN", jpegs: int = 256, digits: Optional[int] = 512, size: int = 224,
                           batch: int = 32, workers: int = 2, threads: Optional[int] = None, rounds: int = 2,
                           collections: Sequence[str] = ("digits", "jpeg"), store: bool = True,
-                          store_images: int = 100_000, json_path: Optional[str] = None, log: Callable[[str], None] = print) -> dict[str, Any]:
+                          store_images: int = 100_000, json_path: Optional[str] = None, log: Callable[[str], None] = print,
+                          device: str = "cpu", precision: str = "auto") -> dict[str, Any]:
     """The whole benchmark (see the module docstring); returns (and optionally writes) the report."""
     if threads:
         torch.set_num_threads(threads)
-    settings = ExtractSettings(size=size, batch_size=batch, workers=workers, shard_batches=4)
+    settings = ExtractSettings(size=size, batch_size=batch, workers=workers, shard_batches=4, device=device,
+                               precision=precision)
+    settings.check()
     cpu = cpu_info()
-    report: dict[str, Any] = {"cpu": cpu.to_dict(), "torch_threads": torch.get_num_threads(), "model": model,
-                              "size": size, "batch": batch, "workers": workers, "collections": [], "store": None}
-    log(f"CPU: {cpu.model} ({cpu.isa}), {cpu.cores} CPUs, torch threads "
-        f"{report['torch_threads']}")
+    gpu = torch.cuda.get_device_name(torch.device(device)) if torch.device(device).type == "cuda" else None
+    report: dict[str, Any] = {"cpu": cpu.to_dict(), "gpu": gpu, "torch_threads": torch.get_num_threads(), "model": model,
+                              "size": size, "batch": batch, "workers": workers, "device": device,
+                              "precision": settings.resolved_precision(), "collections": [], "store": None}
+    log(f"CPU: {cpu.model} ({cpu.isa}), {cpu.cores} CPUs, torch threads {report['torch_threads']}"
+        + (f"; GPU: {gpu}" if gpu else "") + f"; precision {report['precision']}")
     with scratch_dir() as tmp:
         work = Path(tmp)
         for name in collections:
@@ -172,7 +234,8 @@ def run_extract_benchmark(model: str = "ResNet18FPN", jpegs: int = 256, digits: 
                                           shard_rows=max(1, min(10_000, store_images // 4)))
     for row in report["collections"]:
         log(f"{row['collection']:>6}: extract {row['extract_images_per_s']:.1f} img/s vs raw model "
-            f"{row['raw_images_per_s']:.1f} img/s -> {row['ratio']:.2f}x (end to end {row['end_to_end_ratio']:.2f}x)")
+            f"{row['raw_images_per_s']:.1f} img/s -> {row['ratio']:.2f}x (end to end {row['end_to_end_ratio']:.2f}x); "
+            f"vs a plain PyTorch loop {row['plain_loop_images_per_s']:.1f} img/s -> {row['vs_plain_loop']:.2f}x")
     s = report["store"]
     if s:
         log(f" store: {s['images']} x {s['dim']} fp16 ({s['size_mb']} MB): open {s['open_s']:.3f} s, {s['lookups']} "

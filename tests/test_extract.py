@@ -290,6 +290,11 @@ def test_extract_benchmark_reports_ratios_and_a_mapped_store(tmp_path):
     assert [c["images"] for c in report["collections"]] == [6, 4]
     for c in report["collections"]:
         assert c["raw_images_per_s"] > 0 and c["extract_images_per_s"] > 0 and c["ratio"] > 0
+        assert c["plain_loop_images_per_s"] > 0
+        assert c["vs_plain_loop"] == pytest.approx(c["extract_images_per_s"] / c["plain_loop_images_per_s"], rel=1e-2)
+        assert c["stages"]["model"]["seconds"] > 0
+    assert report["precision"] == "fp32" and report["device"] == "cpu"
+    assert any("vs a plain PyTorch loop" in line for line in lines)
     s = report["store"]
     assert s["images"] == 1000 and s["lookups"] == 1000 and s["memory_mapped"] and s["torch_view_shares_memory"]
     assert json.loads((tmp_path / "r.json").read_text())["store"]["dim"] == 2048
@@ -396,3 +401,71 @@ def test_a_cuda_device_that_is_not_there_is_one_clear_line(tmp_path, monkeypatch
     assert checked_device("cuda:0").index == 0 and checked_device("cpu").type == "cpu"
     with pytest.raises(ValueError, match="--device must be cpu, cuda or cuda:N"):
         checked_device("gpu")
+
+
+# -- precision and where the time goes ---------------------------------------------------------------------------
+def test_precision_is_recorded_checked_and_part_of_resume(collection, tmp_path):
+    quiet = dict(progress=False, log=lambda m: None)
+    out = tmp_path / "bf16"
+    result = extract("ResNet18", collection / "photos", out, ExtractSettings(size=64, workers=0, precision="bf16"), **quiet)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["precision"] == "bf16" and result.summary["precision"] == "bf16"
+    with pytest.raises(ValueError, match="other settings \\(precision\\)"):
+        extract("ResNet18", collection / "photos", out, ExtractSettings(size=64, workers=0), **quiet)
+    fp32 = extract("ResNet18", collection / "photos", tmp_path / "fp32", ExtractSettings(size=64, workers=0), **quiet)
+    assert fp32.summary["precision"] == "fp32"  # auto on a CPU
+    a, b = FeatureStore(out), FeatureStore(tmp_path / "fp32")
+    for level in a.levels:
+        x, y = a.embeddings(level).astype(np.float32), b.embeddings(level).astype(np.float32)
+        rel = np.abs(x - y).max() / np.abs(y).max()
+        assert 1e-4 < rel < 6e-2  # bf16 compute differs from fp32, within --verify's bf16 gate
+    report = verify_store(out, sample=2, log=lambda m: None, weights="random")
+    assert report["passed"] and report["precision"] == "bf16" and report["tolerance"] == 6e-2
+    # a store made before precisions were recorded ran fp32 and resumes as such
+    old = json.loads((tmp_path / "fp32" / "manifest.json").read_text())
+    del old["precision"]
+    (tmp_path / "fp32" / "manifest.json").write_text(json.dumps(old))
+    assert extract("ResNet18", collection / "photos", tmp_path / "fp32", ExtractSettings(size=64, workers=0), **quiet).new == 0
+    for bad, words in [(dict(precision="fp16"), "fp16 is for CUDA"), (dict(precision="tf32"), "tf32 is a CUDA mode"),
+                       (dict(precision="bf16", runtime="onnxruntime"), "is for --runtime torch"),
+                       (dict(precision="int4"), "precision must be auto or one of")]:
+        with pytest.raises(ValueError, match=words):
+            extract("ResNet18", collection / "photos", tmp_path / "bad", ExtractSettings(size=64, **bad), **quiet)
+    assert not (tmp_path / "bad").exists()
+
+
+def test_the_summary_says_where_the_time_went(collection, tmp_path):
+    lines: list[str] = []
+    result = extract("ResNet18", collection, tmp_path / "s", ExtractSettings(size=64, workers=2, batch_size=3,
+                                                                            shard_batches=1), progress=False,
+                     log=lines.append)
+    stages = result.summary["stages"]
+    assert {"wait for workers", "read+hash (workers)", "decode+resize (workers)", "upload", "model", "pool", "download",
+            "write", "write (writer thread)"} <= set(stages)
+    assert stages["model"]["seconds"] > 0 and all(v["seconds"] >= 0 for v in stages.values())
+    assert stages["model"]["images_per_s"] == pytest.approx(result.new / stages["model"]["seconds"], rel=1e-2)
+    assert any(m.startswith("extract: time per stage on ") and "(fp32)" in m for m in lines)
+    assert result.summary["device_name"]
+
+
+def test_stage_clock_adds_host_stages():
+    import time as _time
+
+    from featx.extraction import StageClock
+
+    clock = StageClock(torch.device("cpu"))
+    clock.start()
+    _time.sleep(0.02)
+    clock.mark("a")
+    clock.mark("b")
+    clock.add("a", 1.0)
+    clock.settle()
+    assert 1.02 <= clock.seconds["a"] < 1.2 and 0 <= clock.seconds["b"] < 0.01
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_extract_at_fp16_is_within_its_gate_of_the_cpu(collection, tmp_path):
+    quiet = dict(progress=False, log=lambda m: None)
+    gpu = extract("ResNet18", collection, tmp_path / "gpu", ExtractSettings(size=64, device="cuda"), **quiet)
+    assert gpu.summary["precision"] == "fp16" and gpu.summary["stages"]["model"]["seconds"] > 0
+    assert verify_store(tmp_path / "gpu", sample=4, log=lambda m: None, weights="random")["passed"]

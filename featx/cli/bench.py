@@ -161,7 +161,8 @@ def _add_bench_extract(sub) -> None:
     p = add_command(
         sub, "bench-extract", help="benchmark featx extract against the model alone, and the store's reads",
         description="In one run: featx extract end to end (workers decode, the model runs, vectors are pooled and "
-                    "written) against the same model on the same batches decoded beforehand, for scikit-learn's "
+                    "written) against the same model on the same batches decoded beforehand and against the plain "
+                    "PyTorch loop a user would write (PIL, torchvision transforms, a DataLoader), for scikit-learn's "
                     "digits upscaled to --size and for generated 640x480 JPEGs (ratio: extract / raw; the target is "
                     ">= 0.9); then a store of 100k pooled 2048-d fp16 vectors: opening it, 100k lookups, "
                     "embeddings() without a copy. Runs alternate (--rounds) and the best of each is kept. The report "
@@ -180,6 +181,9 @@ def _add_bench_extract(sub) -> None:
     p.add_argument("--threads", type=int_at_least(1), help="torch intra-op threads (default: torch's)")
     p.add_argument("--rounds", type=int_at_least(1), default=2, help="alternated runs of each side (default 2)")
     p.add_argument("--no-store", action="store_true", help="skip the 100k-entry store part")
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N: where every side runs the model")
+    p.add_argument("--precision", choices=("auto", "fp32", "tf32", "fp16", "bf16"), default="auto",
+                   help="the model's compute, as featx extract --precision (default auto: fp16 on CUDA, fp32 on a CPU)")
     p.add_argument("--json", metavar="PATH", type=writable_file, help="write the report as JSON")
     p.set_defaults(func=_cmd_bench_extract)
 
@@ -191,7 +195,8 @@ def _cmd_bench_extract(args) -> int:
     get_entry(args.model)  # an unknown name fails now, not after the collections are generated
     run_extract_benchmark(args.model, jpegs=args.jpegs, digits=args.digits, size=args.size, batch=args.batch,
                           workers=args.workers, threads=args.threads, rounds=args.rounds, collections=args.collections,
-                          store=not args.no_store, json_path=args.json, log=print)
+                          store=not args.no_store, json_path=args.json, log=print, device=args.device,
+                          precision=args.precision)
     return 0
 
 

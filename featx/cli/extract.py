@@ -53,7 +53,12 @@ def _add_extract(sub) -> None:
                    help="batches per shard file (default 16); fewer lose less work to a kill, more make fewer files")
     p.add_argument("--runtime", choices=("torch", "onnxruntime", "openvino"), default="torch",
                    help="where the model runs (default torch; the others export it first)")
-    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="device (default cpu)")
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
+    p.add_argument("--precision", choices=("auto", "fp32", "tf32", "fp16", "bf16"), default="auto",
+                   help="the model's compute (torch runtime): auto (default) is fp16 on CUDA (tensor cores; vectors are "
+                        "stored in fp16 by default anyway) and fp32 on a CPU; bf16 on CPUs with AVX512-BF16 or AMX "
+                        "(measure it: featx bench-extract --precision bf16); tf32 on CUDA. Recorded in the manifest, "
+                        "part of what a resumed run must match, and --verify's tolerance follows it")
     p.add_argument("--json", metavar="PATH", type=writable_file, help="also write the run's summary as JSON")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_extract, on_interrupt="rerun the same command to resume (finished shards are kept)")
@@ -78,7 +83,8 @@ def _cmd_extract(args) -> int:
     levels = [lv for item in args.levels for lv in item.split(",") if lv] if args.levels else None  # P3,P4 or P3 P4
     settings = ExtractSettings(size=args.size, resize=args.resize, levels=levels, pool=args.pool, gem_p=args.gem_p,
                                maps=args.maps, dtype=args.dtype, batch_size=args.batch, workers=args.workers,
-                               runtime=args.runtime, device=args.device, shard_batches=args.shard_batches)
+                               runtime=args.runtime, device=args.device, shard_batches=args.shard_batches,
+                               precision=args.precision)
     if args.model.endswith((".pth", ".pt")):
         raise ValueError("featx extract takes a backbone (catalogue name or config .py), not a training checkpoint")
     model = target_config(args.model, args.cfg_options, args.weights)
