@@ -60,11 +60,15 @@ from featx.store import (SHARD_DIR, FeatureStore, merge_store, remove_stale_shar
                           shard_metadata, write_shard)
 from featx.version import __version__
 
-__all__ = ["ExtractSettings", "ExtractResult", "list_images", "source_root", "plan_batches", "batch_loader", "build_runner", "model_normalization", "valid_sizes", "pool_maps", "level_features", "device_values", "to_host", "StageClock", "extract", "verify_store", "POOLS"]
+__all__ = ["ExtractSettings", "ExtractResult", "list_images", "source_root", "plan_batches", "batch_loader", "build_runner", "model_normalization", "valid_sizes", "pool_maps", "level_features", "device_values", "to_host", "StageClock", "DeviceDecoder", "extract", "verify_store", "POOLS"]
 
 POOLS = ("avg", "max", "gem")
 RUNTIMES = ("torch", "onnxruntime", "openvino")
 EXTRACT_PRECISIONS = ("fp32", "tf32", "fp16", "bf16")
+DECODERS = ("auto", "cpu", "cuda")
+# what the manifest records (part of the preprocessing, so a resumed run must use the same decoder)
+DECODER_NAMES = {"cpu": "torchvision decode_jpeg for JPEG, PIL otherwise",
+                 "cuda": "torchvision decode_jpeg on the model's device for JPEG (nvJPEG on CUDA), PIL otherwise"}
 # --verify's gate per compute precision: max relative error of a recomputed (fp32) vector, and its cosine
 VERIFY_GATES = {"fp32": (1e-4, 0.9999), "tf32": (1e-2, 0.9999), "fp16": (2e-2, 0.999), "bf16": (6e-2, 0.998)}
 
@@ -87,6 +91,7 @@ class ExtractSettings:
     device: str = "cpu"
     shard_batches: int = 16
     precision: str = "auto"  # the model's compute: auto = fp16 on CUDA, fp32 elsewhere (see resolved_precision)
+    decode: str = "auto"  # JPEG decoding: auto, cpu (workers) or cuda (nvJPEG where the model runs); resolved_decode
 
     def resolved_precision(self) -> str:
         """``precision`` with ``auto`` decided: fp16 for the torch runtime on CUDA (tensor cores; the stored
@@ -95,6 +100,14 @@ class ExtractSettings:
         if self.precision != "auto":
             return self.precision
         return "fp16" if self.runtime == "torch" and torch.device(self.device).type == "cuda" else "fp32"
+
+    def resolved_decode(self) -> str:
+        """``decode`` with ``auto`` decided by a stated rule: ``cuda`` when the model runs on CUDA in PyTorch
+        (the GPU decodes a batch of JPEGs faster than a few CPU workers, and the workers then only read and
+        hash), ``cpu`` otherwise."""
+        if self.decode != "auto":
+            return self.decode
+        return "cuda" if self.runtime == "torch" and torch.device(self.device).type == "cuda" else "cpu"
 
     def check(self) -> None:
         if self.resize is None and (not isinstance(self.size, int) or self.size < 1):
@@ -122,6 +135,10 @@ class ExtractSettings:
             raise ValueError(f"--precision {precision} is for --runtime torch; the exported runtimes run fp32 here")
         if precision == "tf32" and not on_cuda:
             raise ValueError("--precision tf32 is a CUDA mode (TF32 tensor cores); on a CPU use fp32 or bf16")
+        if self.decode not in DECODERS:
+            raise ValueError(f"decode must be one of {DECODERS}, got {self.decode!r}")
+        if self.decode == "cuda" and not (on_cuda and self.runtime == "torch"):
+            raise ValueError("--decode cuda decodes JPEGs where the model runs: it needs --device cuda and --runtime torch")
         if precision == "fp16" and not on_cuda:
             raise ValueError("--precision fp16 is for CUDA; CPUs compute fp16 slowly: use fp32, or bf16 on CPUs "
                              "with AVX512-BF16 or AMX")
@@ -247,11 +264,14 @@ def _plan_digest(batches: list[list[PlannedImage]]) -> str:
 
 # -- reading images in workers --------------------------------------------------------------------------
 class _Images(torch.utils.data.Dataset):
-    """Planned images -> ``(index, normalized padded tensor, file record, error, (read s, decode s))``; decoded in a
-    worker. The record is the bytes' SHA-256 and the file's size and mtime when read (what resume compares)."""
+    """Planned images -> ``(index, normalized padded tensor, file record, error, (read s, decode s), JPEG bytes)``;
+    decoded in a worker, except JPEGs with ``defer_jpeg``: those come back as their bytes (a uint8 tensor) and a
+    zero tensor, for :class:`DeviceDecoder`. The record is the bytes' SHA-256 and the file's size and mtime when
+    read (what resume compares)."""
 
-    def __init__(self, items: list[PlannedImage], channels: int, mean: Sequence[float], std: Sequence[float]) -> None:
-        self.items, self.channels = items, channels
+    def __init__(self, items: list[PlannedImage], channels: int, mean: Sequence[float], std: Sequence[float],
+                 defer_jpeg: bool = False) -> None:
+        self.items, self.channels, self.defer_jpeg = items, channels, defer_jpeg
         self.mean = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
 
@@ -269,19 +289,21 @@ class _Images(torch.utils.data.Dataset):
                 data = f.read()
             record = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns}
             read = time.perf_counter() - start
+            if self.defer_jpeg and _is_jpeg(data):  # decoded batched where the model runs (DeviceDecoder)
+                return index, x, record, "", (read, 0.0), torch.frombuffer(bytearray(data), dtype=torch.uint8)
             image = _decode(data, self.channels)
             # uint8 antialiased resize: torchvision's fast integer path (~4x the float one on a CPU)
             image = TF.resize(image, list(item.resized), interpolation=TF.InterpolationMode.BILINEAR, antialias=True)
             x[:, :item.resized[0], :item.resized[1]] = (image.float().div_(255) - self.mean) / self.std
-            return index, x, record, "", (read, time.perf_counter() - start - read)
+            return index, x, record, "", (read, time.perf_counter() - start - read), None
         except Exception as e:  # a broken file: listed with its reason, not fatal
-            return index, x, {}, f"{type(e).__name__}: {str(e)[:160]}", (read, time.perf_counter() - start - read)
+            return index, x, {}, f"{type(e).__name__}: {str(e)[:160]}", (read, time.perf_counter() - start - read), None
 
 
 def _decode(data: bytes, channels: int) -> torch.Tensor:
     """File bytes -> ``(channels, H, W)`` uint8. JPEGs by torchvision's libjpeg-turbo decoder; every other
     format by PIL with featx's conversion (palette, alpha on white, 16-bit)."""
-    if data[:3] == b"\xff\xd8\xff":
+    if _is_jpeg(data):
         mode = ImageReadMode.GRAY if channels == 1 else ImageReadMode.RGB
         return decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=mode)
     with Image.open(io.BytesIO(data)) as im:
@@ -292,10 +314,56 @@ def _decode(data: bytes, channels: int) -> torch.Tensor:
     return (image.unsqueeze(-1) if image.dim() == 2 else image).permute(2, 0, 1).contiguous()
 
 
+def _is_jpeg(data: bytes) -> bool:
+    return data[:3] == b"\xff\xd8\xff"
+
+
 def _collate(batch):
-    """A batch: ``(indices, (N, C, H, W) tensor, records, errors, (read s, decode s) summed over its images)``."""
+    """A batch: ``(indices, (N, C, H, W) tensor, records, errors, (read s, decode s) summed over its images, JPEG
+    bytes still to decode per image or None)``."""
     return ([b[0] for b in batch], torch.stack([b[1] for b in batch]), [b[2] for b in batch], [b[3] for b in batch],
-            (sum(b[4][0] for b in batch), sum(b[4][1] for b in batch)))
+            (sum(b[4][0] for b in batch), sum(b[4][1] for b in batch)), [b[5] for b in batch])
+
+
+class DeviceDecoder:
+    """JPEGs decoded batched where the model runs (``--decode cuda``: nvJPEG through torchvision's
+    ``decode_jpeg(..., device="cuda")``), resized there (antialiased) and normalized into the batch that the
+    workers filled with every other image. A JPEG the device cannot decode is decoded on the host instead;
+    one no decoder reads is skipped with the reason, as in the workers."""
+
+    def __init__(self, device: torch.device, channels: int, mean: Sequence[float], std: Sequence[float]) -> None:
+        self.device, self.channels = device, channels
+        self.mode = ImageReadMode.GRAY if channels == 1 else ImageReadMode.RGB
+        self.mean = torch.tensor(mean, dtype=torch.float32, device=device).view(-1, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32, device=device).view(-1, 1, 1)
+
+    def __call__(self, x: torch.Tensor, items: Sequence[PlannedImage], jpegs: Sequence[Optional[torch.Tensor]],
+                 errors: list[str]) -> torch.Tensor:
+        """``x`` (on the device) with the rows of ``jpegs`` filled in; ``errors`` updated in place."""
+        rows = [j for j, data in enumerate(jpegs) if data is not None]
+        if not rows:
+            return x
+        try:
+            images = decode_jpeg([jpegs[j] for j in rows], mode=self.mode, device=self.device)
+        except Exception:  # one bad file fails the batched call: decode one by one, falling back to the host
+            images = [self._one(jpegs[j], errors, j) for j in rows]
+        for j, image in zip(rows, images):
+            if image is None:
+                continue
+            h, w = items[j].resized
+            image = TF.resize(image, [h, w], interpolation=TF.InterpolationMode.BILINEAR, antialias=True)
+            x[j, :, :h, :w] = (image.float().div_(255) - self.mean) / self.std
+        return x
+
+    def _one(self, data: torch.Tensor, errors: list[str], j: int) -> Optional[torch.Tensor]:
+        try:
+            return decode_jpeg(data, mode=self.mode, device=self.device)
+        except Exception:
+            try:
+                return _decode(data.numpy().tobytes(), self.channels).to(self.device)
+            except Exception as e:  # neither decoder reads it: skipped with the reason
+                errors[j] = f"{type(e).__name__}: {str(e)[:160]}"
+                return None
 
 
 # -- the model in its runtime -------------------------------------------------------------------------
@@ -603,7 +671,7 @@ def extract(model: Union[str, dict], source: Union[str, Path], out: Union[str, P
                               "shorter_side": None if settings.resize else settings.size, "pad_to": divisor,
                               "channels": channels, "mean": mean, "std": std, "scale": "0..1",
                               "antialias": True, "interpolation": "bilinear (uint8)",
-                              "decoder": "torchvision decode_jpeg for JPEG, PIL otherwise"},
+                              "decoder": DECODER_NAMES[settings.resolved_decode()]},
             "batch_size": settings.batch_size, "runtime": settings.runtime, "device": settings.device,
             "precision": settings.resolved_precision(),
             "planned_images": len(images),
@@ -638,8 +706,10 @@ def extract(model: Union[str, dict], source: Union[str, Path], out: Union[str, P
         mine = [b for b in range(len(batches)) if b % world == rank and b not in done]
         items = [p for b in mine for p in batches[b]]
         run_device = _run_device(settings)
+        device_decode = settings.resolved_decode() == "cuda"
         loader = batch_loader([batches[b] for b in mine], channels, mean, std, settings.workers,
-                              pin_memory=run_device.type == "cuda")
+                              pin_memory=run_device.type == "cuda", defer_jpeg=device_decode)
+        decoder = DeviceDecoder(run_device, channels, mean, std) if device_decode else None
         clock = StageClock(run_device)
         dtype = np.float16 if settings.dtype == "fp16" else np.float32
         pending = _PendingShard(levels)
@@ -670,13 +740,16 @@ def extract(model: Union[str, dict], source: Union[str, Path], out: Union[str, P
             t0 = time.perf_counter()
             completed = 0
             waited = time.perf_counter()
-            for batch_id, (indices, x, records, errors, worker_s) in zip(mine, loader):
+            for batch_id, (indices, x, records, errors, worker_s, jpegs) in zip(mine, loader):
                 clock.add("wait for workers", time.perf_counter() - waited)
                 clock.add("read+hash (workers)", worker_s[0])
                 clock.add("decode+resize (workers)", worker_s[1])
                 clock.start()
                 x = x.to(run_device, non_blocking=True)
                 clock.mark("upload")
+                if decoder is not None:
+                    x = decoder(x, [items[i] for i in indices], jpegs, errors)
+                    clock.mark("decode+resize (device)")
                 outs = run(x)
                 clock.mark("model")
                 resized = [items[i].resized for i in indices]
@@ -754,12 +827,13 @@ def extract(model: Union[str, dict], source: Union[str, Path], out: Union[str, P
 
 
 def batch_loader(batches: Sequence[Sequence[PlannedImage]], channels: int, mean: Sequence[float], std: Sequence[float],
-                 workers: int, pin_memory: bool = False) -> torch.utils.data.DataLoader:
+                 workers: int, pin_memory: bool = False, defer_jpeg: bool = False) -> torch.utils.data.DataLoader:
     """A DataLoader of the planned ``batches`` in order, decoded in ``workers`` processes: each item is
     ``(indices into the concatenated batches, (N, channels, H, W) normalized float tensor, file records, errors,
-    (read s, decode s))``; ``pin_memory`` for a fast, non-blocking upload to a GPU."""
+    (read s, decode s), JPEG bytes left to decode)``; ``pin_memory`` for a fast, non-blocking upload to a GPU;
+    ``defer_jpeg`` leaves JPEGs to :class:`DeviceDecoder`."""
     items = [p for b in batches for p in b]
-    return torch.utils.data.DataLoader(_Images(items, channels, mean, std), batch_sampler=_BatchRanges([len(b) for b in batches]),
+    return torch.utils.data.DataLoader(_Images(items, channels, mean, std, defer_jpeg), batch_sampler=_BatchRanges([len(b) for b in batches]),
                                        num_workers=workers, collate_fn=_collate, persistent_workers=False,
                                        pin_memory=pin_memory,
                                        worker_init_fn=_ignore_interrupts if workers else None,
@@ -845,7 +919,7 @@ def verify_store(folder: Union[str, Path], sample: int = 8, log: Callable[[str],
         for e in picks:
             file = root / e.path  # an absolute id stays itself
             item = PlannedImage(e.path, str(file), e.size, *_target(e.size, settings, pre["pad_to"]))
-            _, x, record, error, _ = _Images([item], pre["channels"], pre["mean"], pre["std"])[0]
+            _, x, record, error, _, _ = _Images([item], pre["channels"], pre["mean"], pre["std"])[0]
             digest = record.get("sha256", "")
             if error or digest != e.sha256:
                 raise ValueError(f"{e.path}: the image changed since extraction (sha256 {digest[:12]} vs stored "

@@ -469,3 +469,47 @@ def test_cuda_extract_at_fp16_is_within_its_gate_of_the_cpu(collection, tmp_path
     gpu = extract("ResNet18", collection, tmp_path / "gpu", ExtractSettings(size=64, device="cuda"), **quiet)
     assert gpu.summary["precision"] == "fp16" and gpu.summary["stages"]["model"]["seconds"] > 0
     assert verify_store(tmp_path / "gpu", sample=4, log=lambda m: None, weights="random")["passed"]
+
+
+def test_device_decode_equals_the_workers_decode_and_falls_back(collection, tmp_path, monkeypatch):
+    """--decode cuda's path (JPEGs batched through decode_jpeg where the model runs, resized there), run on the CPU:
+    the same stored numbers as the workers' decode, the same skipped files (a broken JPEG falls back to the host
+    decoders, which refuse it with their reason), and the decoder is part of what a resume must match."""
+    import featx.extraction as extraction
+
+    quiet = dict(progress=False, log=lambda m: None)
+    settings = ExtractSettings(size=64, workers=2, batch_size=3)
+    extract("ResNet18", collection, tmp_path / "host", settings, **quiet)
+    monkeypatch.setattr(extraction.ExtractSettings, "resolved_decode", lambda self: "cuda")
+    result = extract("ResNet18", collection, tmp_path / "device", settings, **quiet)
+    a, b = FeatureStore(tmp_path / "host"), FeatureStore(tmp_path / "device")
+    assert list(a) == list(b) and result.images == len(a)
+    for level in a.levels:
+        assert np.array_equal(a.embeddings(level), b.embeddings(level))
+    assert [s["path"] for s in a.skipped] == [s["path"] for s in b.skipped] == ["broken.jpg", "truncated.jpg"]
+    assert "decode+resize (device)" in result.summary["stages"]
+    assert "on the model's device" in b.manifest["preprocessing"]["decoder"]
+    monkeypatch.undo()
+    with pytest.raises(ValueError, match="other settings \\(preprocessing\\)"):
+        extract("ResNet18", collection, tmp_path / "device", settings, **quiet)
+
+
+def test_decode_choices_are_checked():
+    assert ExtractSettings().resolved_decode() == "cpu"  # auto on a CPU
+    with pytest.raises(ValueError, match="--decode cuda decodes JPEGs where the model runs"):
+        ExtractSettings(decode="cuda").check()
+    with pytest.raises(ValueError, match="decode must be one of"):
+        ExtractSettings(decode="gpu").check()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_decode_is_within_the_gate_of_the_cpu_decode(collection, tmp_path):
+    quiet = dict(progress=False, log=lambda m: None)
+    base = dict(size=64, device="cuda", precision="fp32")
+    extract("ResNet18", collection, tmp_path / "cpu", ExtractSettings(decode="cpu", **base), **quiet)
+    extract("ResNet18", collection, tmp_path / "gpu", ExtractSettings(decode="cuda", **base), **quiet)
+    a, b = FeatureStore(tmp_path / "cpu"), FeatureStore(tmp_path / "gpu")
+    assert list(a) == list(b)
+    for level in a.levels:
+        x, y = a.embeddings(level).astype(np.float32), b.embeddings(level).astype(np.float32)
+        assert np.abs(x - y).max() <= 2e-2 * np.abs(y).max()

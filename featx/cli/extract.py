@@ -54,6 +54,10 @@ def _add_extract(sub) -> None:
     p.add_argument("--runtime", choices=("torch", "onnxruntime", "openvino"), default="torch",
                    help="where the model runs (default torch; the others export it first)")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
+    p.add_argument("--decode", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="where JPEGs are decoded: cpu (the workers, libjpeg-turbo), cuda (batched with nvJPEG where the "
+                        "model runs, then resized there; the workers only read and hash; other formats and JPEGs the GPU "
+                        "cannot read fall back to the CPU), auto (default: cuda when the model runs on CUDA in PyTorch)")
     p.add_argument("--precision", choices=("auto", "fp32", "tf32", "fp16", "bf16"), default="auto",
                    help="the model's compute (torch runtime): auto (default) is fp16 on CUDA (tensor cores; vectors are "
                         "stored in fp16 by default anyway) and fp32 on a CPU; bf16 on CPUs with AVX512-BF16 or AMX "
@@ -84,7 +88,7 @@ def _cmd_extract(args) -> int:
     settings = ExtractSettings(size=args.size, resize=args.resize, levels=levels, pool=args.pool, gem_p=args.gem_p,
                                maps=args.maps, dtype=args.dtype, batch_size=args.batch, workers=args.workers,
                                runtime=args.runtime, device=args.device, shard_batches=args.shard_batches,
-                               precision=args.precision)
+                               precision=args.precision, decode=args.decode)
     if args.model.endswith((".pth", ".pt")):
         raise ValueError("featx extract takes a backbone (catalogue name or config .py), not a training checkpoint")
     model = target_config(args.model, args.cfg_options, args.weights)
