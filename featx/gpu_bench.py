@@ -7,6 +7,8 @@ Entries (each an ``(N, 3, H, W) tensor on the device -> pyramid`` callable):
   featx_optimized     ``featx.inference.optimize_for_inference`` (BN folded) in the precision's dtype
   featx_compile       ``torch.compile`` of the optimized model (opt-in: compiling takes a minute per shape)
   featx_cuda_graph    the optimized model replayed from a CUDA graph captured per input shape (static shapes)
+  featx_tuned         ``featx.accel.optimize_for_gpu``: eager, NCHW or NHWC, with or without a CUDA graph, the
+                      fastest measured on this GPU per shape and precision (measured during warm-up, cached)
   featx_ort           the featx ONNX export in ONNX Runtime's CUDA provider, inputs and outputs bound on the
                       device (IO binding, :mod:`featx.deploy.iobinding`)
   featx_trt           the same file in ONNX Runtime's TensorRT provider, where onnxruntime reports it (opt-in)
@@ -40,6 +42,7 @@ import torch
 from torch import nn
 from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
 
+from featx import accel
 from featx.bench import TimmFPN, torchvision_counterpart
 from featx.deploy.iobinding import BoundRunner
 from featx.deploy.onnx_export import ExportSettings, export_onnx
@@ -56,7 +59,7 @@ from featx.version import software_versions
 __all__ = ["GPU_BENCH_ENTRIES", "PRECISIONS", "DEFAULT_GPU_ENTRIES", "gpu_info", "precision_context",
            "cuda_event_ms", "measure_matmul_peak_tflops", "build_gpu_entry", "run_gpu_benchmark"]
 
-DEFAULT_GPU_ENTRIES = ("torchvision", "featx", "featx_optimized", "featx_cuda_graph", "featx_ort")
+DEFAULT_GPU_ENTRIES = ("torchvision", "featx", "featx_optimized", "featx_cuda_graph", "featx_tuned", "featx_ort")
 DTYPES = {"fp32": torch.float32, "tf32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
@@ -139,6 +142,23 @@ class _CudaGraph:
         return out
 
 
+class _Tuned:
+    """``accel.optimize_for_gpu``'s choice for each input shape, made (measured, or read from the cache) on the
+    first call with that shape: during the benchmark's warm-up."""
+
+    def __init__(self, model: nn.Module, precision: str) -> None:
+        self.model, self.precision = model, precision
+        self.runs: dict[tuple, Callable] = {}
+        self.choices: dict[tuple, str] = {}
+
+    def __call__(self, x: torch.Tensor) -> Any:
+        shape = tuple(x.shape)
+        if shape not in self.runs:
+            self.runs[shape], choice = accel.optimize_for_gpu(self.model, shape, self.precision, x.device)
+            self.choices[shape] = choice.choice
+        return self.runs[shape](x)
+
+
 def _reference_net(name: str, model: str) -> nn.Module:
     if name == "torchvision":
         return resnet_fpn_backbone(backbone_name=torchvision_counterpart(model), weights=None, trainable_layers=5)
@@ -193,6 +213,8 @@ def build_gpu_entry(name: str, model: str, precision: str, device: torch.device,
                 return net(x)
 
         return eager
+    if name == "featx_tuned":
+        return _Tuned(create_model(model).to(device), precision)
     net = optimize_for_inference(create_model(model), channels_last=device.type == "cuda", inplace=True).to(device, dtype)
     if name == "featx_compile":
         net = torch.compile(net, dynamic=False)

@@ -33,7 +33,7 @@ BENCH_ENTRIES = ("torchvision", "timm+tv_fpn", "featx", "featx_optimized", "feat
                  "featx_openvino_int8")
 # featx bench --device cuda (featx.gpu_bench): its entries and the precisions it times them at
 GPU_BENCH_ENTRIES = ("torchvision", "timm+tv_fpn", "featx", "featx_optimized", "featx_compile", "featx_cuda_graph",
-                     "featx_ort", "featx_trt")
+                     "featx_tuned", "featx_ort", "featx_trt")
 PRECISIONS = ("fp32", "tf32", "fp16", "bf16")
 # the config featx finetune-demo trains
 DIGITS_CONFIG = "configs/finetune/resnet18_digits.py"

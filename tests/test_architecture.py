@@ -44,8 +44,8 @@ LAYERS: list[tuple[str, ...]] = [
 # chain them live above both), and neither is extraction.
 INDEPENDENT = [("featx.train", "featx.deploy"), ("featx.detection", "featx.deploy"), ("featx.train", "featx.extraction"),
                ("featx.detection", "featx.extraction"), ("featx.stats", "featx.check"), ("featx.viz", "featx.check")]
-# Who may import the opt-in layer: itself, the benchmark that measures it, and the command that asks for it.
-ACCEL_USERS = ("featx.accel", "featx.bench", "featx.cli")
+# Who may import the opt-in layer: itself, the benchmarks that measure it, and the command that asks for it.
+ACCEL_USERS = ("featx.accel", "featx.bench", "featx.gpu_bench", "featx.cli")
 
 
 def _module_name(path: Path) -> str:

@@ -63,7 +63,7 @@ def main() -> int:
               240, summary)
         _step(out, "bench-torch", featx + ["bench", "--device", "cuda", "--model", args.model, "--sizes", *sizes,
                                            "--batch", "1", "8", "--entries", "torchvision", "featx", "featx_optimized",
-                                           "featx_cuda_graph", "--precision", "fp32", "tf32", "fp16", "bf16", *repeats,
+                                           "featx_cuda_graph", "featx_tuned", "--precision", "fp32", "tf32", "fp16", "bf16", *repeats,
                                            "--json", str(out / "bench_torch.json")], 300, summary)
     if args.stage in ("ort", "all"):
         for precision, extra in (("fp32", []), ("fp16", ["--fp16"])):

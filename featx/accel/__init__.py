@@ -1,5 +1,6 @@
 """Opt-in speed for particular hardware: convolutions as Winograd F(4x4)/F(6x6) where timed faster on this CPU,
-OpenVINO's planar-kernel hint, and the int8 runtime chosen by timing both.
+OpenVINO's planar-kernel hint, the int8 runtime chosen by timing both, and on a GPU the memory format, CUDA
+graphs and torch.compile chosen by timing them (``optimize_for_gpu``).
 
 Nothing in featx's core imports this package: the core's models, ``optimize_for_inference`` and exports are
 plain and the same on every machine. Ask for these layers explicitly:
@@ -9,14 +10,17 @@ plain and the same on every machine. Ask for these layers explicitly:
 >>> accel.export_onnx("ResNet50FPN", "r50.onnx")                     # featx export --winograd auto
 >>> accel.export_openvino("ResNet50FPN", "r50.xml")                  # ... --format openvino --winograd auto
 >>> accel.export_int8_measured(cfg, "r50.onnx", settings, "photos/") # ... --int8 --runtime auto
+>>> run, choice = accel.optimize_for_gpu(model.cuda(), (8, 3, 800, 1216), "fp16")  # never slower than eager
 
 Every choice made by measuring is cached per CPU, software versions and thread count
 (``$FEATX_CACHE_DIR/choices.json``) and stored in the exported file's metadata.
 """
 from featx.accel.export import CPU_SETTINGS, export_onnx, export_openvino, winograd_rewrite
+from featx.accel.gpu import GpuChoice, optimize_for_gpu
 from featx.accel.int8 import export_int8_measured
 from featx.accel.optimize import apply_winograd, optimize_for_inference
 from featx.accel.tuning import WinogradDecision, confirm_on_whole_model, decide_winograd
 
 __all__ = ["CPU_SETTINGS", "export_onnx", "export_openvino", "winograd_rewrite", "export_int8_measured",
-           "apply_winograd", "optimize_for_inference", "WinogradDecision", "confirm_on_whole_model", "decide_winograd"]
+           "apply_winograd", "optimize_for_inference", "WinogradDecision", "confirm_on_whole_model", "decide_winograd",
+           "GpuChoice", "optimize_for_gpu"]

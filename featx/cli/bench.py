@@ -21,7 +21,7 @@ def _add_bench(sub) -> None:
                     "names the CPU (model, AVX2/AVX-512/VNNI/AMX) and the runtime versions.\n\n"
                     "With --device cuda: featx's GPU paths on one CUDA device at each --precision (fp32, tf32, fp16, "
                     "bf16), timed by CUDA events: "
-                    f"{', '.join(GPU_BENCH_ENTRIES)} (default: torchvision featx featx_optimized featx_cuda_graph "
+                    f"{', '.join(GPU_BENCH_ENTRIES)} (default: torchvision featx featx_optimized featx_cuda_graph featx_tuned "
                     "featx_ort; featx_ort binds inputs and outputs on the GPU); each row's ratio to torchvision eager "
                     "at the same precision, TFLOP/s and the share of a matmul peak measured in the run, and the GPU, "
                     "driver, CUDA and cuDNN versions.",
