@@ -76,9 +76,9 @@ def validate_out_indices(out_indices: Iterable[int], num_stages: int) -> tuple[i
 
 
 def check_image_batch(x: object, in_channels: int, owner: str, min_size: int = 0,
-                      dtype: Optional[torch.dtype] = None) -> torch.Tensor:
+                      dtype: Optional[torch.dtype] = None, device: Optional[torch.device] = None) -> torch.Tensor:
     """Return ``x`` unless it is not a float tensor ``(N, in_channels, H, W)`` with H, W >= ``min_size``
-    of the model's ``dtype`` (outside autocast), else raise a clear error. Under ``torch.fx`` tracing it
+    of the model's ``dtype`` (outside autocast) on the model's ``device``, else raise a clear error. Under ``torch.fx`` tracing it
     is one opaque call, so traced graphs (``create_feature_extractor``, timm's FX tests) keep the check."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{owner} expects a torch.Tensor of shape (N, {in_channels}, H, W), got {type(x).__name__}")
@@ -96,6 +96,10 @@ def check_image_batch(x: object, in_channels: int, owner: str, min_size: int = 0
         name = str(dtype).removeprefix("torch.")
         raise TypeError(f"{owner} has {name} weights and expects {name} input, got {str(x.dtype).removeprefix('torch.')}; "
                         f"convert the input (x.to(torch.{name})) or the model (model.to(torch.{str(x.dtype).removeprefix('torch.')}))")
+    if device is not None and x.device != device:
+        raise ValueError(f"{owner} has its weights on {device} and got an input on {x.device}; move one to the other "
+                         f"(x.to('{device}') or model.to('{x.device}'))"
+                         + ("; a meta tensor has no data to compute with" if "meta" in (x.device.type, device.type) else ""))
     if x.shape[1] != in_channels:
         raise ValueError(f"{owner} expects {in_channels} input channels (N, {in_channels}, H, W), got shape {tuple(x.shape)}")
     if min(x.shape[-2:]) < max(min_size, 1):
@@ -244,7 +248,7 @@ class FeatureExtractor(Extractor):
         """``x`` when it is a valid image batch for this backbone, else a clear error."""
         first = next(self.parameters(), None)
         return check_image_batch(x, self.in_channels, type(self).__name__, self.min_input_size,
-                                 first.dtype if first is not None else None)
+                                 first.dtype if first is not None else None, first.device if first is not None else None)
 
     # -- behaviour ----------------------------------------------------------------------
     def set_grad_checkpointing(self, enable: bool = True) -> None:

@@ -163,6 +163,16 @@ def test_meta_tensors_in_a_checkpoint_are_one_error(tmp_path):
         featx.create_model("ResNet18", weights=str(tmp_path / "meta.pth"))
 
 
+def test_an_input_on_another_device_than_the_weights_is_one_error():
+    m = featx.create_model("ResNet18").eval()
+    with pytest.raises(ValueError, match=r"has its weights on cpu and got an input on meta; .*no data"):
+        m(torch.empty(1, 3, 32, 32, device="meta"))
+    with torch.device("meta"):
+        on_meta = featx.create_model("ResNet18").eval()
+        outs = on_meta(torch.empty(1, 3, 64, 64))  # shapes only: meta weights take meta inputs
+    assert outs[-1].shape == (1, 512, 2, 2)
+
+
 def test_extract_never_stores_non_finite_features(tmp_path):
     state = featx.create_model("ResNet18").state_dict()
     state["conv1.weight"] *= 1e6  # finite weights whose features overflow fp16 (max 65504)
