@@ -77,20 +77,26 @@ def test_short_detector_training_halves_the_loss(tmp_path):
 def test_the_schedule_fits_the_time_limit_by_measured_speed():
     from featx.detection.train import fitted_schedule
 
-    assert fitted_schedule(500, done=5, elapsed_s=10.0, limit_s=120.0) == 57  # 0.5 it/s, 5% spare
-    assert fitted_schedule(500, done=5, elapsed_s=1.0, limit_s=600.0) == 500  # fits: unchanged
-    assert fitted_schedule(500, done=5, elapsed_s=100.0, limit_s=10.0) == 6  # at least one more iteration
+    assert fitted_schedule(500, done=15, elapsed_s=10.0, limit_s=120.0, rate=0.5) == 67  # 15 + 0.5 * 110 * 0.95
+    assert fitted_schedule(500, done=15, elapsed_s=1.0, limit_s=600.0, rate=2.0) == 500  # fits: unchanged
+    assert fitted_schedule(500, done=15, elapsed_s=100.0, limit_s=10.0, rate=1.0) == 16  # at least one more
 
 
 def test_a_run_cut_by_minutes_says_so(tmp_path):
     r = run_cli("train-detector", str(tmp_path / "shapes"), "--make-shapes", "--num-train", "8", "--num-val", "4",
-                "--iters", "500", "--warmup", "10", "--batch", "2", "--minutes", "0.05", "--out", str(tmp_path / "out"))
+                "--iters", "500", "--warmup", "10", "--batch", "2", "--minutes", "0.03", "--out", str(tmp_path / "out"))
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
-    assert metrics["iters_requested"] == 500 and metrics["schedule_iters"] < 500
-    assert "the schedule is shortened to" in r.stdout
+    assert metrics["cut"] and metrics["iters"] < metrics["schedule_iters"] == metrics["iters_requested"] == 500
+    assert "stopped by the time limit (0.03 min)" in r.stdout
+    assert f"after {metrics['iters']} of 500 iterations" in r.stdout and "partly trained detector" in r.stdout
+
+
+def test_a_fitted_schedule_says_so(tmp_path):
+    r = run_cli("train-detector", str(tmp_path / "shapes"), "--make-shapes", "--num-train", "8", "--num-val", "4",
+                "--iters", "5000", "--warmup", "10", "--batch", "2", "--minutes", "0.1", "--fit-schedule",
+                "--out", str(tmp_path / "out"))
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert 15 < metrics["schedule_iters"] < 5000 and "the schedule is shortened to" in r.stdout
     assert metrics["cut"] == (metrics["iters"] < metrics["schedule_iters"])
-    if metrics["cut"]:
-        assert "stopped by the time limit" in r.stdout and "partly trained detector" in r.stdout
-    else:
-        assert "schedule fitted to --minutes from the 500 asked" in r.stdout
