@@ -100,3 +100,11 @@ def test_a_fitted_schedule_says_so(tmp_path):
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert 15 < metrics["schedule_iters"] < 5000 and "the schedule is shortened to" in r.stdout
     assert metrics["cut"] == (metrics["iters"] < metrics["schedule_iters"])
+
+
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA device")
+def test_detector_trains_on_cuda(tmp_path):
+    r = run_cli("train-detector", str(tmp_path / "shapes"), "--make-shapes", "--num-train", "8", "--num-val", "4",
+                "--iters", "10", "--warmup", "2", "--batch", "2", "--device", "cuda", "--out", str(tmp_path / "out"))
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert json.loads((tmp_path / "out" / "metrics.json").read_text())["iters"] == 10

@@ -89,6 +89,7 @@ def test_timm_pretrained_offline_is_featxs_one_error(tmp_path, monkeypatch):
     ["viz", "sample", "--model", "ResNet18", "--device", "cuda"],
     ["extract", "ResNet18", "PHOTOS", "--out", "OUT", "--device", "cuda"],
     ["bench", "--model", "ResNet18", "--device", "cuda", "--repeats", "1"],
+    ["train-detector", "OUT", "--make-shapes", "--device", "cuda"],
 ])
 def test_device_cuda_without_a_gpu_is_one_line_with_a_way_out(args, tmp_path):
     photos = _photos(tmp_path / "photos", 1)

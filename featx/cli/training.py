@@ -164,6 +164,7 @@ def _add_train_detector(sub) -> None:
     p.add_argument("--warmup", type=int_at_least(0), default=50, help="linear warm-up iterations (default 50)")
     p.add_argument("--image-size", type=int_at_least(32, 2048), default=128, help="resize images to this side (default 128)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu", help="where the detector trains and is evaluated: cpu (default), cuda or cuda:N")
     p.add_argument("--out", help="folder for detector.pth and metrics.json (without it nothing is saved)")
     p.set_defaults(func=_cmd_train_detector)
 
@@ -174,6 +175,9 @@ def _cmd_train_detector(args) -> int:
     from featx.io import write_json
     from featx.models import get_entry
 
+    from featx.devices import checked_device
+
+    checked_device(args.device)  # before writing a dataset
     entry = get_entry(args.model)
     if entry.pyramid is None:
         raise ValueError(f"train-detector needs a composite with an FPN (a pyramid of equal channels), got the backbone "
@@ -186,7 +190,7 @@ def _cmd_train_detector(args) -> int:
         log("note: no --out given, so the trained detector is not saved (metrics are printed only)")
     cfg = DetectorTrainConfig(model=entry.name, weights=args.weights, image_size=args.image_size, batch_size=args.batch,
                               lr=args.lr, warmup_iters=args.warmup, max_iters=args.iters, time_limit_s=args.minutes * 60,
-                              fit_schedule=args.fit_schedule,
+                              fit_schedule=args.fit_schedule, device=args.device,
                               seed=args.seed)
     r = train_detector(root, cfg, Path(args.out) if args.out else None, log=lambda m: print(m, flush=True))
     m = r["metrics"]

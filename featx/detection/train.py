@@ -21,6 +21,7 @@ from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.transforms import v2
 
 from featx.checkpoints import load_checkpoint_file
+from featx.devices import checked_device
 from featx.errors import WeightsError
 from featx.integrations.torchvision import as_detection_backbone, detector_kwargs
 from featx.io import atomic_path
@@ -51,6 +52,7 @@ class DetectorTrainConfig:
     # 3-minute run cut at a high learning rate reached mAP@0.5 0.586, the same run fitted and annealed 0.336)
     fit_schedule: bool = False
     num_workers: int = 0
+    device: str = "cpu"  # where the detector trains and is evaluated ("cuda", "cuda:1")
     # torchvision's defaults sample 512 RoIs per image for 800-px COCO images; on small images and
     # a CPU that makes the box head (and RoIAlign's backward) 90% of the time.
     extra: dict = field(default_factory=lambda: dict(
@@ -102,10 +104,11 @@ def coco_loaders(root: Path, cfg: DetectorTrainConfig):
     return out["train"], out["val"]
 
 
-def _to_target(t: dict) -> dict:
+def _to_target(t: dict, device: torch.device = torch.device("cpu")) -> dict:
     boxes = t.get("boxes")
-    return {"boxes": torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4) if boxes is not None else torch.zeros(0, 4),
-            "labels": torch.as_tensor(t.get("labels", torch.zeros(0)), dtype=torch.int64).reshape(-1)}
+    boxes = torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4) if boxes is not None else torch.zeros(0, 4)
+    labels = torch.as_tensor(t.get("labels", torch.zeros(0)), dtype=torch.int64).reshape(-1)
+    return {"boxes": boxes.to(device), "labels": labels.to(device)}
 
 
 def evaluate_coco(model: nn.Module, loader, log: Callable = print) -> dict[str, float]:
@@ -114,10 +117,11 @@ def evaluate_coco(model: nn.Module, loader, log: Callable = print) -> dict[str, 
 
     coco = loader.dataset._dataset.coco if hasattr(loader.dataset, "_dataset") else loader.dataset.coco
     model.eval()
+    device = next(model.parameters()).device
     results = []
     with torch.inference_mode():
         for images, targets in loader:
-            for out, t in zip(model(list(images)), targets):
+            for out, t in zip(model([im.to(device) for im in images]), targets):
                 b = out["boxes"]
                 for (x1, y1, x2, y2), s, c in zip(b.tolist(), out["scores"].tolist(), out["labels"].tolist()):
                     results.append({"image_id": int(t["image_id"]), "category_id": int(c),
@@ -151,10 +155,11 @@ def train_detector(root: Path, cfg: DetectorTrainConfig, out_dir: Optional[Path]
     (True when the time limit stopped training before the schedule's end), "seconds", "losses" (per-iteration
     totals), "metrics", "checkpoint"}``.
     """
+    device = checked_device(cfg.device)
     torch.manual_seed(cfg.seed)
     train_loader, val_loader = coco_loaders(Path(root), cfg)
     num_classes = 1 + max(c["id"] for c in train_loader.dataset._dataset.coco.dataset["categories"])
-    model = build_detector(cfg, num_classes)
+    model = build_detector(cfg, num_classes).to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     schedule = cfg.max_iters  # may be shortened to fit the time limit
@@ -177,7 +182,7 @@ def train_detector(root: Path, cfg: DetectorTrainConfig, out_dir: Optional[Path]
         for images, targets in train_loader:
             for g in opt.param_groups:
                 g["lr"] = lr_at(it)
-            loss_dict = model(list(images), [_to_target(t) for t in targets])
+            loss_dict = model([im.to(device) for im in images], [_to_target(t, device) for t in targets])
             loss = sum(loss_dict.values())
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"loss became {loss.item()} at iteration {it}: lower --lr")
@@ -229,6 +234,6 @@ def train_detector(root: Path, cfg: DetectorTrainConfig, out_dir: Optional[Path]
         out_dir.mkdir(parents=True, exist_ok=True)
         ckpt = out_dir / "detector.pth"
         with atomic_path(ckpt) as tmp:
-            torch.save({"state_dict": model.state_dict(), "num_classes": num_classes, "config": asdict(cfg)}, tmp)
+            torch.save({"state_dict": {k: v.cpu() for k, v in model.state_dict().items()}, "num_classes": num_classes, "config": asdict(cfg)}, tmp)
         result["checkpoint"] = str(ckpt)
     return result
