@@ -43,6 +43,7 @@ from torch import nn
 from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
 
 from featx import accel
+from featx.accel.gpu import GraphReplay
 from featx.bench import TimmFPN, torchvision_counterpart
 from featx.deploy.iobinding import BoundRunner
 from featx.deploy.onnx_export import ExportSettings, export_onnx
@@ -53,11 +54,11 @@ from featx.io import scratch_dir
 from featx.models import create_model
 from featx.options import GPU_BENCH_ENTRIES, PRECISIONS
 from featx.stats import flops_and_shapes
-from featx.timing import interleaved_times, paired_ratio, wall_ms
+from featx.timing import cuda_event_ms, interleaved_times, paired_ratio, wall_ms
 from featx.version import software_versions
 
 __all__ = ["GPU_BENCH_ENTRIES", "PRECISIONS", "DEFAULT_GPU_ENTRIES", "gpu_info", "precision_context",
-           "cuda_event_ms", "measure_matmul_peak_tflops", "build_gpu_entry", "run_gpu_benchmark"]
+           "measure_matmul_peak_tflops", "build_gpu_entry", "run_gpu_benchmark"]
 
 DEFAULT_GPU_ENTRIES = ("torchvision", "featx", "featx_optimized", "featx_cuda_graph", "featx_tuned", "featx_ort")
 DTYPES = {"fp32": torch.float32, "tf32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -91,16 +92,6 @@ def precision_context(precision: str) -> Iterator[None]:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
 
 
-def cuda_event_ms(fn: Callable[[], object]) -> float:
-    """One call of ``fn`` timed by CUDA events on the current stream (the GPU's time, not the launch's), in ms."""
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    fn()
-    end.record()
-    end.synchronize()
-    return start.elapsed_time(end)
-
-
 def measure_matmul_peak_tflops(device: torch.device, precision: str, n: int = 8192, repeats: int = 10,
                                measure: Optional[Callable] = None) -> float:
     """TFLOP/s of an ``n x n`` matmul at ``precision`` on ``device``: the best of ``repeats`` (a peak)."""
@@ -112,34 +103,6 @@ def measure_matmul_peak_tflops(device: torch.device, precision: str, n: int = 81
         a @ b  # warm-up (cuBLAS handles, kernel choice)
         best = min(measure(lambda: a @ b) for _ in range(repeats))
     return 2 * n**3 / (best / 1000) / 1e12
-
-
-class _CudaGraph:
-    """``net`` replayed from a CUDA graph captured per input shape: the input is copied into the graph's static
-    buffer, the outputs are the graph's own tensors (valid until the next call)."""
-
-    def __init__(self, net: nn.Module) -> None:
-        self.net = net
-        self.graphs: dict[tuple, tuple[torch.cuda.CUDAGraph, torch.Tensor, Any]] = {}
-
-    def __call__(self, x: torch.Tensor) -> Any:
-        key = (tuple(x.shape), x.dtype)
-        if key not in self.graphs:
-            static = x.clone()
-            stream = torch.cuda.Stream()
-            stream.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(stream), torch.inference_mode():
-                for _ in range(2):  # cuDNN and the allocator settle before capture
-                    self.net(static)
-            torch.cuda.current_stream().wait_stream(stream)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph), torch.inference_mode():
-                out = self.net(static)
-            self.graphs[key] = (graph, static, out)
-        graph, static, out = self.graphs[key]
-        static.copy_(x)
-        graph.replay()
-        return out
 
 
 class _Tuned:
@@ -219,7 +182,7 @@ def build_gpu_entry(name: str, model: str, precision: str, device: torch.device,
     if name == "featx_compile":
         net = torch.compile(net, dynamic=False)
     elif name == "featx_cuda_graph":
-        net = _CudaGraph(net)
+        net = GraphReplay(net)
 
     def converted(x: torch.Tensor) -> Any:
         with torch.inference_mode():

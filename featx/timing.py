@@ -5,7 +5,7 @@ import statistics
 import time
 from typing import Callable, Iterator, Mapping, Sequence
 
-__all__ = ["time_ms", "median_ms", "wall_ms", "interleaved_times", "interleaved_medians", "round_orders", "paired_ratio"]
+__all__ = ["time_ms", "median_ms", "wall_ms", "cuda_event_ms", "interleaved_times", "interleaved_medians", "round_orders", "paired_ratio"]
 
 
 def time_ms(fn: Callable[[], object], repeats: int, warmup: int = 1) -> list[float]:
@@ -32,6 +32,18 @@ def wall_ms(fn: Callable[[], object]) -> float:
     start = time.perf_counter()
     fn()
     return (time.perf_counter() - start) * 1000
+
+
+def cuda_event_ms(fn: Callable[[], object]) -> float:
+    """One call of ``fn`` timed by CUDA events on the current stream (the GPU's time, not the launch's), in ms."""
+    import torch  # only when timing on a GPU: this module stays torch-free otherwise
+
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    fn()
+    end.record()
+    end.synchronize()
+    return start.elapsed_time(end)
 
 
 def interleaved_times(fns: Mapping[str, Callable[[], object]], repeats: int, warmup: int = 1,

@@ -26,9 +26,9 @@ from torch import nn
 from featx.accel.choices import cached_choice, store_choice
 from featx.cpu import cpu_info
 from featx.inference import optimize_for_inference
-from featx.timing import interleaved_times, wall_ms
+from featx.timing import cuda_event_ms, interleaved_times, wall_ms
 
-__all__ = ["GpuChoice", "optimize_for_gpu", "candidate_runners"]
+__all__ = ["GpuChoice", "GraphReplay", "optimize_for_gpu", "candidate_runners"]
 
 DTYPES = {"fp32": torch.float32, "tf32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 Timer = Callable[[dict[str, Callable[[], object]]], dict[str, list[float]]]
@@ -45,25 +45,33 @@ class GpuChoice:
     cached: bool = False
 
 
-class _Graphed:
-    """``fn`` replayed from a CUDA graph captured for one input shape (the input copied into its buffer)."""
+class GraphReplay:
+    """``fn`` replayed from a CUDA graph, captured on the first call with each input shape and dtype: the input is
+    copied into the graph's static buffer and the outputs are the graph's own tensors (valid until the next
+    call). Capture needs a CUDA device and static shapes."""
 
-    def __init__(self, fn: Callable[[torch.Tensor], Any], example: torch.Tensor) -> None:
-        self.static = example.clone()
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream):
-            for _ in range(2):
-                fn(self.static)
-        torch.cuda.current_stream().wait_stream(stream)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
-            self.out = fn(self.static)
+    def __init__(self, fn: Callable[[torch.Tensor], Any]) -> None:
+        self.fn = fn
+        self.graphs: dict[tuple, tuple[torch.cuda.CUDAGraph, torch.Tensor, Any]] = {}
 
     def __call__(self, x: torch.Tensor) -> Any:
-        self.static.copy_(x)
-        self.graph.replay()
-        return self.out
+        key = (tuple(x.shape), x.dtype)
+        if key not in self.graphs:
+            static = x.clone()
+            stream = torch.cuda.Stream()
+            stream.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(stream):
+                for _ in range(2):  # cuDNN and the allocator settle before capture
+                    self.fn(static)
+            torch.cuda.current_stream().wait_stream(stream)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                out = self.fn(static)
+            self.graphs[key] = (graph, static, out)
+        graph, static, out = self.graphs[key]
+        static.copy_(x)
+        graph.replay()
+        return out
 
 
 def candidate_runners(model: nn.Module, example: torch.Tensor, precision: str, graphs: bool, compile: bool
@@ -91,7 +99,7 @@ def candidate_runners(model: nn.Module, example: torch.Tensor, precision: str, g
             compiled = torch.compile(net, dynamic=False)
             runners[f"{layout}+compile"] = lambda x, c=compiled, fmt=fmt: _no_grad(c, x.to(dtype).contiguous(memory_format=fmt))
         if graphs and device.type == "cuda":
-            runners[f"{layout}+graph"] = _Graphed(run, example)
+            runners[f"{layout}+graph"] = GraphReplay(run)
     return runners
 
 
@@ -102,19 +110,10 @@ def _no_grad(fn: Callable, x: torch.Tensor) -> Any:
 
 def _default_timer(device: torch.device, repeats: int) -> Timer:
     def timer(fns: dict[str, Callable[[], object]]) -> dict[str, list[float]]:
-        measure = _cuda_event_ms if device.type == "cuda" else wall_ms
+        measure = cuda_event_ms if device.type == "cuda" else wall_ms
         return interleaved_times(fns, repeats, warmup=2, measure=measure)
 
     return timer
-
-
-def _cuda_event_ms(fn: Callable[[], object]) -> float:
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    fn()
-    end.record()
-    end.synchronize()
-    return start.elapsed_time(end)
 
 
 def _key(model: nn.Module, shape: tuple[int, ...], precision: str, device: torch.device, options: str) -> str:

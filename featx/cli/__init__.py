@@ -63,6 +63,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         _reset_sigterm_in_children()
         previous = signal.signal(signal.SIGTERM, _terminate)
         previous_int = signal.signal(signal.SIGINT, _interrupt)
+        if threading.excepthook is not _thread_excepthook:
+            global _previous_excepthook
+            _previous_excepthook, threading.excepthook = threading.excepthook, _thread_excepthook
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt as e:
@@ -87,6 +90,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             signal.signal(signal.SIGINT, previous_int)
 
 
+_stopping = threading.Event()  # set once Ctrl-C or SIGTERM ends the command
+_previous_excepthook = threading.excepthook
+
+
+def _thread_excepthook(args: threading.ExceptHookArgs) -> None:
+    """After an interrupt, a helper thread that loses its peer (multiprocessing's resource sharer, handing a
+    DataLoader worker's tensors over, sees the worker die: ConnectionResetError) ends quietly: the command's
+    one line says what happened. Any other thread error is printed as always."""
+    if _stopping.is_set() and issubclass(args.exc_type, (ConnectionError, EOFError, OSError)):
+        return
+    _previous_excepthook(args)
+
+
 def _inside_import(frame: Optional[FrameType]) -> bool:
     while frame is not None:
         if frame.f_code.co_filename.startswith("<frozen importlib"):
@@ -104,6 +120,7 @@ def _stop(message: str, signum: int, frame: Optional[FrameType]) -> None:
         again.daemon = True
         again.start()
         return
+    _stopping.set()
     raise KeyboardInterrupt(message)
 
 
