@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import gc
 from pathlib import Path
-from typing import Iterator, NamedTuple, Optional, Union
+from typing import Any, Iterator, NamedTuple, Optional, Union
 
 import numpy as np
 from safetensors import safe_open
@@ -130,7 +130,7 @@ class FeatureStore:
     ``iter(store)`` (paths in order), ``store.entries``, ``store.embeddings(level)`` (all pooled vectors
     of a level as one memory-mapped ``(N, C)`` array, no copy; ``torch.from_numpy`` views it; writes stay in
     the process, copy-on-write), and
-    ``store.skipped`` (unreadable images and why). Many processes can read one store at once: everything
+    ``store.skipped`` (unreadable images and why), ``store.faiss_index(level)`` (with faiss installed). Many processes can read one store at once: everything
     is read-only and memory-mapped.
 
     >>> store = FeatureStore("features/")
@@ -201,6 +201,24 @@ class FeatureStore:
         e = self.entry_at(i)
         with safe_open(str(self.folder / SHARD_DIR / e.shard), framework="numpy") as f:
             return {level: f.get_tensor(f"map.{level}.{e.row}") for level in self.levels}
+
+    def faiss_index(self, level: str, metric: str = "cosine") -> Any:
+        """An exact faiss index of ``level``'s pooled vectors, row ``i`` = the ``i``-th image (index order):
+        ``cosine`` (inner product of L2-normalized vectors; normalize queries with ``faiss.normalize_L2``) or
+        ``l2``. ``index.search(queries, k)`` gives rows; ``entry_at(row).path`` names them. Needs faiss
+        (``featx[index]``)."""
+        try:
+            import faiss  # optional: featx[index]
+        except ImportError:
+            raise ImportError("FeatureStore.faiss_index needs faiss: pip install 'featx[index]'") from None
+        if metric not in ("cosine", "l2"):
+            raise ValueError(f"metric must be cosine or l2, got {metric!r}")
+        vectors = np.ascontiguousarray(self.embeddings(level), dtype=np.float32)
+        index = faiss.IndexFlatIP(vectors.shape[1]) if metric == "cosine" else faiss.IndexFlatL2(vectors.shape[1])
+        if metric == "cosine":
+            faiss.normalize_L2(vectors)
+        index.add(vectors)
+        return index
 
     def entry(self, path: str) -> Optional[StoreEntry]:
         i = self._row.get(path)

@@ -16,6 +16,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("featx.version", "featx.options", "featx.errors", "featx.config_text", "featx.devices", "featx.cpu", "featx.io", "featx.images", "featx.timing",
      "featx.compare", "featx.report", "featx.shipped", "featx.features", "featx.layers"),
     ("featx.store",),
+    ("featx.store_index",),
     ("featx.registry",),
     ("featx.necks",),
     ("featx.backbones",),

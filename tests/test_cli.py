@@ -29,7 +29,7 @@ SUBCOMMANDS = _subcommands()
 
 
 def test_the_command_list_is_the_parsers():
-    assert len(SUBCOMMANDS) == 16 and {"extract", "bench-extract", "int8-report", "export", "parity"} <= set(SUBCOMMANDS)
+    assert len(SUBCOMMANDS) == 17 and {"extract", "store-export", "bench-extract", "int8-report", "export", "parity"} <= set(SUBCOMMANDS)
 
 
 def featx(*args):

@@ -98,5 +98,34 @@ def _cmd_extract(args) -> int:
     return 0
 
 
+def _add_store_export(sub) -> None:
+    p = add_command(
+        sub, "store-export", help="a feature store as index tools read it: npy matrices + parquet ids (LAION's layout)",
+        description="Write a merged pooled store's vectors and ids the way LAION-5B's embeddings were released and "
+                    "autofaiss / clip-retrieval read them: OUT/<LEVEL>/img_emb/img_emb_<k>.npy (float32, the store's "
+                    "rows in order) and OUT/metadata/metadata_<k>.parquet (row, path, height, width, sha256, store), "
+                    "the k-th files holding the same images. Needs pyarrow (featx[index]). In Python: "
+                    "featx.store_index.export_index_layout; FeatureStore.faiss_index(level) gives a faiss index.",
+        epilog="examples:\n"
+               "  featx store-export features/ --out features_index/\n"
+               "  featx store-export features/ --out idx/ --levels C5 --rows-per-file 1000000\n"
+               "  autofaiss build_index --embeddings idx/C5/img_emb --index_path knn.index   # then, with autofaiss\n")
+    p.add_argument("store", help="a store written by featx extract (pooled, merged)")
+    p.add_argument("--out", required=True, help="the folder to write (created)")
+    p.add_argument("--levels", nargs="+", help="levels to write (default: every level of the store)")
+    p.add_argument("--rows-per-file", type=int_at_least(1), default=1_000_000,
+                   help="images per npy/parquet pair (default 1000000)")
+    p.set_defaults(func=_cmd_store_export)
+
+
+def _cmd_store_export(args) -> int:
+    from featx.store_index import export_index_layout
+
+    levels = [lv for item in args.levels for lv in item.split(",") if lv] if args.levels else None
+    r = export_index_layout(args.store, args.out, levels, args.rows_per_file)
+    print(f"wrote {r['images']} images, levels {', '.join(r['levels'])}, {len(r['files'])} files under {args.out}")
+    return 0
+
+
 # each adds one sub-command to the parser (featx.cli.build_parser)
-COMMANDS = (_add_extract,)
+COMMANDS = (_add_extract, _add_store_export)
