@@ -31,8 +31,10 @@ def _step(out: Path, name: str, command: list[str], limit_s: int, summary: list[
         r = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=limit_s)
         code, text = r.returncode, r.stdout + r.stderr
     except subprocess.TimeoutExpired as e:
-        code, text = 124, f"{(e.stdout or b'').decode(errors='replace') if isinstance(e.stdout, bytes) else e.stdout or ''}\n" \
-                          f"timed out after {limit_s} s"
+        out = e.stdout.decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
+        code, text = 124, f"{out}\ntimed out after {limit_s} s"
+    except OSError as e:  # the program is not there (nvidia-smi on a machine without a driver)
+        code, text = 127, f"{type(e).__name__}: {e}"
     seconds = time.perf_counter() - start
     (out / f"{name}.log").write_text(f"$ {' '.join(command)}\nexit {code}, {seconds:.1f} s\n\n{text}")
     summary.append({"step": name, "exit": code, "seconds": round(seconds, 1)})
