@@ -60,7 +60,7 @@ from featx.store import (SHARD_DIR, FeatureStore, merge_store, remove_stale_shar
                           shard_metadata, write_shard)
 from featx.version import __version__
 
-__all__ = ["ExtractSettings", "ExtractResult", "list_images", "source_root", "plan_batches", "batch_loader", "build_runner", "model_normalization", "valid_sizes", "pool_maps", "level_features", "device_values", "to_host", "StageClock", "DeviceDecoder", "extract", "verify_store", "POOLS"]
+__all__ = ["ExtractSettings", "ExtractResult", "list_images", "source_root", "plan_batches", "batch_loader", "build_runner", "model_normalization", "valid_sizes", "pool_maps", "level_features", "device_values", "to_host", "StageClock", "DeviceDecoder", "extract", "verify_store", "prepare_store", "StorePlan", "PlannedImage", "decode_planned", "POOLS"]
 
 POOLS = ("avg", "max", "gem")
 RUNTIMES = ("torch", "onnxruntime", "openvino")
@@ -312,6 +312,14 @@ def _decode(data: bytes, channels: int) -> torch.Tensor:
     array = np.asarray(rgb.convert("L") if channels == 1 else rgb)
     image = torch.from_numpy(array.copy())
     return (image.unsqueeze(-1) if image.dim() == 2 else image).permute(2, 0, 1).contiguous()
+
+
+def decode_planned(items: Sequence[PlannedImage], channels: int, mean: Sequence[float], std: Sequence[float]
+                   ) -> list[tuple]:
+    """The planned images read and decoded as the DataLoader workers do it, here: ``(index, normalized padded
+    tensor, file record, error, (read s, decode s), None)`` each (for pipelines that bring their own workers)."""
+    images = _Images(list(items), channels, mean, std)
+    return [images[i] for i in range(len(images))]
 
 
 def _is_jpeg(data: bytes) -> bool:
@@ -594,6 +602,88 @@ def _refuse_non_finite(image_id: str, values: dict[str, np.ndarray], dtype: str)
                                  f"nothing of it was stored;{hint} check the weights (a diverged or broken checkpoint)")
 
 
+@dataclass
+class StorePlan:
+    """What an extraction into a store will do: the model's levels, the plan of batches, the manifest (written or
+    checked against the store's), and the batches the store's shards already hold."""
+
+    names: list[str]
+    levels: list[str]
+    strides: dict[str, int]
+    channels: int
+    mean: list[float]
+    std: list[float]
+    images: list[tuple[str, Path]]
+    not_images: int
+    batches: list[list[PlannedImage]]
+    header_skipped: list[dict]
+    manifest: dict
+    done: set[int]
+
+
+def prepare_store(cfg: dict, net: nn.Module, source: Union[str, Path], out: Path, settings: ExtractSettings, rank: int,
+                  world: int, stack: contextlib.ExitStack, log: Callable[[str], None]) -> StorePlan:
+    """Plan an extraction of ``source`` by ``net`` (built from ``cfg``) into the store ``out``: list and plan the
+    images, write the manifest or refuse a store made with other settings, take the store's lock (rank 0, held
+    until ``stack`` closes), drop shards of changed images, and read which batches are done. Every way of
+    filling a store (``extract``, ``featx.ray_extract``) starts here, so they make the same store."""
+    infos = list(net.feature_info)
+    names = [f.name for f in infos]
+    levels = settings.levels or names
+    unknown = [lv for lv in levels if lv not in names]
+    if unknown:
+        raise ValueError(f"levels {unknown} are not outputs of {cfg['type']}; it has {', '.join(names)}")
+    strides = {f.name: f.stride for f in infos}
+    channels = input_channels(net)
+    mean, std = model_normalization(net)
+    divisor = max(f.stride for f in infos)
+    images, not_images = _listing(source)
+    batches, header_skipped = plan_batches(images, settings, divisor)
+    manifest = {
+        "featx_version": __version__, "model_config": cfg, "weights": str(cfg.get("weights") or "none (random init, seed 0)"),
+        "random_weights": not named_weights(cfg),
+        "source": str(source), "source_root": str(source_root(source)), "store": "maps" if settings.maps else "pooled", "levels": levels,
+        "strides": {lv: strides[lv] for lv in levels}, "pool": None if settings.maps else settings.pool,
+        "gem_p": settings.gem_p if settings.pool == "gem" and not settings.maps else None, "dtype": settings.dtype,
+        "preprocessing": {"resize": list(settings.resize) if settings.resize else None,
+                          "shorter_side": None if settings.resize else settings.size, "pad_to": divisor,
+                          "channels": channels, "mean": mean, "std": std, "scale": "0..1",
+                          "antialias": True, "interpolation": "bilinear (uint8)",
+                          "decoder": DECODER_NAMES[settings.resolved_decode()]},
+        "batch_size": settings.batch_size, "runtime": settings.runtime, "device": settings.device,
+        "precision": settings.resolved_precision(),
+        "planned_images": len(images),
+        "plan_sha256": _plan_digest(batches),
+    }
+    # what decides the stored numbers: a resumed run must not mix (runtimes differ in the last bits)
+    key_fields = ("model_config", "store", "levels", "pool", "gem_p", "dtype", "precision", "preprocessing", "batch_size",
+                  "runtime", "device", "plan_sha256")
+    existing = out / "manifest.json"
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        stack.enter_context(_store_lock(out))
+    if existing.is_file():
+        old = json.loads(existing.read_text())
+        old.setdefault("precision", "fp32")  # stores from before precisions were recorded ran fp32
+        changed = [k for k in key_fields if old.get(k) != manifest[k]]
+        if changed:
+            what = ("the collection changed since (images added, removed or resized), so its batches differ"
+                    if changed == ["plan_sha256"] else f"it holds features made with other settings ({', '.join(changed)})")
+            raise ValueError(f"cannot resume {out}: {what}; use another --out (or delete it) to start anew")
+    elif rank == 0:
+        write_json(existing, manifest)
+    if rank == 0:
+        remove_stale_shard_temporaries(out)
+        _drop_changed_images(out, dict(images), log)
+    _barrier(world)
+
+    done: set[int] = set()
+    for shard in sorted((out / SHARD_DIR).glob("*.safetensors")):
+        done |= set(shard_metadata(shard)["batches"])
+    return StorePlan(names, levels, strides, channels, mean, std, images, not_images, batches, header_skipped, manifest,
+                     done)
+
+
 def _timed_write(clock: StageClock, *args: Any) -> None:
     t = time.perf_counter()
     write_shard(*args)
@@ -649,60 +739,11 @@ def extract(model: Union[str, dict], source: Union[str, Path], out: Union[str, P
     with contextlib.ExitStack() as stack:
         tmp = stack.enter_context(scratch_dir())
         run, net = build_runner(cfg, settings, Path(tmp))
-        infos = list(net.feature_info)
-        names = [f.name for f in infos]
-        levels = settings.levels or names
-        unknown = [lv for lv in levels if lv not in names]
-        if unknown:
-            raise ValueError(f"levels {unknown} are not outputs of {cfg['type']}; it has {', '.join(names)}")
-        strides = {f.name: f.stride for f in infos}
-        channels = input_channels(net)
-        mean, std = model_normalization(net)
-        divisor = max(f.stride for f in infos)
-        images, not_images = _listing(source)
-        batches, header_skipped = plan_batches(images, settings, divisor)
-        manifest = {
-            "featx_version": __version__, "model_config": cfg, "weights": str(cfg.get("weights") or "none (random init, seed 0)"),
-            "random_weights": not named_weights(cfg),
-            "source": str(source), "source_root": str(source_root(source)), "store": "maps" if settings.maps else "pooled", "levels": levels,
-            "strides": {lv: strides[lv] for lv in levels}, "pool": None if settings.maps else settings.pool,
-            "gem_p": settings.gem_p if settings.pool == "gem" and not settings.maps else None, "dtype": settings.dtype,
-            "preprocessing": {"resize": list(settings.resize) if settings.resize else None,
-                              "shorter_side": None if settings.resize else settings.size, "pad_to": divisor,
-                              "channels": channels, "mean": mean, "std": std, "scale": "0..1",
-                              "antialias": True, "interpolation": "bilinear (uint8)",
-                              "decoder": DECODER_NAMES[settings.resolved_decode()]},
-            "batch_size": settings.batch_size, "runtime": settings.runtime, "device": settings.device,
-            "precision": settings.resolved_precision(),
-            "planned_images": len(images),
-            "plan_sha256": _plan_digest(batches),
-        }
-        # what decides the stored numbers: a resumed run must not mix (runtimes differ in the last bits)
-        key_fields = ("model_config", "store", "levels", "pool", "gem_p", "dtype", "precision", "preprocessing", "batch_size",
-                      "runtime",
-                      "device", "plan_sha256")
-        existing = out / "manifest.json"
-        if rank == 0:
-            out.mkdir(parents=True, exist_ok=True)
-            stack.enter_context(_store_lock(out))
-        if existing.is_file():
-            old = json.loads(existing.read_text())
-            old.setdefault("precision", "fp32")  # stores from before precisions were recorded ran fp32
-            changed = [k for k in key_fields if old.get(k) != manifest[k]]
-            if changed:
-                what = ("the collection changed since (images added, removed or resized), so its batches differ"
-                        if changed == ["plan_sha256"] else f"it holds features made with other settings ({', '.join(changed)})")
-                raise ValueError(f"cannot resume {out}: {what}; use another --out (or delete it) to start anew")
-        elif rank == 0:
-            write_json(existing, manifest)
-        if rank == 0:
-            remove_stale_shard_temporaries(out)
-            _drop_changed_images(out, dict(images), log)
-        _barrier(world)
-
-        done: set[int] = set()
-        for shard in sorted((out / SHARD_DIR).glob("*.safetensors")):
-            done |= set(shard_metadata(shard)["batches"])
+        plan = prepare_store(cfg, net, source, out, settings, rank, world, stack, log)
+        names, levels, strides = plan.names, plan.levels, plan.strides
+        channels, mean, std = plan.channels, plan.mean, plan.std
+        images, not_images, batches, header_skipped = plan.images, plan.not_images, plan.batches, plan.header_skipped
+        manifest, existing, done = plan.manifest, out / "manifest.json", plan.done
         mine = [b for b in range(len(batches)) if b % world == rank and b not in done]
         items = [p for b in mine for p in batches[b]]
         run_device = _run_device(settings)

@@ -32,6 +32,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("featx.detection",),
     ("featx.deploy",),
     ("featx.extraction",),
+    ("featx.ray_extract",),
     ("featx.int8_report",),
     ("featx.accel",),  # the opt-in hardware layer: above everything the core is made of
     ("featx.bench",),

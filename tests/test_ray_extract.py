@@ -1,0 +1,70 @@
+"""featx extract on a local Ray instance: the same store as featx extract, resumable by either, and parquet."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from featx.extraction import ExtractSettings, extract
+from featx.store import FeatureStore
+
+ray = pytest.importorskip("ray")
+pq = pytest.importorskip("pyarrow.parquet")
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("ray") / "photos"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(7):
+        h, w = (40, 56) if i % 2 else (48, 48)
+        Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(folder / f"p{i}.jpg")
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
+    return folder
+
+
+def test_ray_makes_the_store_featx_extract_makes_and_either_resumes_it(local_ray, photos, tmp_path):
+    from featx.ray_extract import extract_with_ray
+
+    settings = ExtractSettings(size=32, batch_size=3, workers=0)
+    quiet = dict(log=lambda m: None)
+    r = extract_with_ray("ResNet18", photos, tmp_path / "ray", settings, **quiet)
+    extract("ResNet18", photos, tmp_path / "ref", settings, progress=False, **quiet)
+    a, b = FeatureStore(tmp_path / "ray"), FeatureStore(tmp_path / "ref")
+    assert r["new"] == r["images"] == 7 and r["skipped"] == 1
+    assert list(a) == list(b) and a.manifest["plan_sha256"] == b.manifest["plan_sha256"]
+    for level in a.levels:
+        np.testing.assert_allclose(a.embeddings(level).astype(np.float32), b.embeddings(level).astype(np.float32),
+                                   rtol=0, atol=1e-6 * float(np.abs(b.embeddings(level)).max()))
+    assert [s["path"] for s in a.skipped] == [s["path"] for s in b.skipped] == ["broken.jpg"]
+    assert extract_with_ray("ResNet18", photos, tmp_path / "ray", settings, **quiet)["new"] == 0
+    assert extract("ResNet18", photos, tmp_path / "ray", settings, progress=False, **quiet).new == 0
+
+
+def test_ray_writes_parquet_with_a_vector_column_per_level(local_ray, photos, tmp_path):
+    from featx.ray_extract import extract_with_ray
+
+    settings = ExtractSettings(size=32, batch_size=3, workers=0, levels=["C5"], dtype="fp32")
+    r = extract_with_ray("ResNet18", photos, tmp_path / "pq", settings, output="parquet", log=lambda m: None)
+    extract("ResNet18", photos, tmp_path / "ref", settings, progress=False, log=lambda m: None)
+    rows = sorted(pq.read_table(str(tmp_path / "pq")).to_pylist(), key=lambda row: row["path"])
+    ref = FeatureStore(tmp_path / "ref")
+    assert r["new"] == 7 and r["skipped"] == 1 and [row["path"] for row in rows] == list(ref)
+    np.testing.assert_allclose(np.array([row["emb_C5"] for row in rows]), ref.embeddings("C5"), atol=1e-5)
+    assert not (tmp_path / "pq" / "manifest.json").exists()
+
+
+def test_actors_that_would_leave_no_cpu_for_decoding_are_refused(local_ray, photos, tmp_path):
+    from featx.ray_extract import extract_with_ray
+
+    with pytest.raises(ValueError, match="take all 2 CPUs of the Ray cluster; leave some for the decoding tasks"):
+        extract_with_ray("ResNet18", photos, tmp_path / "s", model_actors=1, cpus_per_actor=2, log=lambda m: None)
