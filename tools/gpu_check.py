@@ -61,8 +61,9 @@ def main() -> int:
     if args.stage in ("torch", "all"):
         _step(out, "nvidia-smi", ["nvidia-smi"], 60, summary)
         _step(out, "tests-torch", py + ["-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_gpu_path.py",
-                                        "tests/test_extract.py", "-k", "cuda and not ort and not parity and not bound"],
-              240, summary)
+                                        "tests/test_extract.py", "tests/accel/test_gpu_choice.py",
+                                        "tests/test_detector_training.py", "-k",
+                                        "cuda and not ort and not parity and not bound"], 300, summary)
         _step(out, "bench-torch", featx + ["bench", "--device", "cuda", "--model", args.model, "--sizes", *sizes,
                                            "--batch", "1", "8", "--entries", "torchvision", "featx", "featx_optimized",
                                            "featx_cuda_graph", "featx_tuned", "--precision", "fp32", "tf32", "fp16", "bf16", *repeats,
