@@ -60,7 +60,7 @@ from featx.store import (SHARD_DIR, FeatureStore, merge_store, remove_stale_shar
                           shard_metadata, write_shard)
 from featx.version import __version__
 
-__all__ = ["ExtractSettings", "ExtractResult", "list_images", "source_root", "plan_batches", "batch_loader", "build_runner", "model_normalization", "valid_sizes", "pool_maps", "level_features", "device_values", "to_host", "StageClock", "DeviceDecoder", "extract", "verify_store", "prepare_store", "StorePlan", "PlannedImage", "decode_planned", "POOLS"]
+__all__ = ["ExtractSettings", "ExtractResult", "list_images", "source_root", "plan_batches", "batch_loader", "build_runner", "model_normalization", "valid_sizes", "pool_maps", "level_features", "device_values", "to_host", "StageClock", "DeviceDecoder", "extract", "verify_store", "prepare_store", "StorePlan", "PlannedImage", "PendingShard", "finish_store", "decode_planned", "POOLS"]
 
 POOLS = ("avg", "max", "gem")
 RUNTIMES = ("torch", "onnxruntime", "openvino")
@@ -423,20 +423,39 @@ def _tf32(enabled: bool) -> Iterator[None]:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
 
 
-class _PendingShard:
-    """What has been computed since the last shard was written."""
+class PendingShard:
+    """What has been computed since the last shard was written (``featx extract`` and ``featx.ray_extract`` alike)."""
 
-    def __init__(self, levels: list[str]) -> None:
-        self.levels = levels
+    def __init__(self, levels: list[str], dtype_name: str = "fp16") -> None:
+        self.levels, self.dtype_name = levels, dtype_name
         self.arrays: dict[str, list[np.ndarray]] = {lv: [] for lv in levels}
         self.entries: list[dict] = []
         self.batches: list[int] = []
         self.skipped: list[dict] = []
 
-    def tensors(self, maps: bool, dtype: type) -> dict[str, np.ndarray]:
+    def tensors(self, maps: bool) -> dict[str, np.ndarray]:
         if maps:
             return {f"map.{lv}.{row}": a for lv in self.levels for row, a in enumerate(self.arrays[lv])}
         return {f"pooled.{lv}": np.stack(self.arrays[lv]) for lv in self.levels if self.arrays[lv]}
+
+    def add_batch(self, batch_id: int, items: Sequence[Any], values: dict[str, list[np.ndarray]],
+                  records: Sequence[dict], errors: Sequence[str]) -> tuple[int, int]:
+        """One planned batch's results: each image's values per level (``items``: ``PlannedImage``), or the reason it
+        could not be read; an image with non-finite values stops the run (:func:`_refuse_non_finite`). Returns
+        ``(stored, skipped)``."""
+        stored = skipped = 0
+        for j, item in enumerate(items):
+            if errors[j]:
+                self.skipped.append({"path": item.id, "reason": errors[j]})
+                skipped += 1
+                continue
+            _refuse_non_finite(item.id, {lv: values[lv][j] for lv in self.levels}, self.dtype_name)
+            for lv in self.levels:
+                self.arrays[lv].append(values[lv][j])
+            self.entries.append({"path": item.id, "size": list(item.size), **records[j], "row": len(self.entries)})
+            stored += 1
+        self.batches.append(batch_id)
+        return stored, skipped
 
     def clear(self) -> None:
         for arrays in self.arrays.values():
@@ -684,6 +703,16 @@ def prepare_store(cfg: dict, net: nn.Module, source: Union[str, Path], out: Path
                      done)
 
 
+def finish_store(out: Path, header_skipped: list[dict]) -> int:
+    """The end of every extraction into ``out``: the manifest lists every skipped image (unreadable headers, and
+    those the shards name), then the index is merged; returns the number of images the store holds."""
+    decode_skipped = [s for shard in sorted((out / SHARD_DIR).glob("*.safetensors")) for s in shard_metadata(shard)["skipped"]]
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["skipped"] = sorted(header_skipped + decode_skipped, key=lambda s: s["path"])
+    write_json(out / "manifest.json", manifest)
+    return merge_store(out)
+
+
 def _timed_write(clock: StageClock, *args: Any) -> None:
     t = time.perf_counter()
     write_shard(*args)
@@ -753,7 +782,7 @@ def extract(model: Union[str, dict], source: Union[str, Path], out: Union[str, P
         decoder = DeviceDecoder(run_device, channels, mean, std) if device_decode else None
         clock = StageClock(run_device)
         dtype = np.float16 if settings.dtype == "fp16" else np.float32
-        pending = _PendingShard(levels)
+        pending = PendingShard(levels, settings.dtype)
         new = broken = 0
 
         writer = stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix="featx-shard-writer"))
@@ -767,7 +796,7 @@ def extract(model: Union[str, dict], source: Union[str, Path], out: Union[str, P
                     done_write.result()  # the previous shard is on disk (or its error raised) before the next
                 writing.clear()
                 clock.add("write", time.perf_counter() - t)
-                args = (out, f"b{pending.batches[0]:07d}", pending.tensors(settings.maps, dtype), list(pending.entries),
+                args = (out, f"b{pending.batches[0]:07d}", pending.tensors(settings.maps), list(pending.entries),
                         list(pending.batches), list(pending.skipped))
                 writing.append(writer.submit(_timed_write, clock, *args))
                 pending.clear()
@@ -800,19 +829,8 @@ def extract(model: Union[str, dict], source: Union[str, Path], out: Union[str, P
                 values = {lv: to_host(v) for lv, v in on_device.items()}
                 clock.add("download", time.perf_counter() - t)
                 clock.settle()
-                for j, i in enumerate(indices):
-                    item = items[i]
-                    if errors[j]:
-                        pending.skipped.append({"path": item.id, "reason": errors[j]})
-                        broken += 1
-                        continue
-                    _refuse_non_finite(item.id, {lv: values[lv][j] for lv in levels}, settings.dtype)
-                    for lv in levels:
-                        pending.arrays[lv].append(values[lv][j])
-                    pending.entries.append({"path": item.id, "size": list(item.size), **records[j],
-                                            "row": len(pending.entries)})
-                    new += 1
-                pending.batches.append(batch_id)
+                stored, skipped = pending.add_batch(batch_id, [items[i] for i in indices], values, records, errors)
+                new, broken = new + stored, broken + skipped
                 if len(pending.batches) >= settings.shard_batches:
                     flush()
                 completed += len(indices)
@@ -829,12 +847,7 @@ def extract(model: Union[str, dict], source: Union[str, Path], out: Union[str, P
         merged = False
         total = 0
         if rank == 0:
-            decode_skipped = [s for shard in sorted((out / SHARD_DIR).glob("*.safetensors"))
-                              for s in shard_metadata(shard)["skipped"]]
-            final = json.loads(existing.read_text())
-            final["skipped"] = sorted(header_skipped + decode_skipped, key=lambda s: s["path"])
-            write_json(existing, final)
-            total = merge_store(out)
+            total, final = finish_store(out, header_skipped), json.loads(existing.read_text())
             merged = True
         _barrier(world)
     seconds = time.perf_counter() - start

@@ -28,12 +28,12 @@ from typing import Any, Callable, Optional, Union
 import numpy as np
 import torch
 
-from featx.extraction import (ExtractSettings, PlannedImage, build_runner, decode_planned, level_features,
-                              prepare_store)
-from featx.io import scratch_dir, write_json
+from featx.extraction import (ExtractSettings, PendingShard, PlannedImage, build_runner, decode_planned, finish_store,
+                              level_features, prepare_store)
+from featx.io import scratch_dir
 from featx.models import build_from_config, model_config
 from featx.models.specs import random_weights_notice
-from featx.store import SHARD_DIR, merge_store, shard_metadata, write_shard
+from featx.store import write_shard
 
 __all__ = ["extract_with_ray"]
 
@@ -150,30 +150,15 @@ def extract_with_ray(model: Union[str, dict], source: Union[str, Path], out: Uni
             else:
                 for row in ds.iter_rows():
                     payload = pickle.loads(row["payload"])
-                    arrays: dict[str, list] = {lv: [] for lv in plan.levels}
-                    entries, skipped = [], []
-                    for j, d in enumerate(payload["items"]):
-                        if payload["errors"][j]:
-                            skipped.append({"path": d["id"], "reason": payload["errors"][j]})
-                            continue
-                        for lv in plan.levels:
-                            arrays[lv].append(payload["values"][lv][j])
-                        entries.append({"path": d["id"], "size": list(d["size"]), **payload["records"][j],
-                                        "row": len(entries)})
-                    tensors = ({f"map.{lv}.{r}": a for lv in plan.levels for r, a in enumerate(arrays[lv])}
-                               if settings.maps else {f"pooled.{lv}": np.stack(arrays[lv]) for lv in plan.levels
-                                                      if arrays[lv]})
-                    write_shard(out, f"b{int(row['batch']):07d}", tensors, entries, [int(row["batch"])], skipped)
-                    new += len(entries)
-                    broken += len(skipped)
-        total = new
-        if output == "store":
-            final = json.loads((out / "manifest.json").read_text())
-            final["skipped"] = sorted(plan.header_skipped + [s for shard in sorted((out / SHARD_DIR).glob("*.safetensors"))
-                                                             for s in shard_metadata(shard)["skipped"]],
-                                      key=lambda s: s["path"])
-            write_json(out / "manifest.json", final)
-            total = merge_store(out)
+                    items = [PlannedImage(d["id"], d["file"], tuple(d["size"]), tuple(d["resized"]), tuple(d["padded"]))
+                             for d in payload["items"]]
+                    pending = PendingShard(plan.levels, settings.dtype)
+                    stored, skipped = pending.add_batch(int(row["batch"]), items, payload["values"], payload["records"],
+                                                        payload["errors"])
+                    write_shard(out, f"b{int(row['batch']):07d}", pending.tensors(settings.maps), pending.entries,
+                                pending.batches, pending.skipped)
+                    new, broken = new + stored, broken + skipped
+        total = finish_store(out, plan.header_skipped) if output == "store" else new
     seconds = time.perf_counter() - start
     result = {"images": total, "new": new, "skipped": broken + len(plan.header_skipped), "seconds": round(seconds, 2),
               "images_per_s": round(new / seconds, 2) if seconds else 0.0, "output": str(out)}

@@ -68,3 +68,17 @@ def test_actors_that_would_leave_no_cpu_for_decoding_are_refused(local_ray, phot
 
     with pytest.raises(ValueError, match="take all 2 CPUs of the Ray cluster; leave some for the decoding tasks"):
         extract_with_ray("ResNet18", photos, tmp_path / "s", model_actors=1, cpus_per_actor=2, log=lambda m: None)
+
+
+def test_ray_refuses_non_finite_features_as_featx_extract_does(local_ray, photos, tmp_path):
+    import torch
+
+    import featx
+    from featx.ray_extract import extract_with_ray
+
+    state = featx.create_model("ResNet18").state_dict()
+    state["conv1.weight"] *= 1e6  # finite weights whose features overflow fp16
+    torch.save(state, tmp_path / "big.pth")
+    with pytest.raises(FloatingPointError, match="NaN or infinite.*fp16 holds at most 65504"):
+        extract_with_ray({"type": "featx.ResNet18", "weights": str(tmp_path / "big.pth")}, photos, tmp_path / "s",
+                         ExtractSettings(size=32, batch_size=3, workers=0), log=lambda m: None)
