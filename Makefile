@@ -1,7 +1,7 @@
 # Two commands do all the set-up on a fresh machine:
 #   make demo   - create .venv (only when missing or out of date), then run the demo
-#   make test   - the same set-up plus a real mmdet (mmcv's CPU ops compiled once into a wheel cache),
-#                 then the whole test suite
+#   make test   - the same set-up plus a real mmdet (mmcv's CPU ops compiled once into a wheel cache) and
+#                 timm's own model tests (from timm's sdist, cached), then the whole test suite
 #   make finetune-demo - digits ImageFolder -> ResNet-18 fine-tuning -> predict -> ONNX (~5 min)
 #   make mmdet  - only the mmdet set-up (first time: mmcv's ops compile for 15-30 min on 2 cores; the wheel
 #                 is cached in $(WHEEL_CACHE) and reused by every later run and venv)
@@ -38,7 +38,10 @@ demo: $(STAMP)
 finetune-demo: $(STAMP)
 	$(PY) -m featx finetune-demo
 
+# timm's own tests/test_models.py (from the pinned timm's sdist, SHA-256 checked) into a cache, once: the
+# suite runs it on featx's timm models (tests/test_timm_own_suite.py)
 test: $(MMDET_STAMP)
+	$(PY) tools/fetch_timm_tests.py
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 clean:

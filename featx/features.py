@@ -186,6 +186,10 @@ class FeatureExtractor(Extractor):
     in_channels: int = 3
     min_input_size: int = 0  # families whose unpadded convs/pools need a minimum input set this
     grad_checkpointing: bool = False
+    # Maps finer than C2 inside the stem (stride 2, VGG's stride 1 too), finest first. featx's own API
+    # (out_indices, mmdet) selects C2..C5 only; timm's models of the same family list these levels first,
+    # so featx's timm models do too (``featx.integrations.timm``).
+    stem_infos: tuple[FeatureInfo, ...] = ()
 
     def _init_features(
         self,
@@ -221,6 +225,11 @@ class FeatureExtractor(Extractor):
     def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
         """``(N, in_channels, H, W)`` -> the input of stage 0."""
 
+    def forward_stem_levels(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The stem, also returning its levels: ``(input of stage 0, [map of each of stem_infos])``.
+        Families with ``stem_infos`` implement it; it computes what ``forward_stem`` does."""
+        return self.forward_stem(x), []
+
     @abstractmethod
     def stage_module(self, index: int) -> nn.Module:
         """Stage ``index`` (0 -> C2 .. 3 -> C5) as one module."""
@@ -232,6 +241,12 @@ class FeatureExtractor(Extractor):
     def run_stage(self, index: int, x: torch.Tensor) -> torch.Tensor:
         """Run stage ``index`` on ``x`` (families may run it without building a module)."""
         return self.stage_module(index)(x)
+
+    def sequential_view(self) -> tuple[nn.Module, list[nn.Module]]:
+        """The stem and each stage as modules that compute them in a plain ``forward`` (the same module
+        objects, regrouped): what ``torch.jit.script`` compiles, as scripted code cannot look modules up
+        by name. The input checks are not part of it."""
+        raise NotImplementedError(f"{type(self).__name__} has no sequential view for TorchScript")
 
     def prune_stages_after(self, last: int) -> None:
         """Drop the stages after ``last`` (their modules become ``nn.Identity``): a model that will
@@ -272,7 +287,15 @@ class FeatureExtractor(Extractor):
 
     def forward_stages(self, x: torch.Tensor, last: int) -> list[torch.Tensor]:
         """Stem, then stages ``0..last``; returns every stage's output (``C2``.. up to ``last``)."""
-        x = self.forward_stem(x)
+        return self._run_stages(self.forward_stem(x), last)
+
+    def forward_levels(self, x: torch.Tensor, last: int) -> list[torch.Tensor]:
+        """Every level up to ``last`` of ``stem_infos + stage_infos``: the stem's maps, then C2.. (the
+        stem runs whole; stages after the last wanted level do not run)."""
+        x, outs = self.forward_stem_levels(x)
+        return outs[: last + 1] + self._run_stages(x, last - len(self.stem_infos))
+
+    def _run_stages(self, x: torch.Tensor, last: int) -> list[torch.Tensor]:
         outs = []
         for i in range(last + 1):
             if self.grad_checkpointing and self.training and torch.is_grad_enabled():
@@ -324,22 +347,42 @@ class SequenceExtractor(FeatureExtractor):
     names of the modules it runs (``"features.4"``, ``"inception3a"``, ...).
     """
 
-    def _init_sequence(self, stem: Sequence[str], stages: Sequence[Sequence[str]]) -> None:
+    _stem_taps: frozenset = frozenset()
+
+    def _init_sequence(self, stem: Sequence[str], stages: Sequence[Sequence[str]],
+                       stem_infos: Sequence[FeatureInfo] = ()) -> None:
+        """``stem``, ``stages``: module names run in order; ``stem_infos``: levels tapped at the output of
+        stem modules (``FeatureInfo.module`` names one of ``stem``), finest first."""
         self.stem_names = tuple(stem)
         self.stage_names = tuple(tuple(s) for s in stages)
         for name in self.stem_names + tuple(n for s in self.stage_names for n in s):
             self.get_submodule(name)  # fail at construction, not at the first forward
+        missing = [f.module for f in stem_infos if f.module not in self.stem_names]
+        if missing:
+            raise ValueError(f"stem levels must tap stem modules {self.stem_names}, got {missing}")
+        self.stem_infos = tuple(stem_infos)
+        self._stem_taps = frozenset(f.module for f in self.stem_infos)
 
     def stem_modules(self) -> list[nn.Module]:
         return [self.get_submodule(n) for n in self.stem_names]
 
     def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_stem_levels(x)[0]
+
+    def forward_stem_levels(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        taps = []
         for name in self.stem_names:
             x = self.get_submodule(name)(x)
-        return x
+            if name in self._stem_taps:
+                taps.append(x)
+        return x, taps
 
     def stage_module(self, index: int) -> nn.Module:
         return _Steps([self.get_submodule(n) for n in self.stage_names[index]])
+
+    def sequential_view(self) -> tuple[nn.Module, list[nn.Module]]:
+        stem = nn.Sequential(*(self.get_submodule(n) for n in self.stem_names))
+        return stem, [nn.Sequential(*(self.get_submodule(n) for n in names)) for names in self.stage_names]
 
     def stage_module_names(self, index: int) -> list[str]:
         return list(self.stage_names[index])

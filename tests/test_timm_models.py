@@ -29,8 +29,9 @@ def _size(model, target: int) -> tuple[int, int, int]:
 
 
 def _reductions(name: str) -> list[int]:
-    """The featx levels' strides: C2..C5 = 4, 8, 16, 32 (LeNet-5: S2, S4, C5 = 2, 4, 4)."""
-    return [f.stride for f in TIMM_MODELS[name].construct().stage_infos]
+    """The levels' strides: the stem's (2; VGG 1, 2), then C2..C5 = 4, 8, 16, 32 (LeNet-5: 2, 4, 4)."""
+    backbone = TIMM_MODELS[name].construct()
+    return [f.stride for f in backbone.stem_infos + backbone.stage_infos]
 
 
 def test_every_catalogue_backbone_is_registered():
@@ -128,9 +129,9 @@ def test_features_only(name):
 @pytest.mark.parametrize("name", ["featx_resnet50", "featx_seresnet50"])
 def test_output_stride(name):
     model = timm.create_model(name, pretrained=False, features_only=True, output_stride=16).eval()
-    assert model.feature_info.reduction() == [4, 8, 16, 16]
+    assert model.feature_info.reduction() == [2, 4, 8, 16, 16]
     with torch.no_grad():
-        assert [o.shape[-1] for o in model(torch.randn(1, 3, 64, 64))] == [16, 8, 4, 4]
+        assert [o.shape[-1] for o in model(torch.randn(1, 3, 64, 64))] == [32, 16, 8, 4, 4]
     with pytest.raises(ValueError, match="no output_stride option"):
         timm.create_model("featx_vgg11", output_stride=16)
 
@@ -139,7 +140,7 @@ def test_in_chans_and_pruned_feature_net():
     model = timm.create_model("featx_mobilenet_v2", pretrained=False, in_chans=1, num_classes=5).eval()
     with torch.no_grad():
         assert model(torch.randn(2, 1, 64, 64)).shape == (2, 5)
-    feats = timm.create_model("featx_resnet18", features_only=True, out_indices=(0, 1))
+    feats = timm.create_model("featx_resnet18", features_only=True, out_indices=(1, 2))  # C2, C3
     # stages past the last requested level are dropped from the feature net, not only skipped
     assert not any(k.startswith("model.backbone.layer3.") or k.startswith("model.backbone.layer4.")
                    for k in feats.state_dict())
@@ -182,3 +183,96 @@ def test_pretrained_cfg_overlay_file_goes_through_featxs_loader(tmp_path):
     torch.save({"layer1.0.conv1.weight": torch.zeros(1)}, tmp_path / "bad.pth")
     with pytest.raises(featx.errors.CheckpointMismatchError):
         timm.create_model("featx_resnet18", pretrained=True, pretrained_cfg_overlay=dict(file=str(tmp_path / "bad.pth")))
+
+
+# -- featx's timm models list the levels timm's own model of the family lists ----------------------------
+# featx timm name -> timm's own model of that family (timm's MobileNets have their own names)
+TIMM_EQUALS = {n: n.removeprefix("featx_") for n in NAMES if timm.is_model(n.removeprefix("featx_"))}
+TIMM_EQUALS.update(featx_mobilenet_v2="mobilenetv2_100", featx_mobilenet_v3_large="mobilenetv3_large_100",
+                   featx_mobilenet_v3_small="mobilenetv3_small_100")
+# the same modules and parameter names as timm's: the maps can be compared with timm's weights loaded
+SAME_WEIGHTS = [n for n in TIMM_EQUALS if not n.startswith("featx_mobilenet")]
+
+
+def test_the_families_timm_has():
+    assert sorted(set(NAMES) - set(TIMM_EQUALS)) == ["featx_alexnet", "featx_googlenet", "featx_lenet5"]
+    assert len(TIMM_EQUALS) == 34
+
+
+def test_c2_to_c5_are_timms_indices_1_to_4():
+    """timm code selects C2..C5 of a ResNet with out_indices=(1, 2, 3, 4): featx_resnet50's are featx's own."""
+    feats = timm.create_model("featx_resnet50", features_only=True, out_indices=(1, 2, 3, 4)).eval()
+    own = featx.create_model("ResNet50").eval()
+    own.load_state_dict({k.removeprefix("model.backbone."): v for k, v in feats.state_dict().items()}, strict=True)
+    x = torch.randn(2, 3, 96, 128)
+    with torch.no_grad():
+        got, want = feats(x), own(x)
+    assert feats.feature_info.reduction() == [4, 8, 16, 32] and len(got) == len(want) == 4
+    assert all(torch.equal(g, w) for g, w in zip(got, want))
+    # every level, featx's default out_indices as timm's: the stem's stride-2 map first
+    full = timm.create_model("featx_resnet50", features_only=True).eval()
+    assert full.feature_info.out_indices == (0, 1, 2, 3, 4) and full.feature_info.module_name()[0] == "backbone.relu"
+
+
+@pytest.mark.parametrize("name", sorted(TIMM_EQUALS))
+def test_levels_are_timms(name):
+    """Reductions, default out_indices and channels as timm's own model of the family (timm's MobileNetV2 ends
+    its C5 at the last block, 320 channels; featx's, as torchvision's features, at the 1x1 conv, 1280)."""
+    ours = timm.create_model(name, features_only=True)
+    theirs = timm.create_model(TIMM_EQUALS[name], features_only=True)
+    assert ours.feature_info.reduction() == theirs.feature_info.reduction()
+    assert ours.feature_info.out_indices == theirs.feature_info.out_indices
+    channels = theirs.feature_info.channels()
+    if name == "featx_mobilenet_v2":
+        channels[-1] = 1280
+    assert ours.feature_info.channels() == channels
+
+
+@pytest.mark.parametrize("name", SAME_WEIGHTS)
+def test_levels_equal_timms_with_timms_weights(name):
+    """timm's own model of the family, random weights and BN statistics, loaded into featx's: every level equal."""
+    theirs = timm.create_model(TIMM_EQUALS[name], features_only=True)
+    with torch.no_grad():
+        for m in theirs.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5), m.running_var.uniform_(0.5, 2.0)
+    theirs.eval()
+    ours = timm.create_model(name, features_only=True).eval()
+    state = theirs.state_dict()
+    mine = {k: k.removeprefix("model.backbone.") for k in ours.state_dict()}
+    # timm's feature nets flatten nested names ("stages_0"); featx keeps the checkpoint's
+    state = {k.replace("_", "."): v for k, v in state.items()}
+    ours.load_state_dict({k: state[v.replace("_", ".")] for k, v in mine.items()}, strict=True)
+    side = 96 if "inception" not in name else 128
+    x = torch.randn(1, 3, side, side + 32)
+    with torch.no_grad():
+        got, want = ours(x), theirs(x)
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+        assert g.shape == w.shape and (g - w).abs().max() <= 1e-4 * w.abs().max()
+
+
+def test_group_matcher_groups_for_timms_optimizer_factory():
+    """timm reads a matcher's captured regex groups as block numbers: the stem and stage patterns capture none."""
+    from timm.models._manipulate import group_parameters
+
+    model = timm.create_model("featx_resnet18")
+    groups = group_parameters(model, model.group_matcher(coarse=False))
+    names = [n for n, _ in model.named_parameters()]
+    assert sorted(n for g in groups.values() for n in g) == sorted(names)
+    assert len(groups) == 6  # stem, layer1..4, the classifier
+    assert groups[0] == ["backbone.conv1.weight", "backbone.bn1.weight", "backbone.bn1.bias"]
+
+
+@pytest.mark.parametrize("name", ["featx_resnet18", "featx_googlenet", "featx_seresnet50"])
+def test_torchscript_runs_the_same_modules(name):
+    """torch.jit.script compiles the model's own modules regrouped in order (parameters shared, not copied)."""
+    model = timm.create_model(name, drop_rate=0.1).eval()
+    model.backbone.weights_loaded()  # GoogLeNet: the input transform of pretrained weights is part of the script
+    scripted = torch.jit.script(model)
+    x = torch.randn(2, 3, 96, 96)
+    with torch.no_grad():
+        assert torch.equal(scripted(x), model(x))
+    first = next(model.backbone.parameters())
+    assert any(p.data_ptr() == first.data_ptr() for p in scripted.parameters())
+    assert sum(p.numel() for p in scripted.parameters()) == sum(p.numel() for p in model.parameters())

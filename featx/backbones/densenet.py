@@ -1,6 +1,6 @@
 """DenseNet-121/161/169/201 as C2..C5 extractors, torchvision's keys.
 
-Stem = conv0/norm0/relu0/pool0 (stride 4). C2 = denseblock1, C3 = transition1 + denseblock2,
+Stem = conv0/norm0/relu0/pool0 (stride 4; its level is relu0, stride 2). C2 = denseblock1, C3 = transition1 + denseblock2,
 C4 = transition2 + denseblock3, C5 = transition3 + denseblock4 + norm5 + ReLU (the map
 torchvision's classifier pools). Each tap is a dense block's full concatenated output.
 """
@@ -32,6 +32,7 @@ def _densenet_spec(arch: str) -> TrunkSpec:
         channels=_DENSENET_CHANNELS[arch],
         extra=(("relu5", lambda: nn.ReLU(inplace=False)),),  # torchvision applies F.relu after norm5
         graph_nodes=(f + "denseblock1", f + "denseblock2", f + "denseblock3", "relu"),
+        stem_levels=((f + "relu0", 96 if arch == "densenet161" else 64, 2),),
     )
 
 

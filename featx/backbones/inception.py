@@ -1,9 +1,9 @@
 """GoogLeNet (Inception v1) and Inception-v3 as C2..C5 extractors, torchvision's keys.
 
-- GoogLeNet: stem = conv1 + maxpool1; C2 = conv3 (stride 4, 192 ch), C3 = inception3b (stride 8,
+- GoogLeNet: stem = conv1 (its level, stride 2, 64 ch) + maxpool1; C2 = conv3 (stride 4, 192 ch), C3 = inception3b (stride 8,
   480), C4 = inception4e (stride 16, 832), C5 = inception5b (stride 32, 1024). Its ceil-mode pools
   keep the strides exact (224 -> 56, 28, 14, 7).
-- Inception-v3: stem = Conv2d_1a/2a/2b (stride 2); C2 = Conv2d_4a_3x3 (192 ch), C3 = Mixed_5d
+- Inception-v3: stem = Conv2d_1a/2a/2b (its level: Conv2d_2b_3x3, stride 2, 64 ch); C2 = Conv2d_4a_3x3 (192 ch), C3 = Mixed_5d
   (288), C4 = Mixed_6e (768), C5 = Mixed_7c (2048). Its unpadded convolutions make the strides
   inexact: 299 -> 71, 35, 17, 8 (real strides 4.2, 8.5, 17.6, 37.4); ``feature_info`` states the
   nominal 4, 8, 16, 32, and inputs must be at least 75x75.
@@ -29,7 +29,7 @@ GOOGLENET_SPECS: dict[str, TrunkSpec] = {
         stages=(("conv2", "conv3"), ("maxpool2", "inception3a", "inception3b"),
                 ("maxpool3", "inception4a", "inception4b", "inception4c", "inception4d", "inception4e"),
                 ("maxpool4", "inception5a", "inception5b")),
-        channels=(192, 480, 832, 1024), transform_input=True,
+        channels=(192, 480, 832, 1024), transform_input=True, stem_levels=(("conv1", 64, 2),),
     ),
 }
 
@@ -42,7 +42,7 @@ INCEPTION_V3_SPECS: dict[str, TrunkSpec] = {
         keep=_INCEPTION_V3_BODY, stem=("Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3"),
         stages=(("maxpool1", "Conv2d_3b_1x1", "Conv2d_4a_3x3"), ("maxpool2", "Mixed_5b", "Mixed_5c", "Mixed_5d"),
                 ("Mixed_6a", "Mixed_6b", "Mixed_6c", "Mixed_6d", "Mixed_6e"), ("Mixed_7a", "Mixed_7b", "Mixed_7c")),
-        channels=(192, 288, 768, 2048), min_size=75, transform_input=True,
+        channels=(192, 288, 768, 2048), min_size=75, transform_input=True, stem_levels=(("Conv2d_2b_3x3", 64, 2),),
     ),
 }
 

@@ -86,6 +86,9 @@ class LeNet5(FeatureExtractor):
     def stage_module_names(self, index: int) -> list[str]:
         return list(self._STAGES[index])
 
+    def sequential_view(self) -> tuple[nn.Module, list[nn.Module]]:
+        return nn.Identity(), [self.stage_module(i) for i in range(len(self._STAGES))]
+
     def run_stage(self, index: int, x: torch.Tensor) -> torch.Tensor:
         for name in self._STAGES[index]:
             x = getattr(self, name)(x)

@@ -1,6 +1,7 @@
 """MobileNetV2 and MobileNetV3 (large, small) as C2..C5 extractors, torchvision's keys.
 
-Each tap is the last block of the last run of blocks at a stride (``features`` indices):
+Each tap is the last block of the last run of blocks at a stride (``features`` indices); the stem's
+last module is the stride-2 level (16 ch) timm's MobileNets list first:
 
 | arch | stem | C2 (s4) | C3 (s8) | C4 (s16) | C5 (s32) |
 |---|---|---|---|---|---|
@@ -17,11 +18,13 @@ from featx.backbones.trunk import TorchvisionTrunk, TrunkSpec
 __all__ = ["MobileNet", "MOBILENET_SPECS"]
 
 
-def _mobilenet_spec(arch: str, stem_end: int, taps: tuple[int, int, int, int], channels: tuple[int, ...]) -> TrunkSpec:
+def _mobilenet_spec(arch: str, stem_end: int, taps: tuple[int, int, int, int], channels: tuple[int, ...],
+                    stem_channels: int = 16) -> TrunkSpec:
     bounds = (stem_end,) + tuple(t + 1 for t in taps)
     stages = tuple(tuple(f"features.{i}" for i in range(a, b)) for a, b in zip(bounds, bounds[1:]))
     return TrunkSpec(arch=arch, build=lambda: getattr(tvm, arch)(weights=None), keep=("features",),
-                     stem=tuple(f"features.{i}" for i in range(stem_end)), stages=stages, channels=channels)
+                     stem=tuple(f"features.{i}" for i in range(stem_end)), stages=stages, channels=channels,
+                     stem_levels=((f"features.{stem_end - 1}", stem_channels, 2),))
 
 
 MOBILENET_SPECS: dict[str, TrunkSpec] = {

@@ -270,6 +270,7 @@ class ResNet(FeatureExtractor):
             infos.append(FeatureInfo(f"C{i + 2}", inplanes, net_stride, f"layer{i + 1}"))
 
         self._init_weights(zero_init_residual)
+        self.stem_infos = (FeatureInfo("C1", stem_channels, 2, "relu"),)  # the stem's activation (timm's act1)
         self._init_features(infos, out_indices, frozen_stages, norm_eval)
 
     def _make_stage(self, block, inplanes, planes, blocks, stride, dilation, first_dilation,
@@ -310,8 +311,16 @@ class ResNet(FeatureExtractor):
     def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
         return self.maxpool(self.relu(self.bn1(self.conv1(x))))
 
+    def forward_stem_levels(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        stem = self.relu(self.bn1(self.conv1(x)))
+        return self.maxpool(stem), [stem]
+
     def stage_module(self, index: int) -> nn.Module:
         return getattr(self, f"layer{index + 1}")
+
+    def sequential_view(self) -> tuple[nn.Module, list[nn.Module]]:
+        return (nn.Sequential(self.conv1, self.bn1, self.relu, self.maxpool),
+                [self.stage_module(i) for i in range(len(self.stage_infos))])
 
     def stage_module_names(self, index: int) -> list[str]:
         return [f"layer{index + 1}"]

@@ -7,7 +7,8 @@ those modules and names (so timm checkpoints load strictly) and adds what mmpret
 wrapper lacks:
 
 - levels named by stride: the taps at strides 4, 8, 16, 32 are C2..C5 whatever timm's index
-  (timm counts the stride-2 stem tap as index 0), and ``out_indices`` counts C2..C5 as 0..3;
+  (timm counts the stride-2 stem tap as index 0), and ``out_indices`` counts C2..C5 as 0..3; the
+  taps before C2 are ``stem_infos`` (featx's timm models list them, as timm does);
 - ``frozen_stages``: the stem is every module up to the last tap before C2, stage k runs the
   modules after the previous tap up to tap k;
 - ``norm_eval``.
@@ -22,7 +23,7 @@ from typing import Any, Sequence
 import torch
 
 from featx.errors import did_you_mean
-from featx.features import FeatureInfo, SequenceExtractor
+from featx.features import FeatureInfo, SequenceExtractor, level_name
 
 __all__ = ["TimmBackbone", "TIMM_ARCHS"]
 
@@ -108,7 +109,11 @@ class TimmBackbone(SequenceExtractor):
         ends = [order.index(tap_of_level[t]) for t in taps]
         first = next((order.index(tap_of_level[i]) + 1 for i in range(taps[0] - 1, -1, -1) if i in tap_of_level), 0)
         starts = [first] + [e + 1 for e in ends[:-1]]
-        self._init_sequence(order[:first], [order[a:b + 1] for a, b in zip(starts, ends)])
+        stem = order[:first]
+        infos = net.feature_info.get_dicts()
+        stem_infos = [FeatureInfo(level_name("C", infos[i]["reduction"]), infos[i]["num_chs"], infos[i]["reduction"],
+                                  tap_of_level[i]) for i in range(taps[0]) if i in tap_of_level and tap_of_level[i] in stem]
+        self._init_sequence(stem, [order[a:b + 1] for a, b in zip(starts, ends)], stem_infos)
         # timm flattens nested sequentials into "stages_0"; its checkpoints say "stages.0"
         for i, key in enumerate(self.state_dict()):
             if i < len(full_keys) and key != full_keys[i]:
@@ -143,6 +148,11 @@ class TimmBackbone(SequenceExtractor):
             raise NotImplementedError(f"{self.model_name} runs as timm's own feature class; its stages have no "
                                       "separate modules")
         return super().stage_module_names(index)
+
+    def sequential_view(self):
+        if not self.chain:
+            raise NotImplementedError(f"{self.model_name} runs as timm's own feature class; script timm's model instead")
+        return super().sequential_view()
 
     def frozen_modules(self) -> list:
         if getattr(self, "chain", True):

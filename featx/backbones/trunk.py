@@ -39,6 +39,8 @@ class TrunkSpec:
             when its pretrained weights are loaded (GoogLeNet, Inception-v3).
         extra: modules without parameters the stages use beyond torchvision's (name -> factory).
         graph_nodes: torchvision's graph node names of C2..C5 where they differ from the modules.
+        stem_levels: maps finer than C2 tapped in the stem, as ``(module, channels, stride)``, finest first:
+            the levels timm's own model of the family lists before C2 (featx's timm models list them too).
     """
 
     arch: str
@@ -52,6 +54,7 @@ class TrunkSpec:
     transform_input: bool = False
     extra: tuple[tuple[str, Callable[[], nn.Module]], ...] = ()
     graph_nodes: tuple[str, ...] = ()
+    stem_levels: tuple[tuple[str, int, int], ...] = ()
 
     @property
     def reference_nodes(self) -> tuple[str, ...]:
@@ -66,6 +69,20 @@ def transform_input_to_inception(x: torch.Tensor) -> torch.Tensor:
     mean = torch.tensor(IMAGENET_MEAN, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
     return x * (std / 0.5) + (mean - 0.5) / 0.5
+
+
+class InceptionInputTransform(nn.Module):
+    """:func:`transform_input_to_inception` as a module (for the sequential view TorchScript compiles;
+    the constants are buffers, outside the state dict, as scripted code cannot read Python globals)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean, std = self.mean.to(x.device, x.dtype), self.std.to(x.device, x.dtype)
+        return x * (std / 0.5) + (mean - 0.5) / 0.5
 
 
 class TorchvisionTrunk(SequenceExtractor):
@@ -108,7 +125,8 @@ class TorchvisionTrunk(SequenceExtractor):
         self.min_input_size = spec.min_size
         stage_infos = [FeatureInfo(level_name("C", s), c, s, names[-1])
                        for s, c, names in zip(spec.strides, spec.channels, spec.stages)]
-        self._init_sequence(spec.stem, spec.stages)
+        stem_infos = [FeatureInfo(level_name("C", s), c, s, name) for name, c, s in spec.stem_levels]
+        self._init_sequence(spec.stem, spec.stages, stem_infos)
         self._init_features(stage_infos, out_indices, frozen_stages, norm_eval)
 
     def weights_loaded(self) -> None:
@@ -117,7 +135,13 @@ class TorchvisionTrunk(SequenceExtractor):
         if self._transform_input_follows_weights:
             self.transform_input = True
 
-    def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
+    def sequential_view(self) -> tuple[nn.Module, list[nn.Module]]:
+        stem, stages = super().sequential_view()
+        if self.transform_input:
+            stem = nn.Sequential(InceptionInputTransform(), *stem)
+        return stem, stages
+
+    def forward_stem_levels(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         if self.transform_input:
             x = transform_input_to_inception(x)
-        return super().forward_stem(x)
+        return super().forward_stem_levels(x)

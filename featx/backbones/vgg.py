@@ -4,7 +4,8 @@ Taps (torchvision ``features`` indices; VGG's are derived from its layer table):
 
 - VGG: C2 = last ReLU of block 3 (stride 4, 256 ch), C3 = last ReLU of block 4 (stride 8, 512),
   C4 = last ReLU of block 5 (stride 16, 512), C5 = the fifth max-pool (stride 32, 512). The
-  stem is blocks 1-2 with the first pool. Taking the activations *before* each pool keeps the
+  stem is blocks 1-2 with the first pool; its levels (timm's first two) are the last ReLUs of blocks 1
+  (stride 1, 64 ch) and 2 (stride 2, 128). Taking the activations *before* each pool keeps the
   deepest map at each stride (as SSD's VGG does with conv4_3).
 - AlexNet: C2 = ReLU 1 (``features.1``), C3 = ReLU 2 (``features.4``), C4 = ReLU 5
   (``features.11``), C5 = the last max-pool (``features.12``). Its 11x11/4 conv and unpadded 3x3/2
@@ -60,6 +61,7 @@ def _vgg_spec(arch: str) -> TrunkSpec:
         stem=tuple(names[:p2]),
         stages=(tuple(names[p2:p3]), tuple(names[p3:p4]), tuple(names[p4:p5]), (names[p5],)),
         channels=(256, 512, 512, 512),
+        stem_levels=((names[pools[0] - 1], 64, 1), (names[p2 - 1], 128, 2)),  # the last ReLUs of blocks 1 and 2
     )
 
 

@@ -13,10 +13,16 @@ Every backbone in the featx catalogue is registered in timm's registry as ``feat
   ``forward_intermediates``, returning a list of maps, with timm's ``FeatureInfo``
   (``channels()``, ``reduction()``, ``module_name()``); ``out_indices`` and ``output_stride`` work.
 
-**out_indices.** featx's timm models have four feature levels, C2..C5 (strides 4, 8, 16, 32), so
-timm's ``out_indices`` 0..3 are featx's C2..C5, the same numbers as featx's own (mmdet's)
-``out_indices``; negative indices count from C5. (timm's own ResNets list a fifth, stride-2 stem
-level first, so their C2..C5 are indices 1..4.)
+**Feature levels follow timm's model of the same family.** timm lists the maps finer than C2 first:
+the stride-2 stem activation for ResNets, SE-/SK-ResNe(X)ts, ResNeSts, DenseNets, Inception-v3 and
+MobileNets, and for VGG also the stride-1 one. featx's timm models do the same (the backbone's
+``stem_infos``, then its C2..C5), so ``out_indices=(1, 2, 3, 4)`` selects C2..C5 of
+``featx_resnet50`` exactly as of timm's ``resnet50`` (``(2, 3, 4, 5)`` for VGG), and the default is
+every level. GoogLeNet, which timm lacks, lists its stride-2 ``conv1`` like the other
+torchvision families; AlexNet has no map finer than C2 (its first conv has stride 4) and LeNet-5 is
+featx's own, so theirs start at index 0. Module names are featx's (torchvision's where the weights are
+torchvision's: ``backbone.relu`` where timm says ``act1``). featx's own API (``featx.create_model``,
+mmengine configs) keeps ``out_indices`` 0..3 = C2..C5. ``docs/clients.md`` has the table.
 
 **Weights.** Each model's ``pretrained_cfg`` names the weights of its source library: torchvision's
 enum members as tags (``IMAGENET1K_V1`` -> ``tv_in1k``, ``IMAGENET1K_V2`` -> ``tv2_in1k``, others
@@ -36,6 +42,8 @@ build them with ``featx.create_model``, or put ``featx.FPN`` on a ``features_onl
 """
 from __future__ import annotations
 
+import contextlib
+import functools
 import re
 from pathlib import Path
 from typing import Any, Optional, Union
@@ -54,7 +62,7 @@ from featx.features import FeatureExtractor
 from featx.models import CATALOG, ModelEntry, torchvision_weights_enum
 from featx.weights import LoadReport, adapt_state_dict, check_state_values
 
-__all__ = ["FeatxTimmModel", "TIMM_MODELS", "default_cfgs", "timm_name", "pretrained_tag"]
+__all__ = ["FeatxTimmModel", "ScriptableClassifier", "TIMM_MODELS", "default_cfgs", "timm_name", "pretrained_tag"]
 
 # The source classifier (one Linear on the pooled C5 map) whose weights ``fc`` takes, per family.
 _SOURCE_CLASSIFIER = {"resnet": "fc", "googlenet": "fc", "inception": "fc", "densenet": "classifier",
@@ -91,6 +99,8 @@ class FeatxTimmModel(nn.Module):
         global_pool: timm's pooling type (``"avg"``, ``"max"``, ``"avgmax"``, ``""`` for none).
         drop_rate: dropout before the classifier.
         output_stride: 32, 16 or 8 (ResNet and timm families: dilation in the last stages).
+        device, dtype: where and in which dtype the parameters are created (timm's factory arguments;
+            ``device="meta"`` builds without memory).
         **kwargs: the featx backbone's options (``frozen_stages``, ``norm_cfg``, ...).
 
     Shapes: ``(N, in_chans, H, W)`` -> ``(N, num_classes)``; ``forward_features`` -> the C5 map
@@ -98,8 +108,17 @@ class FeatxTimmModel(nn.Module):
     """
 
     def __init__(self, entry: str, num_classes: int = 1000, in_chans: int = 3, global_pool: str = "avg",
-                 drop_rate: float = 0.0, output_stride: Optional[int] = None, **kwargs: Any) -> None:
+                 drop_rate: float = 0.0, output_stride: Optional[int] = None,
+                 device: Optional[Union[str, torch.device]] = None, dtype: Optional[torch.dtype] = None,
+                 **kwargs: Any) -> None:
         super().__init__()
+        with torch.device(device) if device is not None else contextlib.nullcontext():
+            self._build(entry, num_classes, in_chans, global_pool, drop_rate, output_stride, **kwargs)
+        if dtype is not None:
+            self.to(dtype=dtype)
+
+    def _build(self, entry: str, num_classes: int, in_chans: int, global_pool: str, drop_rate: float,
+               output_stride: Optional[int], **kwargs: Any) -> None:
         self.entry = CATALOG[entry]
         if output_stride not in (None, 32):
             if self.entry.family.name not in ("resnet", "timm"):
@@ -111,20 +130,23 @@ class FeatxTimmModel(nn.Module):
         if in_chans != self.backbone.in_channels:
             self._rebuild_first_conv(in_chans)
         self.num_classes = num_classes
+        self.in_chans = in_chans
         self.drop_rate = drop_rate
         self.num_features = self.head_hidden_size = self.backbone.stage_infos[-1].channels
         self.global_pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=bool(global_pool))
         self.fc = self._make_fc(num_classes, global_pool)
         self.grad_checkpointing = False
-        # timm's feature description: one dict per level C2..C5
+        # timm's feature description: one dict per level, the stem's levels, then C2..C5
+        self.levels = tuple(self.backbone.stem_infos) + tuple(self.backbone.stage_infos)
         self.feature_info = [dict(num_chs=f.channels, reduction=f.stride, module=f"backbone.{f.module}" if f.module else
-                                  f"backbone.stage{i}", name=f.name) for i, f in enumerate(self.backbone.stage_infos)]
+                                  f"backbone.stage{i}", name=f.name) for i, f in enumerate(self.levels)]
 
     def _make_fc(self, num_classes: int, global_pool: str) -> nn.Module:
         if num_classes <= 0:
             return nn.Identity()
         pooled = self.num_features * self.global_pool.feat_mult() if global_pool else self.num_features
-        return nn.Linear(pooled, num_classes)
+        like = next(self.backbone.parameters())  # a new head goes where the model is, in its dtype
+        return nn.Linear(pooled, num_classes, device=like.device, dtype=like.dtype).train(self.training)
 
     def _rebuild_first_conv(self, in_chans: int) -> None:
         name, conv = next((n, m) for n, m in self.backbone.named_modules() if isinstance(m, nn.Conv2d))
@@ -140,7 +162,7 @@ class FeatxTimmModel(nn.Module):
     def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
         self.num_classes = num_classes
         if global_pool is not None:
-            self.global_pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=bool(global_pool))
+            self.global_pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=bool(global_pool)).train(self.training)
         self.fc = self._make_fc(num_classes, self.global_pool.pool_type)
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
@@ -151,9 +173,10 @@ class FeatxTimmModel(nn.Module):
         """Parameter groups for timm's layer-wise LR decay: the stem, then one group per stage."""
         stem = [n for n, _ in self.backbone.named_parameters() if not any(
             n.startswith(m + ".") for i in range(len(self.backbone.stage_infos)) for m in self.backbone.stage_module_names(i))]
-        stages = [rf"^backbone\.({'|'.join(map(re.escape, self.backbone.stage_module_names(i)))})\."
+        # non-capturing groups: timm reads a pattern's captured groups as block numbers
+        stages = [rf"^backbone\.(?:{'|'.join(map(re.escape, self.backbone.stage_module_names(i)))})\."
                   for i in range(len(self.backbone.stage_infos))]
-        return dict(stem=rf"^backbone\.({'|'.join(map(re.escape, stem))})$" if stem else r"^$",
+        return dict(stem=rf"^backbone\.(?:{'|'.join(map(re.escape, stem))})$" if stem else r"^$",
                     blocks=[(pattern, (i,)) for i, pattern in enumerate(stages)])
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
@@ -170,17 +193,22 @@ class FeatxTimmModel(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
 
+    def __prepare_scriptable__(self) -> nn.Module:
+        """``torch.jit.script(model)`` compiles :class:`ScriptableClassifier`: the same modules and
+        parameters, run in order (featx dispatches stages by name, which TorchScript cannot)."""
+        return ScriptableClassifier(self)
+
     def forward_intermediates(self, x: torch.Tensor, indices: Optional[Union[int, list[int]]] = None,
                               norm: bool = False, stop_early: bool = False, output_fmt: str = "NCHW",
                               intermediates_only: bool = False):
-        """timm's intermediate-feature API: the C2..C5 maps at ``indices`` (all by default; an int
-        takes the last n), and unless ``intermediates_only`` the final C5 map as well."""
+        """timm's intermediate-feature API: the maps of ``self.levels`` at ``indices`` (all by default;
+        an int takes the last n), and unless ``intermediates_only`` the final C5 map as well."""
         if output_fmt != "NCHW":
             raise ValueError(f"featx models give NCHW maps, got output_fmt={output_fmt!r}")
-        num = len(self.backbone.stage_infos)
+        num = len(self.levels)
         take, last = feature_take_indices(num, indices)
         x = self.backbone.check_input(x)
-        outs = self.backbone.forward_stages(x, last if (intermediates_only or stop_early) else num - 1)
+        outs = self.backbone.forward_levels(x, last if (intermediates_only or stop_early) else num - 1)
         intermediates = [outs[i] for i in take]
         if intermediates_only:
             return intermediates
@@ -189,8 +217,8 @@ class FeatxTimmModel(nn.Module):
     def prune_intermediate_layers(self, indices: Union[int, list[int]] = 1, prune_norm: bool = False,
                                   prune_head: bool = True) -> list[int]:
         """Drop the stages after the last of ``indices`` (and the head); returns the indices, absolute."""
-        take, last = feature_take_indices(len(self.backbone.stage_infos), indices)
-        self.backbone.prune_stages_after(last)
+        take, last = feature_take_indices(len(self.levels), indices)
+        self.backbone.prune_stages_after(max(last - len(self.backbone.stem_infos), 0))  # a stem level keeps C2's stage
         if prune_head:
             self.reset_classifier(0, "")
         return take
@@ -228,6 +256,29 @@ class FeatxTimmModel(nn.Module):
                             [] if fits or not own_fc else ["fc"], key_map, cast)
         self.load_report = report
         return {**{f"backbone.{k}": v for k, v in mapped.items()}, **{f"fc.{k}": v for k, v in fc_state.items()}}
+
+
+class ScriptableClassifier(nn.Module):
+    """A :class:`FeatxTimmModel`'s classifier path as TorchScript compiles it: stem, stages, pooling,
+    dropout, ``fc``, each the model's own module (parameters shared, not copied); the input checks of
+    the eager model are left out. Its state-dict keys are those of this grouping (``stem.*``,
+    ``stages.*``), not the eager model's."""
+
+    def __init__(self, model: FeatxTimmModel) -> None:
+        super().__init__()
+        stem, stages = model.backbone.sequential_view()
+        self.stem = stem
+        self.stages = nn.Sequential(*stages)
+        self.global_pool = model.global_pool
+        self.fc = model.fc
+        self.drop_rate = float(model.drop_rate)
+        self.train(model.training)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.global_pool(self.stages(self.stem(x)))
+        if self.drop_rate > 0.0:
+            x = F.dropout(x, p=self.drop_rate, training=self.training)
+        return self.fc(x)
 
 
 def _filter_source_state(state: dict[str, torch.Tensor], model: FeatxTimmModel) -> dict[str, torch.Tensor]:
@@ -309,14 +360,22 @@ def _fetch_or_explain(variant: str, pretrained_cfg: Any, overlay: Any) -> Option
     return cfg.url or None
 
 
+@functools.lru_cache(maxsize=None)
+def _level_count(entry_name: str) -> int:
+    """How many levels a featx timm model lists: the backbone's stem levels and its stages (built once on
+    the meta device: only the description is needed)."""
+    with torch.device("meta"):
+        backbone = CATALOG[entry_name].construct()
+    return len(backbone.stem_infos) + len(backbone.stage_infos)
+
+
 def _entrypoint(entry: ModelEntry):
     def create(pretrained: bool = False, **kwargs: Any) -> FeatxTimmModel:
         where = (_fetch_or_explain(timm_name(entry), kwargs.get("pretrained_cfg"), kwargs.get("pretrained_cfg_overlay"))
                  if pretrained else None)
         try:
             return build_model_with_cfg(FeatxTimmModel, timm_name(entry), pretrained, entry=entry.name,
-                                        feature_cfg=dict(feature_cls="getter",
-                                                         out_indices=tuple(range(entry.family.levels))),
+                                        feature_cfg=dict(feature_cls="getter", out_indices=tuple(range(_level_count(entry.name)))),
                                         pretrained_filter_fn=_filter_source_state, **kwargs)
         except (OSError, ValueError) as e:  # hub errors (offline: URLError, LocalEntryNotFoundError) are OSErrors
             if where is None or isinstance(e, WeightsError):
@@ -328,10 +387,8 @@ def _entrypoint(entry: ModelEntry):
 
     create.__name__ = create.__qualname__ = timm_name(entry)
     create.__module__ = __name__
-    levels = ", ".join(f"{i}={f}" for i, f in enumerate(["C2", "C3", "C4", "C5"] if entry.family.levels == 4
-                                                          else ["S2", "S4", "C5"]))
-    create.__doc__ = (f"featx {entry.name} ({entry.arch}) as a timm model: a classifier, or its levels with "
-                      f"features_only=True (out_indices {levels}).")
+    create.__doc__ = (f"featx {entry.name} ({entry.arch}) as a timm model: a classifier, or with features_only=True "
+                      "its levels as timm's model of the family lists them (the stem's, then C2..C5; see feature_info).")
     return create
 
 

@@ -1,0 +1,73 @@
+"""timm's own ``tests/test_models.py`` (the pinned timm's, from its source distribution, cached by
+``tools/fetch_timm_tests.py``) on every ``featx_*`` model, through featx's pytest plugin
+``tests/plugins/timm_featx.py``: timm's forward, backward, default-cfg, features, FX and TorchScript groups.
+
+It runs in a child pytest so timm's module-level settings (TorchScript executor flags) stay out of this
+session. Every test that runs must pass; the number per test is fixed here, so a model that silently drops
+out of timm's parametrization fails this test too."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tools"))
+from fetch_timm_tests import fetch  # noqa: E402
+
+sys.path.insert(0, str(REPO / "tests" / "plugins"))
+from timm_featx import EXEMPT  # noqa: E402
+
+# timm's markers for the groups its CI runs per model
+GROUPS = "forward or backward or cfg or features or fxforward or fxbackward or torchscript"
+# tests run per timm test function: 37 featx models; 51 pretrained tags for the cfg test; timm's TorchScript
+# exclusions drop the 4 DenseNets ('densenet*'); its forward_intermediates tests take the models whose timm family
+# module is in its list (not sknet, resnest; no family for alexnet, googlenet, lenet5): 29
+EXPECTED = {
+    "test_model_forward": 37, "test_model_backward": 37, "test_model_default_cfgs": 51,
+    "test_model_forward_torchscript": 33, "test_model_forward_features": 37 - 2,
+    "test_model_forward_intermediates_features": 29, "test_model_forward_intermediates": 29,
+    "test_model_forward_fx": 37, "test_model_backward_fx": 37,
+}
+
+
+def run_timm_suite(out: Path, extra: tuple[str, ...] = ()) -> ET.Element:
+    """timm's test file on featx's models in a child pytest; returns the JUnit XML report's root."""
+    test_file = fetch()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "tests" / "plugins"), os.environ.get("PYTHONPATH", "")])}
+    env.pop("GITHUB_ACTIONS", None)  # timm's exclusion lists as on a developer's machine, not its CI's memory cuts
+    report = out / "timm-junit.xml"
+    cmd = [sys.executable, "-m", "pytest", "-p", "timm_featx", str(test_file), "-q", "-p", "no:cacheprovider",
+           "-c", os.devnull, "--rootdir", str(out), "-m", GROUPS, "-W", "ignore", f"--junitxml={report}", *extra]
+    done = subprocess.run(cmd, cwd=out, env=env, capture_output=True, text=True, timeout=3000)
+    assert report.is_file(), done.stdout[-3000:] + done.stderr[-3000:]
+    return ET.parse(report).getroot()
+
+
+@pytest.mark.slow
+def test_timms_own_model_tests_pass_on_every_featx_model(tmp_path):
+    root = run_timm_suite(tmp_path)
+    cases = list(root.iter("testcase"))
+    failed = [f"{c.get('name')}: {(c.find('failure') if c.find('failure') is not None else c.find('error')).get('message', '')[:300]}"
+              for c in cases if c.find("failure") is not None or c.find("error") is not None]
+    skipped = [c.get("name") for c in cases if c.find("skipped") is not None]
+    assert not failed, "\n".join(failed)
+    assert not skipped, skipped
+    per_test = Counter(c.get("name").split("[", 1)[0] for c in cases)
+    assert dict(per_test) == EXPECTED
+    assert all(c.get("name").split("-", 1)[-1].rstrip("]").startswith("featx_") for c in cases)
+
+
+def test_exemptions_name_a_timm_check_and_a_featx_model():
+    """Each exemption is one test of timm's file and one featx model, with its reason."""
+    import timm
+
+    import featx  # noqa: F401
+
+    for (test, model), why in EXEMPT.items():
+        assert test.startswith("test_model_") and model in timm.list_models("featx_*") and len(why) > 40
