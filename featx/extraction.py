@@ -60,7 +60,7 @@ from featx.store import (SHARD_DIR, FeatureStore, merge_store, remove_stale_shar
                           shard_metadata, write_shard)
 from featx.version import __version__
 
-__all__ = ["ExtractSettings", "ExtractResult", "list_images", "source_root", "plan_batches", "batch_loader", "build_runner", "model_normalization", "valid_sizes", "pool_maps", "level_features", "device_values", "to_host", "StageClock", "DeviceDecoder", "extract", "verify_store", "prepare_store", "StorePlan", "PlannedImage", "PendingShard", "finish_store", "decode_planned", "POOLS"]
+__all__ = ["ExtractSettings", "ExtractResult", "list_images", "source_root", "plan_batches", "batch_loader", "build_runner", "model_normalization", "valid_sizes", "pool_maps", "level_features", "device_values", "to_host", "StageClock", "DeviceDecoder", "extract", "verify_store", "prepare_store", "StorePlan", "PlannedImage", "PendingShard", "finish_store", "decode_planned", "decode_planned_bytes", "image_size", "POOLS"]
 
 POOLS = ("avg", "max", "gem")
 RUNTIMES = ("torch", "onnxruntime", "openvino")
@@ -220,23 +220,42 @@ class PlannedImage:
     padded: tuple[int, int]
 
 
+def image_size(data: bytes) -> Union[tuple[int, int], str]:
+    """An encoded image's ``(h, w)`` from its header, or why it cannot be read (what :func:`plan_batches` records)."""
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            w, h = im.size
+        return h, w
+    except Exception as e:
+        return f"{type(e).__name__}: {str(e)[:160]}"
+
+
 def _target(size: tuple[int, int], settings: ExtractSettings, divisor: int) -> tuple[tuple[int, int], tuple[int, int]]:
     rh, rw = settings.resize if settings.resize is not None else shorter_side_size(size, settings.size)
     return (rh, rw), (math.ceil(rh / divisor) * divisor, math.ceil(rw / divisor) * divisor)
 
 
-def plan_batches(images: Sequence[tuple[str, Path]], settings: ExtractSettings, divisor: int
-                 ) -> tuple[list[list[PlannedImage]], list[dict]]:
+def plan_batches(images: Sequence[tuple[str, Path]], settings: ExtractSettings, divisor: int,
+                 sizes: Optional[dict[str, Union[tuple[int, int], str]]] = None) -> tuple[list[list[PlannedImage]], list[dict]]:
     """The fixed batches (one padded shape each, sorted by shape and id) and the images whose header
-    could not be read, with the reason. The same collection and settings always give the same batches."""
+    could not be read, with the reason. The same collection and settings always give the same batches.
+    ``sizes`` (id -> ``(h, w)``, or why the header was unreadable) replaces reading the files' headers, for
+    images that are not files (a Ray dataset of bytes: :func:`image_size`)."""
     planned, skipped = [], []
     for image_id, file in images:
-        try:
-            with Image.open(file) as im:
-                w, h = im.size
-        except Exception as e:  # unreadable: listed, not fatal
-            skipped.append({"path": image_id, "reason": f"{type(e).__name__}: {str(e)[:160]}"})
-            continue
+        if sizes is not None:
+            size = sizes[image_id]
+            if isinstance(size, str):
+                skipped.append({"path": image_id, "reason": size})
+                continue
+            h, w = size
+        else:
+            try:
+                with Image.open(file) as im:
+                    w, h = im.size
+            except Exception as e:  # unreadable: listed, not fatal
+                skipped.append({"path": image_id, "reason": f"{type(e).__name__}: {str(e)[:160]}"})
+                continue
         resized, padded = _target((h, w), settings, divisor)
         problem = resized_size_problem((h, w), padded)
         if problem:  # refused before anything is decoded
@@ -278,6 +297,13 @@ class _Images(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.items)
 
+    def decode_into(self, x: torch.Tensor, item: PlannedImage, data: bytes) -> None:
+        """Decode ``data``, resize it to ``item.resized`` and normalize it into the top-left of ``x``."""
+        image = _decode(data, self.channels)
+        # uint8 antialiased resize: torchvision's fast integer path (~4x the float one on a CPU)
+        image = TF.resize(image, list(item.resized), interpolation=TF.InterpolationMode.BILINEAR, antialias=True)
+        x[:, :item.resized[0], :item.resized[1]] = (image.float().div_(255) - self.mean) / self.std
+
     def __getitem__(self, index: int):
         item = self.items[index]
         x = torch.zeros(self.channels, *item.padded)
@@ -291,10 +317,7 @@ class _Images(torch.utils.data.Dataset):
             read = time.perf_counter() - start
             if self.defer_jpeg and _is_jpeg(data):  # decoded batched where the model runs (DeviceDecoder)
                 return index, x, record, "", (read, 0.0), torch.frombuffer(bytearray(data), dtype=torch.uint8)
-            image = _decode(data, self.channels)
-            # uint8 antialiased resize: torchvision's fast integer path (~4x the float one on a CPU)
-            image = TF.resize(image, list(item.resized), interpolation=TF.InterpolationMode.BILINEAR, antialias=True)
-            x[:, :item.resized[0], :item.resized[1]] = (image.float().div_(255) - self.mean) / self.std
+            self.decode_into(x, item, data)
             return index, x, record, "", (read, time.perf_counter() - start - read), None
         except Exception as e:  # a broken file: listed with its reason, not fatal
             return index, x, {}, f"{type(e).__name__}: {str(e)[:160]}", (read, time.perf_counter() - start - read), None
@@ -320,6 +343,22 @@ def decode_planned(items: Sequence[PlannedImage], channels: int, mean: Sequence[
     tensor, file record, error, (read s, decode s), None)`` each (for pipelines that bring their own workers)."""
     images = _Images(list(items), channels, mean, std)
     return [images[i] for i in range(len(images))]
+
+
+def decode_planned_bytes(items: Sequence[PlannedImage], datas: Sequence[bytes], channels: int, mean: Sequence[float],
+                         std: Sequence[float]) -> list[tuple]:
+    """As :func:`decode_planned`, for images given as their bytes (not files): ``(index, normalized padded
+    tensor, record, error)`` each, the record the bytes' SHA-256 and length (no file, so no mtime)."""
+    images = _Images(list(items), channels, mean, std)
+    decoded = []
+    for i, (item, data) in enumerate(zip(items, datas)):
+        x = torch.zeros(channels, *item.padded)
+        try:
+            images.decode_into(x, item, data)
+            decoded.append((i, x, {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}, ""))
+        except Exception as e:  # undecodable: listed with its reason, not fatal
+            decoded.append((i, x, {}, f"{type(e).__name__}: {str(e)[:160]}"))
+    return decoded
 
 
 def _is_jpeg(data: bytes) -> bool:
@@ -641,11 +680,15 @@ class StorePlan:
 
 
 def prepare_store(cfg: dict, net: nn.Module, source: Union[str, Path], out: Path, settings: ExtractSettings, rank: int,
-                  world: int, stack: contextlib.ExitStack, log: Callable[[str], None]) -> StorePlan:
+                  world: int, stack: contextlib.ExitStack, log: Callable[[str], None],
+                  sizes: Optional[dict[str, Union[tuple[int, int], str]]] = None) -> StorePlan:
     """Plan an extraction of ``source`` by ``net`` (built from ``cfg``) into the store ``out``: list and plan the
     images, write the manifest or refuse a store made with other settings, take the store's lock (rank 0, held
     until ``stack`` closes), drop shards of changed images, and read which batches are done. Every way of
-    filling a store (``extract``, ``featx.ray_extract``) starts here, so they make the same store."""
+    filling a store (``extract``, ``featx.ray_extract``) starts here, so they make the same store.
+
+    ``sizes`` (id -> ``(h, w)`` or why unreadable) plans images that are not files (a Ray dataset of bytes):
+    ``source`` is then only the manifest's description of them, and the ids are the images."""
     infos = list(net.feature_info)
     names = [f.name for f in infos]
     levels = settings.levels or names
@@ -656,12 +699,12 @@ def prepare_store(cfg: dict, net: nn.Module, source: Union[str, Path], out: Path
     channels = input_channels(net)
     mean, std = model_normalization(net)
     divisor = max(f.stride for f in infos)
-    images, not_images = _listing(source)
-    batches, header_skipped = plan_batches(images, settings, divisor)
+    images, not_images = _listing(source) if sizes is None else ([(i, Path(i)) for i in sorted(sizes)], 0)
+    batches, header_skipped = plan_batches(images, settings, divisor, sizes)
     manifest = {
         "featx_version": __version__, "model_config": cfg, "weights": str(cfg.get("weights") or "none (random init, seed 0)"),
         "random_weights": not named_weights(cfg),
-        "source": str(source), "source_root": str(source_root(source)), "store": "maps" if settings.maps else "pooled", "levels": levels,
+        "source": str(source), "source_root": str(source_root(source)) if sizes is None else "", "store": "maps" if settings.maps else "pooled", "levels": levels,
         "strides": {lv: strides[lv] for lv in levels}, "pool": None if settings.maps else settings.pool,
         "gem_p": settings.gem_p if settings.pool == "gem" and not settings.maps else None, "dtype": settings.dtype,
         "preprocessing": {"resize": list(settings.resize) if settings.resize else None,

@@ -9,6 +9,16 @@ the same listing, batches, manifest, lock and resume rule), then streams the bat
                                                            featx's runner at the precision, pooled where it runs
                                  -> the driver             one shard per batch, then the merge
 
+``source`` is a folder, list or glob as for ``featx extract``, or an existing Ray dataset of encoded images
+(``ray.data.read_binary_files(..., include_paths=True)``, a WebDataset's ``jpg`` column, a parquet table of
+bytes): ``id_column`` names each image's id (unique; what the store's index and parquet rows call it) and
+``bytes_column`` its encoded bytes. Then the headers are read in Ray tasks first (only ``(h, w)`` comes back
+to the driver), the plan is made from them as from files, and each planned batch's bytes are gathered by a
+groupby on the batch number before the same decoding:
+
+    dataset -> map(header) -> driver: plan -> dataset -> filter, batch number -> groupby(batch)
+            -> map_groups(decode) -> the model actors and the writer above
+
 so the result is a featx store (``FeatureStore`` reads it; a rerun, by Ray or by ``featx extract``, does only the
 missing batches). With ``output="parquet"`` Ray writes parquet files instead, one row per image (path, size,
 sha256 and a float32 vector column per level); nothing else of a store is written. Ray is optional
@@ -22,14 +32,15 @@ import dataclasses
 import json
 import pickle
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Optional, Union
 
 import numpy as np
 import torch
 
-from featx.extraction import (ExtractSettings, PendingShard, PlannedImage, build_runner, decode_planned, finish_store,
-                              level_features, prepare_store)
+from featx.extraction import (ExtractSettings, PendingShard, PlannedImage, build_runner, decode_planned,
+                              decode_planned_bytes, finish_store, image_size, level_features, prepare_store)
 from featx.io import scratch_dir
 from featx.models import build_from_config, model_config
 from featx.models.specs import random_weights_notice
@@ -52,11 +63,50 @@ def _item_row(batch: int, items: list[PlannedImage]) -> dict:
 
 def _decode_batch(row: dict, channels: int, mean: list, std: list) -> dict:
     """A Ray task: one planned batch read and decoded as featx's workers do it."""
-    items = [PlannedImage(d["id"], d["file"], tuple(d["size"]), tuple(d["resized"]), tuple(d["padded"]))
-             for d in json.loads(row["items"])]
+    items = _planned(json.loads(row["items"]))
     decoded = decode_planned(items, channels, mean, std)
     return {"batch": row["batch"], "items": row["items"], "x": torch.stack([d[1] for d in decoded]).numpy(),
             "records": json.dumps([d[2] for d in decoded]), "errors": json.dumps([d[3] for d in decoded])}
+
+
+def _planned(rows: list[dict]) -> list[PlannedImage]:
+    return [PlannedImage(d["id"], d["file"], tuple(d["size"]), tuple(d["resized"]), tuple(d["padded"])) for d in rows]
+
+
+def _header(row: dict, id_column: str, bytes_column: str) -> dict:
+    """A Ray task: an encoded image's id and header size (or why it is unreadable); its bytes stay behind."""
+    size = image_size(bytes(row[bytes_column]))
+    return {"id": str(row[id_column]), "h": -1 if isinstance(size, str) else size[0],
+            "w": -1 if isinstance(size, str) else size[1], "error": size if isinstance(size, str) else ""}
+
+
+def _decode_group(group: dict, id_column: str, bytes_column: str, items_of: dict, channels: int, mean: list,
+                  std: list) -> dict:
+    """A Ray task: one planned batch's rows of the dataset (any order), decoded in the plan's order."""
+    batch = int(group["batch"][0])
+    data = {str(i): bytes(b) for i, b in zip(group[id_column], group[bytes_column])}
+    items_json = items_of[batch]
+    items = _planned(json.loads(items_json))
+    decoded = decode_planned_bytes(items, [data[p.id] for p in items], channels, mean, std)
+    return {"batch": np.array([batch]), "items": np.array([items_json], dtype=object),
+            "x": torch.stack([d[1] for d in decoded]).numpy()[None],
+            "records": np.array([json.dumps([d[2] for d in decoded])], dtype=object),
+            "errors": np.array([json.dumps([d[3] for d in decoded])], dtype=object)}
+
+
+def _dataset_sizes(dataset: Any, id_column: str, bytes_column: str) -> dict[str, Union[tuple[int, int], str]]:
+    columns = dataset.columns()
+    missing = [c for c in (id_column, bytes_column) if c not in columns]
+    if missing:
+        raise ValueError(f"the dataset has no column {' or '.join(map(repr, missing))} (its columns: {', '.join(columns)}); "
+                         "pass id_column= and bytes_column=")
+    rows = dataset.map(_header, fn_kwargs=dict(id_column=id_column, bytes_column=bytes_column)).take_all()
+    sizes: dict[str, Union[tuple[int, int], str]] = {}
+    for r in rows:
+        if r["id"] in sizes:
+            raise ValueError(f"the dataset's {id_column!r} column repeats {r['id']!r}: ids must be unique (they key the store)")
+        sizes[r["id"]] = r["error"] or (int(r["h"]), int(r["w"]))
+    return sizes
 
 
 class _Model:
@@ -95,11 +145,12 @@ def _rows_of(payload: dict, levels: list) -> list[dict]:
     return rows
 
 
-def extract_with_ray(model: Union[str, dict], source: Union[str, Path], out: Union[str, Path],
+def extract_with_ray(model: Union[str, dict], source: Any, out: Union[str, Path],
                      settings: Optional[ExtractSettings] = None, model_actors: int = 1, gpus_per_actor: float = 0.0,
-                     cpus_per_actor: int = 1,
-                     output: str = "store", log: Callable[[str], None] = print, **options: Any) -> dict[str, Any]:
-    """Extract as ``featx.extract`` does, on Ray Data (see the module docstring); ``options`` are
+                     cpus_per_actor: int = 1, output: str = "store", id_column: str = "path", bytes_column: str = "bytes",
+                     log: Callable[[str], None] = print, **options: Any) -> dict[str, Any]:
+    """Extract as ``featx.extract`` does, on Ray Data (see the module docstring); ``source`` is a path (folder,
+    list, glob) or a Ray dataset with ``id_column`` and ``bytes_column``; ``options`` are
     :class:`ExtractSettings` fields. ``output``: ``"store"`` (a featx store in ``out``) or ``"parquet"`` (Ray's
     parquet files in ``out``). ``model_actors`` actors run the model, each with ``cpus_per_actor`` CPUs (its torch
     threads) and ``gpus_per_actor`` GPUs; decoding runs in Ray tasks on the other CPUs. Returns ``{"images", "new", "skipped", "seconds", "images_per_s", "output"}``.
@@ -124,19 +175,33 @@ def extract_with_ray(model: Union[str, dict], source: Union[str, Path], out: Uni
                          "cluster; leave some for the decoding tasks (fewer actors or cpus_per_actor)")
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False  # featx's own lines say what runs; Ray's logs are in its session folder
+    dataset = source if isinstance(source, ray.data.Dataset) else None
+    sizes = _dataset_sizes(dataset, id_column, bytes_column) if dataset is not None else None
+    described = f"a Ray dataset ({len(sizes)} rows; ids: {id_column!r}, bytes: {bytes_column!r})" if sizes is not None else source
     with contextlib.ExitStack() as stack:
         net = build_from_config(cfg)
         if output == "store":
-            plan = prepare_store(cfg, net, source, out, settings, 0, 1, stack, log)
+            plan = prepare_store(cfg, net, described, out, settings, 0, 1, stack, log, sizes)
         else:  # parquet: the same plan, nothing of a store written
             scratch = stack.enter_context(scratch_dir())
-            plan = prepare_store(cfg, net, source, scratch / "plan", settings, 0, 1, stack, lambda m: None)
+            plan = prepare_store(cfg, net, described, scratch / "plan", settings, 0, 1, stack, lambda m: None, sizes)
         todo = [b for b in range(len(plan.batches)) if b not in plan.done]
         log(f"ray: {len(todo)} of {len(plan.batches)} batches to extract, {model_actors} model actor(s)")
         new = broken = 0
-        if todo:
+        if todo and dataset is not None:
+            batch_of = {p.id: b for b in todo for p in plan.batches[b]}
+            items_of = {b: _item_row(b, plan.batches[b])["items"] for b in todo}
+            with warnings.catch_warnings():  # membership in the plan is no column expression Ray could push down
+                warnings.filterwarnings("ignore", message="Use 'expr' instead of 'fn'")
+                kept = dataset.filter(lambda r: str(r[id_column]) in batch_of)
+            ds = (kept.map(lambda r: {id_column: str(r[id_column]), bytes_column: r[bytes_column], "batch": batch_of[str(r[id_column])]})
+                  .groupby("batch")
+                  .map_groups(_decode_group, fn_kwargs=dict(id_column=id_column, bytes_column=bytes_column, items_of=items_of,
+                                                            channels=plan.channels, mean=plan.mean, std=plan.std)))
+        elif todo:
             ds = ray.data.from_items([_item_row(b, plan.batches[b]) for b in todo], override_num_blocks=len(todo))
             ds = ds.map(_decode_batch, fn_kwargs=dict(channels=plan.channels, mean=plan.mean, std=plan.std))
+        if todo:
             ds = ds.map_batches(_Model, batch_size=1, concurrency=model_actors, num_gpus=gpus_per_actor,
                                 num_cpus=cpus_per_actor,
                                 fn_constructor_kwargs=dict(cfg=cfg, settings=dataclasses.asdict(settings),
@@ -150,8 +215,7 @@ def extract_with_ray(model: Union[str, dict], source: Union[str, Path], out: Uni
             else:
                 for row in ds.iter_rows():
                     payload = pickle.loads(row["payload"])
-                    items = [PlannedImage(d["id"], d["file"], tuple(d["size"]), tuple(d["resized"]), tuple(d["padded"]))
-                             for d in payload["items"]]
+                    items = _planned(payload["items"])
                     pending = PendingShard(plan.levels, settings.dtype)
                     stored, skipped = pending.add_batch(int(row["batch"]), items, payload["values"], payload["records"],
                                                         payload["errors"])

@@ -82,3 +82,47 @@ def test_ray_refuses_non_finite_features_as_featx_extract_does(local_ray, photos
     with pytest.raises(FloatingPointError, match="NaN or infinite.*fp16 holds at most 65504"):
         extract_with_ray({"type": "featx.ResNet18", "weights": str(tmp_path / "big.pth")}, photos, tmp_path / "s",
                          ExtractSettings(size=32, batch_size=3, workers=0), log=lambda m: None)
+
+
+def test_a_ray_dataset_of_image_bytes_gives_featx_extracts_vectors(local_ray, photos, tmp_path):
+    """Images given as a Ray dataset of bytes (read_binary_files: columns path, bytes) plan, batch and decode as
+    files do: the same vectors as featx extract of the folder, a resumable store, and parquet."""
+    from featx.ray_extract import extract_with_ray
+
+    settings = ExtractSettings(size=32, batch_size=3, workers=0)
+    quiet = dict(log=lambda m: None)
+    dataset = ray.data.read_binary_files(str(photos), include_paths=True)
+    r = extract_with_ray("ResNet18", dataset, tmp_path / "bytes", settings, **quiet)
+    extract("ResNet18", photos, tmp_path / "ref", settings, progress=False, **quiet)
+    a, b = FeatureStore(tmp_path / "bytes"), FeatureStore(tmp_path / "ref")
+    assert r["new"] == r["images"] == 7 and r["skipped"] == 1
+    names = [p.rsplit("/", 1)[-1] for p in a]
+    assert names == list(b) and all(p.startswith("/") for p in a)  # the dataset's ids, in featx's order
+    for level in a.levels:
+        np.testing.assert_allclose(a.embeddings(level).astype(np.float32), b.embeddings(level).astype(np.float32),
+                                   rtol=0, atol=1e-6 * float(np.abs(b.embeddings(level)).max()))
+    assert [s["path"].rsplit("/", 1)[-1] for s in a.skipped] == ["broken.jpg"]
+    assert a.manifest["source"].startswith("a Ray dataset (8 rows")
+    assert [e.sha256 for e in (a.entry_at(i) for i in range(len(a)))] == [e.sha256 for e in (b.entry_at(i) for i in range(len(b)))]
+    assert extract_with_ray("ResNet18", dataset, tmp_path / "bytes", settings, **quiet)["new"] == 0  # resumed: all done
+    pq_dir = tmp_path / "pq"
+    r = extract_with_ray("ResNet18", dataset, pq_dir, settings, output="parquet", **quiet)
+    rows = sorted(pq.read_table(str(pq_dir)).to_pylist(), key=lambda row: row["path"])
+    assert r["new"] == 7 and [row["path"] for row in rows] == list(a)
+    np.testing.assert_allclose(np.array([row["emb_C5"] for row in rows]), a.embeddings("C5").astype(np.float32), atol=1e-3)
+
+
+def test_a_dataset_without_the_columns_or_with_repeated_ids_is_refused(local_ray, tmp_path):
+    from featx.ray_extract import extract_with_ray
+
+    import io
+
+    one = Image.new("RGB", (40, 40))
+    buf = io.BytesIO()
+    one.save(buf, format="PNG")
+    rows = [{"key": "a", "jpg": buf.getvalue()}, {"key": "a", "jpg": buf.getvalue()}]
+    with pytest.raises(ValueError, match="no column 'path' or 'bytes' .*its columns: key, jpg"):
+        extract_with_ray("ResNet18", ray.data.from_items(rows), tmp_path / "s", log=lambda m: None)
+    with pytest.raises(ValueError, match="repeats 'a': ids must be unique"):
+        extract_with_ray("ResNet18", ray.data.from_items(rows), tmp_path / "s", id_column="key", bytes_column="jpg",
+                         log=lambda m: None)
