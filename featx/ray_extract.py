@@ -100,6 +100,10 @@ def _dataset_sizes(dataset: Any, id_column: str, bytes_column: str) -> dict[str,
     if missing:
         raise ValueError(f"the dataset has no column {' or '.join(map(repr, missing))} (its columns: {', '.join(columns)}); "
                          "pass id_column= and bytes_column=")
+    sample = dataset.take(1)
+    if sample and not isinstance(sample[0][bytes_column], (bytes, bytearray)):
+        raise ValueError(f"the dataset's {bytes_column!r} column holds {type(sample[0][bytes_column]).__name__}, not encoded "
+                         "bytes: featx decodes and resizes images itself (read_webdataset decodes unless decoder=None)")
     rows = dataset.map(_header, fn_kwargs=dict(id_column=id_column, bytes_column=bytes_column)).take_all()
     sizes: dict[str, Union[tuple[int, int], str]] = {}
     for r in rows:

@@ -126,3 +126,25 @@ def test_a_dataset_without_the_columns_or_with_repeated_ids_is_refused(local_ray
     with pytest.raises(ValueError, match="repeats 'a': ids must be unique"):
         extract_with_ray("ResNet18", ray.data.from_items(rows), tmp_path / "s", id_column="key", bytes_column="jpg",
                          log=lambda m: None)
+
+
+def test_webdataset_shards_as_the_docs_read_them(local_ray, tmp_path):
+    """read_webdataset decodes images unless decoder=None: decoded arrays are refused, bytes extracted."""
+    import io
+    import tarfile
+
+    from featx.ray_extract import extract_with_ray
+
+    with tarfile.open(tmp_path / "shard-000.tar", "w") as tar:
+        for i in range(2):
+            buf = io.BytesIO()
+            Image.new("RGB", (48, 40), (60 * i, 90, 30)).save(buf, format="JPEG")
+            info = tarfile.TarInfo(f"img{i}.jpg")
+            info.size = len(buf.getvalue())
+            tar.addfile(info, io.BytesIO(buf.getvalue()))
+    shard = str(tmp_path / "shard-000.tar")
+    kw = dict(id_column="__key__", bytes_column="jpg", size=32, log=lambda m: None)
+    with pytest.raises(ValueError, match="holds ndarray, not encoded bytes.*decoder=None"):
+        extract_with_ray("ResNet18", ray.data.read_webdataset(shard), tmp_path / "a", **kw)
+    r = extract_with_ray("ResNet18", ray.data.read_webdataset(shard, decoder=None), tmp_path / "b", **kw)
+    assert r["new"] == 2 and list(FeatureStore(tmp_path / "b")) == ["img0", "img1"]
