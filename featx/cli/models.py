@@ -55,6 +55,18 @@ def _add_info(sub) -> None:
     p.set_defaults(func=_cmd_info)
 
 
+def _timm_backbone_line(entry) -> str:
+    """The timm call giving a composite's backbone levels: timm's indices count the stem's levels first."""
+    import torch
+
+    with torch.device("meta"):  # only the description is needed
+        backbone = getattr(entry.construct(), "backbone", None)
+    if backbone is None or not hasattr(backbone, "stem_infos"):
+        return f"timm: featx_{entry.arch}"
+    indices = tuple(len(backbone.stem_infos) + i for i in backbone.out_indices)
+    return f"timm: its backbone levels are timm.create_model('featx_{entry.arch}', features_only=True, out_indices={indices})"
+
+
 def _cmd_info(args) -> int:
     from featx.models import get_entry
     from featx.report import format_table
@@ -72,8 +84,7 @@ def _cmd_info(args) -> int:
                           "mmdet_config": snippet}, indent=2))
         return 0
     size = f"{args.size[0]}x{args.size[1]}"
-    timm_line = (f"timm: timm.create_model({timm_name!r})" if timm_name else
-                 f"timm: its backbone is timm.create_model('featx_{entry.arch}', features_only=True)")
+    timm_line = f"timm: timm.create_model({timm_name!r})" if timm_name else _timm_backbone_line(entry)
     print(f"{entry.name}  ({entry.kind}, {entry.arch})  {timm_line}")
     print(f"params {st.params_m:.1f} M, {st.gflops[size]:.1f} GFLOPs at 1x3x{size}\n")
     print(format_table(["level", "stride", "channels", "output shape"], rows))
