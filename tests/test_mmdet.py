@@ -18,7 +18,7 @@ from mmengine.registry import DefaultScope
 from mmengine.runner import Runner
 
 import featx
-from featx.detection.shapes import CATEGORIES, make_shapes_dataset
+from featx.detection.shapes import CATEGORIES, make_shapes_dataset, point_mmdet_config_at_shapes
 from helpers import randomize_norm_stats, rel_err
 
 REPO = Path(__file__).resolve().parents[1]
@@ -35,33 +35,11 @@ def shapes(tmp_path_factory) -> Path:
 
 def _tiny_run(cfg: Config, data: Path, work_dir: Path, iters: int = 4) -> Config:
     """mmdet's config, as is, pointed at the shapes set: 3 classes, 128-px images, a few iterations on the CPU."""
-    classes = tuple(c["name"] for c in CATEGORIES)
-    for head in ("bbox_head",):
-        if head in cfg.model:
-            cfg.model[head].num_classes = len(classes)
-    if "roi_head" in cfg.model:
-        cfg.model.roi_head.bbox_head.num_classes = len(classes)
-        if "mask_head" in cfg.model.roi_head:
-            cfg.model.roi_head.mask_head.num_classes = len(classes)
+    point_mmdet_config_at_shapes(cfg, data, batch_size=2, workers=0)
     cfg.model.backbone.weights = None  # no downloads here; weights loading has its own tests
     # a few iterations from scratch score below mmdet's 0.05 threshold: keep every box so the metric has input
     test_cfg = cfg.model.test_cfg
     (test_cfg.rcnn if "rcnn" in test_cfg else test_cfg).score_thr = 0.0
-    for split, loader in (("train", cfg.train_dataloader), ("val", cfg.val_dataloader), ("val", cfg.test_dataloader)):
-        loader.num_workers = 0
-        loader.persistent_workers = False
-        loader.batch_size = 2
-        ds = loader.dataset
-        ds.data_root = str(data)
-        ds.ann_file = f"annotations/instances_{split}.json"
-        ds.data_prefix = dict(img=f"{split}/")
-        ds.metainfo = dict(classes=classes)
-        for step in ds.pipeline:
-            if step["type"] == "Resize":
-                step["scale"] = (128, 128)
-    for evaluator in (cfg.val_evaluator, cfg.test_evaluator):
-        evaluator.ann_file = str(data / "annotations" / "instances_val.json")
-        evaluator.backend_args = None
     cfg.train_cfg = dict(type="IterBasedTrainLoop", max_iters=iters, val_interval=iters)
     cfg.param_scheduler = [dict(type="LinearLR", start_factor=0.1, by_epoch=False, begin=0, end=iters)]
     cfg.optim_wrapper.optimizer.lr = 0.002

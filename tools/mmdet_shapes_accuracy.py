@@ -46,30 +46,15 @@ def shapes_config(backbone: str, data: Path, work_dir: Path, depth: int = 18, it
     pointed at a shapes set in COCO format (``data/{train,val}``, ``data/annotations``)."""
     from mmengine.config import Config
 
-    from featx.detection.shapes import CATEGORIES
+    from featx.detection.shapes import point_mmdet_config_at_shapes
 
-    classes = tuple(c["name"] for c in CATEGORIES)
     cfg = Config.fromfile(_base_config_path())
     cfg.custom_imports = dict(imports=["featx"], allow_failed_imports=False)
     cfg.model.backbone = BACKBONES[backbone](depth)
     cfg.model.neck.in_channels = WIDTHS[depth]
     cfg.model.rpn_head.anchor_generator.scales = [4]
-    cfg.model.roi_head.bbox_head.num_classes = len(classes)
-    for split, loader in (("train", cfg.train_dataloader), ("val", cfg.val_dataloader), ("val", cfg.test_dataloader)):
-        loader.num_workers = workers
-        loader.persistent_workers = workers > 0
-        loader.batch_size = batch if split == "train" else 8
-        ds = loader.dataset
-        ds.data_root = str(data)
-        ds.ann_file = f"annotations/instances_{split}.json"
-        ds.data_prefix = dict(img=f"{split}/")
-        ds.metainfo = dict(classes=classes)
-        for step in ds.pipeline:
-            if step["type"] == "Resize":
-                step["scale"] = (128, 128)
-    for evaluator in (cfg.val_evaluator, cfg.test_evaluator):
-        evaluator.ann_file = str(data / "annotations" / "instances_val.json")
-        evaluator.backend_args = None
+    point_mmdet_config_at_shapes(cfg, data, batch_size=batch, workers=workers)
+    cfg.val_dataloader.batch_size = cfg.test_dataloader.batch_size = 8
     warmup = min(50, max(1, iters // 5))
     cfg.train_cfg = dict(type="IterBasedTrainLoop", max_iters=iters, val_interval=iters)
     cfg.param_scheduler = [

@@ -10,14 +10,14 @@ from __future__ import annotations
 import json
 import random
 from pathlib import Path
-from typing import Union
+from typing import Any, Union
 
 import numpy as np
 from PIL import Image, ImageDraw
 
 from featx.io import atomic_path
 
-__all__ = ["CATEGORIES", "render_image", "make_shapes_dataset"]
+__all__ = ["CATEGORIES", "render_image", "make_shapes_dataset", "point_mmdet_config_at_shapes"]
 
 CATEGORIES = [{"id": 1, "name": "rectangle"}, {"id": 2, "name": "ellipse"}, {"id": 3, "name": "triangle"}]
 
@@ -110,3 +110,34 @@ def make_shapes_dataset(root: Union[str, Path], num_train: int = 600, num_val: i
             tmp.write_text(json.dumps({"images": images, "annotations": annotations, "categories": CATEGORIES}))
         paths[split] = ann
     return paths
+
+
+def point_mmdet_config_at_shapes(cfg: Any, root: Union[str, Path], batch_size: int = 2, workers: int = 0,
+                                 image_size: int = 128) -> Any:
+    """An mmdet config (an mmengine ``Config``) pointed at a shapes set written by :func:`make_shapes_dataset`:
+    its heads' class counts, its train/val/test loaders (COCO annotations, image folders, the 3 classes,
+    ``Resize`` to ``image_size``) and its COCO evaluators. Changes ``cfg`` in place and returns it."""
+    root = Path(root)
+    classes = tuple(c["name"] for c in CATEGORIES)
+    if "bbox_head" in cfg.model:
+        cfg.model.bbox_head.num_classes = len(classes)
+    if "roi_head" in cfg.model:
+        cfg.model.roi_head.bbox_head.num_classes = len(classes)
+        if "mask_head" in cfg.model.roi_head:
+            cfg.model.roi_head.mask_head.num_classes = len(classes)
+    for split, loader in (("train", cfg.train_dataloader), ("val", cfg.val_dataloader), ("val", cfg.test_dataloader)):
+        loader.num_workers = workers
+        loader.persistent_workers = workers > 0
+        loader.batch_size = batch_size
+        ds = loader.dataset
+        ds.data_root = str(root)
+        ds.ann_file = f"annotations/instances_{split}.json"
+        ds.data_prefix = dict(img=f"{split}/")
+        ds.metainfo = dict(classes=classes)
+        for step in ds.pipeline:
+            if step["type"] == "Resize":
+                step["scale"] = (image_size, image_size)
+    for evaluator in (cfg.val_evaluator, cfg.test_evaluator):
+        evaluator.ann_file = str(root / "annotations" / "instances_val.json")
+        evaluator.backend_args = None
+    return cfg
