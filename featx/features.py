@@ -250,14 +250,28 @@ class FeatureExtractor(Extractor):
 
     def prune_stages_after(self, last: int) -> None:
         """Drop the stages after ``last`` (their modules become ``nn.Identity``): a model that will
-        only ever be asked for C2..C{last + 2} stops holding the rest."""
-        if not 0 <= last < len(self.stage_infos):
-            raise ValueError(f"last must be a stage index in 0..{len(self.stage_infos) - 1}, got {last}")
+        only ever be asked for C2..C{last + 2} stops holding the rest. ``-1`` drops every stage (only
+        the stem's levels remain, for ``forward_levels``; see :meth:`prune_stem_after`)."""
+        if not -1 <= last < len(self.stage_infos):
+            raise ValueError(f"last must be a stage index in -1..{len(self.stage_infos) - 1}, got {last}")
         for i in range(last + 1, len(self.stage_infos)):
             for name in self.stage_module_names(i):
                 self.set_submodule(name, nn.Identity())
-        self.out_indices = tuple(i for i in self.out_indices if i <= last) or (last,)
+        self.out_indices = (tuple(i for i in self.out_indices if i <= last) or (last,)) if last >= 0 else ()
         self.feature_info = [self.stage_infos[i] for i in self.out_indices]
+
+    def prune_stem_after(self, level: int) -> None:
+        """After :meth:`prune_stages_after` ``(-1)``: drop the stem's modules after its level ``level``
+        (an index of ``stem_infos``), so the stem ends at that map (as timm prunes to a stem feature)."""
+        if self.out_indices or not 0 <= level < len(self.stem_infos):
+            raise ValueError(f"prune_stem_after takes a stem level in 0..{len(self.stem_infos) - 1} once every stage is "
+                             f"pruned (prune_stages_after(-1)), got {level}")
+        for name in self.stem_modules_after(self.stem_infos[level].module):
+            self.set_submodule(name, nn.Identity())
+
+    def stem_modules_after(self, tap: str) -> list[str]:
+        """Names of the stem's modules that run after the module ``tap`` (a stem level's)."""
+        raise NotImplementedError(f"{type(self).__name__} has no stem levels")
 
     def check_input(self, x: object) -> torch.Tensor:
         """``x`` when it is a valid image batch for this backbone, else a clear error."""
@@ -311,6 +325,9 @@ class FeatureExtractor(Extractor):
         Stages past the last requested output are not run.
         """
         x = self.check_input(x)
+        if not self.out_indices:
+            raise RuntimeError(f"every stage of this {type(self).__name__} was pruned; only its stem levels remain "
+                               "(forward_levels)")
         outs = self.forward_stages(x, self.out_indices[-1])
         return tuple(outs[i] for i in self.out_indices)
 
@@ -379,6 +396,9 @@ class SequenceExtractor(FeatureExtractor):
 
     def stage_module(self, index: int) -> nn.Module:
         return _Steps([self.get_submodule(n) for n in self.stage_names[index]])
+
+    def stem_modules_after(self, tap: str) -> list[str]:
+        return list(self.stem_names[self.stem_names.index(tap) + 1:])
 
     def sequential_view(self) -> tuple[nn.Module, list[nn.Module]]:
         stem = nn.Sequential(*(self.get_submodule(n) for n in self.stem_names))

@@ -36,31 +36,45 @@ EXPECTED = {
 }
 
 
-def run_timm_suite(out: Path, extra: tuple[str, ...] = ()) -> ET.Element:
-    """timm's test file on featx's models in a child pytest; returns the JUnit XML report's root."""
-    test_file = fetch()
+def run_timm_suite(out: Path, test: str = "", markers: str = GROUPS) -> ET.Element:
+    """timm's test file (or its function ``test``) on featx's models in a child pytest; returns the JUnit XML
+    report's root."""
+    test_file = f"{fetch()}::{test}" if test else str(fetch())
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "tests" / "plugins"), os.environ.get("PYTHONPATH", "")])}
     env.pop("GITHUB_ACTIONS", None)  # timm's exclusion lists as on a developer's machine, not its CI's memory cuts
     report = out / "timm-junit.xml"
-    cmd = [sys.executable, "-m", "pytest", "-p", "timm_featx", str(test_file), "-q", "-p", "no:cacheprovider",
-           "-c", os.devnull, "--rootdir", str(out), "-m", GROUPS, "-W", "ignore", f"--junitxml={report}", *extra]
+    cmd = [sys.executable, "-m", "pytest", "-p", "timm_featx", test_file, "-q", "-p", "no:cacheprovider",
+           "-c", os.devnull, "--rootdir", str(out), "-W", "ignore", f"--junitxml={report}"] + (["-m", markers] if markers else [])
     done = subprocess.run(cmd, cwd=out, env=env, capture_output=True, text=True, timeout=3000)
     assert report.is_file(), done.stdout[-3000:] + done.stderr[-3000:]
     return ET.parse(report).getroot()
 
 
-@pytest.mark.slow
-def test_timms_own_model_tests_pass_on_every_featx_model(tmp_path):
-    root = run_timm_suite(tmp_path)
+def _outcome(root: ET.Element) -> tuple[list, list, Counter]:
     cases = list(root.iter("testcase"))
     failed = [f"{c.get('name')}: {(c.find('failure') if c.find('failure') is not None else c.find('error')).get('message', '')[:300]}"
               for c in cases if c.find("failure") is not None or c.find("error") is not None]
     skipped = [c.get("name") for c in cases if c.find("skipped") is not None]
+    models = [c.get("name").split("[", 1)[-1].rstrip("]").split("-")[-1] for c in cases]  # test[1-featx_x] or test[featx_x]
+    assert cases and all(m.startswith("featx_") for m in models), models
+    return failed, skipped, Counter(c.get("name").split("[", 1)[0] for c in cases)
+
+
+@pytest.mark.slow
+def test_timms_own_model_tests_pass_on_every_featx_model(tmp_path):
+    failed, skipped, per_test = _outcome(run_timm_suite(tmp_path))
     assert not failed, "\n".join(failed)
     assert not skipped, skipped
-    per_test = Counter(c.get("name").split("[", 1)[0] for c in cases)
     assert dict(per_test) == EXPECTED
-    assert all(c.get("name").split("-", 1)[-1].rstrip("]").startswith("featx_") for c in cases)
+
+
+@pytest.mark.slow
+def test_timms_pruning_contract_passes_on_featx_models(tmp_path):
+    """timm's test_prune_intermediate_layers_contract (unmarked in timm: its CI leaves it out as slow): pruned and
+    stop_early taps equal the full model's at every level, the stem's included, and the pruned model trains."""
+    failed, skipped, per_test = _outcome(run_timm_suite(tmp_path, "test_prune_intermediate_layers_contract", markers=""))
+    assert not failed, "\n".join(failed)
+    assert not skipped and dict(per_test) == {"test_prune_intermediate_layers_contract": 29}
 
 
 def test_exemptions_name_a_timm_check_and_a_featx_model():

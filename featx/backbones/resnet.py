@@ -318,6 +318,9 @@ class ResNet(FeatureExtractor):
     def stage_module(self, index: int) -> nn.Module:
         return getattr(self, f"layer{index + 1}")
 
+    def stem_modules_after(self, tap: str) -> list[str]:
+        return ["maxpool"]
+
     def sequential_view(self) -> tuple[nn.Module, list[nn.Module]]:
         return (nn.Sequential(self.conv1, self.bn1, self.relu, self.maxpool),
                 [self.stage_module(i) for i in range(len(self.stage_infos))])

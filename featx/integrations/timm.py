@@ -218,7 +218,10 @@ class FeatxTimmModel(nn.Module):
                                   prune_head: bool = True) -> list[int]:
         """Drop the stages after the last of ``indices`` (and the head); returns the indices, absolute."""
         take, last = feature_take_indices(len(self.levels), indices)
-        self.backbone.prune_stages_after(max(last - len(self.backbone.stem_infos), 0))  # a stem level keeps C2's stage
+        stem_levels = len(self.backbone.stem_infos)
+        self.backbone.prune_stages_after(max(last - stem_levels, -1))
+        if last < stem_levels:  # a stem level: the stem ends at it (its pooling goes), as timm prunes
+            self.backbone.prune_stem_after(last)
         if prune_head:
             self.reset_classifier(0, "")
         return take
