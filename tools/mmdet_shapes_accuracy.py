@@ -16,13 +16,15 @@ Usage::
     python tools/mmdet_shapes_accuracy.py --out work_dirs/mmdet_shapes --iters 300
     python tools/mmdet_shapes_accuracy.py --backbones featx --iters 20 --train 16 --val 8   # a smoke run
 
-Writes ``<out>/results.json`` (mAP per backbone, iterations, seconds, the machine) and prints a table.
+Writes ``<out>/results.json`` (mAP per backbone, iterations, seconds, the machine) and prints a table; with
+``--results DIR`` also ``DIR/<cpu>-<threads>t-faster-rcnn-r<depth>-shapes-<versions>.{json,md}``.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import platform
+import re
 import sys
 import time
 from pathlib import Path
@@ -111,6 +113,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--val", type=int, default=150, help="validation images generated (default 150)")
     parser.add_argument("--workers", type=int, default=2, help="data loader workers (default 2)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--results", type=Path, help="also write the result as files named by hardware and versions here")
     args = parser.parse_args(argv)
     names = [b.strip() for b in args.backbones.split(",") if b.strip()]
     unknown = [b for b in names if b not in BACKBONES]
@@ -129,18 +132,34 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"== {name} ResNet-{args.depth}: {args.iters} iterations, batch {args.batch}", flush=True)
         results.append(train_and_evaluate(name, data, args.out / name, depth=args.depth, iters=args.iters,
                                           batch=args.batch, lr=args.lr, seed=args.seed, workers=args.workers))
+    import mmcv
     import mmdet
     import torch
 
-    report = dict(results=results, config=BASE_CONFIG, depth=args.depth, batch=args.batch, lr=args.lr,
+    from featx.cpu import cpu_info
+
+    cpu = cpu_info()
+    report = dict(results=results, config=BASE_CONFIG, depth=args.depth, batch=args.batch, lr=args.lr, iters=args.iters,
                   train_images=args.train, val_images=args.val, seed=args.seed,
-                  machine=dict(cpu=platform.processor() or platform.machine(), threads=torch.get_num_threads()),
-                  versions=dict(torch=torch.__version__, mmdet=mmdet.__version__, python=platform.python_version()))
+                  machine=dict(cpu=cpu.model, isa=cpu.isa, flags=list(cpu.flags), threads=torch.get_num_threads()),
+                  versions=dict(torch=torch.__version__, mmdet=mmdet.__version__, mmcv=mmcv.__version__,
+                                python=platform.python_version()))
     (args.out / "results.json").write_text(json.dumps(report, indent=2))
-    print(f"{'backbone':8} {'class':32} {'iters':>5} {'train s':>8} {'mAP@0.5':>8} {'mAP':>6} {'mAP@0.75':>8}")
-    for r in results:
-        print(f"{r['backbone']:8} {r['backbone_class']:32} {r['iters']:5d} {r['train_seconds']:8.0f} {r['mAP_50']:8.3f} "
-              f"{r['mAP']:6.3f} {r['mAP_75']:8.3f}")
+    header = f"{'backbone':8} {'class':38} {'iters':>5} {'train s':>8} {'mAP@0.5':>8} {'mAP':>6} {'mAP@0.75':>8}"
+    table = [header] + [f"{r['backbone']:8} {r['backbone_class']:38} {r['iters']:5d} {r['train_seconds']:8.0f} "
+                        f"{r['mAP_50']:8.3f} {r['mAP']:6.3f} {r['mAP_75']:8.3f}" for r in results]
+    print("\n".join(table))
+    if args.results:
+        args.results.mkdir(parents=True, exist_ok=True)
+        slug = re.sub(r"[^a-z0-9.]+", "-", f"{cpu.model} {report['machine']['threads']}t faster-rcnn r{args.depth} shapes "
+                                            f"mmdet {mmdet.__version__} torch {torch.__version__.split('+')[0]}".lower()).strip("-")
+        (args.results / f"{slug}.json").write_text(json.dumps(report, indent=2))
+        (args.results / f"{slug}.md").write_text(
+            f"# mmdet Faster R-CNN R-{args.depth}-FPN on featx's shapes set: featx's ResNet vs mmdet's\n\n"
+            f"`python tools/mmdet_shapes_accuracy.py --iters {args.iters}` ({args.train} train / {args.val} val images, "
+            f"batch {args.batch}, lr {args.lr}, seed {args.seed}); mmdet's COCO bbox metrics on the val split.\n\n"
+            f"CPU: {cpu.model}, {cpu.isa}, {report['machine']['threads']} threads. torch {torch.__version__}, "
+            f"mmdet {mmdet.__version__}, mmcv {mmcv.__version__}.\n\n```\n" + "\n".join(table) + "\n```\n")
     return 0
 
 
