@@ -132,6 +132,17 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"== {name} ResNet-{args.depth}: {args.iters} iterations, batch {args.batch}", flush=True)
         results.append(train_and_evaluate(name, data, args.out / name, depth=args.depth, iters=args.iters,
                                           batch=args.batch, lr=args.lr, seed=args.seed, workers=args.workers))
+    report = make_report(results, depth=args.depth, batch=args.batch, lr=args.lr, iters=args.iters,
+                         train_images=args.train, val_images=args.val, seed=args.seed)
+    (args.out / "results.json").write_text(json.dumps(report, indent=2))
+    print("\n".join(result_table(results)))
+    if args.results:
+        print("wrote", *write_result_files(report, args.results))
+    return 0
+
+
+def make_report(results: list[dict], **settings) -> dict:
+    """The runs' results with the settings, the machine (CPU model, ISA flags, threads) and the versions."""
     import mmcv
     import mmdet
     import torch
@@ -139,28 +150,36 @@ def main(argv: Optional[list[str]] = None) -> int:
     from featx.cpu import cpu_info
 
     cpu = cpu_info()
-    report = dict(results=results, config=BASE_CONFIG, depth=args.depth, batch=args.batch, lr=args.lr, iters=args.iters,
-                  train_images=args.train, val_images=args.val, seed=args.seed,
-                  machine=dict(cpu=cpu.model, isa=cpu.isa, flags=list(cpu.flags), threads=torch.get_num_threads()),
-                  versions=dict(torch=torch.__version__, mmdet=mmdet.__version__, mmcv=mmcv.__version__,
-                                python=platform.python_version()))
-    (args.out / "results.json").write_text(json.dumps(report, indent=2))
+    return dict(results=results, config=BASE_CONFIG, **settings,
+                machine=dict(cpu=cpu.model, isa=cpu.isa, flags=list(cpu.flags), threads=torch.get_num_threads()),
+                versions=dict(torch=torch.__version__, mmdet=mmdet.__version__, mmcv=mmcv.__version__,
+                              python=platform.python_version()))
+
+
+def result_table(results: list[dict]) -> list[str]:
     header = f"{'backbone':8} {'class':38} {'iters':>5} {'train s':>8} {'mAP@0.5':>8} {'mAP':>6} {'mAP@0.75':>8}"
-    table = [header] + [f"{r['backbone']:8} {r['backbone_class']:38} {r['iters']:5d} {r['train_seconds']:8.0f} "
-                        f"{r['mAP_50']:8.3f} {r['mAP']:6.3f} {r['mAP_75']:8.3f}" for r in results]
-    print("\n".join(table))
-    if args.results:
-        args.results.mkdir(parents=True, exist_ok=True)
-        slug = re.sub(r"[^a-z0-9.]+", "-", f"{cpu.model} {report['machine']['threads']}t faster-rcnn r{args.depth} shapes "
-                                            f"mmdet {mmdet.__version__} torch {torch.__version__.split('+')[0]}".lower()).strip("-")
-        (args.results / f"{slug}.json").write_text(json.dumps(report, indent=2))
-        (args.results / f"{slug}.md").write_text(
-            f"# mmdet Faster R-CNN R-{args.depth}-FPN on featx's shapes set: featx's ResNet vs mmdet's\n\n"
-            f"`python tools/mmdet_shapes_accuracy.py --iters {args.iters}` ({args.train} train / {args.val} val images, "
-            f"batch {args.batch}, lr {args.lr}, seed {args.seed}); mmdet's COCO bbox metrics on the val split.\n\n"
-            f"CPU: {cpu.model}, {cpu.isa}, {report['machine']['threads']} threads. torch {torch.__version__}, "
-            f"mmdet {mmdet.__version__}, mmcv {mmcv.__version__}.\n\n```\n" + "\n".join(table) + "\n```\n")
-    return 0
+    return [header] + [f"{r['backbone']:8} {r['backbone_class']:38} {r['iters']:5d} {r['train_seconds']:8.0f} "
+                       f"{r['mAP_50']:8.3f} {r['mAP']:6.3f} {r['mAP_75']:8.3f}" for r in results]
+
+
+def write_result_files(report: dict, folder: Path) -> tuple[Path, Path]:
+    """``folder/<cpu>-<threads>t-faster-rcnn-r<depth>-shapes-mmdet-<v>-torch-<v>.{json,md}``."""
+    m, v = report["machine"], report["versions"]
+    flags = set(m["flags"])
+    level = ("avx512" if "avx512f" in flags else "avx2" if "avx2" in flags else "cpu") + ("-vnni" if "avx512_vnni" in flags else "")
+    slug = re.sub(r"[^a-z0-9.]+", "-", f"{m['cpu']} {level} {m['threads']}t faster-rcnn r{report['depth']} shapes "
+                                        f"mmdet {v['mmdet']} torch {v['torch'].split('+')[0]}".lower()).strip("-")
+    folder.mkdir(parents=True, exist_ok=True)
+    json_path, md_path = folder / f"{slug}.json", folder / f"{slug}.md"
+    json_path.write_text(json.dumps(report, indent=2))
+    md_path.write_text(
+        f"# mmdet Faster R-CNN R-{report['depth']}-FPN on featx's shapes set: featx's ResNet vs mmdet's\n\n"
+        f"`python tools/mmdet_shapes_accuracy.py --iters {report['iters']}` ({report['train_images']} train / "
+        f"{report['val_images']} val images, batch {report['batch']}, lr {report['lr']}, seed {report['seed']}); mmdet's "
+        f"COCO bbox metrics on the val split. Train seconds include the other work the machine was doing.\n\n"
+        f"CPU: {m['cpu']}, {m['isa']}, {m['threads']} threads. torch {v['torch']}, mmdet {v['mmdet']}, "
+        f"mmcv {v['mmcv']}.\n\n```\n" + "\n".join(result_table(report["results"])) + "\n```\n")
+    return json_path, md_path
 
 
 if __name__ == "__main__":
