@@ -101,7 +101,8 @@ def test_fine_tuning_pieces_resolve_from_mmengines_root_registries_in_a_fresh_in
 
 def test_timm_registry_zoo():
     m = timm.create_model("featx_mobilenet_v3_small", frozen_stages=1, features_only=True)
-    assert m.feature_info.reduction() == [4, 8, 16, 32] and m.feature_info.channels() == [16, 24, 48, 576]
+    # timm's mobilenetv3_small_100 levels: the stem's stride-2 map, then C2..C5
+    assert m.feature_info.reduction() == [2, 4, 8, 16, 32] and m.feature_info.channels() == [16, 16, 24, 48, 576]
     assert timm.create_model("featx_seresnet50").backbone.arch == "seresnet50"
 
 
@@ -114,5 +115,5 @@ def test_timm_registry():
     m = timm.create_model("featx_resnet18", frozen_stages=1, num_classes=7)
     assert m.num_classes == 7 and m.backbone.arch == "resnet18"
     assert not m.backbone.layer1[0].conv1.weight.requires_grad and m.backbone.layer2[0].conv1.weight.requires_grad
-    b = timm.create_model("featx_resnext50_32x4d", features_only=True, out_indices=(3,))
+    b = timm.create_model("featx_resnext50_32x4d", features_only=True, out_indices=(4,))  # C5: timm's index 4
     assert b.feature_info.channels() == [2048] and b.feature_info.reduction() == [32]
