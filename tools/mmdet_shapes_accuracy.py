@@ -11,6 +11,9 @@ the same seed, data, schedule and neck (mmdet's FPN). Changes from the COCO conf
 - ``--iters`` iterations at batch ``--batch``: linear warm-up over 50, then cosine to 1% of ``--lr``;
 - gradient clipping at norm 10 (random init).
 
+Both backbones start from Kaiming-normal convolutions; mmdet's ResNet also zero-initialises each block's last
+BatchNorm (its default ``zero_init_residual=True``), featx's follows torchvision (``False``).
+
 Usage::
 
     python tools/mmdet_shapes_accuracy.py --out work_dirs/mmdet_shapes --iters 300
@@ -176,7 +179,9 @@ def write_result_files(report: dict, folder: Path) -> tuple[Path, Path]:
         f"# mmdet Faster R-CNN R-{report['depth']}-FPN on featx's shapes set: featx's ResNet vs mmdet's\n\n"
         f"`python tools/mmdet_shapes_accuracy.py --iters {report['iters']}` ({report['train_images']} train / "
         f"{report['val_images']} val images, batch {report['batch']}, lr {report['lr']}, seed {report['seed']}); mmdet's "
-        f"COCO bbox metrics on the val split. Train seconds include the other work the machine was doing.\n\n"
+        f"COCO bbox metrics on the val split. Train seconds include the other work the machine was doing. Only the "
+        f"backbone differs; both start from Kaiming-normal convolutions, and mmdet's ResNet also zero-initialises each "
+        f"block's last BatchNorm (its default `zero_init_residual=True`; featx's follows torchvision: False).\n\n"
         f"CPU: {m['cpu']}, {m['isa']}, {m['threads']} threads. torch {v['torch']}, mmdet {v['mmdet']}, "
         f"mmcv {v['mmcv']}.\n\n```\n" + "\n".join(result_table(report["results"])) + "\n```\n")
     return json_path, md_path
