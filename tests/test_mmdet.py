@@ -145,3 +145,19 @@ def test_mmdet_resnet_fpn_and_featx_give_the_same_maps(tmp_path):
         assert len(out) == len(ref) == 5
         for o, r in zip(out, ref):
             assert o.shape == r.shape and rel_err(o, r) <= 1e-5
+
+
+@pytest.mark.slow
+def test_the_accuracy_tool_trains_both_backbones_and_writes_its_result(tmp_path):
+    """tools/mmdet_shapes_accuracy.py end to end on a tiny budget: both runs, the report, the result files."""
+    sys.path.insert(0, str(REPO / "tools"))
+    import mmdet_shapes_accuracy as tool
+
+    assert tool.main(["--out", str(tmp_path / "w"), "--iters", "2", "--train", "8", "--val", "4", "--workers", "0",
+                      "--results", str(tmp_path / "results")]) == 0
+    report = json.loads((tmp_path / "w" / "results.json").read_text())
+    assert [r["backbone_class"] for r in report["results"]] == ["featx.backbones.resnet.ResNet",
+                                                                 "mmdet.models.backbones.resnet.ResNet"]
+    assert all(r["iters"] == 2 and 0.0 <= r["mAP_50"] <= 1.0 for r in report["results"])
+    files = sorted(p.suffix for p in (tmp_path / "results").iterdir())
+    assert files == [".json", ".md"] and report["machine"]["threads"] >= 1 and report["versions"]["mmdet"] == mmdet.__version__
