@@ -19,6 +19,11 @@ groupby on the batch number before the same decoding:
     dataset -> map(header) -> driver: plan -> dataset -> filter, batch number -> groupby(batch)
             -> map_groups(decode) -> the model actors and the writer above
 
+The driver holds the plan, as ``featx extract`` does for files, and the filter and decoding tasks receive the
+plan's id -> batch map and planned items with their arguments (through Ray's object store): about 100 bytes per
+image, which bounds the collection one call takes to what those tasks' memory holds; split a larger dataset and
+extract it into one store per part.
+
 so the result is a featx store (``FeatureStore`` reads it; a rerun, by Ray or by ``featx extract``, does only the
 missing batches). With ``output="parquet"`` Ray writes parquet files instead, one row per image (path, size,
 sha256 and a float32 vector column per level); nothing else of a store is written. Ray is optional
