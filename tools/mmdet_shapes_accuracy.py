@@ -176,7 +176,7 @@ def write_result_files(report: dict, folder: Path) -> tuple[Path, Path]:
     json_path, md_path = folder / f"{slug}.json", folder / f"{slug}.md"
     json_path.write_text(json.dumps(report, indent=2))
     md_path.write_text(
-        f"# mmdet Faster R-CNN R-{report['depth']}-FPN on featx's shapes set: featx's ResNet vs mmdet's\n\n"
+        f"# mmdet Faster R-CNN (R-50-FPN config, ResNet-{report['depth']} backbone) on featx's shapes set: featx's ResNet vs mmdet's\n\n"
         f"`python tools/mmdet_shapes_accuracy.py --iters {report['iters']}` ({report['train_images']} train / "
         f"{report['val_images']} val images, batch {report['batch']}, lr {report['lr']}, seed {report['seed']}); mmdet's "
         f"COCO bbox metrics on the val split. Train seconds include the other work the machine was doing. Only the "
