@@ -69,8 +69,12 @@ def _item_row(batch: int, items: list[PlannedImage]) -> dict:
 def _decode_batch(row: dict, channels: int, mean: list, std: list) -> dict:
     """A Ray task: one planned batch read and decoded as featx's workers do it."""
     items = _planned(json.loads(row["items"]))
-    decoded = decode_planned(items, channels, mean, std)
-    return {"batch": row["batch"], "items": row["items"], "x": torch.stack([d[1] for d in decoded]).numpy(),
+    return _decoded_row(row["batch"], row["items"], decode_planned(items, channels, mean, std))
+
+
+def _decoded_row(batch: int, items_json: str, decoded: list[tuple]) -> dict:
+    """What the model actors take: a batch's number, planned items, ``(N, C, H, W)`` input, records and errors."""
+    return {"batch": batch, "items": items_json, "x": torch.stack([d[1] for d in decoded]).numpy(),
             "records": json.dumps([d[2] for d in decoded]), "errors": json.dumps([d[3] for d in decoded])}
 
 
@@ -92,11 +96,9 @@ def _decode_group(group: dict, id_column: str, bytes_column: str, items_of: dict
     data = {str(i): bytes(b) for i, b in zip(group[id_column], group[bytes_column])}
     items_json = items_of[batch]
     items = _planned(json.loads(items_json))
-    decoded = decode_planned_bytes(items, [data[p.id] for p in items], channels, mean, std)
-    return {"batch": np.array([batch]), "items": np.array([items_json], dtype=object),
-            "x": torch.stack([d[1] for d in decoded]).numpy()[None],
-            "records": np.array([json.dumps([d[2] for d in decoded])], dtype=object),
-            "errors": np.array([json.dumps([d[3] for d in decoded])], dtype=object)}
+    row = _decoded_row(batch, items_json, decode_planned_bytes(items, [data[p.id] for p in items], channels, mean, std))
+    # map_groups returns a batch: each field as a one-row column
+    return {k: np.array([v], dtype=object) if isinstance(v, str) else np.asarray(v)[None] for k, v in row.items()}
 
 
 def _dataset_sizes(dataset: Any, id_column: str, bytes_column: str) -> dict[str, Union[tuple[int, int], str]]:

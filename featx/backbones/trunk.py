@@ -68,6 +68,10 @@ def transform_input_to_inception(x: torch.Tensor) -> torch.Tensor:
     GoogLeNet/Inception-v3 weights were trained with (torchvision's ``transform_input=True``)."""
     mean = torch.tensor(IMAGENET_MEAN, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    return _renormalize(x, mean, std)
+
+
+def _renormalize(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
     return x * (std / 0.5) + (mean - 0.5) / 0.5
 
 
@@ -81,8 +85,7 @@ class InceptionInputTransform(nn.Module):
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        mean, std = self.mean.to(x.device, x.dtype), self.std.to(x.device, x.dtype)
-        return x * (std / 0.5) + (mean - 0.5) / 0.5
+        return _renormalize(x, self.mean.to(x.device, x.dtype), self.std.to(x.device, x.dtype))
 
 
 class TorchvisionTrunk(SequenceExtractor):
