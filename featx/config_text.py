@@ -14,7 +14,42 @@ from typing import Any
 
 from featx.errors import UnsafeConfigError
 
-__all__ = ["parse_config_text", "read_config_file"]
+__all__ = ["parse_config_text", "read_config_file", "read_config_data", "regular_file", "MAX_CONFIG_BYTES"]
+
+MAX_CONFIG_BYTES = 1 << 20  # a config or profile file larger than 1 MiB is not a config (mmdet's largest is ~10 kB)
+
+
+def regular_file(path: Any, what: str = "config", max_bytes: int = MAX_CONFIG_BYTES) -> Any:
+    """``path`` as a ``Path`` when it is a regular file of at most ``max_bytes``; a FIFO, a device (``/dev/zero``),
+    a folder or a larger file is refused before it is opened (reading one could hang or fill memory)."""
+    import stat
+    from pathlib import Path
+
+    path = Path(path)
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{what} file not found: {path}") from None
+    except OSError as e:
+        raise ValueError(f"cannot read {what} {path}: {e.strerror or e}") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise ValueError(f"{path} is a folder; expected a {what} file")
+    if not stat.S_ISREG(st.st_mode):
+        raise ValueError(f"{path} is not a regular file (a pipe, socket or device); featx reads {what}s from files only")
+    if st.st_size > max_bytes:
+        raise ValueError(f"{path} is {st.st_size:,} bytes; a {what} file is at most {max_bytes:,}")
+    return path
+
+
+def read_config_data(path: Any, what: str = "config") -> dict[str, Any]:
+    """A config-style file read as data (:func:`parse_config_text`): a regular file of at most 1 MiB whose lines
+    are ``name = literal`` entries; nothing in it is run."""
+    path = regular_file(path, what)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise UnsafeConfigError(f"{path} is not UTF-8 text") from None
+    return parse_config_text(text, str(path))
 
 
 def _value(node: ast.AST, where: str) -> Any:
@@ -59,7 +94,8 @@ _CONFIG_SUFFIXES = (".py", ".json", ".yml", ".yaml")
 
 def read_config_file(path: Any) -> Any:
     """A config file the user names (their own code: mmengine runs it), read by ``mmengine.Config.fromfile``
-    with one clear error for what mmengine reports tersely: a missing file or ``_base_``, a ``_base_`` of another
+    once it and every local ``_base_`` it names are regular files of at most 1 MiB (a FIFO would hang the reader,
+    ``/dev/zero`` fill memory), with one clear error for what mmengine reports tersely: a missing file or ``_base_``, a ``_base_`` of another
     type, an error without a message (what mmengine's lazy-import mode raises for a config with ``import``
     lines), a syntax error. Returns the ``mmengine.Config``."""
     from pathlib import Path
@@ -69,10 +105,11 @@ def read_config_file(path: Any) -> Any:
     path = Path(path)
     if path.is_dir():
         raise ValueError(f"{path} is a folder; expected a config file ({', '.join(_CONFIG_SUFFIXES)})")
-    if not path.is_file():
+    if not path.exists():
         raise FileNotFoundError(f"config file not found: {path}")
     if path.suffix not in _CONFIG_SUFFIXES:
         raise ValueError(f"{path}: a config file must be {', '.join(_CONFIG_SUFFIXES)}")
+    _check_config_files(path, set())
     try:
         return Config.fromfile(str(path))
     except SyntaxError as e:
@@ -88,3 +125,39 @@ def read_config_file(path: Any) -> Any:
                     "lines is read in mmengine's lazy-import mode, which allows imports only at the top and values "
                     "built from them only where mmengine can defer them; write plain values instead")
         raise ValueError(f"cannot read config {path}: {text[:400]}") from None
+
+
+def _base_files(path: Any) -> list[str]:
+    """The ``_base_`` entries of a ``.py`` config, read as data (mmengine reads them with ``eval``)."""
+    try:
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+    except (SyntaxError, UnicodeDecodeError, ValueError):
+        return []  # mmengine's own reading reports it
+    for stmt in tree.body:
+        if (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name)
+                and stmt.targets[0].id == "_base_"):
+            try:
+                value = ast.literal_eval(stmt.value)
+            except ValueError:
+                return []
+            return [value] if isinstance(value, str) else [v for v in value if isinstance(v, str)] \
+                if isinstance(value, (list, tuple)) else []
+    return []
+
+
+def _check_config_files(path: Any, seen: set) -> None:
+    """``path`` and every local ``_base_`` it names, recursively, are regular files of bounded size."""
+    path = regular_file(path)
+    key = path.resolve()
+    if key in seen:
+        return
+    seen.add(key)
+    if path.suffix != ".py":
+        return
+    for base in _base_files(path):
+        if "::" in base:  # a package's own config (mmdet::...): found by mmengine inside that package
+            continue
+        target = path.parent / base
+        if not target.exists():
+            continue  # mmengine's reading says which _base_ is missing
+        _check_config_files(target, seen)

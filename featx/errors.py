@@ -12,7 +12,7 @@ from typing import Iterable
 
 __all__ = [
     "FeatxError", "UnknownModelError", "WeightsError", "UnsafeCheckpointError", "CheckpointMismatchError",
-    "WeightsUnavailableError", "ExportError", "QuantizationError", "ParityError", "DataError", "TrainError", "DetectorMismatchError",
+    "WeightsUnavailableError", "ExportError", "QuantizationError", "ParityError", "DataError", "StoreError", "TrainError", "DetectorMismatchError",
     "Int8SaturationWarning", "PlanarHintWarning", "did_you_mean",
 ]
 
@@ -62,6 +62,10 @@ class ParityError(FeatxError, RuntimeError):
 
 class DataError(FeatxError, ValueError):
     """The dataset cannot be used as given (raised before training starts)."""
+
+
+class StoreError(FeatxError, ValueError):
+    """A feature store whose files disagree (index, arrays, manifest) or cannot be written; nothing is guessed."""
 
 
 class TrainError(FeatxError, RuntimeError):

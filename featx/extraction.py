@@ -50,11 +50,12 @@ from featx.devices import checked_device
 from featx.deploy.onnx_export import ExportSettings, export_onnx, input_description
 from featx.deploy.openvino_export import export_openvino
 from featx.deploy.runtimes import open_session
+from featx.errors import StoreError
 from featx.features import as_output_tuple, input_channels
 from featx.images import IMAGE_EXTENSIONS, resized_size_problem, shorter_side_size, to_rgb
 from featx.inference import optimize_for_inference
 from featx.io import scratch_dir, write_json
-from featx.models import build_described_model, build_from_config, model_config
+from featx.models import build_described_model, build_from_config, check_file_config, model_config
 from featx.models.specs import named_weights, random_weights_notice
 from featx.store import (SHARD_DIR, FeatureStore, merge_store, remove_stale_shard_temporaries, shard_entries,
                           shard_metadata, write_shard)
@@ -988,9 +989,14 @@ def verify_store(folder: Union[str, Path], sample: int = 8, log: Callable[[str],
     the manifest names is fetched; weights only if already on this machine). ``weights`` overrides the
     manifest's (any featx ``weights=``; the user's choice, so the usual rules apply). A store made with random
     weights is refused unless ``weights="random"`` says that is what is being verified."""
-    store = FeatureStore(folder)
+    store = FeatureStore(folder)  # refuses a store whose index, arrays and manifest disagree
+    if not len(store):
+        raise StoreError(f"{folder} holds no images, so nothing can be verified (FAIL)")
     m = store.manifest
     cfg = m["model_config"]
+    if not isinstance(cfg, dict) or not isinstance(cfg.get("type"), str):
+        raise ValueError(f"{folder}/manifest.json's model config is not a model config: {str(cfg)[:200]}")
+    check_file_config(cfg, f"{folder}/manifest.json")  # before anything is built, whatever the weights
     if weights == RANDOM_WEIGHTS:
         if named_weights(cfg):
             raise ValueError(f"{folder} was made with weights {cfg.get('weights')}, not random ones; drop --weights random")

@@ -11,13 +11,15 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import stat
 import tempfile
 from glob import escape as glob_escape
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Union
+from typing import Any, Iterator, Optional, Union
 
-__all__ = ["atomic_path", "atomic_write_bytes", "write_json", "default_file_mode", "remove_stale_temporaries", "scratch_dir", "cache_dir"]
+__all__ = ["atomic_path", "atomic_write_bytes", "write_json", "default_file_mode", "remove_stale_temporaries", "scratch_dir",
+           "sweep_scratch", "is_featx_scratch", "cache_dir"]
 
 
 def default_file_mode() -> int:
@@ -77,18 +79,62 @@ def remove_stale_temporaries(path: Union[str, Path]) -> list[Path]:
     return removed
 
 
-@contextmanager
-def scratch_dir() -> Iterator[Path]:
-    """A private temporary folder (``$TMPDIR/featx-<pid>-<random>``), removed on exit. One left behind by a
-    process that was killed (SIGKILL skips every clean-up) is removed by the next featx process that makes
-    one: scratch exports are large, and a temp folder is often a small RAM disk."""
-    root = Path(tempfile.gettempdir())
-    for old in root.glob("featx-*-*"):
-        pid = old.name.split("-")[1]
-        if old.is_dir() and pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+SCRATCH_MARKER = ".featx-scratch"
+_SCRATCH_SIGNATURE = "featx scratch folder"
+
+
+def _marker_text(folder: Path, pid: int) -> str:
+    return f"{_SCRATCH_SIGNATURE}\npid {pid}\nfolder {folder.name}\n"
+
+
+def is_featx_scratch(folder: Path) -> Optional[int]:
+    """The pid of the featx process that made ``folder`` as a scratch folder, or None when featx cannot prove it
+    made it: a real folder (not a link) owned by this user, holding a regular marker file owned by this user whose
+    text names this folder and a pid (what :func:`scratch_dir` writes first). A name alone proves nothing."""
+    try:
+        st = folder.lstat()
+        marker = folder / SCRATCH_MARKER
+        mst = marker.lstat()
+        if not (stat.S_ISDIR(st.st_mode) and stat.S_ISREG(mst.st_mode) and st.st_uid == os.getuid() == mst.st_uid
+                and mst.st_size < 256):
+            return None
+        lines = marker.read_text(encoding="ascii").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return None
+    if len(lines) != 3 or lines[0] != _SCRATCH_SIGNATURE or lines[2] != f"folder {folder.name}":
+        return None
+    pid = lines[1].removeprefix("pid ")
+    return int(pid) if lines[1].startswith("pid ") and pid.isdigit() else None
+
+
+def sweep_scratch(root: Union[str, Path]) -> list[Path]:
+    """Remove the scratch folders under ``root`` that a featx process made (:func:`is_featx_scratch`) and that
+    process no longer runs (SIGKILL skips every clean-up); returns them. Anything else is left alone."""
+    removed = []
+    try:
+        candidates = list(Path(root).glob("featx-*"))
+    except OSError:
+        return removed
+    for old in candidates:
+        pid = is_featx_scratch(old)
+        if pid is not None and pid != os.getpid() and not _alive(pid):
             shutil.rmtree(old, ignore_errors=True)
+            removed.append(old)
+    return removed
+
+
+@contextmanager
+def scratch_dir(root: Union[str, Path, None] = None) -> Iterator[Path]:
+    """A private temporary folder (``<root>/featx-<pid>-<random>``, ``root`` defaulting to ``$TMPDIR``) holding a
+    marker that says featx made it, removed on exit. One left behind by a process that was killed is removed by
+    the next featx process that makes one in the same root (scratch exports are large, and a temp folder is often
+    a small RAM disk); a folder without featx's marker is never touched, whatever its name."""
+    root = Path(root) if root is not None else Path(tempfile.gettempdir())
+    sweep_scratch(root)
     with tempfile.TemporaryDirectory(prefix=f"featx-{os.getpid()}-", dir=root) as tmp:
-        yield Path(tmp)
+        folder = Path(tmp)
+        (folder / SCRATCH_MARKER).write_text(_marker_text(folder, os.getpid()), encoding="ascii")
+        yield folder
 
 
 def atomic_write_bytes(path: Union[str, Path], data: bytes) -> None:

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torchvision.ops import FrozenBatchNorm2d
 
-__all__ = ["NormCfg", "build_norm", "norm_abbr", "ConvNormAct", "build_activation"]
+__all__ = ["NormCfg", "NORM_TYPES", "build_norm", "norm_abbr", "ConvNormAct", "build_activation"]
 
 NormCfg = Union[None, str, dict, Callable[[int], nn.Module]]
 
@@ -25,6 +25,7 @@ _NORMS: dict[str, tuple[str, Callable[..., nn.Module]]] = {
     "FrozenBN": ("bn", lambda c, eps, **_: FrozenBatchNorm2d(c, eps=eps)),
 }
 _ALIASES = {"BatchNorm2d": "BN", "SyncBatchNorm": "SyncBN", "GroupNorm": "GN", "FrozenBatchNorm2d": "FrozenBN"}
+NORM_TYPES = frozenset(_NORMS) | frozenset(_ALIASES)  # every norm type name build_norm takes
 
 
 def _normalize_norm_cfg(cfg: NormCfg) -> dict | None:

@@ -19,8 +19,10 @@ so any number of processes can fill one store.
 """
 from __future__ import annotations
 
-import json
 import gc
+import json
+import os
+import re
 from pathlib import Path
 from typing import Any, Iterator, NamedTuple, Optional, Union
 
@@ -28,12 +30,14 @@ import numpy as np
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
+from featx.errors import StoreError
 from featx.io import atomic_path, remove_stale_temporaries, write_json
 
 __all__ = ["StoreEntry", "FeatureStore", "write_shard", "shard_metadata", "shard_entries", "merge_store", "remove_stale_shard_temporaries",
            "SHARD_DIR"]
 
 SHARD_DIR = "shards"
+_SHARD_NAME = re.compile(r"[A-Za-z0-9_-]+\.safetensors")  # a shard named by an index line: a file in shards/, no path
 
 
 class StoreEntry(NamedTuple):
@@ -81,11 +85,39 @@ def _shards(folder: Path) -> list[Path]:
     return sorted((folder / SHARD_DIR).glob("*.safetensors"))
 
 
+def _read_manifest(folder: Path) -> dict:
+    path = folder / "manifest.json"
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise StoreError(f"{path} is not a featx manifest (not JSON: {str(e)[:80]}); the store is damaged") from None
+    if not isinstance(manifest, dict) or manifest.get("store") not in ("pooled", "maps") \
+            or not isinstance(manifest.get("levels"), list) or not all(isinstance(lv, str) for lv in manifest["levels"]):
+        raise StoreError(f"{path} is not a featx manifest (no store kind or levels); the store is damaged")
+    return manifest
+
+
+def _allocate(path: Path, shape: tuple[int, int], dtype: np.dtype) -> np.memmap:
+    """An ``.npy`` array file of ``shape`` at ``path`` whose blocks are all reserved on disk before anything is
+    written through the memory map: a full disk is an ``OSError`` here, never a SIGBUS in the middle of a copy."""
+    out = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
+    try:
+        with open(path, "rb+") as f:
+            os.posix_fallocate(f.fileno(), 0, os.fstat(f.fileno()).st_size)
+    except BaseException:
+        del out
+        path.unlink(missing_ok=True)
+        raise
+    return out
+
+
 def merge_store(folder: Union[str, Path]) -> int:
-    """Write ``index.jsonl`` (and ``pooled.<LEVEL>.npy`` for pooled stores) from the shards; returns the
-    number of images. Run once every process has finished (``featx extract`` does it on rank 0)."""
+    """Write ``pooled.<LEVEL>.npy`` (pooled stores) and then ``index.jsonl`` from the shards; returns the number
+    of images. Run once every process has finished (``featx extract`` does it on rank 0). Each array is written to
+    a hidden ``.part`` file whose space is reserved up front and renamed into place only when whole; the index
+    comes last, so a merge that fails leaves no index that the arrays do not match."""
     folder = Path(folder)
-    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest = _read_manifest(folder)
     rows: list[tuple[dict, str]] = []
     for shard in _shards(folder):
         rows += [(e, shard.name) for e in shard_entries(shard)]
@@ -93,31 +125,39 @@ def merge_store(folder: Union[str, Path]) -> int:
     paths = [e["path"] for e, _ in rows]
     if len(set(paths)) != len(paths):
         raise ValueError(f"{folder} holds some images twice; the shards disagree (was it written by two plans?)")
-    with atomic_path(folder / "index.jsonl") as tmp:
-        with open(tmp, "w") as f:
-            for e, shard in rows:
-                f.write(json.dumps({"path": e["path"], "size": e["size"], "sha256": e["sha256"], "shard": shard,
-                                    "row": e["row"]}) + "\n")
+    (folder / "index.jsonl").unlink(missing_ok=True)  # the old index would not match the new arrays
     if manifest["store"] == "pooled":
         by_shard: dict[str, list[tuple[int, int]]] = {}
         for i, (e, shard) in enumerate(rows):  # shards without rows (every image broken) hold no vectors
             by_shard.setdefault(shard, []).append((i, e["row"]))
         for level in manifest["levels"]:
             out = None
-            for shard, places in by_shard.items():
-                with safe_open(str(folder / SHARD_DIR / shard), framework="numpy") as f:
-                    block = f.get_tensor(f"pooled.{level}")
+            part = folder / f".pooled.{level}.npy.part"
+            try:
+                for shard, places in by_shard.items():
+                    with safe_open(str(folder / SHARD_DIR / shard), framework="numpy") as f:
+                        block = f.get_tensor(f"pooled.{level}")
+                    if out is None:
+                        out = _allocate(part, (len(rows), block.shape[1]), block.dtype)
+                    out[[i for i, _ in places]] = block[[r for _, r in places]]
+                target = folder / f"pooled.{level}.npy"
                 if out is None:
-                    out = np.lib.format.open_memmap(folder / f".pooled.{level}.npy.part", mode="w+", dtype=block.dtype,
-                                                    shape=(len(rows), block.shape[1]))
-                out[[i for i, _ in places]] = block[[r for _, r in places]]
-            target = folder / f"pooled.{level}.npy"
-            if out is None:
-                np.save(target, np.zeros((0, 0), np.float32))
-                continue
-            out.flush()
-            del out
-            Path(folder / f".pooled.{level}.npy.part").replace(target)
+                    np.save(target, np.zeros((0, 0), np.float32))
+                    continue
+                out.flush()
+                del out
+                out = None
+                part.replace(target)
+            except OSError as e:
+                out = None
+                part.unlink(missing_ok=True)
+                raise StoreError(f"cannot write {folder}/pooled.{level}.npy: {e.strerror or e} (need "
+                                 f"{len(rows)} rows of {level}); nothing was left half-written") from None
+    with atomic_path(folder / "index.jsonl") as tmp:
+        with open(tmp, "w") as f:
+            for e, shard in rows:
+                f.write(json.dumps({"path": e["path"], "size": e["size"], "sha256": e["sha256"], "shard": shard,
+                                    "row": e["row"]}) + "\n")
     manifest["merged"] = {"images": len(rows), "shards": len(_shards(folder))}
     write_json(folder / "manifest.json", manifest)
     return len(rows)
@@ -142,21 +182,56 @@ class FeatureStore:
         self.folder = Path(folder)
         if not (self.folder / "manifest.json").is_file():
             raise FileNotFoundError(f"{self.folder} is not a featx feature store (no manifest.json)")
-        self.manifest = json.loads((self.folder / "manifest.json").read_text())
-        if not (self.folder / "index.jsonl").is_file():
+        self.manifest = _read_manifest(self.folder)
+        if not (self.folder / "index.jsonl").is_file() or "merged" not in self.manifest:
             raise FileNotFoundError(f"{self.folder} is not merged yet (no index.jsonl): finish or rerun featx extract")
         # one C-level json parse of all lines (~5x faster than a loads per line); entries built on demand
-        text = (self.folder / "index.jsonl").read_text()
+        text = (self.folder / "index.jsonl").read_text(encoding="utf-8")
         enabled = gc.isenabled()
         gc.disable()  # the parse makes 100k+ dicts: the cyclic collector would scan them repeatedly for nothing
         try:
             self._records: list[dict] = json.loads("[" + ",".join(text.splitlines()) + "]")
+        except json.JSONDecodeError as e:
+            raise StoreError(f"{self.folder}/index.jsonl has a line that is not JSON ({str(e)[:80]}); the store is "
+                             "damaged: rerun featx extract into it to merge it again") from None
         finally:
             if enabled:
                 gc.enable()
-        self._row: dict[str, int] = {r["path"]: i for i, r in enumerate(self._records)}
+        self._row: dict[str, int] = {r["path"]: i for i, r in enumerate(self._records)
+                                     if isinstance(r, dict) and isinstance(r.get("path"), str)}
         self.levels: list[str] = list(self.manifest["levels"])
         self._embeddings: dict[str, np.ndarray] = {}
+        self._check_consistent()
+
+    def _check_consistent(self) -> None:
+        """The index, the arrays and the manifest agree: as many index lines as the merge recorded, each a
+        well-formed entry with a unique path and a shard inside ``shards/``, and every pooled array with one row
+        per line. A store that disagrees is refused: its rows would belong to other images."""
+        where = f"{self.folder}/index.jsonl"
+        merged = self.manifest.get("merged")
+        expected = merged.get("images") if isinstance(merged, dict) else None
+        n = len(self._records)
+        if not isinstance(expected, int) or expected != n:
+            raise StoreError(f"{where} has {n} lines but the manifest records {expected} merged images; the store is "
+                             "damaged: rerun featx extract into it to merge it again")
+        if len(self._row) != n:
+            raise StoreError(f"{where} names some image twice (or has an entry without a path): {n} lines, "
+                             f"{len(self._row)} paths; the store is damaged")
+        for i, r in enumerate(self._records):
+            if not (isinstance(r.get("shard"), str) and _SHARD_NAME.fullmatch(r["shard"])
+                    and isinstance(r.get("row"), int) and r["row"] >= 0 and isinstance(r.get("sha256"), str)
+                    and isinstance(r.get("size"), list) and len(r["size"]) == 2):
+                raise StoreError(f"{where}, line {i + 1}: not a featx index entry ({str(r)[:120]}); the store is damaged")
+        if self.manifest["store"] == "pooled":
+            for level in self.levels:
+                path = self.folder / f"pooled.{level}.npy"
+                try:
+                    rows = np.load(path, mmap_mode="r").shape[0] if n else 0
+                except (OSError, ValueError) as e:
+                    raise StoreError(f"{path} cannot be read ({str(e)[:80]}); the store is damaged") from None
+                if rows != n:
+                    raise StoreError(f"{path} has {rows} rows for {n} index lines; the store is damaged: rerun featx "
+                                     "extract into it to merge it again")
 
     def __len__(self) -> int:
         return len(self._records)

@@ -3,15 +3,19 @@
 The Winograd check writes ~1 GB of such files for ResNet50FPN (the whole networks it times, each exported). On a
 network disk they cost seconds of an export; in a memory-backed tmpfs (``/dev/shm``) nothing. So a scratch
 folder goes there when it exists, is writable and has room, and the user has not chosen a temporary folder
-(``TMPDIR``); else to the default temporary folder.
+(``TMPDIR``); else to the default temporary folder. Either way it is :func:`featx.io.scratch_dir`'s folder, with
+its marker: a folder in ``/dev/shm`` left by a killed featx process is removed by the next one, and nothing else.
 """
 from __future__ import annotations
 
 import os
 import shutil
-import tempfile
+from contextlib import AbstractContextManager
+from pathlib import Path
 
-__all__ = ["scratch_dir", "MEMORY_ROOTS"]
+from featx.io import scratch_dir as _marked_scratch_dir
+
+__all__ = ["memory_scratch_dir", "MEMORY_ROOTS"]
 
 MEMORY_ROOTS = ("/dev/shm",)
 NEEDED_BYTES = 4 << 30  # a margin over the ~1 GB ResNet50FPN needs; a small tmpfs (Docker's 64 MB) is passed over
@@ -29,7 +33,7 @@ def _memory_root(needed: int) -> str | None:
     return None
 
 
-def scratch_dir(prefix: str = "featx-", needed: int = NEEDED_BYTES) -> tempfile.TemporaryDirectory:
-    """A temporary folder (use as a context manager, like :class:`tempfile.TemporaryDirectory`) in memory
-    where there is room for ``needed`` bytes, else in the default temporary folder."""
-    return tempfile.TemporaryDirectory(prefix=prefix, dir=_memory_root(needed))
+def memory_scratch_dir(needed: int = NEEDED_BYTES) -> AbstractContextManager[Path]:
+    """A featx scratch folder (a context manager yielding its path) in memory where there is room for ``needed``
+    bytes, else in the default temporary folder."""
+    return _marked_scratch_dir(_memory_root(needed))

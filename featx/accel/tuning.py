@@ -30,7 +30,7 @@ from featx.accel.ir_hints import prefer_planar_winograd_input
 from featx.deploy.runtimes import open_session
 from featx.errors import PlanarHintWarning
 from featx.features import input_channels
-from featx.accel.scratch import scratch_dir
+from featx.accel.scratch import memory_scratch_dir
 from featx.timing import interleaved_medians
 from featx.version import software_versions
 from featx.accel.winograd import FORMULATION, TILE, TILES, WinogradConv2d, convert_to_winograd, winograd_eligible
@@ -183,7 +183,7 @@ def _direct_vs_winograd_medians(modules: dict[str, nn.Module], x: torch.Tensor, 
     """Median ms of each module (name -> module, e.g. "direct" and "winograd") on ``x`` in ``runtime``
     (PyTorch eager, or each exported and loaded in ONNX Runtime / OpenVINO), timed interleaved; with
     ``planar_variant`` in OpenVINO also "winograd_planar", the "winograd" IR with the planar input-transform hint."""
-    with scratch_dir() as tmp:  # in memory where there is room: the whole networks are ~100-250 MB files
+    with memory_scratch_dir() as tmp:  # in memory where there is room: the whole networks are ~100-250 MB files
         if runtime == "torch":
             runners = {name: _torch_runner(m, x) for name, m in modules.items()}
         else:

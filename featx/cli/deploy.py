@@ -173,6 +173,9 @@ def _add_parity(sub) -> None:
                    help="batch sizes: every size at the first, the first size at the rest (default 1 2)")
     p.add_argument("--repeats", type=int_at_least(0), default=5, help="timed runs for the latency median (0 to skip; default 5)")
     p.add_argument("--tf32", action="store_true", help="allow TF32 on CUDA (both sides); uses the TF32 gate")
+    p.add_argument("--precision", choices=["fp32", "tf32", "fp16", "int8"],
+                   help="judge by this precision's gate (default: the precision the file's graph computes in; the "
+                        "file's metadata must agree with its graph and never picks the gate)")
     p.add_argument("--max-rel", type=non_negative_float, help="override the gate's max|err|/max|ref|")
     p.add_argument("--min-cos", type=float, help="override the gate's minimum cosine (-1..1)")
     p.add_argument("--threads", type=int_at_least(1), help="CPU threads for both runtimes")
@@ -183,7 +186,7 @@ def _add_parity(sub) -> None:
 def _cmd_parity(args) -> int:
     import torch
 
-    from featx.deploy.metadata import read_metadata
+    from featx.deploy.metadata import graph_precision, read_metadata
     from featx.deploy.parity import gate_with_overrides, parity
     from featx.io import write_json
     from featx.models import build_from_config, target_config
@@ -194,10 +197,10 @@ def _cmd_parity(args) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     meta = read_metadata(args.onnx)
-    gate = gate_with_overrides(meta.get("precision"), args.tf32, args.max_rel, args.min_cos)
+    gate = gate_with_overrides(args.precision or graph_precision(args.onnx), args.tf32, args.max_rel, args.min_cos)
     model = build_from_config(target_config(args.model, None, args.weights), args.seed) if args.model else None
     r = parity(args.onnx, model=model, device=args.device, sizes=args.sizes, batches=args.batch, repeats=args.repeats,
-                   tf32=args.tf32, gate=gate, threads=args.threads, log=log, meta=meta)
+                   tf32=args.tf32, gate=gate, threads=args.threads, log=log, meta=meta, precision=args.precision)
     print(f"{args.onnx}: {meta.get('model_config', {}).get('type', '?')}  precision {r.precision}  "
           f"runtime {r.runtime}")
     print(f"gate: max|err|/max|ref| <= {r.gate['max_rel']:g}, cosine >= {r.gate['min_cos']} ({r.gate['why']})\n")

@@ -8,6 +8,7 @@ when already on this machine), and anything else needs the user to say which wei
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any, Union
 
@@ -17,7 +18,12 @@ from torch import nn
 from featx.errors import ParityError, WeightsError
 from featx.models import build_described_model
 
-__all__ = ["read_metadata", "ir_featx_info", "model_from_metadata"]
+__all__ = ["read_metadata", "ir_featx_info", "model_from_metadata", "graph_precision", "check_metadata", "PRECISIONS"]
+
+PRECISIONS = ("fp32", "fp16", "int8")  # what a featx export can be; TF32 is a way to run fp32, not a file's precision
+# ONNX ops of a quantized graph (QDQ or integer ops)
+_INT8_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "QLinearConv", "QLinearMatMul",
+             "ConvInteger", "MatMulInteger", "QLinearAdd", "QLinearMul"}
 
 
 def read_metadata(path: Union[str, Path]) -> dict[str, Any]:
@@ -78,3 +84,63 @@ def model_from_metadata(meta: dict) -> nn.Module:
                                      int(meta.get("init_seed", 0)))
     except (WeightsError, ValueError) as e:
         raise ParityError(str(e)) from None
+
+
+def graph_precision(path: Union[str, Path]) -> str:
+    """The precision an exported file really computes in, read from its graph, not its metadata: ``"int8"`` when it
+    quantizes (ONNX quantize/dequantize or integer ops, OpenVINO FakeQuantize), ``"fp16"`` when its float weights
+    are half precision, else ``"fp32"``."""
+    path = Path(path)
+    if path.suffix == ".xml":
+        import xml.etree.ElementTree as ET
+
+        try:
+            root = ET.parse(path).getroot()
+        except (ET.ParseError, OSError) as e:
+            raise ParityError(f"{path} is not an OpenVINO IR ({e})") from None
+        layers = list(root.iter("layer"))
+        if any(layer.get("type") == "FakeQuantize" for layer in layers):
+            return "int8"
+        consts = [layer.find("data") for layer in layers if layer.get("type") == "Const"]
+        return "fp16" if any(d is not None and d.get("element_type") == "f16" for d in consts) else "fp32"
+    proto = onnx.load(str(path), load_external_data=False)
+    if any(node.op_type in _INT8_OPS for node in proto.graph.node):
+        return "int8"
+    floats = [t.data_type for t in proto.graph.initializer
+              if t.data_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE)]
+    return "fp16" if floats and floats.count(onnx.TensorProto.FLOAT16) * 2 > len(floats) else "fp32"
+
+
+def _finite_list(value: Any, length: int, positive: bool) -> bool:
+    return (isinstance(value, list) and len(value) == length
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and (v > 0 or not positive)
+                    for v in value))
+
+
+def check_metadata(meta: dict[str, Any], path: Union[str, Path], outputs: list[str], precision: str) -> None:
+    """Refuse (``ParityError``) a file whose featx metadata contradicts its graph or makes no sense: a precision
+    featx does not write or other than the graph's (``precision``, from :func:`graph_precision`), levels that are
+    not its outputs, an input normalization that is not finite or has a non-positive std."""
+    claimed = meta.get("precision", "fp32")
+    if claimed not in PRECISIONS:
+        raise ParityError(f"{path}: its metadata says precision {str(claimed)[:40]!r}, which featx does not write "
+                          f"({', '.join(PRECISIONS)})")
+    if claimed != precision:
+        raise ParityError(f"{path}: its metadata says {claimed}, but its graph computes in {precision}; a file's "
+                          "claim never picks the gate (pass --precision to choose one)")
+    levels = meta.get("levels")
+    if levels is not None:
+        named = [lv.get("output") for lv in levels] if isinstance(levels, list) and all(isinstance(lv, dict) for lv in levels) else None
+        if named != outputs:
+            raise ParityError(f"{path}: its metadata's levels {str(levels)[:120]} are not its outputs {outputs}")
+    norm = meta.get("input")
+    if norm is not None:
+        if not isinstance(norm, dict):
+            raise ParityError(f"{path}: its metadata's input description is not a description: {str(norm)[:120]}")
+        channels = norm.get("channels")
+        if not (isinstance(channels, int) and 1 <= channels <= 64):
+            raise ParityError(f"{path}: its metadata's input channels {str(channels)[:20]} are not 1..64")
+        for key, positive in (("mean", False), ("std", True)):
+            if norm.get(key) is not None and not _finite_list(norm[key], channels, positive):
+                raise ParityError(f"{path}: its metadata's input {key} {str(norm[key])[:80]} is not {channels} finite "
+                                  f"numbers{' above 0' if positive else ''}")

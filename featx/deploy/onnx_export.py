@@ -30,7 +30,7 @@ import onnx
 import torch
 from torch import nn
 
-from featx.config_text import read_config_file
+from featx.config_text import read_config_data
 from featx.errors import ExportError, did_you_mean
 from featx.features import FeatureExtractor, as_output_tuple, input_channels
 from featx.images import IMAGENET_MEAN, IMAGENET_STD
@@ -274,12 +274,13 @@ def _simplify(proto):
 
 
 def load_profile(name: str) -> ExportSettings:
-    """``ExportSettings`` from a shipped profile name (``"static_fp32"``) or a profile file's path."""
+    """``ExportSettings`` from a shipped profile name (``"static_fp32"``) or a profile file's path. A profile is
+    read as data (:func:`featx.config_text.read_config_data`): ``name = literal`` lines only, nothing in it is run."""
     path = Path(name) if name.endswith(".py") else PROFILES_DIR / f"{name}.py"
     if not path.is_file():
         raise ValueError(f"unknown export profile {name!r}{did_you_mean(name, list_profiles())}; "
                          f"shipped: {', '.join(list_profiles())}, or a path to a .py profile")
-    values = read_config_file(path).to_dict()
+    values = read_config_data(path, "profile")  # a profile is data: `name = literal` lines, nothing run
     fields = set(ExportSettings.__dataclass_fields__)
     unknown = set(values) - fields
     if unknown:

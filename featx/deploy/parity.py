@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from featx.compare import compare_arrays
-from featx.deploy.metadata import model_from_metadata, read_metadata
+from featx.deploy.metadata import check_metadata, graph_precision, model_from_metadata, read_metadata
 from featx.deploy.placement import off_device_nodes, provider_placement
 from featx.deploy.runtimes import open_session
 from featx.errors import ParityError
@@ -50,13 +50,14 @@ GATES: dict[str, Gate] = {
 
 def gate_with_overrides(precision: Optional[str], tf32: bool = False, max_rel: Optional[float] = None,
                         min_cos: Optional[float] = None) -> Optional[Gate]:
-    """The gate a user set (``max_rel`` and/or ``min_cos`` over the file's own gate: fp16 for an fp16 file, TF32
-    with ``tf32``, else fp32), or None when neither is set (parity then picks the file's gate)."""
+    """The gate a user set (``max_rel`` and/or ``min_cos`` over the gate of ``precision``, the one the user asked
+    for or the file's graph computes in (:func:`featx.deploy.metadata.graph_precision`), never the file's claim;
+    TF32 with ``tf32``), or None when neither is set (parity then picks that precision's gate)."""
     if min_cos is not None and not -1 <= min_cos <= 1:
         raise ValueError(f"--min-cos must be in -1..1, got {min_cos}")
     if max_rel is None and min_cos is None:
         return None
-    base = GATES["fp16" if precision == "fp16" else "tf32" if tf32 else "fp32"]
+    base = GATES[precision if precision in ("fp16", "int8", "tf32") else "tf32" if tf32 else "fp32"]
     return replace(base, max_rel=max_rel if max_rel is not None else base.max_rel,
                    min_cos=min_cos if min_cos is not None else base.min_cos, why="set on the command line")
 
@@ -109,6 +110,7 @@ def parity(
     seed: int = 0,
     log: Any = print,
     meta: Optional[dict] = None,
+    precision: Optional[str] = None,
 ) -> ParityReport:
     """Run an exported file (``.onnx`` in ONNX Runtime, an OpenVINO ``.xml`` in OpenVINO) and ``model``
     (default: rebuilt from the file's metadata) in PyTorch on the same inputs and device; compare every
@@ -116,7 +118,13 @@ def parity(
 
     Every size runs at ``batches[0]``; the first size also at each further batch. A file exported
     with a static shape runs at that shape only; other sizes are a clear ``ParityError``.
+
+    The gate is ``gate``, else that of ``precision`` (what the user asks), else that of the precision the file's
+    graph computes in. The file's metadata is checked against its graph before anything is built or run
+    (:func:`featx.deploy.metadata.check_metadata`): a file never picks its own gate.
     """
+    if precision is not None and precision not in GATES:
+        raise ValueError(f"precision must be one of {tuple(GATES)}, got {precision!r}")
     if repeats < 0:
         raise ValueError(f"repeats must be >= 0, got {repeats}")
     if not batches or any(b < 1 for b in batches):
@@ -124,11 +132,13 @@ def parity(
     meta = read_metadata(path) if meta is None else meta
     session = open_session(path, device, threads, tf32)
     device = session.device
+    graph = graph_precision(path)
+    check_metadata(meta, path, session.outputs, graph)  # before the model it names is built
+    precision = precision or graph
     net = (model if model is not None else model_from_metadata(meta)).eval()
     expected = [f.name.lower() for f in net.feature_info]
-    precision = meta.get("precision", "fp32")
     if gate is None:
-        gate = (GATES[precision] if precision in ("fp16", "int8")
+        gate = (GATES[precision] if precision != "fp32"
                 else GATES["tf32"] if (device == "cuda" and tf32) else GATES["fp32"])
     if session.outputs != expected:
         raise ParityError(f"{path} outputs {session.outputs}, but the model gives {expected}: is it for another model?")

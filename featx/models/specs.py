@@ -21,6 +21,7 @@ from featx.config_text import parse_config_text, read_config_file
 from featx.errors import WeightsError, WeightsUnavailableError
 from featx.models.resolve import build_module, resolve_name
 from featx.models.sources import CHECKPOINT_SUFFIXES
+from featx.models.trusted import check_file_config
 
 __all__ = ["model_config", "target_config", "build_from_config", "build_described_model", "named_weights",
            "random_weights_notice",
@@ -95,6 +96,7 @@ def build_described_model(cfg: Any, origin: str, way_out: str, seed: int = 0) ->
     Config values the model does not take are a ``ValueError`` naming them."""
     if not isinstance(cfg, dict) or not isinstance(cfg.get("type"), str):
         raise ValueError(f"{origin}'s model config is not a model config: {str(cfg)[:200]}")
+    check_file_config(cfg, origin)
     for weights in named_weights(cfg):
         _refuse_named_weights(weights, origin, way_out)
     try:
@@ -125,7 +127,11 @@ def checkpoint_run_config(checkpoint: dict, path: Union[str, Path]) -> Config:
     if not isinstance(text, str):
         raise ValueError(f"{path} is not a featx training checkpoint (no meta.cfg); "
                          "expected a file written by featx train (epoch_N.pth / best_*.pth)")
-    return Config(parse_config_text(text, f"{path}'s meta.cfg"))
+    cfg = parse_config_text(text, f"{path}'s meta.cfg")
+    if not isinstance(cfg.get("model"), dict):
+        raise ValueError(f"{path}'s meta.cfg defines no `model = dict(type=...)`")
+    check_file_config(cfg["model"], f"{path}'s meta.cfg")
+    return Config(cfg)
 
 
 def classifier_config_from_checkpoint(path: Union[str, Path]) -> dict:

@@ -12,7 +12,7 @@ def test_scratch_goes_to_a_memory_root_with_room(tmp_path, monkeypatch):
     memory.mkdir()
     monkeypatch.delenv("TMPDIR", raising=False)
     monkeypatch.setattr(scratch, "MEMORY_ROOTS", ("/no/such/folder", str(memory)))
-    with scratch.scratch_dir(needed=1) as tmp:
+    with scratch.memory_scratch_dir(needed=1) as tmp:
         assert Path(tmp).parent == memory and Path(tmp).name.startswith("featx-")
         (Path(tmp) / "model.onnx").write_bytes(b"x" * 10)
     assert not Path(tmp).exists() and list(memory.iterdir()) == []  # removed with its files
@@ -24,14 +24,14 @@ def test_scratch_falls_back_without_room_or_when_tmpdir_is_set(tmp_path, monkeyp
     monkeypatch.setattr(scratch, "MEMORY_ROOTS", (str(memory),))
     monkeypatch.delenv("TMPDIR", raising=False)
     default = Path(tempfile.gettempdir())
-    with scratch.scratch_dir(needed=1 << 60) as tmp:  # more than any disk has
+    with scratch.memory_scratch_dir(needed=1 << 60) as tmp:  # more than any disk has
         assert Path(tmp).parent == default
     chosen = tmp_path / "mine"
     chosen.mkdir()
     monkeypatch.setenv("TMPDIR", str(chosen))
     monkeypatch.setattr(tempfile, "tempdir", None)  # tempfile reads TMPDIR once and caches it
     try:
-        with scratch.scratch_dir(needed=1) as tmp:
+        with scratch.memory_scratch_dir(needed=1) as tmp:
             assert Path(tmp).parent == chosen
     finally:
         tempfile.tempdir = None
