@@ -14,8 +14,9 @@ so it can be logged and stored in an export's metadata.
 from __future__ import annotations
 
 import copy
-from collections import Counter
 import logging
+import statistics
+from collections import Counter
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -31,12 +32,12 @@ from featx.deploy.runtimes import open_session
 from featx.errors import PlanarHintWarning
 from featx.features import input_channels
 from featx.accel.scratch import memory_scratch_dir
-from featx.timing import interleaved_medians
+from featx.timing import interleaved_times
 from featx.version import software_versions
 from featx.accel.winograd import FORMULATION, TILE, TILES, WinogradConv2d, convert_to_winograd, winograd_eligible
 
 __all__ = ["Workload", "WinogradDecision", "decide_winograd", "confirm_on_whole_model", "conv_workloads", "TIMING_METHOD",
-           "RUNTIME_TILES", "RUNTIME_GRAPH",
+           "RUNTIME_TILES", "RUNTIME_GRAPH", "whole_model_verdict", "WHOLE_MODEL_REPEATS",
            "RUNTIMES", "DEFAULT_TUNING_SIZE"]
 
 logger = logging.getLogger("featx")
@@ -51,7 +52,13 @@ MARGIN = 0.95  # Winograd must be at least 5% faster: a tie keeps the exact, lig
 RUNTIME_TILES = {"torch": (TILE,), "onnxruntime": TILES, "openvino": TILES}
 # the Winograd graph each runtime runs fastest (featx.accel.winograd.GRAPHS)
 RUNTIME_GRAPH = {"torch": "fused_pad_transpose", "onnxruntime": "pad_depth_to_space", "openvino": "fused_pad_transpose"}
-WHOLE_MODEL_MARGIN = 0.97  # and the converted network at least 3% faster than the direct one
+# and the converted network at least 3% faster than the direct one in the median of the rounds' paired ratios, and
+# faster in at least three rounds of four (the upper quartile of the ratios below 1): a gain that shows in the median
+# of a noisy machine but not round after round is not kept
+WHOLE_MODEL_MARGIN = 0.97
+WHOLE_MODEL_UPPER_QUARTILE = 1.0
+WHOLE_MODEL_REPEATS = 9
+WHOLE_MODEL_RULE = "paired-ratio-median-0.97-q3-1.0"  # in cache keys: records decided by another rule are measured again
 CANDIDATE_CHANNELS = (64, 512)  # narrower convs never paid off (the transforms dominate)
 # in cache keys, so verdicts timed another way are measured again: one side after the other flipped verdicts on
 # a noisy machine; with ONNX Runtime's threads spinning on after each run, the side timed right after an ONNX
@@ -104,13 +111,16 @@ class WinogradDecision:
                 f"{self.runtime} at {self.size[0]}x{self.size[1]} on {self.cpu})")
         if self.whole_model is not None:
             w = self.whole_model
-            slower = f"dropped (not {1 - WHOLE_MODEL_MARGIN:.0%} faster)"
+            slower = (f"dropped (not {1 - WHOLE_MODEL_MARGIN:.0%} faster in the median round and faster in three "
+                      "rounds of four)")
             planar = ""
             if "planar_input_ms" in w:
                 planar = (f" ({w['planar_input_ms']:.1f} ms with the planar input-transform hint: "
                           f"{'used' if w['planar_input'] else 'not used'})")
-            text += (f"; the whole model {w['direct_ms']:.1f} ms direct, {w['winograd_ms']:.1f} ms with them{planar}: "
-                     f"{'kept' if w['keep'] else slower}")
+            paired = (f", paired ratio {w['ratio']:.3f} (upper quartile {w['ratio_q3']:.3f}, {w['rounds']} rounds)"
+                      if "ratio" in w else "")
+            text += (f"; the whole model {w['direct_ms']:.1f} ms direct, {w['winograd_ms']:.1f} ms with them{planar}"
+                     f"{paired}: {'kept' if w['keep'] else slower}")
         return text
 
 
@@ -180,7 +190,14 @@ def _session_runner(path: Path, x: torch.Tensor, threads: int, runtime: str) -> 
 
 def _direct_vs_winograd_medians(modules: dict[str, nn.Module], x: torch.Tensor, runtime: str,
                                 repeats: int, threads: int, warmup: int, planar_variant: bool = False) -> dict[str, float]:
-    """Median ms of each module (name -> module, e.g. "direct" and "winograd") on ``x`` in ``runtime``
+    """Median ms of each module of :func:`_direct_vs_winograd_times`."""
+    times = _direct_vs_winograd_times(modules, x, runtime, repeats, threads, warmup, planar_variant)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def _direct_vs_winograd_times(modules: dict[str, nn.Module], x: torch.Tensor, runtime: str,
+                              repeats: int, threads: int, warmup: int, planar_variant: bool = False) -> dict[str, list[float]]:
+    """Each round's ms of each module (name -> module, e.g. "direct" and "winograd") on ``x`` in ``runtime``
     (PyTorch eager, or each exported and loaded in ONNX Runtime / OpenVINO), timed interleaved; with
     ``planar_variant`` in OpenVINO also "winograd_planar", the "winograd" IR with the planar input-transform hint."""
     with memory_scratch_dir() as tmp:  # in memory where there is room: the whole networks are ~100-250 MB files
@@ -191,7 +208,7 @@ def _direct_vs_winograd_medians(modules: dict[str, nn.Module], x: torch.Tensor, 
                        for name, m in modules.items()}
             if planar_variant and runtime == "openvino":
                 runners["winograd_planar"] = _planar_ir_runner(Path(tmp) / "winograd.onnx", x, threads)
-        return interleaved_medians(runners, repeats, warmup=warmup)
+        return interleaved_times(runners, repeats, warmup=warmup)
 
 
 def _measure(workload: Workload, runtime: str, repeats: int, threads: int) -> dict:
@@ -247,13 +264,13 @@ def decide_winograd(model: nn.Module, runtime: str = "torch", size: tuple[int, i
     return decision
 
 
-def _whole_model_medians(direct: nn.Module, converted: nn.Module, size: tuple[int, int], runtime: str,
-                         repeats: int, threads: int) -> dict[str, float]:
-    """Median ms of the two whole models in ``runtime`` (exported for ONNX Runtime / OpenVINO), timed
+def _whole_model_times(direct: nn.Module, converted: nn.Module, size: tuple[int, int], runtime: str,
+                       repeats: int, threads: int) -> dict[str, list[float]]:
+    """Each round's ms of the two whole models in ``runtime`` (exported for ONNX Runtime / OpenVINO), timed
     interleaved on one random ``1 x C x size`` input; in OpenVINO on an AVX2 CPU also the converted
     model with the planar input-transform hint ("winograd_planar")."""
     x = torch.randn(1, input_channels(direct), *size)
-    return _direct_vs_winograd_medians({"direct": direct, "winograd": converted}, x, runtime, repeats, threads, warmup=1,
+    return _direct_vs_winograd_times({"direct": direct, "winograd": converted}, x, runtime, repeats, threads, warmup=1,
                                        planar_variant=_planar_hint_applies(runtime))
 
 
@@ -262,14 +279,17 @@ def _planar_hint_applies(runtime: str) -> bool:
     return runtime == "openvino" and "avx2" in cpu_info().flags
 
 
-def confirm_on_whole_model(model: nn.Module, decision: WinogradDecision, repeats: int = 5, use_cache: bool = True,
+def confirm_on_whole_model(model: nn.Module, decision: WinogradDecision, repeats: int = WHOLE_MODEL_REPEATS,
+                           use_cache: bool = True,
                            threads: Optional[int] = None, log: Callable[[str], None] = logger.info) -> WinogradDecision:
     """Time ``model`` (BN folded) as a whole, direct and with the decision's convolutions as Winograd, in
     the decision's runtime (PyTorch eager in channels_last, or the model exported to ONNX Runtime /
-    OpenVINO) at the decision's size; keep the conversions only if the whole model is at least 3% faster
-    with them (each conv faster alone does not make the network faster: the transformed weights and
-    intermediates compete for the caches, and a runtime's layout changes around the Winograd ops cost
-    time of their own). In OpenVINO on an AVX2 CPU the converted model is also timed with the planar
+    OpenVINO) at the decision's size, ``repeats`` interleaved rounds; keep the conversions only if the whole model
+    is faster with them by a margin that survives noise: the median of the rounds' paired ratios (converted /
+    direct, each round's two runs seconds apart) at most 0.97, and the upper quartile below 1
+    (:func:`whole_model_verdict`). Each conv faster alone does not make the network faster: the transformed
+    weights and intermediates compete for the caches, and a runtime's layout changes around the Winograd ops
+    cost time of their own. In OpenVINO on an AVX2 CPU the converted model is also timed with the planar
     input-transform hint (:mod:`featx.accel.ir_hints`), and the faster of the two is the one compared and
     recorded (``planar_input``). Cached like the workloads."""
     if not decision.convert:
@@ -280,7 +300,8 @@ def confirm_on_whole_model(model: nn.Module, decision: WinogradDecision, repeats
     cpu = cpu_info()
     n_params = sum(p.numel() for p in model.parameters())
     key = (f"winograd-model|{decision.runtime}|{cpu.key}|{software_versions()}|threads {threads}|{TIMING_METHOD}|{FORMULATION}|"
-           f"{type(model).__name__}:{n_params}|{decision.size[0]}x{decision.size[1]}|{_conversions_key(decision)}"
+           f"{type(model).__name__}:{n_params}|{decision.size[0]}x{decision.size[1]}|{_conversions_key(decision)}|"
+           f"{WHOLE_MODEL_RULE}|rounds {repeats}"
            # the hint goes only where this CPU has a jit kernel for it (before, F(6x6)'s ran a reference kernel on AVX2)
            + ("|planar-input-jit" if _planar_hint_applies(decision.runtime) else ""))
     result = cached_choice(key) if use_cache else None
@@ -289,17 +310,8 @@ def confirm_on_whole_model(model: nn.Module, decision: WinogradDecision, repeats
         converted = copy.deepcopy(direct)
         convert_to_winograd(converted, 1, 1 << 30, only=decision.conversions,
                             graph=RUNTIME_GRAPH[decision.runtime])
-        medians = _whole_model_medians(direct, converted, decision.size, decision.runtime, repeats, threads)
-        # decided on the rounded medians it records, so that a stored record always agrees with its choice (medians
-        # less than 0.01 ms apart would otherwise choose one side while the record shows a tie)
-        d, w = round(medians["direct"], 2), round(medians["winograd"], 2)
-        result = {"direct_ms": d, "winograd_ms": w}
-        planar = medians.get("winograd_planar")
-        if planar is not None:  # OpenVINO: with the planar input-transform hint, if that was faster
-            planar = round(planar, 2)
-            result |= {"planar_input_ms": planar, "planar_input": planar < w}
-            w = min(w, planar)
-        result["keep"] = w < WHOLE_MODEL_MARGIN * d
+        times = _whole_model_times(direct, converted, decision.size, decision.runtime, repeats, threads)
+        result = whole_model_verdict(times)
         if use_cache:
             store_choice(key, result)
     decision.whole_model = result
@@ -309,6 +321,27 @@ def confirm_on_whole_model(model: nn.Module, decision: WinogradDecision, repeats
             f"on {cpu.model}")
         decision.convert, decision.tiles = [], {}
     return decision
+
+
+def whole_model_verdict(times: dict[str, list[float]]) -> dict:
+    """The record of a whole-model check from each round's ms of "direct", "winograd" and (OpenVINO on AVX2)
+    "winograd_planar": medians (rounded to the 0.01 ms recorded), whether the planar hint was the faster converted
+    variant, the paired ratios of the faster one to direct (median and upper quartile, rounded to the 0.001
+    recorded) and the verdict, made from those recorded values so that a record always agrees with its choice."""
+    medians = {name: round(statistics.median(t), 2) for name, t in times.items()}
+    d, w = medians["direct"], medians["winograd"]
+    result: dict = {"direct_ms": d, "winograd_ms": w}
+    chosen = "winograd"
+    if "winograd_planar" in medians:  # OpenVINO: with the planar input-transform hint, if that was faster
+        planar = medians["winograd_planar"]
+        result |= {"planar_input_ms": planar, "planar_input": planar < w}
+        chosen = "winograd_planar" if planar < w else "winograd"
+    ratios = [t / b for t, b in zip(times[chosen], times["direct"])]
+    median = round(statistics.median(ratios), 3)
+    upper = round(statistics.quantiles(ratios, n=4, method="inclusive")[2] if len(ratios) > 1 else ratios[0], 3)
+    result |= {"ratio": median, "ratio_q3": upper, "rounds": len(ratios),
+               "keep": median <= WHOLE_MODEL_MARGIN and upper < WHOLE_MODEL_UPPER_QUARTILE}
+    return result
 
 
 def _conversions_key(decision: WinogradDecision) -> str:
