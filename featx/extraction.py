@@ -19,6 +19,7 @@ the one plan (a stable rule), writes its own shards, and rank 0 merges the index
 from __future__ import annotations
 
 import contextlib
+import csv
 import dataclasses
 import glob
 import hashlib
@@ -26,6 +27,7 @@ import io
 import json
 import math
 import os
+import stat as stat_module
 import signal
 import sys
 import threading
@@ -45,6 +47,7 @@ from torchvision.io import ImageReadMode, decode_jpeg
 from torchvision.transforms.v2 import functional as TF
 
 from featx.compare import compare_arrays
+from featx.config_text import regular_file
 from featx.cpu import cpu_info
 from featx.devices import checked_device
 from featx.deploy.onnx_export import ExportSettings, export_onnx, input_description
@@ -168,21 +171,26 @@ def list_images(source: Union[str, Path]) -> list[tuple[str, Path]]:
     return _listing(source)[0]
 
 
-def _listing(source: Union[str, Path]) -> tuple[list[tuple[str, Path]], int]:
-    """:func:`list_images` and how many files of a source folder were ignored as not images (by extension;
-    hidden files not counted)."""
+def _listing(source: Union[str, Path]) -> tuple[list[tuple[str, Path]], int, list[dict]]:
+    """:func:`list_images`, how many files of a source folder were ignored as not images (by extension;
+    hidden files not counted), and the source's subfolders that could not be read (as skip records: their images
+    are not in the store, and the manifest and the summary say so)."""
     text = str(source)
     path = Path(text)
     ignored = 0
+    unreadable: list[Path] = []
     if path.is_dir():
-        files = [p for p in path.rglob("*") if p.is_file()]
+        files, unreadable = _walk_files(path)
         images = [p for p in files if p.suffix.lower() in IMAGE_EXTENSIONS]
         ignored = sum(1 for p in files if p.suffix.lower() not in IMAGE_EXTENSIONS and not p.name.startswith("."))
         pairs = [(p.relative_to(path).as_posix(), p) for p in images]
     elif path.is_file() and path.suffix.lower() in (".txt", ".csv"):
         pairs = []
-        for line in path.read_text().splitlines():
-            item = line.split(",")[0].strip() if path.suffix.lower() == ".csv" else line.strip()
+        text = regular_file(path, "image list", MAX_LIST_BYTES).read_text(encoding="utf-8", errors="surrogateescape")
+        lines = ([row[0] if row else "" for row in csv.reader(io.StringIO(text))] if path.suffix.lower() == ".csv"
+                 else text.splitlines())  # a CSV's first column as the csv module reads it (quoted commas included)
+        for line in lines:
+            item = line.strip()
             if not item or item.startswith("#"):
                 continue
             file = Path(item) if Path(item).is_absolute() else path.parent / item
@@ -196,9 +204,28 @@ def _listing(source: Union[str, Path]) -> tuple[list[tuple[str, Path]], int]:
     else:
         raise FileNotFoundError(f"source not found: {source}")
     pairs = sorted(dict(pairs).items())
+    folders = [{"path": _printable(u.relative_to(path).as_posix() + "/"),
+                "reason": "this folder cannot be read (permissions): none of its images are included"} for u in unreadable]
     if not pairs:
-        raise ValueError(f"no images in {source} (extensions: {', '.join(IMAGE_EXTENSIONS)})")
-    return pairs, ignored
+        raise ValueError(f"no images in {source} (extensions: {', '.join(IMAGE_EXTENSIONS)})"
+                         + (f"; {len(folders)} of its folders cannot be read" if folders else ""))
+    return pairs, ignored, folders
+
+
+MAX_LIST_BYTES = 1 << 30  # an image list of at most 1 GiB (~10 million paths)
+
+
+def _walk_files(root: Path) -> tuple[list[Path], list[Path]]:
+    """Every regular file under ``root`` (links followed as ``Path.is_file`` does) and the folders that could not
+    be read (``Path.rglob`` skips those without a word)."""
+    files: list[Path] = []
+    unreadable: list[Path] = []
+    for folder, _, names in os.walk(root, onerror=lambda e: unreadable.append(Path(e.filename))):
+        for name in names:
+            p = Path(folder) / name
+            if p.is_file():
+                files.append(p)
+    return files, unreadable
 
 
 def source_root(source: Union[str, Path]) -> Path:
@@ -251,6 +278,10 @@ def plan_batches(images: Sequence[tuple[str, Path]], settings: ExtractSettings, 
                 continue
             h, w = size
         else:
+            problem = _unplannable(image_id, file)
+            if problem:
+                skipped.append({"path": _printable(image_id), "reason": problem})
+                continue
             try:
                 with Image.open(file) as im:
                     w, h = im.size
@@ -271,6 +302,27 @@ def plan_batches(images: Sequence[tuple[str, Path]], settings: ExtractSettings, 
         else:
             batches.append([p])
     return batches, skipped
+
+
+def _printable(image_id: str) -> str:
+    """An id as text that can be stored (a file name that is not UTF-8 keeps its other characters)."""
+    return image_id.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def _unplannable(image_id: str, file: Path) -> str:
+    """Why a listed file cannot be planned (never opened): a name that is not UTF-8 (a store's index and shards
+    hold UTF-8 text), or not a regular file (a pipe would block the reader forever, a device never end); "" if fine."""
+    try:
+        image_id.encode("utf-8")
+    except UnicodeEncodeError:
+        return "its file name is not UTF-8 text; rename it to include it"
+    try:
+        mode = os.stat(file).st_mode
+    except OSError as e:
+        return f"{type(e).__name__}: {e.strerror or e}"
+    if not stat_module.S_ISREG(mode):
+        return "not a regular file (a pipe, socket or device); featx reads images from files only"
+    return ""
 
 
 def _plan_digest(batches: list[list[PlannedImage]]) -> str:
@@ -310,18 +362,20 @@ class _Images(torch.utils.data.Dataset):
         x = torch.zeros(self.channels, *item.padded)
         start = time.perf_counter()
         read = 0.0
+        seen: dict = {}  # the file's size and mtime once read: kept with a skip, so a resume retries it when it changes
         try:
             with open(item.file, "rb") as f:
                 stat = os.fstat(f.fileno())
+                seen = {"bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns}
                 data = f.read()
-            record = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+            record = {"sha256": hashlib.sha256(data).hexdigest(), **seen}
             read = time.perf_counter() - start
             if self.defer_jpeg and _is_jpeg(data):  # decoded batched where the model runs (DeviceDecoder)
                 return index, x, record, "", (read, 0.0), torch.frombuffer(bytearray(data), dtype=torch.uint8)
             self.decode_into(x, item, data)
             return index, x, record, "", (read, time.perf_counter() - start - read), None
-        except Exception as e:  # a broken file: listed with its reason, not fatal
-            return index, x, {}, f"{type(e).__name__}: {str(e)[:160]}", (read, time.perf_counter() - start - read), None
+        except Exception as e:  # a broken file: listed with its reason (and what was seen of it), not fatal
+            return index, x, seen, f"{type(e).__name__}: {str(e)[:160]}", (read, time.perf_counter() - start - read), None
 
 
 def _decode(data: bytes, channels: int) -> torch.Tensor:
@@ -486,7 +540,8 @@ class PendingShard:
         stored = skipped = 0
         for j, item in enumerate(items):
             if errors[j]:
-                self.skipped.append({"path": item.id, "reason": errors[j]})
+                seen = {k: records[j][k] for k in ("bytes", "mtime_ns") if k in (records[j] or {})}
+                self.skipped.append({"path": item.id, "reason": errors[j], **seen})
                 skipped += 1
                 continue
             _refuse_non_finite(item.id, {lv: values[lv][j] for lv in self.levels}, self.dtype_name)
@@ -621,10 +676,12 @@ def _store_lock(out: Path) -> Iterator[None]:
 
 def changed_images(out: Path, files: dict[str, Path]) -> dict[Path, list[str]]:
     """The shards of store ``out`` that hold an image whose file changed since it was read (its size or mtime
-    differ from the ones recorded with its features), each with those images' ids. ``files``: id -> file."""
+    differ from the ones recorded with its features, or with its skip: a file that could not be decoded is tried
+    again once it changes), each with those images' ids. ``files``: id -> file."""
     stale: dict[Path, list[str]] = {}
     for shard in sorted((out / SHARD_DIR).glob("*.safetensors")):
-        for entry in shard_entries(shard):
+        meta = shard_metadata(shard)
+        for entry in meta["entries"] + meta["skipped"]:
             if "mtime_ns" not in entry or entry["path"] not in files:
                 continue  # an entry without a record, or an image no longer listed (the plan check refuses that)
             try:
@@ -700,8 +757,9 @@ def prepare_store(cfg: dict, net: nn.Module, source: Union[str, Path], out: Path
     channels = input_channels(net)
     mean, std = model_normalization(net)
     divisor = max(f.stride for f in infos)
-    images, not_images = _listing(source) if sizes is None else ([(i, Path(i)) for i in sorted(sizes)], 0)
+    images, not_images, unreadable = _listing(source) if sizes is None else ([(i, Path(i)) for i in sorted(sizes)], 0, [])
     batches, header_skipped = plan_batches(images, settings, divisor, sizes)
+    header_skipped += unreadable
     manifest = {
         "featx_version": __version__, "model_config": cfg, "weights": str(cfg.get("weights") or "none (random init, seed 0)"),
         "random_weights": not named_weights(cfg),

@@ -37,7 +37,6 @@ import dataclasses
 import json
 import pickle
 import time
-import warnings
 from pathlib import Path
 from typing import Any, Callable, Optional, Union
 
@@ -82,9 +81,25 @@ def _planned(rows: list[dict]) -> list[PlannedImage]:
     return [PlannedImage(d["id"], d["file"], tuple(d["size"]), tuple(d["resized"]), tuple(d["padded"])) for d in rows]
 
 
+def _planned_rows(table: Any, id_column: str, bytes_column: str, batch_of: dict) -> Any:
+    """A Ray task: the rows of a block of the dataset that the plan holds, as ``id`` (string), ``data`` (binary) and
+    ``batch`` (int64) columns, that schema also when no row is kept."""
+    import pyarrow as pa
+
+    ids = [str(i) for i in table.column(id_column).to_pylist()]
+    data = table.column(bytes_column).to_pylist()
+    keep = [j for j, i in enumerate(ids) if i in batch_of]
+    return pa.table({"id": pa.array([ids[j] for j in keep], pa.string()),
+                     "data": pa.array([bytes(data[j]) for j in keep], pa.binary()),
+                     "batch": pa.array([batch_of[ids[j]] for j in keep], pa.int64())})
+
+
 def _header(row: dict, id_column: str, bytes_column: str) -> dict:
-    """A Ray task: an encoded image's id and header size (or why it is unreadable); its bytes stay behind."""
-    size = image_size(bytes(row[bytes_column]))
+    """A Ray task: an encoded image's id and header size (or why it is unreadable: no bytes, not an image); its
+    bytes stay behind."""
+    data = row[bytes_column]
+    size = (image_size(bytes(data)) if isinstance(data, (bytes, bytearray, memoryview))
+            else f"no image bytes in this row ({type(data).__name__})")
     return {"id": str(row[id_column]), "h": -1 if isinstance(size, str) else size[0],
             "w": -1 if isinstance(size, str) else size[1], "error": size if isinstance(size, str) else ""}
 
@@ -108,7 +123,7 @@ def _dataset_sizes(dataset: Any, id_column: str, bytes_column: str) -> dict[str,
         raise ValueError(f"the dataset has no column {' or '.join(map(repr, missing))} (its columns: {', '.join(columns)}); "
                          "pass id_column= and bytes_column=")
     sample = dataset.take(1)
-    if sample and not isinstance(sample[0][bytes_column], (bytes, bytearray)):
+    if sample and not isinstance(sample[0][bytes_column], (bytes, bytearray, type(None))):
         raise ValueError(f"the dataset's {bytes_column!r} column holds {type(sample[0][bytes_column]).__name__}, not encoded "
                          "bytes: featx decodes and resizes images itself (read_webdataset decodes unless decoder=None)")
     rows = dataset.map(_header, fn_kwargs=dict(id_column=id_column, bytes_column=bytes_column)).take_all()
@@ -202,12 +217,12 @@ def extract_with_ray(model: Union[str, dict], source: Any, out: Union[str, Path]
         if todo and dataset is not None:
             batch_of = {p.id: b for b in todo for p in plan.batches[b]}
             items_of = {b: _item_row(b, plan.batches[b])["items"] for b in todo}
-            with warnings.catch_warnings():  # membership in the plan is no column expression Ray could push down
-                warnings.filterwarnings("ignore", message="Use 'expr' instead of 'fn'")
-                kept = dataset.filter(lambda r: str(r[id_column]) in batch_of)
-            ds = (kept.map(lambda r: {id_column: str(r[id_column]), bytes_column: r[bytes_column], "batch": batch_of[str(r[id_column])]})
+            # each block keeps the planned rows with their batch number, in one fixed schema even when a block
+            # keeps none (an empty block without the "batch" column fails Ray's shuffle: "Invalid sort key column")
+            ds = (dataset.map_batches(_planned_rows, batch_format="pyarrow",
+                                      fn_kwargs=dict(id_column=id_column, bytes_column=bytes_column, batch_of=batch_of))
                   .groupby("batch")
-                  .map_groups(_decode_group, fn_kwargs=dict(id_column=id_column, bytes_column=bytes_column, items_of=items_of,
+                  .map_groups(_decode_group, fn_kwargs=dict(id_column="id", bytes_column="data", items_of=items_of,
                                                             channels=plan.channels, mean=plan.mean, std=plan.std)))
         elif todo:
             ds = ray.data.from_items([_item_row(b, plan.batches[b]) for b in todo], override_num_blocks=len(todo))

@@ -148,3 +148,22 @@ def test_webdataset_shards_as_the_docs_read_them(local_ray, tmp_path):
         extract_with_ray("ResNet18", ray.data.read_webdataset(shard), tmp_path / "a", **kw)
     r = extract_with_ray("ResNet18", ray.data.read_webdataset(shard, decoder=None), tmp_path / "b", **kw)
     assert r["new"] == 2 and list(FeatureStore(tmp_path / "b")) == ["img0", "img1"]
+
+
+def test_rows_without_bytes_or_with_garbage_are_skipped_as_unreadable_files_are(local_ray, tmp_path):
+    """A row whose bytes are None, and a dataset where the only other row is not an image (so Ray's shuffle sees
+    blocks with no planned row): skipped with their reasons, the good image stored."""
+    import io
+
+    from featx.ray_extract import extract_with_ray
+
+    buf = io.BytesIO()
+    Image.new("RGB", (40, 40), (200, 30, 30)).save(buf, format="PNG")
+    settings = ExtractSettings(size=32, workers=0)
+    for name, bad in (("none", None), ("garbage", b"not an image")):
+        rows = [{"path": "bad", "bytes": bad}, {"path": "good.png", "bytes": buf.getvalue()}]
+        r = extract_with_ray("ResNet18", ray.data.from_items(rows), tmp_path / name, settings, log=lambda m: None)
+        store = FeatureStore(tmp_path / name)
+        assert r["new"] == r["images"] == 1 and r["skipped"] == 1 and list(store) == ["good.png"]
+        assert [s["path"] for s in store.skipped] == ["bad"]
+        assert ("no image bytes" in store.skipped[0]["reason"]) == (bad is None)

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import _thread
 import argparse
+import errno
 import os
+import re
 import signal
 import sys
 import threading
+from pathlib import Path
 from types import FrameType
 from typing import Optional, Sequence
 
@@ -37,8 +40,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_DISK_ERRORS = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "the disk quota is used up",
+                errno.EROFS: "the file system is read-only"}
+
+
+def _disk_problem(e: BaseException) -> Optional[str]:
+    """One line for a write that the disk refused (``OSError`` ENOSPC / EDQUOT / EROFS, or the same error as a
+    Rust library words it: safetensors' "os error 28"), naming the folder; None for anything else."""
+    code = getattr(e, "errno", None)
+    text = str(e)
+    if code is None:
+        found = re.search(r"os error (\d+)", text)
+        code = int(found.group(1)) if found else None
+    if code not in _DISK_ERRORS:
+        return None
+    where = getattr(e, "filename", None)
+    folder = f" writing in {Path(where).parent}" if where else ""
+    return (f"{_DISK_ERRORS[code]}{folder}; free some space or write elsewhere (featx writes files whole or not at "
+            "all, so nothing half-written is left under a final name)")
+
+
 def _error_line(e: BaseException) -> str:
     """featx's own messages whole (they are written to be read); others' first line."""
+    disk = _disk_problem(e)
+    if disk:
+        return disk
     text = str(e).strip()
     if isinstance(e, KeyError) and not isinstance(e, FeatxError) and text.startswith(("'", '"')):
         text = text[1:-1]

@@ -74,8 +74,11 @@ class CfgOptions(argparse.Action):
             parser.error(f"{option_string} takes key=value items, got {' '.join(map(repr, bad))}")
         try:
             DictAction(self.option_strings, self.dest)(parser, namespace, values, option_string)
-        except (ValueError, SyntaxError) as e:
-            parser.error(f"{option_string}: cannot parse {' '.join(values)!r} ({e})")
+        except (ValueError, SyntaxError, AssertionError, RecursionError, IndexError) as e:
+            # mmengine's parser asserts on unbalanced brackets and recurses on nested calls (dict(type=...))
+            detail = str(e).splitlines()[0][:120] if str(e) else type(e).__name__
+            parser.error(f"{option_string}: cannot parse {' '.join(values)!r} ({detail}); values are numbers, "
+                         "strings, True/False/None, and [..]/(..) lists of those; set a nested key as a.b=value")
 
 
 def writable_file(text: str) -> str:

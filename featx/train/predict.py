@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import Any, Optional, Sequence, Union
 
 import torch
 from PIL import Image
@@ -37,6 +37,20 @@ class Prediction:
                 "predictions": [{"class": c, "index": i, "probability": p} for c, i, p in self.top]}
 
 
+def _class_names(classes: Any, num_classes: int, checkpoint: Union[str, Path]) -> list[str]:
+    """The checkpoint's class names when they are a list of ``num_classes`` strings; its class indices as names when
+    it has none. Anything else (a string, which would label classes by its letters, or a list of another length)
+    is refused: the labels would name the wrong classes."""
+    if classes is None or (isinstance(classes, (list, tuple)) and not classes):
+        return [str(i) for i in range(num_classes)]
+    if not (isinstance(classes, (list, tuple)) and all(isinstance(c, str) for c in classes)):
+        raise ValueError(f"{checkpoint}: dataset_meta.classes is not a list of class names ({str(classes)[:80]!r})")
+    if len(classes) != num_classes:
+        raise ValueError(f"{checkpoint}: dataset_meta.classes names {len(classes)} classes, but the classifier has "
+                         f"{num_classes} outputs")
+    return list(classes)
+
+
 class Predictor:
     """A fine-tuned classifier from a training checkpoint, ready to classify image files.
 
@@ -48,13 +62,12 @@ class Predictor:
         device = checked_device(device)  # before reading anything
         ckpt = read_training_checkpoint(checkpoint)
         cfg = checkpoint_run_config(ckpt, checkpoint)
-        self.classes: list[str] = list((ckpt["meta"].get("dataset_meta") or {}).get("classes") or [])
+        classes = (ckpt["meta"].get("dataset_meta") or {}).get("classes")
         self.model = build_module(strip_weights(cfg.model.to_dict()))
         self.model.load_state_dict(unwrap_state_dict(ckpt, str(checkpoint)), strict=True)
         self.model.eval().to(device)
         self.device = torch.device(device)
-        if not self.classes:
-            self.classes = [str(i) for i in range(self.model.num_classes)]
+        self.classes: list[str] = _class_names(classes, self.model.num_classes, checkpoint)
         val = cfg.get("val_dataloader") or {}
         steps = (val.get("dataset") or {}).get("pipeline")
         self.transform = build_pipeline(steps if steps is not None else default_pipeline("val"))
