@@ -362,3 +362,122 @@ def test_a_full_disk_during_the_merge_is_one_error_and_leaves_no_half_store(stor
     assert not list(copy.glob(".*.part")) and not (copy / "index.jsonl").exists()
     monkeypatch.undo()
     assert merge_store(copy) == 6 and len(FeatureStore(copy)) == 6
+
+
+# -- 6. the rest: lists, names, folders, classes, devices, options, disks ------------------------------------------
+def _png(path: Path, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    Image.fromarray(rng.integers(0, 255, (40, 56, 3), dtype=np.uint8)).save(path)
+    return path
+
+
+def test_a_skipped_image_is_retried_once_its_file_changes(tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    _png(photos / "a.png")
+    whole = _png(photos / "b.png", 1).read_bytes()
+    (photos / "b.png").write_bytes(whole[: len(whole) // 2] + bytes(len(whole) - len(whole) // 2))  # cut: same size
+    settings = ExtractSettings(size=32, workers=0)
+    first = extract("ResNet18", photos, tmp_path / "s", settings, **QUIET)
+    assert first.images == 1 and [s["path"] for s in FeatureStore(tmp_path / "s").skipped] == ["b.png"]
+    (photos / "b.png").write_bytes(whole)  # the whole file again, the same size
+    os.utime(photos / "b.png", ns=(time.time_ns(), time.time_ns() + 1_000_000_000))
+    again = extract("ResNet18", photos, tmp_path / "s", settings, **QUIET)
+    store = FeatureStore(tmp_path / "s")
+    assert again.images == 2 and list(store) == ["a.png", "b.png"] and store.skipped == []
+
+
+def test_a_list_naming_a_pipe_or_a_quoted_comma_path_and_odd_names_never_hang_or_abort(tmp_path):
+    photos = tmp_path / "imgs"
+    photos.mkdir()
+    _png(photos / "a,b.png")
+    _png(photos / "c.png", 1)
+    os.mkfifo(photos / "pipe.png")
+    listing = tmp_path / "list.csv"
+    listing.write_text('path,label\n"imgs/a,b.png",2\nimgs/c.png,3\nimgs/pipe.png,4\n')
+    start = time.monotonic()
+    result = extract("ResNet18", listing, tmp_path / "s", ExtractSettings(size=32, workers=0), **QUIET)
+    assert time.monotonic() - start < 120
+    store = FeatureStore(tmp_path / "s")
+    assert list(store) == ["imgs/a,b.png", "imgs/c.png"] and result.images == 2
+    assert [(s["path"], "not a regular file" in s["reason"]) for s in store.skipped] == [("imgs/pipe.png", True)]
+    # a file name that is not UTF-8: skipped with its reason, the run goes on
+    odd = tmp_path / "odd"
+    odd.mkdir()
+    _png(odd / "fine.png")
+    _png(Path(os.fsdecode(bytes(odd) + b"/caf\xe9.png")), 2)
+    extract("ResNet18", odd, tmp_path / "odd_store", ExtractSettings(size=32, workers=0), **QUIET)
+    store = FeatureStore(tmp_path / "odd_store")
+    assert list(store) == ["fine.png"] and len(store.skipped) == 1 and "not UTF-8" in store.skipped[0]["reason"]
+
+
+def test_an_unreadable_subfolder_is_reported_among_the_skipped(tmp_path, monkeypatch):
+    photos = tmp_path / "photos"
+    (photos / "locked").mkdir(parents=True)
+    _png(photos / "a.png")
+    _png(photos / "locked" / "b.png", 1)
+    real_walk = os.walk
+
+    def walk(top, onerror=None, **kw):  # as os.walk meets a folder it may not list (root may list them all)
+        for folder, dirs, files in real_walk(top, onerror=onerror, **kw):
+            if Path(folder).name == "locked":
+                onerror(PermissionError(13, "Permission denied", folder))
+                continue
+            yield folder, dirs, files
+
+    monkeypatch.setattr(os, "walk", walk)
+    extract("ResNet18", photos, tmp_path / "s", ExtractSettings(size=32, workers=0), **QUIET)
+    store = FeatureStore(tmp_path / "s")
+    assert list(store) == ["a.png"]
+    assert [s["path"] for s in store.skipped] == ["locked/"] and "cannot be read" in store.skipped[0]["reason"]
+
+
+def test_class_names_must_be_a_list_of_the_classifiers_length(tmp_path):
+    from featx.train.classifier import ImageClassifier
+    from featx.train.predict import Predictor
+
+    state = ImageClassifier(backbone={"type": "featx.LeNet5"}, num_classes=3).state_dict()
+    text = "model = dict(type='featx.ImageClassifier', backbone=dict(type='featx.LeNet5'), num_classes=3)\n"
+    for classes, words in (("abc", "not a list of class names"), (["a", "b"], "names 2 classes"),
+                           ([1, 2, 3], "not a list of class names")):
+        path = tmp_path / "c.pth"
+        torch.save({"meta": {"cfg": text, "dataset_meta": {"classes": classes}}, "state_dict": state}, path)
+        with pytest.raises(ValueError, match=words):
+            Predictor(path)
+    torch.save({"meta": {"cfg": text, "dataset_meta": {"classes": ["x", "y", "z"]}}, "state_dict": state}, path)
+    assert Predictor(path).classes == ["x", "y", "z"]
+
+
+def test_every_device_kind_is_checked_before_anything_is_built(tmp_path):
+    from featx.devices import checked_device
+
+    for device in ("mps", "meta", "xpu"):
+        with pytest.raises(ValueError, match=f"no {device} device is usable here"):
+            checked_device(device)
+    photos = tmp_path / "p"
+    photos.mkdir()
+    _png(photos / "a.png")
+    r = run_cli("extract", "ResNet18", str(photos), "--out", str(tmp_path / "s"), "--device", "mps")
+    assert r.returncode != 0 and "no mps device is usable" in r.stderr and not (tmp_path / "s" / "manifest.json").exists()
+
+
+@pytest.mark.parametrize("option", ["norm_cfg=dict(type='BN',eps=1)", "x=[1,(2]"])
+def test_cfg_options_mmengine_cannot_parse_are_one_usage_line(option, tmp_path):
+    r = run_cli("export", "ResNet18", "--cfg-options", option, "-o", str(tmp_path / "x.onnx"))
+    assert r.returncode == 2 and "--cfg-options: cannot parse" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_full_or_read_only_disk_is_one_line_naming_the_folder():
+    from featx.cli import _error_line
+
+    assert _error_line(OSError(errno.ENOSPC, "No space left on device", "/data/store/.pooled.C5.npy.part")).startswith(
+        "no space left on the device writing in /data/store;")
+    assert _error_line(OSError(errno.EROFS, "Read-only file system", "/mnt/ro/x.onnx")).startswith(
+        "the file system is read-only writing in /mnt/ro;")
+
+    class SafetensorError(Exception):
+        pass
+
+    assert _error_line(SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+                       ).startswith("no space left on the device;")
+    assert _error_line(ValueError("an ordinary message")) == "an ordinary message"

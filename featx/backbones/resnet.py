@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import partial
-from typing import Callable, Iterable, Optional
+from typing import Callable, Iterable, Optional, Sequence
 
 import torch
 from torch import nn
@@ -172,6 +172,24 @@ def resolve_arch(depth: Optional[int], arch: Optional[str]) -> str:
     return RESNET_DEPTHS[depth]
 
 
+def _explicit_stages(num_stages: int, strides: Optional[Sequence[int]], dilations: Optional[Sequence[int]],
+                     output_stride: int) -> Optional[list[tuple[int, int]]]:
+    """Each stage's (stride, dilation) when given as mmdet gives them (``strides``/``dilations``, one per built
+    stage), checked; None when neither is given (``output_stride`` decides)."""
+    if strides is None and dilations is None:
+        return None
+    if output_stride != 32:
+        raise ValueError("give either output_stride or strides/dilations, not both")
+    strides = tuple(strides) if strides is not None else (1, 2, 2, 2)[:num_stages]
+    dilations = tuple(dilations) if dilations is not None else (1,) * num_stages
+    if len(strides) != num_stages or len(dilations) != num_stages:
+        raise ValueError(f"strides {strides} and dilations {dilations} must have one entry per stage "
+                         f"(num_stages={num_stages})")
+    if any(s not in (1, 2) for s in strides) or any(not isinstance(d, int) or d < 1 for d in dilations):
+        raise ValueError(f"strides must be 1 or 2 and dilations positive ints, got {strides} and {dilations}")
+    return list(zip(strides, dilations))
+
+
 class ResNet(FeatureExtractor):
     """ResNet-family backbone returning C2..C5.
 
@@ -188,8 +206,13 @@ class ResNet(FeatureExtractor):
         style: "pytorch" or "caffe" (where the stride sits in a bottleneck).
         deep_stem: three 3x3 convs instead of the 7x7 stem (ResNet-C/D, timm layout).
         avg_down: average-pool then 1x1 conv in the downsample path (ResNet-D).
-        output_stride: 32, 16 or 8; the last stages trade stride for dilation.
+        output_stride: 32, 16 or 8; the last stages trade stride for dilation (torchvision's rule: a stage's
+            first block keeps the previous dilation in its 3x3 conv).
         zero_init_residual: zero each block's last norm weight so blocks start as identity.
+        num_stages: how many of the four stages to build (mmdet's C4 configs build 3: ``layer4`` is then absent).
+        strides, dilations: each built stage's stride and dilation, as mmdet gives them (``(1, 2, 2, 1)`` and
+            ``(1, 1, 1, 2)`` for DC5); every block of a stage has its dilation (mmdet's rule). Instead of
+            ``output_stride``.
 
     Weights are loaded by the builder, not here: ``featx.create_model("ResNet50", weights="DEFAULT")``.
 
@@ -219,6 +242,9 @@ class ResNet(FeatureExtractor):
         avg_down: bool = False,
         output_stride: int = 32,
         zero_init_residual: bool = False,
+        num_stages: int = 4,
+        strides: Optional[Sequence[int]] = None,
+        dilations: Optional[Sequence[int]] = None,
     ) -> None:
         super().__init__()
         self.arch = resolve_arch(depth, arch)
@@ -229,6 +255,9 @@ class ResNet(FeatureExtractor):
             raise ValueError(f"style must be one of {_STYLES}, got {style!r}")
         if output_stride not in (8, 16, 32):
             raise ValueError(f"output_stride must be 8, 16 or 32, got {output_stride!r}")
+        if num_stages not in (1, 2, 3, 4):
+            raise ValueError(f"num_stages must be 1..4, got {num_stages!r}")
+        explicit = _explicit_stages(num_stages, strides, dilations, output_stride)
         if not isinstance(in_channels, int) or in_channels < 1:
             raise ValueError(f"in_channels must be a positive int, got {in_channels!r}")
         self.in_channels = in_channels
@@ -256,12 +285,16 @@ class ResNet(FeatureExtractor):
         # Stages: (planes, stride); dilation replaces stride once the output stride is reached.
         inplanes, net_stride, dilation = stem_channels, 4, 1
         infos = []
-        for i, (planes, blocks) in enumerate(zip((64, 128, 256, 512), spec.layers)):
-            stride = 1 if i == 0 else 2
-            first_dilation = dilation
-            if i > 0 and net_stride >= output_stride:
-                dilation *= stride
-                stride = 1
+        for i, (planes, blocks) in enumerate(zip((64, 128, 256, 512)[:num_stages], spec.layers)):
+            if explicit is not None:  # mmdet's per-stage strides and dilations
+                stride, dilation = explicit[i]
+                first_dilation = dilation
+            else:
+                stride = 1 if i == 0 else 2
+                first_dilation = dilation
+                if i > 0 and net_stride >= output_stride:
+                    dilation *= stride
+                    stride = 1
             net_stride *= stride
             layer = self._make_stage(block, inplanes, planes, blocks, stride, dilation, first_dilation,
                                      groups, width_per_group, norm_layer, norm_cfg)

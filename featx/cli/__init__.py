@@ -74,6 +74,16 @@ def _error_line(e: BaseException) -> str:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    """The ``featx`` command; returns its exit status. A second Ctrl-C or SIGTERM that lands while the first is
+    being handled (or while the signal handlers are put back) is one line too, never a traceback."""
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        log("featx: interrupted")
+        return 130
+
+
+def _main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         parser = build_parser()
         args = parser.parse_args(argv)

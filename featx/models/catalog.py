@@ -23,7 +23,9 @@ from featx.backbones.mobilenet import MobileNet
 from featx.backbones.resnet import RESNET_ARCHS, ResNet
 from featx.backbones.timm_backbone import TIMM_ARCHS, TimmBackbone
 from featx.backbones.vgg import VGG_SPECS, AlexNet, VGG
+from featx.models import mmdet_args
 from featx.models.composite import BackboneFPN
+from featx.models.mmdet_args import from_mmdet_resnet_args, pretrained_weights
 from featx.models.resolve import resolve_name
 from featx.models.sources import load_weights
 from featx.necks.fpn import FPN
@@ -186,11 +188,50 @@ def _entry_doc(entry: ModelEntry) -> str:
             f"{entry.pyramid.neck}; plus weights= and with_cp=.")
 
 
+def _mmdet_resnet_builder(name: str, resnext: bool) -> Callable[..., nn.Module]:
+    """``featx.ResNet`` / ``featx.ResNeXt`` in a config: featx's ResNet, taking mmdet's arguments with mmdet's
+    meaning and defaults as well (:mod:`featx.models.mmdet_args`); weights an mmdet ``init_cfg`` names load when
+    ``init_weights()`` is called (mmengine's runner calls it after building), ``weights=`` at once."""
+    def builder(**kwargs: Any) -> nn.Module:
+        translated, source = from_mmdet_resnet_args(kwargs, resnext)
+        if resnext and "arch" not in translated and "depth" in translated:
+            arch = f"resnext{translated['depth']}_{translated['groups']}x{translated['width_per_group']}d"
+            if arch in RESNET_ARCHS:  # torchvision's own ResNeXt: named so, its weights fit
+                translated = {k: v for k, v in translated.items() if k not in ("depth", "groups", "width_per_group")}
+                translated["arch"] = arch
+        if source is not None and translated.get("weights") is not None:
+            raise ValueError("give weights= or init_cfg/pretrained, not both")
+        model = build_model(ResNet, name=name, **translated)
+        if source is not None:
+            _load_on_init_weights(model, source)
+        return model
+
+    builder.__name__ = builder.__qualname__ = name
+    builder.__doc__ = (ResNet.__doc__ or "") + "\n" + (mmdet_args.__doc__ or "")
+    return builder
+
+
+def _load_on_init_weights(model: nn.Module, source: str) -> None:
+    """Give ``model`` mmengine's ``init_weights()``: loading the checkpoint ``source`` names then, once, as mmdet's
+    ``init_cfg`` would (a name featx cannot resolve is an error there, as a download that fails is in mmdet)."""
+    model.init_cfg = {"type": "Pretrained", "checkpoint": source}
+    model.is_init = False
+
+    def init_weights() -> None:
+        if not model.is_init:
+            model.load_report = load_weights(model, pretrained_weights(source, model.arch))
+            model.is_init = True
+
+    model.init_weights = init_weights
+
+
 def register_entries() -> None:
     """Register every catalogue entry and base class in the featx mmengine registry (as builders)."""
     for name, cls in BASES.items():
-        if name not in CATALOG:
+        if name not in CATALOG and cls is not ResNet:
             MODELS.register_module(name=name, module=_registry_builder(name, cls, cls.__doc__ or ""), force=True)
+    MODELS.register_module(name="ResNet", module=_mmdet_resnet_builder("ResNet", resnext=False), force=True)
+    MODELS.register_module(name="ResNeXt", module=_mmdet_resnet_builder("ResNeXt", resnext=True), force=True)
     for name, entry in CATALOG.items():
         MODELS.register_module(name=name, module=_registry_builder(name, entry.construct, _entry_doc(entry)), force=True)
 
