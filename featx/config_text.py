@@ -13,38 +13,17 @@ import ast
 from typing import Any
 
 from featx.errors import UnsafeConfigError
+from featx.io import regular_file
 
-__all__ = ["parse_config_text", "read_config_file", "read_config_data", "regular_file", "MAX_CONFIG_BYTES"]
+__all__ = ["parse_config_text", "read_config_file", "read_config_data", "MAX_CONFIG_BYTES"]
 
 MAX_CONFIG_BYTES = 1 << 20  # a config or profile file larger than 1 MiB is not a config (mmdet's largest is ~10 kB)
-
-
-def regular_file(path: Any, what: str = "config", max_bytes: int = MAX_CONFIG_BYTES) -> Any:
-    """``path`` as a ``Path`` when it is a regular file of at most ``max_bytes``; a FIFO, a device (``/dev/zero``),
-    a folder or a larger file is refused before it is opened (reading one could hang or fill memory)."""
-    import stat
-    from pathlib import Path
-
-    path = Path(path)
-    try:
-        st = path.stat()
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{what} file not found: {path}") from None
-    except OSError as e:
-        raise ValueError(f"cannot read {what} {path}: {e.strerror or e}") from None
-    if stat.S_ISDIR(st.st_mode):
-        raise ValueError(f"{path} is a folder; expected a {what} file")
-    if not stat.S_ISREG(st.st_mode):
-        raise ValueError(f"{path} is not a regular file (a pipe, socket or device); featx reads {what}s from files only")
-    if st.st_size > max_bytes:
-        raise ValueError(f"{path} is {st.st_size:,} bytes; a {what} file is at most {max_bytes:,}")
-    return path
 
 
 def read_config_data(path: Any, what: str = "config") -> dict[str, Any]:
     """A config-style file read as data (:func:`parse_config_text`): a regular file of at most 1 MiB whose lines
     are ``name = literal`` entries; nothing in it is run."""
-    path = regular_file(path, what)
+    path = regular_file(path, what, MAX_CONFIG_BYTES)
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
@@ -147,7 +126,7 @@ def _base_files(path: Any) -> list[str]:
 
 def _check_config_files(path: Any, seen: set) -> None:
     """``path`` and every local ``_base_`` it names, recursively, are regular files of bounded size."""
-    path = regular_file(path)
+    path = regular_file(path, "config", MAX_CONFIG_BYTES)
     key = path.resolve()
     if key in seen:
         return

@@ -47,7 +47,6 @@ from torchvision.io import ImageReadMode, decode_jpeg
 from torchvision.transforms.v2 import functional as TF
 
 from featx.compare import compare_arrays
-from featx.config_text import regular_file
 from featx.cpu import cpu_info
 from featx.devices import checked_device
 from featx.deploy.onnx_export import ExportSettings, export_onnx, input_description
@@ -57,7 +56,7 @@ from featx.errors import StoreError
 from featx.features import as_output_tuple, input_channels
 from featx.images import IMAGE_EXTENSIONS, resized_size_problem, shorter_side_size, to_rgb
 from featx.inference import optimize_for_inference
-from featx.io import scratch_dir, write_json
+from featx.io import regular_file, scratch_dir, write_json
 from featx.models import build_described_model, build_from_config, check_file_config, model_config
 from featx.models.specs import named_weights, random_weights_notice
 from featx.store import (SHARD_DIR, FeatureStore, merge_store, remove_stale_shard_temporaries, shard_entries,

@@ -11,6 +11,8 @@ from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.transforms.functional import pil_to_tensor
 from torchvision.transforms.v2 import functional as TF
 
+from featx.io import regular_file
+
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "IMAGE_EXTENSIONS", "MAX_RESIZED_PIXELS", "MAX_RESIZED_SIDE",
            "sample_image_path", "to_rgb", "load_image", "shorter_side_size", "resized_size_problem", "check_resized_size",
            "pipeline_size_problem", "resize_normalize", "detection_batch", "expand_image_paths"]
@@ -119,8 +121,9 @@ def load_image(path: Union[str, Path]) -> torch.Tensor:
     path = Path(path)
     if path.is_dir():
         raise ValueError(f"{path} is a folder; expected an image file")
-    if not path.is_file():
+    if not path.exists():
         raise FileNotFoundError(f"image not found: {path}")
+    regular_file(path, "image")  # a pipe would block the reader forever, a device never end
     try:
         with Image.open(path) as im:
             rgb = to_rgb(im)

@@ -29,7 +29,7 @@ from featx.deploy.runtimes import Session, open_session
 from featx.detection.train import coco_loaders, evaluate_coco, load_detector
 from featx.images import to_rgb
 from featx.integrations.torchvision import DetectionBackbone
-from featx.io import scratch_dir, write_json
+from featx.io import regular_file, scratch_dir, write_json
 from featx.models import target_config
 from featx.train.data import scan_class_folders
 from featx.train.predict import Predictor
@@ -72,7 +72,7 @@ def _exports(cfg: dict, tmp: Path, log: Any) -> tuple[Path, Path]:
 
 
 def _rgb(path: Path) -> Image.Image:
-    with Image.open(path) as image:
+    with Image.open(regular_file(path, "image")) as image:
         rgb = to_rgb(image)
         rgb.load()
     return rgb

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Iterator, Optional, Union
 
 __all__ = ["atomic_path", "atomic_write_bytes", "write_json", "default_file_mode", "remove_stale_temporaries", "scratch_dir",
-           "sweep_scratch", "is_featx_scratch", "cache_dir"]
+           "sweep_scratch", "is_featx_scratch", "cache_dir", "regular_file"]
 
 
 def default_file_mode() -> int:
@@ -135,6 +135,26 @@ def scratch_dir(root: Union[str, Path, None] = None) -> Iterator[Path]:
         folder = Path(tmp)
         (folder / SCRATCH_MARKER).write_text(_marker_text(folder, os.getpid()), encoding="ascii")
         yield folder
+
+
+def regular_file(path: Union[str, Path], what: str = "config", max_bytes: Optional[int] = None) -> Path:
+    """``path`` as a ``Path`` when it is a regular file (of at most ``max_bytes``, when given); a FIFO, a device
+    (``/dev/zero``), a folder or a larger file is refused before it is opened (reading one could hang or fill
+    memory): ``FileNotFoundError`` when nothing is there, ``ValueError`` otherwise."""
+    path = Path(path)
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{what} file not found: {path}") from None
+    except OSError as e:
+        raise ValueError(f"cannot read {what} {path}: {e.strerror or e}") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise ValueError(f"{path} is a folder; expected a {what} file")
+    if not stat.S_ISREG(st.st_mode):
+        raise ValueError(f"{path} is not a regular file (a pipe, socket or device); featx reads {what}s from files only")
+    if max_bytes is not None and st.st_size > max_bytes:
+        raise ValueError(f"{path} is {st.st_size:,} bytes; a {what} file is at most {max_bytes:,}")
+    return path
 
 
 def atomic_write_bytes(path: Union[str, Path], data: bytes) -> None:

@@ -33,7 +33,7 @@ STAT_SIZES: tuple[tuple[int, int], ...] = ((224, 224), (800, 1216))
 @dataclass
 class ModelStats:
     name: str
-    timm_name: str
+    timm_name: Optional[str]  # None for composites: timm registers featx's backbones only
     family: str
     kind: str
     levels: list[str]
@@ -98,7 +98,7 @@ def model_stats(name: str, sizes: Sequence[tuple[int, int]] = STAT_SIZES) -> Mod
             flops += neck_flops
         gflops[f"{size[0]}x{size[1]}"] = round(flops, 2)
     infos = model.feature_info
-    return ModelStats(entry.name, entry.timm_name, entry.family.name, entry.kind, [f.name for f in infos],
+    return ModelStats(entry.name, entry.timm_name if entry.kind == "backbone" else None, entry.family.name, entry.kind, [f.name for f in infos],
                       [f.stride for f in infos], [f.channels for f in infos], round(params, 2), gflops,
                       loadable_weights(entry))
 
@@ -112,15 +112,19 @@ def pyramid_table(name: str, size: tuple[int, int], batch: int = 1, **kwargs: An
 
 
 def mmdet_config(entry: ModelEntry) -> str:
-    """The snippet to paste into an mmdet config for this model."""
+    """A child config of an mmdet config that puts this model in as the backbone (for a composite, the neck
+    too): pasted below a ``_base_`` line naming one of mmdet's configs, it builds. ``_delete_=True`` drops the
+    parent's backbone arguments (``depth``, ``num_stages``, ``init_cfg``), which this model fixes or does not take."""
+    head = ('# below _base_ = "mmdet::faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py" (or any mmdet config)\n'
+            'custom_imports = dict(imports=["featx"], allow_failed_imports=False)\n')
     if entry.kind == "backbone":
-        return (f'backbone=dict(type="featx.{entry.name}", out_indices=(0, 1, 2, 3), frozen_stages=1, '
-                f'norm_eval=True),\ncustom_imports=dict(imports=["featx"], allow_failed_imports=False)')
+        return head + (f'model = dict(backbone=dict(_delete_=True, type="featx.{entry.name}", out_indices=(0, 1, 2, 3), '
+                       'frozen_stages=1, norm_eval=True))')
     with torch.device("meta"):
         model = entry.construct()
-    return (f'backbone=dict(type="featx.{entry.name}", frozen_stages=1, norm_eval=True),  '
-            f'# out_channels={model.out_channels}, strides={model.strides}\n'
-            'neck=None,\ncustom_imports=dict(imports=["featx"], allow_failed_imports=False)')
+    return head + (f'# the composite is backbone and neck: out_channels={model.out_channels}, strides={model.strides}\n'
+                   f'model = dict(backbone=dict(_delete_=True, type="featx.{entry.name}", frozen_stages=1, '
+                   'norm_eval=True), neck=None)')
 
 
 def _catalogue_key() -> str:

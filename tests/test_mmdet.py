@@ -240,3 +240,21 @@ def test_featxs_own_vocabulary_keeps_featxs_defaults():
     assert plain.norm_eval is False and mmdet_style.norm_eval is True
     assert float(plain.layer1[0].bn2.weight.detach().abs().sum()) > 0
     assert float(mmdet_style.layer1[0].bn2.weight.detach().abs().sum()) == 0
+
+
+@pytest.mark.parametrize("name", ["ResNet50", "ResNet50FPN"])
+def test_featx_infos_mmdet_snippet_builds_below_an_mmdet_config(name, tmp_path):
+    """``featx info``'s snippet pasted under mmdet's Faster R-CNN config builds the detector (the parent's depth,
+    num_stages and init_cfg do not leak into the featx model)."""
+    from featx.models import get_entry
+    from featx.stats import mmdet_config
+
+    child = tmp_path / "child.py"
+    child.write_text('_base_ = "mmdet::faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py"\n' + mmdet_config(get_entry(name)) + "\n")
+    cfg = Config.fromfile(str(child))
+    assert "depth" not in cfg.model.backbone and cfg.custom_imports.imports == ["featx"]
+    with DefaultScope.overwrite_default_scope("mmdet"):
+        detector = MMDET_MODELS.build(cfg.model).eval()
+    with torch.no_grad():
+        feats = detector.extract_feat(torch.randn(1, 3, 128, 128))
+    assert [f.shape[-1] for f in feats] == [32, 16, 8, 4, 2] and all(f.shape[1] == 256 for f in feats)

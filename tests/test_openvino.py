@@ -88,6 +88,16 @@ def test_nncf_int8_takes_the_overflow_fix_of_the_cpu_that_quantizes(r18_ir, tmp_
     assert sum(op.get_type_name() == "FakeQuantize" for op in model.get_ops()) > 20
     meta = read_metadata(out)
     assert meta["precision"] == "int8" and meta["int8"]["overflow_fix"] == q.overflow_fix
+    from featx.cpu import cpu_info
+    from featx.deploy.runtimes import int8_saturation_risk
+    from featx.errors import Int8SaturationWarning
+
+    if int8_saturation_risk(meta["int8"], cpu_info()):
+        # 8-bit weights, made for a VNNI CPU, run here on one without: u8 x s8 products can saturate, so the file is
+        # not judged by the int8 gate on this CPU; featx says so as it loads the file
+        with pytest.warns(Int8SaturationWarning, match="VNNI"):
+            parity(out, sizes=[(128, 128)], batches=(1,), repeats=0, log=lambda m: None)
+        pytest.skip(f"an IR quantized for a VNNI CPU cannot meet the int8 gate on this one ({cpu_info().isa})")
     report = parity(out, sizes=[(128, 128), (96, 160)], batches=(1,), repeats=0, log=lambda m: None)
     assert report.passed and min(x.cosine for x in report.results) >= 0.99  # the int8 gate, on the photo
     assert report.gate["min_cos"] == 0.99

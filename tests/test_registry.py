@@ -117,3 +117,15 @@ def test_timm_registry():
     assert not m.backbone.layer1[0].conv1.weight.requires_grad and m.backbone.layer2[0].conv1.weight.requires_grad
     b = timm.create_model("featx_resnext50_32x4d", features_only=True, out_indices=(4,))  # C5: timm's index 4
     assert b.feature_info.channels() == [2048] and b.feature_info.reduction() == [32]
+
+
+def test_featx_list_gives_a_timm_name_only_where_timm_knows_it(tmp_path, monkeypatch):
+    import timm
+
+    from featx.stats import model_table
+
+    monkeypatch.setenv("FEATX_CACHE_DIR", str(tmp_path))
+    _, _, stats = model_table("ResNet18*")
+    assert {st.kind for st in stats} == {"backbone", "composite"}
+    for st in stats:
+        assert (timm.is_model(st.timm_name) if st.kind == "backbone" else st.timm_name is None), st

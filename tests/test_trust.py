@@ -481,3 +481,14 @@ def test_a_full_or_read_only_disk_is_one_line_naming_the_folder():
     assert _error_line(SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
                        ).startswith("no space left on the device;")
     assert _error_line(ValueError("an ordinary message")) == "an ordinary message"
+
+
+def test_an_image_path_that_is_a_pipe_is_refused_not_read(tmp_path):
+    from featx.images import load_image
+
+    fifo = tmp_path / "photo.png"
+    os.mkfifo(fifo)
+    start = time.monotonic()
+    with pytest.raises(ValueError, match="not a regular file"):
+        load_image(fifo)
+    assert time.monotonic() - start < 5

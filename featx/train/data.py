@@ -26,6 +26,7 @@ from torchvision.transforms import v2
 
 from featx.errors import DataError, did_you_mean
 from featx.images import IMAGE_EXTENSIONS, IMAGENET_MEAN, IMAGENET_STD, pipeline_size_problem, to_rgb
+from featx.io import regular_file
 from featx.registry import DATASETS
 
 __all__ = [
@@ -75,7 +76,7 @@ def _mode_label(mode: str) -> str:
 def _check_image(path: str, decode: bool) -> tuple[Optional[str], Optional[str]]:
     """``(mode, None)`` for a readable image, ``(None, reason)`` otherwise."""
     try:
-        with Image.open(path) as im:
+        with Image.open(regular_file(path, "image")) as im:
             if decode:
                 im.load()
             else:
@@ -290,7 +291,7 @@ class ImageFolderDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         path, label = self.samples[index]
-        with Image.open(path) as im:
+        with Image.open(regular_file(path, "image")) as im:
             problem = pipeline_size_problem(self.transform, (im.height, im.width))
             if problem:  # before decoding: a tiny file can name a huge resize
                 raise DataError(f"{path}: {problem}; remove it from the dataset or add a crop to the pipeline")

@@ -16,6 +16,7 @@ from PIL import Image
 from featx.checkpoints import unwrap_state_dict
 from featx.devices import checked_device
 from featx.images import pipeline_size_problem, to_rgb
+from featx.io import regular_file
 from featx.models import build_module
 from featx.models.specs import checkpoint_run_config, strip_weights
 from featx.train.checkpoint import read_training_checkpoint
@@ -98,7 +99,7 @@ class Predictor:
             pred = Prediction(str(path))
             results.append(pred)
             try:
-                with Image.open(path) as im:
+                with Image.open(regular_file(path, "image")) as im:
                     problem = pipeline_size_problem(self.transform, (im.height, im.width))
                     if problem:
                         pred.error = problem
