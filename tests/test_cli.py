@@ -70,7 +70,7 @@ def test_info_pyramid_and_config():
     r = featx("info", "featx_resnet50_fpn", "--size", "801x1333")
     assert r.returncode == 0
     assert re.search(r"P2\s+4\s+256\s+1x256x201x334", r.stdout) and re.search(r"P6\s+64\s+256\s+1x256x13x21", r.stdout)
-    assert 'backbone=dict(type="featx.ResNet50FPN"' in r.stdout
+    assert 'model = dict(backbone=dict(_delete_=True, type="featx.ResNet50FPN"' in r.stdout
     # composites are not timm models; their backbone's C2..C5 are timm's indices 1..4 (the stem's level is 0)
     assert "timm.create_model('featx_resnet50', features_only=True, out_indices=(1, 2, 3, 4))" in r.stdout
     assert "timm.create_model('featx_resnet18')" in featx("info", "resnet18", "--size", "64x64").stdout
