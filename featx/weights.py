@@ -93,6 +93,9 @@ def _map_torchvision_detection(state: dict[str, torch.Tensor], model: Composite)
     return out
 
 
+_MMDET_GN = re.compile(r"(^|\.)gn(\d)\.")  # mmdet's ResNet: gn1/gn2/gn3 in blocks and the stem (ConvModule: .gn.)
+
+
 def _backbone_of(model: nn.Module) -> nn.Module:
     return model.backbone if isinstance(model, Composite) else model
 
@@ -123,6 +126,12 @@ def adapt_state_dict(model: nn.Module, state: dict[str, torch.Tensor]) -> tuple[
         outside = sorted(k for k in state if not k.startswith("backbone."))
         state = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
         key_map = "mmdet backbone.* -> backbone"
+    own_keys = model.state_dict().keys()
+    if any(_MMDET_GN.search(k) for k in state):  # mmdet names a GroupNorm gnN where featx (torchvision) says bnN
+        renamed = {_MMDET_GN.sub(r"\1bn\2.", k): k for k in state}
+        if any(new in own_keys for new, old in renamed.items() if new != old):
+            state = {new: state[old] for new, old in renamed.items()}
+            key_map = "mmdet GroupNorm gnN -> bnN" + ("" if key_map == "identity" else f", {key_map}")
     not_in_checkpoint: list[str] = []
     if is_composite and not any(k.startswith(("backbone.", "neck.")) for k in state):
         # a classification checkpoint: it fills the backbone, the neck keeps its initialisation

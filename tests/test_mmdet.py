@@ -3,6 +3,7 @@ with mmdet's CocoMetric and infer through mmdet's inference API; mmdet's ResNet 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -177,8 +178,9 @@ def _swapped(backbone: dict) -> dict:
     "faster_rcnn/faster-rcnn_r50-caffe-c4_ms-1x_coco.py",  # C4: num_stages=3, strides, dilations, caffe style
     "faster_rcnn/faster-rcnn_r50-caffe-dc5_1x_coco.py",  # DC5: the last stage dilated, every block of it
     "centernet/centernet_r18_8xb16-crop512-140e_coco.py",  # init_cfg and norm_eval left to mmdet's defaults
+    "gn/mask-rcnn_r50_fpn_gn-all_2x_coco.py",  # GroupNorm: mmdet's gn1/gn2/gn3 names, mapped by featx's loader
 ])
-def test_mmdets_own_config_builds_featx_by_changing_the_type_alone(config):
+def test_mmdets_own_config_builds_featx_by_changing_the_type_alone(config, tmp_path):
     """mmdet's config as shipped, ``type='ResNet'`` -> ``'featx.ResNet'`` (``'ResNeXt'`` -> ``'featx.ResNeXt'``):
     the same modules (mmdet's random weights, BN statistics included, load strictly), the same maps, the same
     mmdet defaults (norm_eval, zero_init_residual) and the same frozen stages."""
@@ -188,11 +190,17 @@ def test_mmdets_own_config_builds_featx_by_changing_the_type_alone(config):
         theirs = MMDET_MODELS.build(theirs_cfg)
         ours = MMDET_MODELS.build(_swapped(theirs_cfg))
     randomize_norm_stats(theirs, seed=5)
-    missing, unexpected = ours.load_state_dict(theirs.state_dict(), strict=True)
-    assert not missing and not unexpected
+    with torch.no_grad():
+        for p in theirs.parameters():  # GroupNorm's affine starts at 1 and 0: make a swapped pair visible
+            p.add_(torch.randn_like(p) * 0.01)
+    torch.save(theirs.state_dict(), tmp_path / "mmdet_backbone.pth")
+    report = featx.models.load_weights(ours, str(tmp_path / "mmdet_backbone.pth"))  # featx's strict loader
+    assert report.loaded == len(theirs.state_dict()) and not report.dropped
+    assert report.key_map == ("mmdet GroupNorm gnN -> bnN" if "gn-all" in config else "identity")
     assert ours.norm_eval == theirs.norm_eval
+    as_featx = lambda name: re.sub(r"(^|\.)gn(\d)\.", r"\1bn\2.", name)  # noqa: E731 (the loader's key map)
     assert [n for n, p in ours.named_parameters() if not p.requires_grad] == \
-        [n for n, p in theirs.named_parameters() if not p.requires_grad]  # frozen_stages, requires_grad=False norms
+        [as_featx(n) for n, p in theirs.named_parameters() if not p.requires_grad]  # frozen_stages, frozen norms
     ours.train(), theirs.train()  # norm_eval keeps BN statistics in eval mode on both sides
     assert [m.training for m in ours.modules() if isinstance(m, torch.nn.BatchNorm2d)] == \
         [m.training for m in theirs.modules() if isinstance(m, torch.nn.BatchNorm2d)]
