@@ -54,12 +54,31 @@ RESNET_ARCHS: dict[str, ResNetSpec] = {
 RESNET_DEPTHS: dict[int, str] = {18: "resnet18", 34: "resnet34", 50: "resnet50", 101: "resnet101", 152: "resnet152"}
 
 
-def _conv3x3(cin: int, cout: int, stride: int = 1, groups: int = 1, dilation: int = 1) -> nn.Conv2d:
-    return nn.Conv2d(cin, cout, 3, stride=stride, padding=dilation, groups=groups, dilation=dilation, bias=False)
+# builds a convolution: (in, out, kernel_size, stride=, padding=, dilation=, groups=, bias=) -> module; nn.Conv2d, or
+# mmcv's build_conv_layer bound to an mmdet conv_cfg / dcn config (the same parameter names, so weights load)
+ConvFactory = Callable[..., nn.Module]
 
 
-def _conv1x1(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
-    return nn.Conv2d(cin, cout, 1, stride=stride, bias=False)
+def _conv3x3(cin: int, cout: int, stride: int = 1, groups: int = 1, dilation: int = 1,
+             conv: ConvFactory = nn.Conv2d) -> nn.Module:
+    return conv(cin, cout, 3, stride=stride, padding=dilation, groups=groups, dilation=dilation, bias=False)
+
+
+def _conv1x1(cin: int, cout: int, stride: int = 1, conv: ConvFactory = nn.Conv2d) -> nn.Module:
+    return conv(cin, cout, 1, stride=stride, bias=False)
+
+
+def mmcv_conv_factory(cfg: dict) -> ConvFactory:
+    """mmcv's ``build_conv_layer`` bound to ``cfg`` (``dict(type="ConvWS")``, ``dict(type="DCNv2", ...)``): the
+    layers mmdet's ResNet builds for ``conv_cfg`` and ``dcn``. mmcv is needed only for these."""
+    try:
+        from mmcv.cnn import build_conv_layer
+        if cfg.get("type") in ("DCN", "DCNv2"):
+            import mmcv.ops  # noqa: F401  (registers the deformable convolutions; needs mmcv's compiled ops)
+    except ImportError as e:
+        raise ImportError(f"{cfg.get('type')} convolutions are mmcv's: install mmcv with its compiled ops "
+                          f"(`make mmdet`, or pip install 'featx[mmdet]' beside mmcv) ({e})") from None
+    return partial(build_conv_layer, dict(cfg))
 
 
 class BasicBlock(nn.Module):
@@ -78,14 +97,19 @@ class BasicBlock(nn.Module):
         dilation: int = 1,
         first_dilation: int = 1,
         norm_layer: NormFactory = nn.BatchNorm2d,
+        conv: ConvFactory = nn.Conv2d,
+        conv2: Optional[ConvFactory] = None,
     ) -> None:
         super().__init__()
         if groups != 1 or width_per_group != 64:
             raise ValueError("BasicBlock (ResNet-18/34) supports only groups=1 and width_per_group=64")
-        self.conv1 = _conv3x3(inplanes, planes, stride, dilation=first_dilation)
+        if conv2 is not None:
+            raise ValueError("deformable convolutions (dcn) are built in Bottleneck blocks only (ResNet-50 and deeper), "
+                             "as in mmdet")
+        self.conv1 = _conv3x3(inplanes, planes, stride, dilation=first_dilation, conv=conv)
         self.bn1 = norm_layer(planes)
         self.relu = nn.ReLU(inplace=True)
-        self.conv2 = _conv3x3(planes, planes, dilation=dilation)
+        self.conv2 = _conv3x3(planes, planes, dilation=dilation, conv=conv)
         self.bn2 = norm_layer(planes)
         self.downsample = downsample
 
@@ -120,16 +144,19 @@ class Bottleneck(nn.Module):
         first_dilation: int = 1,
         norm_layer: NormFactory = nn.BatchNorm2d,
         style: str = "pytorch",
+        conv: ConvFactory = nn.Conv2d,
+        conv2: Optional[ConvFactory] = None,
     ) -> None:
         super().__init__()
         width = int(planes * (width_per_group / 64.0)) * groups
         stride_1x1, stride_3x3 = (stride, 1) if style == "caffe" else (1, stride)
         # torchvision's rule: the first block of a dilated stage keeps the previous dilation.
-        self.conv1 = _conv1x1(inplanes, width, stride_1x1)
+        self.conv1 = _conv1x1(inplanes, width, stride_1x1, conv=conv)
         self.bn1 = norm_layer(width)
-        self.conv2 = _conv3x3(width, width, stride_3x3, groups, first_dilation)
+        # the 3x3 may be another kind (mmdet's dcn: a deformable convolution in the stages it names)
+        self.conv2 = _conv3x3(width, width, stride_3x3, groups, first_dilation, conv=conv2 or conv)
         self.bn2 = norm_layer(width)
-        self.conv3 = _conv1x1(width, planes * self.expansion)
+        self.conv3 = _conv1x1(width, planes * self.expansion, conv=conv)
         self.bn3 = norm_layer(planes * self.expansion)
         self.relu = nn.ReLU(inplace=True)
         self.downsample = downsample
@@ -213,6 +240,10 @@ class ResNet(FeatureExtractor):
         strides, dilations: each built stage's stride and dilation, as mmdet gives them (``(1, 2, 2, 1)`` and
             ``(1, 1, 1, 2)`` for DC5); every block of a stage has its dilation (mmdet's rule). Instead of
             ``output_stride``.
+        conv_cfg: mmcv's convolution for every conv (``dict(type="ConvWS")``: weight standardization); needs mmcv.
+        dcn, stage_with_dcn: mmcv's deformable convolution (``dict(type="DCN"|"DCNv2", deform_groups=1,
+            fallback_on_stride=False)``) as the 3x3 conv of every Bottleneck in the stages marked True, as mmdet
+            builds it (``conv2.weight`` and ``conv2.conv_offset.*``); needs mmcv's compiled ops.
 
     Weights are loaded by the builder, not here: ``featx.create_model("ResNet50", weights="DEFAULT")``.
 
@@ -245,6 +276,9 @@ class ResNet(FeatureExtractor):
         num_stages: int = 4,
         strides: Optional[Sequence[int]] = None,
         dilations: Optional[Sequence[int]] = None,
+        conv_cfg: Optional[dict] = None,
+        dcn: Optional[dict] = None,
+        stage_with_dcn: Sequence[bool] = (False, False, False, False),
     ) -> None:
         super().__init__()
         self.arch = resolve_arch(depth, arch)
@@ -267,17 +301,25 @@ class ResNet(FeatureExtractor):
         self.output_stride = output_stride
         norm_layer = partial(build_norm, norm_cfg)
         block = _BLOCKS[spec.block]
+        conv = mmcv_conv_factory(conv_cfg) if conv_cfg is not None else nn.Conv2d
+        stage_with_dcn = tuple(bool(x) for x in stage_with_dcn)
+        if len(stage_with_dcn) != 4 and len(stage_with_dcn) != num_stages:
+            raise ValueError(f"stage_with_dcn needs one entry per stage, got {stage_with_dcn}")
+        if dcn is not None and dcn.get("fallback_on_stride", False):
+            raise ValueError("dcn with fallback_on_stride=True is not built (mmdet's configs use False)")
+        dcn_conv = (mmcv_conv_factory({k: v for k, v in dcn.items() if k != "fallback_on_stride"})
+                    if dcn is not None and any(stage_with_dcn) else None)
 
         # Stem: stride 4 before the first stage.
         if deep_stem:
             mid = stem_channels // 2
             self.conv1 = nn.Sequential(  # timm resnet*d layout: conv1.{0,1,3,4,6} + bn1
-                _conv3x3(in_channels, mid, stride=2), norm_layer(mid), nn.ReLU(inplace=True),
-                _conv3x3(mid, mid), norm_layer(mid), nn.ReLU(inplace=True),
-                _conv3x3(mid, stem_channels),
+                _conv3x3(in_channels, mid, stride=2, conv=conv), norm_layer(mid), nn.ReLU(inplace=True),
+                _conv3x3(mid, mid, conv=conv), norm_layer(mid), nn.ReLU(inplace=True),
+                _conv3x3(mid, stem_channels, conv=conv),
             )
         else:
-            self.conv1 = nn.Conv2d(in_channels, stem_channels, 7, stride=2, padding=3, bias=False)
+            self.conv1 = conv(in_channels, stem_channels, 7, stride=2, padding=3, bias=False)
         self.bn1 = norm_layer(stem_channels)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
@@ -297,7 +339,8 @@ class ResNet(FeatureExtractor):
                     stride = 1
             net_stride *= stride
             layer = self._make_stage(block, inplanes, planes, blocks, stride, dilation, first_dilation,
-                                     groups, width_per_group, norm_layer, norm_cfg)
+                                     groups, width_per_group, norm_layer, conv,
+                                     dcn_conv if stage_with_dcn[i] else None)
             inplanes = planes * block.expansion
             self.add_module(f"layer{i + 1}", layer)
             infos.append(FeatureInfo(f"C{i + 2}", inplanes, net_stride, f"layer{i + 1}"))
@@ -307,16 +350,16 @@ class ResNet(FeatureExtractor):
         self._init_features(infos, out_indices, frozen_stages, norm_eval)
 
     def _make_stage(self, block, inplanes, planes, blocks, stride, dilation, first_dilation,
-                    groups, width_per_group, norm_layer, norm_cfg) -> nn.Sequential:
+                    groups, width_per_group, norm_layer, conv, conv2) -> nn.Sequential:
         out_channels = planes * block.expansion
         downsample = None
         if stride != 1 or inplanes != out_channels:
             if self.avg_down:
                 pool = nn.AvgPool2d(stride, stride, ceil_mode=True, count_include_pad=False) if stride > 1 else nn.Identity()
-                downsample = nn.Sequential(pool, _conv1x1(inplanes, out_channels), norm_layer(out_channels))
+                downsample = nn.Sequential(pool, _conv1x1(inplanes, out_channels, conv=conv), norm_layer(out_channels))
             else:
-                downsample = nn.Sequential(_conv1x1(inplanes, out_channels, stride), norm_layer(out_channels))
-        kw = dict(groups=groups, width_per_group=width_per_group, norm_layer=norm_layer)
+                downsample = nn.Sequential(_conv1x1(inplanes, out_channels, stride, conv=conv), norm_layer(out_channels))
+        kw = dict(groups=groups, width_per_group=width_per_group, norm_layer=norm_layer, conv=conv, conv2=conv2)
         if block is Bottleneck:
             kw["style"] = self.style
         layers = [block(inplanes, planes, stride, downsample, dilation=dilation, first_dilation=first_dilation, **kw)]

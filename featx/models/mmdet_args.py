@@ -11,8 +11,10 @@ keyword arguments into featx's:
   ``IMAGENET1K_V1`` file (the one mmengine maps that name to), a local path or URL is read by featx's loader;
 - ``base_channels``/``stem_channels`` (64 only), ``conv_cfg=None`` and ``with_cp`` are taken as mmdet means them;
 - ResNeXt's ``groups`` and ``base_width`` are torchvision's ``groups`` and ``width_per_group``;
-- what featx does not build (``dcn``/``stage_with_dcn``, ``plugins``, ``conv_cfg=dict(type='ConvWS')``) is refused
-  with the way out, never dropped: the model would silently be another one.
+- ``conv_cfg`` (``ConvWS``) and ``dcn``/``stage_with_dcn`` build mmcv's layers where mmdet builds them (mmcv with its
+  compiled ops needed; an error names it otherwise);
+- what featx does not build (``plugins``: ContextBlock, GeneralizedAttention; stem widths other than 64) is
+  refused with the way out, never dropped: the model would silently be another one.
 
 A config that uses any of mmdet's own argument names (every mmdet config passes ``num_stages`` or ``init_cfg``)
 also gets mmdet's defaults where featx's differ: ``norm_eval=True`` and ``zero_init_residual=True``. A config in
@@ -79,14 +81,13 @@ def from_mmdet_resnet_args(kwargs: dict, resnext: bool = False) -> tuple[dict, O
     or None."""
     kwargs = dict(kwargs)
     mmdet = speaks_mmdet(kwargs) or resnext
-    if kwargs.get("dcn") is not None or any(kwargs.get("stage_with_dcn") or ()):
-        _refuse("deformable convolutions (dcn, stage_with_dcn)", "torchvision and timm have no DCN weights")
-    kwargs.pop("dcn", None), kwargs.pop("stage_with_dcn", None)
+    if kwargs.get("dcn") is None:  # stage_with_dcn without dcn builds no deformable convolution in mmdet either
+        kwargs.pop("dcn", None), kwargs.pop("stage_with_dcn", None)
     if kwargs.pop("plugins", None):
-        _refuse("plugins (ContextBlock, GeneralizedAttention, ...)", "they add modules between the convolutions")
-    conv_cfg = kwargs.pop("conv_cfg", None)
-    if conv_cfg is not None and not (isinstance(conv_cfg, dict) and conv_cfg.get("type") in ("Conv", "Conv2d")):
-        _refuse(f"conv_cfg={conv_cfg!r}", "featx's convolutions are plain nn.Conv2d")
+        _refuse("plugins (ContextBlock, GeneralizedAttention, ...)", "featx's blocks have no plugin positions")
+    if kwargs.get("conv_cfg") is None or (isinstance(kwargs["conv_cfg"], dict)
+                                          and kwargs["conv_cfg"].get("type") in ("Conv", "Conv2d")):
+        kwargs.pop("conv_cfg", None)  # mmdet's default: plain convolutions
     for width in ("base_channels", "stem_channels"):
         value = kwargs.pop(width, None)
         if value not in (None, 64):
