@@ -94,6 +94,7 @@ def _map_torchvision_detection(state: dict[str, torch.Tensor], model: Composite)
 
 
 _MMDET_GN = re.compile(r"(^|\.)gn(\d)\.")  # mmdet's ResNet: gn1/gn2/gn3 in blocks and the stem (ConvModule: .gn.)
+_MMDET_STEM = re.compile(r"^(backbone\.)?stem\.([0134567])\.")
 
 
 def _backbone_of(model: nn.Module) -> nn.Module:
@@ -132,6 +133,14 @@ def adapt_state_dict(model: nn.Module, state: dict[str, torch.Tensor]) -> tuple[
         if any(new in own_keys for new, old in renamed.items() if new != old):
             state = {new: state[old] for new, old in renamed.items()}
             key_map = "mmdet GroupNorm gnN -> bnN" + ("" if key_map == "identity" else f", {key_map}")
+    if any(k.startswith(f"{prefix}stem.") for prefix in ("", "backbone.") for k in state):
+        # mmdet's deep stem is one Sequential with its last norm inside (stem.7); featx's (timm's layout) is
+        # conv1.{0,1,3,4,6} + bn1
+        mapped = {_MMDET_STEM.sub(lambda m: (m.group(1) or "") + ("bn1." if m.group(2) == "7" else f"conv1.{m.group(2)}."), k): k
+                  for k in state}
+        if any(new in own_keys for new, old in mapped.items() if new != old):
+            state = {new: state[old] for new, old in mapped.items()}
+            key_map = "mmdet deep stem stem.* -> conv1.*/bn1" + ("" if key_map == "identity" else f", {key_map}")
     not_in_checkpoint: list[str] = []
     if is_composite and not any(k.startswith(("backbone.", "neck.")) for k in state):
         # a classification checkpoint: it fills the backbone, the neck keeps its initialisation

@@ -270,3 +270,26 @@ def test_featx_infos_mmdet_snippet_builds_below_an_mmdet_config(name, tmp_path):
     with torch.no_grad():
         feats = detector.extract_feat(torch.randn(1, 3, 128, 128))
     assert [f.shape[-1] for f in feats] == [32, 16, 8, 4, 2] and all(f.shape[1] == 256 for f in feats)
+
+
+@pytest.mark.parametrize("norm", ["BN", "GN"])
+def test_mmdets_resnetv1d_swaps_in_and_its_deep_stem_checkpoint_loads(norm, tmp_path):
+    """mmdet's ResNetV1d (deep stem ``stem.0..7``, average-pool downsampling) as ``featx.ResNetV1d``: its checkpoint
+    loads through featx's loader (``stem.*`` -> ``conv1.*``/``bn1``; GN's ``gnN`` -> ``bnN``) and the maps are equal."""
+    norm_cfg = dict(type="BN", requires_grad=True) if norm == "BN" else dict(type="GN", num_groups=32, requires_grad=True)
+    cfg = dict(type="ResNetV1d", depth=50, num_stages=4, out_indices=(0, 1, 2, 3), frozen_stages=1, norm_cfg=norm_cfg,
+               norm_eval=True, style="pytorch")
+    with DefaultScope.overwrite_default_scope("mmdet"):
+        theirs = MMDET_MODELS.build(cfg)
+        ours = MMDET_MODELS.build({**cfg, "type": "featx.ResNetV1d"})
+    randomize_norm_stats(theirs, seed=3)
+    with torch.no_grad():
+        for p in theirs.parameters():
+            p.add_(torch.randn_like(p) * 0.01)
+    torch.save(theirs.state_dict(), tmp_path / "v1d.pth")
+    report = featx.models.load_weights(ours, str(tmp_path / "v1d.pth"))
+    assert report.loaded == len(theirs.state_dict()) and report.key_map.startswith("mmdet deep stem")
+    theirs.eval(), ours.eval()
+    x = torch.randn(1, 3, 97, 131)
+    with torch.no_grad():
+        assert all(rel_err(o, r) <= 1e-6 for o, r in zip(ours(x), theirs(x)))

@@ -25,7 +25,7 @@ from featx.backbones.timm_backbone import TIMM_ARCHS, TimmBackbone
 from featx.backbones.vgg import VGG_SPECS, AlexNet, VGG
 from featx.models import mmdet_args
 from featx.models.composite import BackboneFPN
-from featx.models.mmdet_args import from_mmdet_resnet_args, pretrained_weights
+from featx.models.mmdet_args import MMDET_DEFAULTS, from_mmdet_resnet_args, pretrained_weights
 from featx.models.resolve import resolve_name
 from featx.models.sources import load_weights
 from featx.necks.fpn import FPN
@@ -188,12 +188,17 @@ def _entry_doc(entry: ModelEntry) -> str:
             f"{entry.pyramid.neck}; plus weights= and with_cp=.")
 
 
-def _mmdet_resnet_builder(name: str, resnext: bool) -> Callable[..., nn.Module]:
+def _mmdet_resnet_builder(name: str, resnext: bool, v1d: bool = False) -> Callable[..., nn.Module]:
     """``featx.ResNet`` / ``featx.ResNeXt`` in a config: featx's ResNet, taking mmdet's arguments with mmdet's
     meaning and defaults as well (:mod:`featx.models.mmdet_args`); weights an mmdet ``init_cfg`` names load when
     ``init_weights()`` is called (mmengine's runner calls it after building), ``weights=`` at once."""
     def builder(**kwargs: Any) -> nn.Module:
+        if v1d:  # mmdet's ResNetV1d: the deep stem and average-pool downsampling (ResNet-D)
+            kwargs = {"deep_stem": True, "avg_down": True, **kwargs}
         translated, source = from_mmdet_resnet_args(kwargs, resnext)
+        if v1d:
+            for key, value in MMDET_DEFAULTS.items():
+                translated.setdefault(key, value)
         if resnext and "arch" not in translated and "depth" in translated:
             arch = f"resnext{translated['depth']}_{translated['groups']}x{translated['width_per_group']}d"
             if arch in RESNET_ARCHS:  # torchvision's own ResNeXt: named so, its weights fit
@@ -232,6 +237,8 @@ def register_entries() -> None:
             MODELS.register_module(name=name, module=_registry_builder(name, cls, cls.__doc__ or ""), force=True)
     MODELS.register_module(name="ResNet", module=_mmdet_resnet_builder("ResNet", resnext=False), force=True)
     MODELS.register_module(name="ResNeXt", module=_mmdet_resnet_builder("ResNeXt", resnext=True), force=True)
+    MODELS.register_module(name="ResNetV1d", module=_mmdet_resnet_builder("ResNetV1d", resnext=False, v1d=True),
+                           force=True)
     for name, entry in CATALOG.items():
         MODELS.register_module(name=name, module=_registry_builder(name, entry.construct, _entry_doc(entry)), force=True)
 
