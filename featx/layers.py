@@ -7,13 +7,14 @@ trainable); ``FrozenBN`` freezes both (torchvision's ``FrozenBatchNorm2d``).
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Union
+from functools import partial
+from typing import Any, Callable, Optional, Union
 
 import torch
 from torch import nn
 from torchvision.ops import FrozenBatchNorm2d
 
-__all__ = ["NormCfg", "NORM_TYPES", "build_norm", "norm_abbr", "ConvNormAct", "build_activation"]
+__all__ = ["NormCfg", "NORM_TYPES", "mmcv_conv_factory", "build_norm", "norm_abbr", "ConvNormAct", "build_activation"]
 
 NormCfg = Union[None, str, dict, Callable[[int], nn.Module]]
 
@@ -81,6 +82,20 @@ def build_activation(cfg: Any) -> nn.Module:
     return cls(**cfg)
 
 
+def mmcv_conv_factory(cfg: dict) -> Callable[..., nn.Module]:
+    """mmcv's ``build_conv_layer`` bound to ``cfg`` (``dict(type="ConvWS")``, ``dict(type="DCNv2", ...)``): the
+    layers mmdet's ResNet, ConvModule and FPN build for ``conv_cfg`` and ``dcn``, with the same parameter names as
+    ``nn.Conv2d``. mmcv is needed only for these."""
+    try:
+        from mmcv.cnn import build_conv_layer
+        if cfg.get("type") in ("DCN", "DCNv2"):
+            import mmcv.ops  # noqa: F401  (registers the deformable convolutions; needs mmcv's compiled ops)
+    except ImportError as e:
+        raise ImportError(f"{cfg.get('type')} convolutions are mmcv's: install mmcv with its compiled ops "
+                          f"(`make mmdet`, or pip install 'featx[mmdet]' beside mmcv) ({e})") from None
+    return partial(build_conv_layer, dict(cfg))
+
+
 class ConvNormAct(nn.Module):
     """Conv2d -> optional norm -> optional activation, with mmdet ``ConvModule`` parameter names.
 
@@ -97,9 +112,11 @@ class ConvNormAct(nn.Module):
         padding: int = 0,
         norm_cfg: NormCfg = None,
         act_cfg: Any = None,
+        conv_cfg: Optional[dict] = None,
     ) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, bias=norm_cfg is None)
+        conv = mmcv_conv_factory(conv_cfg) if conv_cfg is not None else nn.Conv2d  # mmdet's ConvWS, through mmcv
+        self.conv = conv(in_channels, out_channels, kernel_size, stride=stride, padding=padding, bias=norm_cfg is None)
         self.norm_name = ""
         if norm_cfg is not None:
             self.norm_name = "bn" if callable(norm_cfg) else norm_abbr(norm_cfg)

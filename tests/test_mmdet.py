@@ -293,3 +293,20 @@ def test_mmdets_resnetv1d_swaps_in_and_its_deep_stem_checkpoint_loads(norm, tmp_
     x = torch.randn(1, 3, 97, 131)
     with torch.no_grad():
         assert all(rel_err(o, r) <= 1e-6 for o, r in zip(ours(x), theirs(x)))
+
+
+def test_mmdets_gn_ws_fpn_swaps_in_as_featx_fpn(tmp_path):
+    """mmdet's FPN of its GN+WS configs (conv_cfg ConvWS, norm_cfg GN) as featx.FPN: the same weights, the same maps."""
+    cfg = Config.fromfile(str(MMDET_CONFIGS / "gn+ws/faster-rcnn_r50_fpn_gn-ws-all_1x_coco.py"))
+    neck = cfg.model.neck.to_dict()
+    assert neck["conv_cfg"] == dict(type="ConvWS") and neck["norm_cfg"]["type"] == "GN"
+    with DefaultScope.overwrite_default_scope("mmdet"):
+        theirs = MMDET_MODELS.build(neck)
+        ours = MMDET_MODELS.build({**neck, "type": "featx.FPN"})
+    with torch.no_grad():
+        for p in theirs.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    ours.load_state_dict(theirs.state_dict(), strict=True)
+    feats = [torch.randn(1, c, 40 // 2 ** i, 48 // 2 ** i) for i, c in enumerate(neck["in_channels"])]
+    with torch.no_grad():
+        assert all(rel_err(o, r) <= 1e-5 for o, r in zip(ours(feats), theirs(feats)))

@@ -22,7 +22,7 @@ from torch import nn
 
 from featx.errors import did_you_mean
 from featx.features import FeatureExtractor, FeatureInfo
-from featx.layers import NormCfg, build_norm
+from featx.layers import NormCfg, build_norm, mmcv_conv_factory
 
 __all__ = ["ResNetSpec", "RESNET_ARCHS", "RESNET_DEPTHS", "ResNet", "BasicBlock", "Bottleneck", "arch_depth", "resolve_arch"]
 
@@ -66,19 +66,6 @@ def _conv3x3(cin: int, cout: int, stride: int = 1, groups: int = 1, dilation: in
 
 def _conv1x1(cin: int, cout: int, stride: int = 1, conv: ConvFactory = nn.Conv2d) -> nn.Module:
     return conv(cin, cout, 1, stride=stride, bias=False)
-
-
-def mmcv_conv_factory(cfg: dict) -> ConvFactory:
-    """mmcv's ``build_conv_layer`` bound to ``cfg`` (``dict(type="ConvWS")``, ``dict(type="DCNv2", ...)``): the
-    layers mmdet's ResNet builds for ``conv_cfg`` and ``dcn``. mmcv is needed only for these."""
-    try:
-        from mmcv.cnn import build_conv_layer
-        if cfg.get("type") in ("DCN", "DCNv2"):
-            import mmcv.ops  # noqa: F401  (registers the deformable convolutions; needs mmcv's compiled ops)
-    except ImportError as e:
-        raise ImportError(f"{cfg.get('type')} convolutions are mmcv's: install mmcv with its compiled ops "
-                          f"(`make mmdet`, or pip install 'featx[mmdet]' beside mmcv) ({e})") from None
-    return partial(build_conv_layer, dict(cfg))
 
 
 class BasicBlock(nn.Module):

@@ -43,6 +43,7 @@ class FPN(Extractor):
         no_norm_on_lateral: no norm in the lateral 1x1 convs even when ``norm_cfg`` is set.
         norm_cfg: norm in every conv (None, "BN", "GN", dict(type=..., ...)).
         act_cfg: activation after every conv (None, "ReLU", dict(type=...)).
+        conv_cfg: mmcv's convolution for every conv, as mmdet's FPN takes it (``dict(type="ConvWS")``); needs mmcv.
         upsample_cfg: ``F.interpolate`` options; default ``dict(mode="nearest")``. Without
             ``scale_factor`` the upsampled map takes the next level's size, so any input size works.
         in_strides: strides of the input levels, for ``feature_info`` (default 4, 8, 16, ...).
@@ -70,6 +71,7 @@ class FPN(Extractor):
         act_cfg: Any = None,
         upsample_cfg: Optional[dict] = None,
         in_strides: Optional[Sequence[int]] = None,
+        conv_cfg: Optional[dict] = None,
     ) -> None:
         super().__init__()
         if isinstance(in_channels, int) or not isinstance(in_channels, Sequence) or not in_channels:
@@ -129,14 +131,16 @@ class FPN(Extractor):
         for i in range(self.start_level, self.backbone_end_level):
             self.lateral_convs.append(
                 ConvNormAct(self.in_channels[i], out_channels, 1,
-                            norm_cfg=None if no_norm_on_lateral else norm_cfg, act_cfg=act_cfg)
+                            norm_cfg=None if no_norm_on_lateral else norm_cfg, act_cfg=act_cfg, conv_cfg=conv_cfg)
             )
-            self.fpn_convs.append(ConvNormAct(out_channels, out_channels, 3, padding=1, norm_cfg=norm_cfg, act_cfg=act_cfg))
+            self.fpn_convs.append(ConvNormAct(out_channels, out_channels, 3, padding=1, norm_cfg=norm_cfg, act_cfg=act_cfg,
+                                              conv_cfg=conv_cfg))
         extra_levels = self.num_outs - self.backbone_end_level + self.start_level
         if self.add_extra_convs:
             for i in range(extra_levels):
                 cin = self.in_channels[self.backbone_end_level - 1] if i == 0 and self.add_extra_convs == "on_input" else out_channels
-                self.fpn_convs.append(ConvNormAct(cin, out_channels, 3, stride=2, padding=1, norm_cfg=norm_cfg, act_cfg=act_cfg))
+                self.fpn_convs.append(ConvNormAct(cin, out_channels, 3, stride=2, padding=1, norm_cfg=norm_cfg, act_cfg=act_cfg,
+                                                  conv_cfg=conv_cfg))
 
         self._init_weights()
         strides = self.in_strides[self.start_level:self.backbone_end_level]
