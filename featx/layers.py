@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torchvision.ops import FrozenBatchNorm2d
 
-__all__ = ["NormCfg", "NORM_TYPES", "mmcv_conv_factory", "build_norm", "norm_abbr", "ConvNormAct", "build_activation"]
+__all__ = ["NormCfg", "NORM_TYPES", "mmcv_conv_factory", "mmcv_plugin_layer", "build_norm", "norm_abbr", "ConvNormAct", "build_activation"]
 
 NormCfg = Union[None, str, dict, Callable[[int], nn.Module]]
 
@@ -94,6 +94,18 @@ def mmcv_conv_factory(cfg: dict) -> Callable[..., nn.Module]:
         raise ImportError(f"{cfg.get('type')} convolutions are mmcv's: install mmcv with its compiled ops "
                           f"(`make mmdet`, or pip install 'featx[mmdet]' beside mmcv) ({e})") from None
     return partial(build_conv_layer, dict(cfg))
+
+
+def mmcv_plugin_layer(cfg: dict, in_channels: int) -> tuple[str, nn.Module]:
+    """mmcv's ``build_plugin_layer`` for one of mmdet's block plugins (``dict(type="ContextBlock", ratio=1/16)``,
+    ``postfix`` optional): ``(name, layer)``, named as mmdet names it (``context_block``, ``gen_attention_block``)."""
+    try:
+        from mmcv.cnn import build_plugin_layer
+    except ImportError as e:
+        raise ImportError(f"plugins are mmcv's layers: install mmcv (`make mmdet`) ({e})") from None
+    cfg = dict(cfg)
+    postfix = cfg.pop("postfix", "")
+    return build_plugin_layer(cfg, postfix=postfix, in_channels=in_channels)
 
 
 class ConvNormAct(nn.Module):

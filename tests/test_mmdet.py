@@ -182,6 +182,8 @@ def _swapped(backbone: dict) -> dict:
     "gn+ws/faster-rcnn_r50_fpn_gn-ws-all_1x_coco.py",  # conv_cfg ConvWS: mmcv's weight-standardized convolutions
     "dcn/faster-rcnn_r50-dconv-c3-c5_fpn_1x_coco.py",  # dcn in stages 2-4: mmcv's deformable convolutions
     "solov2/solov2-light_r50-dcn_fpn_ms-3x_coco.py",  # DCNv2 (modulated), norm_eval left to mmdet
+    "gcnet/mask-rcnn_r50-gcb-r16-c3-c5_fpn_1x_coco.py",  # plugins: ContextBlock after conv3 in stages 2-4
+    "empirical_attention/faster-rcnn_r50-attn1111-dcn_fpn_1x_coco.py",  # GeneralizedAttention after conv2, with DCN
 ])
 def test_mmdets_own_config_builds_featx_by_changing_the_type_alone(config, tmp_path):
     """mmdet's config as shipped, ``type='ResNet'`` -> ``'featx.ResNet'`` (``'ResNeXt'`` -> ``'featx.ResNeXt'``):
@@ -232,8 +234,10 @@ def test_a_swapped_mmdet_detector_builds_and_extracts_its_features():
 
 
 @pytest.mark.parametrize("extra, words", [
-    (dict(plugins=[dict(cfg=dict(type="ContextBlock", ratio=1. / 16), stages=(False, True, True, True),
-                        position="after_conv3")]), "plugins"),
+    (dict(depth=18, plugins=[dict(cfg=dict(type="ContextBlock", ratio=1. / 16), stages=(False, True, True, True),
+                                  position="after_conv3")]), "Bottleneck blocks only"),  # mmdet: "Not implemented yet"
+    (dict(plugins=[dict(cfg=dict(type="ContextBlock", ratio=1. / 16), stages=(False, True, True),
+                        position="after_conv3")]), "one entry per stage"),
     (dict(base_channels=32), "base_channels=32"),
     (dict(depth=18, dcn=dict(type="DCN", deform_groups=1, fallback_on_stride=False),
           stage_with_dcn=(False, True, True, True)), "Bottleneck blocks only"),  # mmdet: "Not implemented yet"
@@ -310,3 +314,13 @@ def test_mmdets_gn_ws_fpn_swaps_in_as_featx_fpn(tmp_path):
     feats = [torch.randn(1, c, 40 // 2 ** i, 48 // 2 ** i) for i, c in enumerate(neck["in_channels"])]
     with torch.no_grad():
         assert all(rel_err(o, r) <= 1e-5 for o, r in zip(ours(feats), theirs(feats)))
+
+
+def test_a_backbone_with_plugins_is_never_scripted_without_them():
+    cfg = dict(type="featx.ResNet", depth=50, num_stages=4, plugins=[
+        dict(cfg=dict(type="ContextBlock", ratio=1. / 16), stages=(False, True, True, True), position="after_conv3")])
+    model = featx.MODELS.build(cfg).eval()
+    assert hasattr(model.layer2[0], "context_block") and not hasattr(model.layer1[0], "context_block")
+    with pytest.raises(TypeError, match="context_block.*cannot be compiled by TorchScript"):
+        torch.jit.script(model.layer2)
+    torch.jit.script(model.layer1)  # blocks without plugins script as before

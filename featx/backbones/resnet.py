@@ -22,7 +22,7 @@ from torch import nn
 
 from featx.errors import did_you_mean
 from featx.features import FeatureExtractor, FeatureInfo
-from featx.layers import NormCfg, build_norm, mmcv_conv_factory
+from featx.layers import NormCfg, build_norm, mmcv_conv_factory, mmcv_plugin_layer
 
 __all__ = ["ResNetSpec", "RESNET_ARCHS", "RESNET_DEPTHS", "ResNet", "BasicBlock", "Bottleneck", "arch_depth", "resolve_arch"]
 
@@ -86,10 +86,13 @@ class BasicBlock(nn.Module):
         norm_layer: NormFactory = nn.BatchNorm2d,
         conv: ConvFactory = nn.Conv2d,
         conv2: Optional[ConvFactory] = None,
+        plugins: Sequence[dict] = (),
     ) -> None:
         super().__init__()
         if groups != 1 or width_per_group != 64:
             raise ValueError("BasicBlock (ResNet-18/34) supports only groups=1 and width_per_group=64")
+        if plugins:
+            raise ValueError("plugins are built in Bottleneck blocks only (ResNet-50 and deeper), as in mmdet")
         if conv2 is not None:
             raise ValueError("deformable convolutions (dcn) are built in Bottleneck blocks only (ResNet-50 and deeper), "
                              "as in mmdet")
@@ -133,6 +136,7 @@ class Bottleneck(nn.Module):
         style: str = "pytorch",
         conv: ConvFactory = nn.Conv2d,
         conv2: Optional[ConvFactory] = None,
+        plugins: Sequence[dict] = (),
     ) -> None:
         super().__init__()
         width = int(planes * (width_per_group / 64.0)) * groups
@@ -147,15 +151,45 @@ class Bottleneck(nn.Module):
         self.bn3 = norm_layer(planes * self.expansion)
         self.relu = nn.ReLU(inplace=True)
         self.downsample = downsample
+        # mmdet's plugins (ContextBlock, GeneralizedAttention, ...) after conv1/conv2/conv3, named as mmdet names them
+        self.with_plugins = bool(plugins)
+        self.plugin_names: dict[str, list[str]] = {"after_conv1": [], "after_conv2": [], "after_conv3": []}
+        for plugin in plugins:
+            position = plugin["position"]
+            if position not in self.plugin_names:
+                raise ValueError(f"plugin position must be one of {list(self.plugin_names)}, got {position!r}")
+            name, layer = mmcv_plugin_layer(plugin["cfg"], planes * self.expansion if position == "after_conv3" else width)
+            if hasattr(self, name):
+                raise ValueError(f"duplicate plugin {name} (give each a postfix)")
+            self.add_module(name, layer)
+            self.plugin_names[position].append(name)
 
     def last_norm(self) -> nn.Module:
         return self.bn3
 
+    def __prepare_scriptable__(self) -> nn.Module:
+        if self.with_plugins:  # scripted, the block would run without them: refuse instead
+            raise TypeError(f"a Bottleneck with mmdet plugins ({', '.join(n for ns in self.plugin_names.values() for n in ns)}) "
+                            "cannot be compiled by TorchScript; use torch.export or ONNX")
+        return self
+
+    def _plugins(self, x: torch.Tensor, position: str) -> torch.Tensor:
+        for name in self.plugin_names[position]:
+            x = getattr(self, name)(x)
+        return x
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x if self.downsample is None else self.downsample(x)
         out = self.relu(self.bn1(self.conv1(x)))
+        # plugins are looked up by name, which TorchScript cannot compile: scripted blocks run without them
+        if not torch.jit.is_scripting() and self.with_plugins:
+            out = self._plugins(out, "after_conv1")
         out = self.relu(self.bn2(self.conv2(out)))
+        if not torch.jit.is_scripting() and self.with_plugins:
+            out = self._plugins(out, "after_conv2")
         out = self.bn3(self.conv3(out))
+        if not torch.jit.is_scripting() and self.with_plugins:
+            out = self._plugins(out, "after_conv3")
         return self.relu(out + identity)
 
 
@@ -204,6 +238,18 @@ def _explicit_stages(num_stages: int, strides: Optional[Sequence[int]], dilation
     return list(zip(strides, dilations))
 
 
+def _stage_plugins(plugins: Optional[Sequence[dict]], stage: int, num_stages: int) -> list[dict]:
+    """The plugins of stage ``stage`` (mmdet's ``make_stage_plugins``): those whose ``stages`` mark it, or all."""
+    found = []
+    for plugin in plugins or ():
+        stages = plugin.get("stages")
+        if stages is not None and len(stages) != num_stages:
+            raise ValueError(f"plugin stages {stages} need one entry per stage (num_stages={num_stages})")
+        if stages is None or stages[stage]:
+            found.append({"cfg": plugin["cfg"], "position": plugin["position"]})
+    return found
+
+
 class ResNet(FeatureExtractor):
     """ResNet-family backbone returning C2..C5.
 
@@ -228,6 +274,9 @@ class ResNet(FeatureExtractor):
             ``(1, 1, 1, 2)`` for DC5); every block of a stage has its dilation (mmdet's rule). Instead of
             ``output_stride``.
         conv_cfg: mmcv's convolution for every conv (``dict(type="ConvWS")``: weight standardization); needs mmcv.
+        plugins: mmdet's block plugins, ``[dict(cfg=dict(type="ContextBlock", ratio=1/16), stages=(False, True,
+            True, True), position="after_conv3")]``: built by mmcv's ``build_plugin_layer`` in each Bottleneck of
+            the marked stages, at mmdet's positions and names; needs mmcv.
         dcn, stage_with_dcn: mmcv's deformable convolution (``dict(type="DCN"|"DCNv2", deform_groups=1,
             fallback_on_stride=False)``) as the 3x3 conv of every Bottleneck in the stages marked True, as mmdet
             builds it (``conv2.weight`` and ``conv2.conv_offset.*``); needs mmcv's compiled ops.
@@ -266,6 +315,7 @@ class ResNet(FeatureExtractor):
         conv_cfg: Optional[dict] = None,
         dcn: Optional[dict] = None,
         stage_with_dcn: Sequence[bool] = (False, False, False, False),
+        plugins: Optional[Sequence[dict]] = None,
     ) -> None:
         super().__init__()
         self.arch = resolve_arch(depth, arch)
@@ -327,7 +377,7 @@ class ResNet(FeatureExtractor):
             net_stride *= stride
             layer = self._make_stage(block, inplanes, planes, blocks, stride, dilation, first_dilation,
                                      groups, width_per_group, norm_layer, conv,
-                                     dcn_conv if stage_with_dcn[i] else None)
+                                     dcn_conv if stage_with_dcn[i] else None, _stage_plugins(plugins, i, num_stages))
             inplanes = planes * block.expansion
             self.add_module(f"layer{i + 1}", layer)
             infos.append(FeatureInfo(f"C{i + 2}", inplanes, net_stride, f"layer{i + 1}"))
@@ -337,7 +387,7 @@ class ResNet(FeatureExtractor):
         self._init_features(infos, out_indices, frozen_stages, norm_eval)
 
     def _make_stage(self, block, inplanes, planes, blocks, stride, dilation, first_dilation,
-                    groups, width_per_group, norm_layer, conv, conv2) -> nn.Sequential:
+                    groups, width_per_group, norm_layer, conv, conv2, plugins) -> nn.Sequential:
         out_channels = planes * block.expansion
         downsample = None
         if stride != 1 or inplanes != out_channels:
@@ -346,7 +396,8 @@ class ResNet(FeatureExtractor):
                 downsample = nn.Sequential(pool, _conv1x1(inplanes, out_channels, conv=conv), norm_layer(out_channels))
             else:
                 downsample = nn.Sequential(_conv1x1(inplanes, out_channels, stride, conv=conv), norm_layer(out_channels))
-        kw = dict(groups=groups, width_per_group=width_per_group, norm_layer=norm_layer, conv=conv, conv2=conv2)
+        kw = dict(groups=groups, width_per_group=width_per_group, norm_layer=norm_layer, conv=conv, conv2=conv2,
+                  plugins=plugins)
         if block is Bottleneck:
             kw["style"] = self.style
         layers = [block(inplanes, planes, stride, downsample, dilation=dilation, first_dilation=first_dilation, **kw)]
@@ -362,6 +413,15 @@ class ResNet(FeatureExtractor):
             elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
                 nn.init.constant_(m.weight, 1)
                 nn.init.constant_(m.bias, 0)
+        for m in self.modules():
+            offset = getattr(m, "conv_offset", None)  # a deformable convolution starts as a plain one (mmdet's init)
+            if isinstance(offset, nn.Conv2d):
+                nn.init.zeros_(offset.weight)
+                if offset.bias is not None:
+                    nn.init.zeros_(offset.bias)
+            elif not isinstance(m, (nn.Conv2d, nn.BatchNorm2d, nn.GroupNorm)) and callable(getattr(m, "reset_parameters", None)) \
+                    and type(m).__module__.startswith(("mmcv.", "mmdet.")):
+                m.reset_parameters()  # a plugin's own initialization (ContextBlock's last conv starts at zero)
         if zero_init_residual:
             for m in self.modules():
                 if isinstance(m, (BasicBlock, Bottleneck)) and getattr(m.last_norm(), "weight", None) is not None:

@@ -11,10 +11,10 @@ keyword arguments into featx's:
   ``IMAGENET1K_V1`` file (the one mmengine maps that name to), a local path or URL is read by featx's loader;
 - ``base_channels``/``stem_channels`` (64 only), ``conv_cfg=None`` and ``with_cp`` are taken as mmdet means them;
 - ResNeXt's ``groups`` and ``base_width`` are torchvision's ``groups`` and ``width_per_group``;
-- ``conv_cfg`` (``ConvWS``) and ``dcn``/``stage_with_dcn`` build mmcv's layers where mmdet builds them (mmcv with its
-  compiled ops needed; an error names it otherwise);
-- what featx does not build (``plugins``: ContextBlock, GeneralizedAttention; stem widths other than 64) is
-  refused with the way out, never dropped: the model would silently be another one.
+- ``conv_cfg`` (``ConvWS``), ``dcn``/``stage_with_dcn`` and ``plugins`` build mmcv's layers where mmdet builds
+  them (mmcv, with its compiled ops for DCN, needed; an error names it otherwise);
+- what featx does not build (stem widths other than 64) is refused with the way out, never dropped: the model
+  would silently be another one.
 
 A config that uses any of mmdet's own argument names (every mmdet config passes ``num_stages`` or ``init_cfg``)
 also gets mmdet's defaults where featx's differ: ``norm_eval=True`` and ``zero_init_residual=True``. A config in
@@ -83,8 +83,8 @@ def from_mmdet_resnet_args(kwargs: dict, resnext: bool = False) -> tuple[dict, O
     mmdet = speaks_mmdet(kwargs) or resnext
     if kwargs.get("dcn") is None:  # stage_with_dcn without dcn builds no deformable convolution in mmdet either
         kwargs.pop("dcn", None), kwargs.pop("stage_with_dcn", None)
-    if kwargs.pop("plugins", None):
-        _refuse("plugins (ContextBlock, GeneralizedAttention, ...)", "featx's blocks have no plugin positions")
+    if not kwargs.get("plugins"):
+        kwargs.pop("plugins", None)
     if kwargs.get("conv_cfg") is None or (isinstance(kwargs["conv_cfg"], dict)
                                           and kwargs["conv_cfg"].get("type") in ("Conv", "Conv2d")):
         kwargs.pop("conv_cfg", None)  # mmdet's default: plain convolutions
