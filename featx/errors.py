@@ -12,7 +12,7 @@ from typing import Iterable
 
 __all__ = [
     "FeatxError", "UnknownModelError", "WeightsError", "UnsafeCheckpointError", "CheckpointMismatchError",
-    "WeightsUnavailableError", "ExportError", "QuantizationError", "ParityError", "DataError", "StoreError", "TrainError", "DetectorMismatchError",
+    "WeightsUnavailableError", "ExportError", "QuantizationError", "ParityError", "DataError", "StoreError", "ArgumentError", "DepthError", "TrainError", "DetectorMismatchError",
     "Int8SaturationWarning", "PlanarHintWarning", "did_you_mean",
 ]
 
@@ -66,6 +66,18 @@ class DataError(FeatxError, ValueError):
 
 class StoreError(FeatxError, ValueError):
     """A feature store whose files disagree (index, arrays, manifest) or cannot be written; nothing is guessed."""
+
+
+class ArgumentError(FeatxError, ValueError, AssertionError):
+    """A backbone argument featx refuses where mmdet's ResNet refuses it too; also an ``AssertionError``, what
+    mmdet raises for the same refusals, so code written against mmdet's class catches it unchanged."""
+
+
+class DepthError(FeatxError, ValueError, KeyError):
+    """A ResNet depth featx does not build; also a ``KeyError``, what mmdet raises for it."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
 
 
 class TrainError(FeatxError, RuntimeError):

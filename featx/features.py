@@ -26,6 +26,8 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils.checkpoint import checkpoint
 
+from featx.errors import ArgumentError
+
 __all__ = ["FeatureInfo", "Extractor", "FeatureExtractor", "SequenceExtractor", "Composite", "level_name",
            "validate_out_indices", "check_image_batch", "check_feature_maps", "as_output_tuple", "input_channels"]
 
@@ -63,8 +65,8 @@ def validate_out_indices(out_indices: Iterable[int], num_stages: int) -> tuple[i
     for i in indices:
         if not isinstance(i, int) or isinstance(i, bool):
             raise TypeError(f"out_indices must contain ints, got {i!r} in {indices!r}")
-        if not 0 <= i < num_stages:
-            raise ValueError(
+        if not 0 <= i < num_stages:  # mmdet asserts max(out_indices) < num_stages: an AssertionError too
+            raise ArgumentError(
                 f"out_indices entries must be stage indices in 0..{num_stages - 1} "
                 f"(0=C2 .. {num_stages - 1}=C{num_stages + 1}), got {i} in {indices!r}"
             )

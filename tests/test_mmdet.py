@@ -324,3 +324,25 @@ def test_a_backbone_with_plugins_is_never_scripted_without_them():
     with pytest.raises(TypeError, match="context_block.*cannot be compiled by TorchScript"):
         torch.jit.script(model.layer2)
     torch.jit.script(model.layer1)  # blocks without plugins script as before
+
+
+@pytest.mark.parametrize("kwargs, mmdet_type", [
+    (dict(depth=51), KeyError),  # mmdet: KeyError("invalid depth 51 for resnet")
+    (dict(depth=50, num_stages=5), AssertionError),  # mmdet: assert 1 <= num_stages <= 4
+    (dict(depth=50, num_stages=3, strides=(1, 2, 2), dilations=(1, 1, 1), out_indices=(0, 1, 2, 3)), AssertionError),
+    (dict(depth=50, num_stages=3, strides=(1, 2, 2), dilations=(1, 1, 1, 1)), AssertionError),
+    (dict(depth=50, style="tensorflow"), AssertionError),
+    (dict(depth=18, dcn=dict(type="DCN", deform_groups=1, fallback_on_stride=False),
+          stage_with_dcn=(False, True, True, True)), AssertionError),  # mmdet: BasicBlock "Not implemented yet"
+    (dict(depth=50, init_cfg=dict(type="Pretrained", checkpoint="torchvision://resnet50"),
+          pretrained="torchvision://resnet50"), AssertionError),
+])
+def test_featx_refuses_what_mmdets_resnet_refuses_with_mmdets_exception_type(kwargs, mmdet_type):
+    """Code written against mmdet's ResNet (``except AssertionError``/``KeyError``) catches featx's refusal too,
+    and featx's message says what to change; mmdet refuses the same arguments."""
+    with DefaultScope.overwrite_default_scope("mmdet"):
+        with pytest.raises(mmdet_type):
+            MMDET_MODELS.build(dict(type="ResNet", **kwargs))
+        with pytest.raises(mmdet_type) as refused:
+            MMDET_MODELS.build(dict(type="featx.ResNet", **kwargs))
+    assert isinstance(refused.value, featx.errors.FeatxError) and isinstance(refused.value, ValueError)

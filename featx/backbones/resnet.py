@@ -20,7 +20,7 @@ from typing import Callable, Iterable, Optional, Sequence
 import torch
 from torch import nn
 
-from featx.errors import did_you_mean
+from featx.errors import ArgumentError, DepthError, did_you_mean
 from featx.features import FeatureExtractor, FeatureInfo
 from featx.layers import NormCfg, build_norm, mmcv_conv_factory, mmcv_plugin_layer
 
@@ -92,9 +92,9 @@ class BasicBlock(nn.Module):
         if groups != 1 or width_per_group != 64:
             raise ValueError("BasicBlock (ResNet-18/34) supports only groups=1 and width_per_group=64")
         if plugins:
-            raise ValueError("plugins are built in Bottleneck blocks only (ResNet-50 and deeper), as in mmdet")
+            raise ArgumentError("plugins are built in Bottleneck blocks only (ResNet-50 and deeper), as in mmdet")
         if conv2 is not None:
-            raise ValueError("deformable convolutions (dcn) are built in Bottleneck blocks only (ResNet-50 and deeper), "
+            raise ArgumentError("deformable convolutions (dcn) are built in Bottleneck blocks only (ResNet-50 and deeper), "
                              "as in mmdet")
         self.conv1 = _conv3x3(inplanes, planes, stride, dilation=first_dilation, conv=conv)
         self.bn1 = norm_layer(planes)
@@ -216,7 +216,7 @@ def resolve_arch(depth: Optional[int], arch: Optional[str]) -> str:
     if depth is None:
         return "resnet50"
     if depth not in RESNET_DEPTHS:
-        raise ValueError(f"ResNet depth must be one of {sorted(RESNET_DEPTHS)}, got {depth!r}")
+        raise DepthError(f"ResNet depth must be one of {sorted(RESNET_DEPTHS)}, got {depth!r}")
     return RESNET_DEPTHS[depth]
 
 
@@ -231,7 +231,7 @@ def _explicit_stages(num_stages: int, strides: Optional[Sequence[int]], dilation
     strides = tuple(strides) if strides is not None else (1, 2, 2, 2)[:num_stages]
     dilations = tuple(dilations) if dilations is not None else (1,) * num_stages
     if len(strides) != num_stages or len(dilations) != num_stages:
-        raise ValueError(f"strides {strides} and dilations {dilations} must have one entry per stage "
+        raise ArgumentError(f"strides {strides} and dilations {dilations} must have one entry per stage "
                          f"(num_stages={num_stages})")
     if any(s not in (1, 2) for s in strides) or any(not isinstance(d, int) or d < 1 for d in dilations):
         raise ValueError(f"strides must be 1 or 2 and dilations positive ints, got {strides} and {dilations}")
@@ -244,7 +244,7 @@ def _stage_plugins(plugins: Optional[Sequence[dict]], stage: int, num_stages: in
     for plugin in plugins or ():
         stages = plugin.get("stages")
         if stages is not None and len(stages) != num_stages:
-            raise ValueError(f"plugin stages {stages} need one entry per stage (num_stages={num_stages})")
+            raise ArgumentError(f"plugin stages {stages} need one entry per stage (num_stages={num_stages})")
         if stages is None or stages[stage]:
             found.append({"cfg": plugin["cfg"], "position": plugin["position"]})
     return found
@@ -323,11 +323,11 @@ class ResNet(FeatureExtractor):
         groups = spec.groups if groups is None else groups
         width_per_group = spec.width_per_group if width_per_group is None else width_per_group
         if style not in _STYLES:
-            raise ValueError(f"style must be one of {_STYLES}, got {style!r}")
+            raise ArgumentError(f"style must be one of {_STYLES}, got {style!r}")
         if output_stride not in (8, 16, 32):
             raise ValueError(f"output_stride must be 8, 16 or 32, got {output_stride!r}")
         if num_stages not in (1, 2, 3, 4):
-            raise ValueError(f"num_stages must be 1..4, got {num_stages!r}")
+            raise ArgumentError(f"num_stages must be 1..4, got {num_stages!r}")
         explicit = _explicit_stages(num_stages, strides, dilations, output_stride)
         if not isinstance(in_channels, int) or in_channels < 1:
             raise ValueError(f"in_channels must be a positive int, got {in_channels!r}")
@@ -341,7 +341,7 @@ class ResNet(FeatureExtractor):
         conv = mmcv_conv_factory(conv_cfg) if conv_cfg is not None else nn.Conv2d
         stage_with_dcn = tuple(bool(x) for x in stage_with_dcn)
         if len(stage_with_dcn) != 4 and len(stage_with_dcn) != num_stages:
-            raise ValueError(f"stage_with_dcn needs one entry per stage, got {stage_with_dcn}")
+            raise ArgumentError(f"stage_with_dcn needs one entry per stage, got {stage_with_dcn}")
         if dcn is not None and dcn.get("fallback_on_stride", False):
             raise ValueError("dcn with fallback_on_stride=True is not built (mmdet's configs use False)")
         dcn_conv = (mmcv_conv_factory({k: v for k, v in dcn.items() if k != "fallback_on_stride"})

@@ -24,6 +24,8 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
+from featx.errors import ArgumentError
+
 __all__ = ["MMDET_ONLY_ARGS", "MMDET_DEFAULTS", "from_mmdet_resnet_args", "speaks_mmdet"]
 
 # argument names mmdet's ResNet takes and featx's own vocabulary does not
@@ -45,7 +47,7 @@ def _refuse(what: str, why: str) -> None:
 def _pretrained_source(kwargs: dict) -> Optional[str]:
     init_cfg, pretrained = kwargs.pop("init_cfg", None), kwargs.pop("pretrained", None)
     if pretrained is not None and init_cfg is not None:
-        raise ValueError("give init_cfg or pretrained, not both (mmdet refuses this too)")
+        raise ArgumentError("give init_cfg or pretrained, not both (mmdet refuses this too)")
     if pretrained is not None:
         if not isinstance(pretrained, str):
             raise TypeError(f"pretrained must be a checkpoint name or path, got {pretrained!r}")
