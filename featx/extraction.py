@@ -59,7 +59,7 @@ from featx.inference import optimize_for_inference
 from featx.io import regular_file, scratch_dir, write_json
 from featx.models import build_described_model, build_from_config, check_file_config, model_config
 from featx.models.specs import named_weights, random_weights_notice
-from featx.store import (SHARD_DIR, FeatureStore, merge_store, remove_stale_shard_temporaries, shard_entries,
+from featx.store import (SHARD_DIR, FeatureStore, merge_store, read_manifest, remove_stale_shard_temporaries, shard_entries,
                           shard_metadata, write_shard)
 from featx.version import __version__
 
@@ -783,7 +783,7 @@ def prepare_store(cfg: dict, net: nn.Module, source: Union[str, Path], out: Path
         out.mkdir(parents=True, exist_ok=True)
         stack.enter_context(_store_lock(out))
     if existing.is_file():
-        old = json.loads(existing.read_text())
+        old = read_manifest(out)  # a damaged manifest is one StoreError, not a JSONDecodeError
         old.setdefault("precision", "fp32")  # stores from before precisions were recorded ran fp32
         changed = [k for k in key_fields if old.get(k) != manifest[k]]
         if changed:

@@ -33,7 +33,7 @@ from safetensors.numpy import save_file
 from featx.errors import StoreError
 from featx.io import atomic_path, remove_stale_temporaries, write_json
 
-__all__ = ["StoreEntry", "FeatureStore", "write_shard", "shard_metadata", "shard_entries", "merge_store", "remove_stale_shard_temporaries",
+__all__ = ["StoreEntry", "FeatureStore", "read_manifest", "write_shard", "shard_metadata", "shard_entries", "merge_store", "remove_stale_shard_temporaries",
            "SHARD_DIR"]
 
 SHARD_DIR = "shards"
@@ -85,7 +85,8 @@ def _shards(folder: Path) -> list[Path]:
     return sorted((folder / SHARD_DIR).glob("*.safetensors"))
 
 
-def _read_manifest(folder: Path) -> dict:
+def read_manifest(folder: Path) -> dict:
+    """A store's ``manifest.json``, refused (``StoreError`` naming it) when it is not JSON or not featx's."""
     path = folder / "manifest.json"
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
@@ -117,7 +118,7 @@ def merge_store(folder: Union[str, Path]) -> int:
     a hidden ``.part`` file whose space is reserved up front and renamed into place only when whole; the index
     comes last, so a merge that fails leaves no index that the arrays do not match."""
     folder = Path(folder)
-    manifest = _read_manifest(folder)
+    manifest = read_manifest(folder)
     rows: list[tuple[dict, str]] = []
     for shard in _shards(folder):
         rows += [(e, shard.name) for e in shard_entries(shard)]
@@ -182,7 +183,7 @@ class FeatureStore:
         self.folder = Path(folder)
         if not (self.folder / "manifest.json").is_file():
             raise FileNotFoundError(f"{self.folder} is not a featx feature store (no manifest.json)")
-        self.manifest = _read_manifest(self.folder)
+        self.manifest = read_manifest(self.folder)
         if not (self.folder / "index.jsonl").is_file() or "merged" not in self.manifest:
             raise FileNotFoundError(f"{self.folder} is not merged yet (no index.jsonl): finish or rerun featx extract")
         # one C-level json parse of all lines (~5x faster than a loads per line); entries built on demand

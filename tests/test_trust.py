@@ -492,3 +492,22 @@ def test_an_image_path_that_is_a_pipe_is_refused_not_read(tmp_path):
     with pytest.raises(ValueError, match="not a regular file"):
         load_image(fifo)
     assert time.monotonic() - start < 5
+
+
+def test_resuming_into_a_store_with_a_damaged_manifest_is_one_store_error(store, tmp_path):
+    damaged = _copy(store, tmp_path / "damaged")
+    (damaged / "manifest.json").write_text((store / "manifest.json").read_text()[:40])
+    source = json.loads((store / "manifest.json").read_text())["source"]
+    with pytest.raises(StoreError, match="manifest.json is not a featx manifest"):
+        extract("ResNet18", source, damaged, ExtractSettings(size=32, workers=0), **QUIET)
+
+
+def test_an_interrupt_that_escapes_the_command_is_one_line(monkeypatch, capsys):
+    import featx.cli as cli
+
+    def late_interrupt(argv=None):  # a second Ctrl-C while the first is handled, or while handlers are restored
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "_main", late_interrupt)
+    assert cli.main(["list"]) == 130
+    assert capsys.readouterr().err.strip() == "featx: interrupted"
