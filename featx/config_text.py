@@ -119,8 +119,8 @@ def _base_files(path: Any) -> list[str]:
                 value = ast.literal_eval(stmt.value)
             except ValueError:
                 return []
-            return [value] if isinstance(value, str) else [v for v in value if isinstance(v, str)] \
-                if isinstance(value, (list, tuple)) else []
+            values = [value] if isinstance(value, str) else value if isinstance(value, (list, tuple)) else []
+            return [v for v in values if isinstance(v, str)]
     return []
 
 

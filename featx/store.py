@@ -219,10 +219,12 @@ class FeatureStore:
             raise StoreError(f"{where} names some image twice (or has an entry without a path): {n} lines, "
                              f"{len(self._row)} paths; the store is damaged")
         for i, r in enumerate(self._records):
-            if not (isinstance(r.get("shard"), str) and _SHARD_NAME.fullmatch(r["shard"])
-                    and isinstance(r.get("row"), int) and r["row"] >= 0 and isinstance(r.get("sha256"), str)
-                    and isinstance(r.get("size"), list) and len(r["size"]) == 2):
+            if not (isinstance(r.get("shard"), str) and isinstance(r.get("row"), int) and r["row"] >= 0
+                    and isinstance(r.get("sha256"), str) and isinstance(r.get("size"), list) and len(r["size"]) == 2):
                 raise StoreError(f"{where}, line {i + 1}: not a featx index entry ({str(r)[:120]}); the store is damaged")
+        outside = sorted(name for name in {r["shard"] for r in self._records} if not _SHARD_NAME.fullmatch(name))
+        if outside:  # a path, not a file in shards/: never opened
+            raise StoreError(f"{where} names shard {outside[0][:80]!r}, not a file in {SHARD_DIR}/; the store is damaged")
         if self.manifest["store"] == "pooled":
             for level in self.levels:
                 path = self.folder / f"pooled.{level}.npy"

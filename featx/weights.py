@@ -93,8 +93,14 @@ def _map_torchvision_detection(state: dict[str, torch.Tensor], model: Composite)
     return out
 
 
-_MMDET_GN = re.compile(r"(^|\.)gn(\d)\.")  # mmdet's ResNet: gn1/gn2/gn3 in blocks and the stem (ConvModule: .gn.)
-_MMDET_STEM = re.compile(r"^(backbone\.)?stem\.([0134567])\.")
+# (key map name, pattern, replacement): applied when the renamed keys are the model's
+_MMDET_RENAMES = (
+    # a GroupNorm is gnN in mmdet's ResNet blocks and stem (ConvModule's ".gn." has no digit and matches already)
+    ("mmdet GroupNorm gnN -> bnN", re.compile(r"(^|\.)gn(\d)\."), r"\1bn\2."),
+    # mmdet's deep stem is one Sequential with its last norm inside (stem.7); featx's (timm's layout) is conv1.* + bn1
+    ("mmdet deep stem stem.* -> conv1.*/bn1", re.compile(r"^(backbone\.)?stem\.([013467])\."),
+     lambda m: (m.group(1) or "") + ("bn1." if m.group(2) == "7" else f"conv1.{m.group(2)}.")),
+)
 
 
 def _backbone_of(model: nn.Module) -> nn.Module:
@@ -127,20 +133,12 @@ def adapt_state_dict(model: nn.Module, state: dict[str, torch.Tensor]) -> tuple[
         outside = sorted(k for k in state if not k.startswith("backbone."))
         state = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
         key_map = "mmdet backbone.* -> backbone"
-    own_keys = model.state_dict().keys()
-    if any(_MMDET_GN.search(k) for k in state):  # mmdet names a GroupNorm gnN where featx (torchvision) says bnN
-        renamed = {_MMDET_GN.sub(r"\1bn\2.", k): k for k in state}
-        if any(new in own_keys for new, old in renamed.items() if new != old):
+    own = model.state_dict()
+    for name, pattern, replace in _MMDET_RENAMES:  # mmdet's names where featx keeps torchvision's (or timm's)
+        renamed = {pattern.sub(replace, k): k for k in state}
+        if any(new != old and new in own for new, old in renamed.items()):
             state = {new: state[old] for new, old in renamed.items()}
-            key_map = "mmdet GroupNorm gnN -> bnN" + ("" if key_map == "identity" else f", {key_map}")
-    if any(k.startswith(f"{prefix}stem.") for prefix in ("", "backbone.") for k in state):
-        # mmdet's deep stem is one Sequential with its last norm inside (stem.7); featx's (timm's layout) is
-        # conv1.{0,1,3,4,6} + bn1
-        mapped = {_MMDET_STEM.sub(lambda m: (m.group(1) or "") + ("bn1." if m.group(2) == "7" else f"conv1.{m.group(2)}."), k): k
-                  for k in state}
-        if any(new in own_keys for new, old in mapped.items() if new != old):
-            state = {new: state[old] for new, old in mapped.items()}
-            key_map = "mmdet deep stem stem.* -> conv1.*/bn1" + ("" if key_map == "identity" else f", {key_map}")
+            key_map = name + ("" if key_map == "identity" else f", {key_map}")
     not_in_checkpoint: list[str] = []
     if is_composite and not any(k.startswith(("backbone.", "neck.")) for k in state):
         # a classification checkpoint: it fills the backbone, the neck keeps its initialisation
@@ -148,7 +146,6 @@ def adapt_state_dict(model: nn.Module, state: dict[str, torch.Tensor]) -> tuple[
         not_in_checkpoint.append("neck")
         key_map = "classification -> backbone" if key_map == "identity" else key_map
 
-    own = model.state_dict()
     head_keys = getattr(_backbone_of(model), "checkpoint_head_keys", frozenset())  # timm: beyond the last tap
     prefix = "backbone." if is_composite else ""
     dropped = outside + sorted(k for k in state if k not in own and (

@@ -44,6 +44,17 @@ def int_at_least(low: int, high: Optional[int] = None) -> Callable[[str], int]:
     return parse
 
 
+def cosine(text: str) -> float:
+    """A cosine similarity threshold: a number in -1..1 (a usage error otherwise, before any work)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not -1 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a cosine in -1..1, got {text}")
+    return value
+
+
 def non_negative_float(text: str) -> float:
     try:
         value = float(text)

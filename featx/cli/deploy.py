@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from featx.cli.common import CfgOptions, add_command, hxw, int_at_least, log, non_negative_float, writable_file
+from featx.cli.common import CfgOptions, add_command, cosine, hxw, int_at_least, log, non_negative_float, writable_file
 from featx.options import (CALIBRATION_METHODS, DEFAULT_OPSET, INT8_RUNTIMES, OVERFLOW_FIXES, TARGETS, WINOGRAD_MODES,
                            list_profiles)
 
@@ -177,7 +177,7 @@ def _add_parity(sub) -> None:
                    help="judge by this precision's gate (default: the precision the file's graph computes in; the "
                         "file's metadata must agree with its graph and never picks the gate)")
     p.add_argument("--max-rel", type=non_negative_float, help="override the gate's max|err|/max|ref|")
-    p.add_argument("--min-cos", type=float, help="override the gate's minimum cosine (-1..1)")
+    p.add_argument("--min-cos", type=cosine, help="override the gate's minimum cosine (-1..1)")
     p.add_argument("--threads", type=int_at_least(1), help="CPU threads for both runtimes")
     p.add_argument("--json", metavar="PATH", type=writable_file, help="also write the report as JSON (atomically)")
     p.set_defaults(func=_cmd_parity)
@@ -186,8 +186,8 @@ def _add_parity(sub) -> None:
 def _cmd_parity(args) -> int:
     import torch
 
-    from featx.deploy.metadata import graph_precision, read_metadata
-    from featx.deploy.parity import gate_with_overrides, parity
+    from featx.deploy.metadata import read_metadata
+    from featx.deploy.parity import parity
     from featx.io import write_json
     from featx.models import build_from_config, target_config
     from featx.report import format_table
@@ -197,10 +197,10 @@ def _cmd_parity(args) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     meta = read_metadata(args.onnx)
-    gate = gate_with_overrides(args.precision or graph_precision(args.onnx), args.tf32, args.max_rel, args.min_cos)
     model = build_from_config(target_config(args.model, None, args.weights), args.seed) if args.model else None
     r = parity(args.onnx, model=model, device=args.device, sizes=args.sizes, batches=args.batch, repeats=args.repeats,
-                   tf32=args.tf32, gate=gate, threads=args.threads, log=log, meta=meta, precision=args.precision)
+                   tf32=args.tf32, threads=args.threads, log=log, meta=meta, precision=args.precision,
+                   max_rel=args.max_rel, min_cos=args.min_cos)
     print(f"{args.onnx}: {meta.get('model_config', {}).get('type', '?')}  precision {r.precision}  "
           f"runtime {r.runtime}")
     print(f"gate: max|err|/max|ref| <= {r.gate['max_rel']:g}, cosine >= {r.gate['min_cos']} ({r.gate['why']})\n")

@@ -23,7 +23,7 @@ from featx.features import as_output_tuple, input_channels
 from featx.images import IMAGENET_MEAN, IMAGENET_STD, load_image, resize_normalize, sample_image_path
 from featx.timing import interleaved_medians
 
-__all__ = ["gate_with_overrides", "Gate", "GATES", "OutputResult", "ParityReport", "parity", "DEFAULT_PARITY_SIZES"]
+__all__ = ["base_gate", "gate_with_overrides", "Gate", "GATES", "OutputResult", "ParityReport", "parity", "DEFAULT_PARITY_SIZES"]
 
 DEFAULT_PARITY_SIZES: tuple[tuple[int, int], ...] = ((512, 512), (800, 1216), (801, 1333), (333, 517))
 
@@ -48,6 +48,11 @@ GATES: dict[str, Gate] = {
 }
 
 
+def base_gate(precision: str, tf32: bool = False) -> Gate:
+    """The gate of ``precision`` ("fp32", "tf32", "fp16", "int8"); fp32 run with TF32 allowed (``tf32``) takes TF32's."""
+    return GATES["tf32" if precision == "fp32" and tf32 else precision]
+
+
 def gate_with_overrides(precision: Optional[str], tf32: bool = False, max_rel: Optional[float] = None,
                         min_cos: Optional[float] = None) -> Optional[Gate]:
     """The gate a user set (``max_rel`` and/or ``min_cos`` over the gate of ``precision``, the one the user asked
@@ -57,7 +62,7 @@ def gate_with_overrides(precision: Optional[str], tf32: bool = False, max_rel: O
         raise ValueError(f"--min-cos must be in -1..1, got {min_cos}")
     if max_rel is None and min_cos is None:
         return None
-    base = GATES[precision if precision in ("fp16", "int8", "tf32") else "tf32" if tf32 else "fp32"]
+    base = base_gate(precision or "fp32", tf32)
     return replace(base, max_rel=max_rel if max_rel is not None else base.max_rel,
                    min_cos=min_cos if min_cos is not None else base.min_cos, why="set on the command line")
 
@@ -111,6 +116,8 @@ def parity(
     log: Any = print,
     meta: Optional[dict] = None,
     precision: Optional[str] = None,
+    max_rel: Optional[float] = None,
+    min_cos: Optional[float] = None,
 ) -> ParityReport:
     """Run an exported file (``.onnx`` in ONNX Runtime, an OpenVINO ``.xml`` in OpenVINO) and ``model``
     (default: rebuilt from the file's metadata) in PyTorch on the same inputs and device; compare every
@@ -120,7 +127,7 @@ def parity(
     with a static shape runs at that shape only; other sizes are a clear ``ParityError``.
 
     The gate is ``gate``, else that of ``precision`` (what the user asks), else that of the precision the file's
-    graph computes in. The file's metadata is checked against its graph before anything is built or run
+    graph computes in, with the user's ``max_rel``/``min_cos`` over it (:func:`gate_with_overrides`). The file's metadata is checked against its graph before anything is built or run
     (:func:`featx.deploy.metadata.check_metadata`): a file never picks its own gate.
     """
     if precision is not None and precision not in GATES:
@@ -138,8 +145,8 @@ def parity(
     net = (model if model is not None else model_from_metadata(meta)).eval()
     expected = [f.name.lower() for f in net.feature_info]
     if gate is None:
-        gate = (GATES[precision] if precision != "fp32"
-                else GATES["tf32"] if (device == "cuda" and tf32) else GATES["fp32"])
+        on_tf32 = device == "cuda" and tf32
+        gate = gate_with_overrides(precision, on_tf32, max_rel, min_cos) or base_gate(precision, on_tf32)
     if session.outputs != expected:
         raise ParityError(f"{path} outputs {session.outputs}, but the model gives {expected}: is it for another model?")
     channels = input_channels(net)

@@ -25,7 +25,7 @@ from featx.backbones.timm_backbone import TIMM_ARCHS, TimmBackbone
 from featx.backbones.vgg import VGG_SPECS, AlexNet, VGG
 from featx.models import mmdet_args
 from featx.models.composite import BackboneFPN
-from featx.models.mmdet_args import MMDET_DEFAULTS, from_mmdet_resnet_args, pretrained_weights
+from featx.models.mmdet_args import from_mmdet_resnet_args, pretrained_weights
 from featx.models.resolve import resolve_name
 from featx.models.sources import load_weights
 from featx.necks.fpn import FPN
@@ -195,10 +195,7 @@ def _mmdet_resnet_builder(name: str, resnext: bool, v1d: bool = False) -> Callab
     def builder(**kwargs: Any) -> nn.Module:
         if v1d:  # mmdet's ResNetV1d: the deep stem and average-pool downsampling (ResNet-D)
             kwargs = {"deep_stem": True, "avg_down": True, **kwargs}
-        translated, source = from_mmdet_resnet_args(kwargs, resnext)
-        if v1d:
-            for key, value in MMDET_DEFAULTS.items():
-                translated.setdefault(key, value)
+        translated, source = from_mmdet_resnet_args(kwargs, resnext, mmdet_class=v1d)
         if resnext and "arch" not in translated and "depth" in translated:
             arch = f"resnext{translated['depth']}_{translated['groups']}x{translated['width_per_group']}d"
             if arch in RESNET_ARCHS:  # torchvision's own ResNeXt: named so, its weights fit

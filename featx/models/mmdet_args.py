@@ -26,7 +26,7 @@ from typing import Any, Optional
 
 from featx.errors import ArgumentError
 
-__all__ = ["MMDET_ONLY_ARGS", "MMDET_DEFAULTS", "from_mmdet_resnet_args", "speaks_mmdet"]
+__all__ = ["MMDET_ONLY_ARGS", "MMDET_DEFAULTS", "from_mmdet_resnet_args", "pretrained_weights", "speaks_mmdet"]
 
 # argument names mmdet's ResNet takes and featx's own vocabulary does not
 MMDET_ONLY_ARGS = ("num_stages", "strides", "dilations", "init_cfg", "pretrained", "base_channels", "stem_channels",
@@ -64,8 +64,9 @@ def _pretrained_source(kwargs: dict) -> Optional[str]:
     return sources[0]
 
 
-def _weights_for(source: str, arch: str) -> str:
-    """featx's ``weights=`` for an mmdet checkpoint name."""
+def pretrained_weights(source: str, arch: str) -> str:
+    """featx's ``weights=`` for the checkpoint an mmdet config names (``init_cfg``/``pretrained``), checked against
+    the built ``arch``."""
     if source.startswith("torchvision://"):
         named = source.removeprefix("torchvision://").lower()
         if named != arch:
@@ -77,12 +78,12 @@ def _weights_for(source: str, arch: str) -> str:
     return source
 
 
-def from_mmdet_resnet_args(kwargs: dict, resnext: bool = False) -> tuple[dict, Optional[str]]:
+def from_mmdet_resnet_args(kwargs: dict, resnext: bool = False, mmdet_class: bool = False) -> tuple[dict, Optional[str]]:
     """featx ``ResNet`` keyword arguments for an mmdet ``ResNet``/``ResNeXt`` config's (see the module docstring),
-    and the weights its ``init_cfg``/``pretrained`` names (featx's ``weights=`` value, loaded by ``init_weights()``),
-    or None."""
+    and the checkpoint its ``init_cfg``/``pretrained`` names (for :func:`pretrained_weights`), or None.
+    ``mmdet_class``: the type is one only mmdet has (``ResNeXt``, ``ResNetV1d``), so mmdet's defaults apply."""
     kwargs = dict(kwargs)
-    mmdet = speaks_mmdet(kwargs) or resnext
+    mmdet = speaks_mmdet(kwargs) or resnext or mmdet_class
     if kwargs.get("dcn") is None:  # stage_with_dcn without dcn builds no deformable convolution in mmdet either
         kwargs.pop("dcn", None), kwargs.pop("stage_with_dcn", None)
     if not kwargs.get("plugins"):
@@ -105,7 +106,3 @@ def from_mmdet_resnet_args(kwargs: dict, resnext: bool = False) -> tuple[dict, O
             kwargs.setdefault(key, value)
     return kwargs, source
 
-
-def pretrained_weights(source: Optional[str], arch: str) -> Optional[str]:
-    """featx's ``weights=`` for the checkpoint an mmdet config names, checked against the built ``arch``."""
-    return None if source is None else _weights_for(source, arch)

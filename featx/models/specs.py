@@ -94,9 +94,7 @@ def build_described_model(cfg: Any, origin: str, way_out: str, seed: int = 0) ->
     when it is a regular checkpoint file, read by the same safe loader as a user's own (weights_only /
     safetensors). ``origin`` names the file in the errors, ``way_out`` says what the user can pass instead.
     Config values the model does not take are a ``ValueError`` naming them."""
-    if not isinstance(cfg, dict) or not isinstance(cfg.get("type"), str):
-        raise ValueError(f"{origin}'s model config is not a model config: {str(cfg)[:200]}")
-    check_file_config(cfg, origin)
+    check_file_config(cfg, origin)  # a model config naming only what featx builds from a file
     for weights in named_weights(cfg):
         _refuse_named_weights(weights, origin, way_out)
     try:

@@ -71,7 +71,10 @@ def _check_size(value: Any, where: str, origin: str) -> None:
 def check_file_config(cfg: Any, origin: str, path: str = "model") -> None:
     """Refuse (``UnsafeConfigError`` naming ``origin`` and the key path) a config from a file that names a type
     outside the set in the module docstring, a file-opening key, a size beyond :data:`MAX_CHANNELS`, or is nested
-    deeper than 32 levels. Returns None when every part is something featx builds safely."""
+    deeper than 32 levels; and one that is not a model config at all (a dict with a string ``type``). Returns None
+    when every part is something featx builds safely."""
+    if not isinstance(cfg, dict) or not isinstance(cfg.get("type"), str):
+        raise UnsafeConfigError(f"{origin}'s model config is not a model config: {str(cfg)[:200]}")
     _walk(cfg, origin, path, "", 0)
 
 
