@@ -107,3 +107,8 @@ def did_you_mean(word: object, choices: Iterable[str], n: int = 3, cutoff: float
     by_lower = {c.lower(): c for c in choices}
     close = difflib.get_close_matches(str(word).lower(), list(by_lower), n=n, cutoff=cutoff)
     return f" (did you mean {', '.join(by_lower[c] for c in close)}?)" if close else ""
+
+
+class UntrainedFrozenWarning(UserWarning):
+    """A training config that freezes layers (``frozen_stages``) or their normalization statistics (``norm_eval``)
+    while nothing loads weights into them: those layers stay random, and the run trains to chance."""

@@ -145,6 +145,10 @@ def test_training_console_is_concise_and_the_full_log_is_in_the_work_dir(trained
     for noise in ("System environment", "GPU number", "nccl", "Config:", "Hooks will be executed", "will be deprecated"):
         assert noise not in console
     assert re.search(r"epoch 3/3 +train loss [0-9.]+ +val top-1 [0-9.]+%", r.stderr)
+    # one loss figure: the console's per-epoch line is history.json's train_loss (the epoch's mean)
+    shown = [float(x) for x in re.findall(r"epoch \d/3 +train loss ([0-9.]+)", r.stderr)]
+    history = json.loads((wd / "history.json").read_text())
+    assert shown == [float(f"{h['train_loss']:.4f}") for h in history]
     log = Path(re.search(r"full log: (\S+)", r.stdout).group(1))
     assert log.parent.parent == wd
     text = log.read_text()
@@ -221,7 +225,9 @@ class _CountIters(Hook):
 
 
 def test_kill_and_resume_continues_at_the_right_epoch_with_the_same_lr(tiny_root, tmp_path):
-    cfg = write_tiny_config(tmp_path / "tiny.py", tiny_root, epochs=4, random_aug=False)
+    """With random crops: each epoch's randomness comes from (seed, epoch), so the resumed run's weights are
+    the uninterrupted run's (before per-epoch seeds they differed by ~1e-1)."""
+    cfg = write_tiny_config(tmp_path / "tiny.py", tiny_root, epochs=4, random_aug=True)
     full = _CountIters()
     train(cfg, work_dir=str(tmp_path / "full"), extra_hooks=[full])
     with pytest.raises(KeyboardInterrupt):
@@ -237,6 +243,96 @@ def test_kill_and_resume_continues_at_the_right_epoch_with_the_same_lr(tiny_root
     assert max((a[k].float() - b[k].float()).abs().max().item() for k in a) < 1e-5
     history = json.loads((tmp_path / "killed" / "history.json").read_text())
     assert [h["epoch"] for h in history] == [1, 2, 3, 4]
+
+
+def test_resume_with_another_seed_in_the_config_takes_the_checkpoints(tiny_root, tmp_path):
+    cfg = write_tiny_config(tmp_path / "tiny.py", tiny_root, epochs=2, random_aug=True)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, work_dir=str(tmp_path / "wd"), extra_hooks=[_Crash(at=1)], cfg_options={"randomness.seed": 7})
+    prepared = prepare_config(load_config(cfg), work_dir=str(tmp_path / "wd"), resume="auto")
+    assert prepared.randomness.seed == 7  # the sampler is built with it, before mmengine reads the checkpoint
+
+
+def test_epoch_seeds_differ_by_epoch_rank_and_seed():
+    from featx.train.hooks import epoch_seed
+
+    seeds = {epoch_seed(s, e, r) for s in (0, 1, 2**40) for e in range(20) for r in range(4)}
+    assert len(seeds) == 3 * 20 * 4 and all(0 <= x < 2**32 for x in seeds)
+
+
+def _digits_lrs(tiny_root, tmp_path, name, **options):
+    counter = _CountIters()
+    train(str(REPO / "configs" / "finetune" / "resnet18_digits.py"), work_dir=str(tmp_path / name),
+          data_root=str(tiny_root), extra_hooks=[counter], cfg_options={"train_dataloader.batch_size": 3, **options})
+    return counter.iters
+
+
+def test_max_epochs_scales_the_schedule_so_it_anneals_at_the_end(tiny_root, tmp_path):
+    """--cfg-options train_cfg.max_epochs=2 on the 12-epoch digits recipe: warm-up then cosine over the 2 epochs
+    asked (it used to end the run at lr 0.049 of the 0.05 peak, the cosine still at its top)."""
+    iters = _digits_lrs(tiny_root, tmp_path, "two", **{"train_cfg.max_epochs": 2})
+    lrs = [lr for _, lr in iters]
+    assert sorted({e for e, _ in iters}) == [0, 1] and len(lrs) >= 8
+    assert lrs[0] == pytest.approx(0.05 * 0.1)  # the warm-up's start
+    peak = lrs.index(max(lrs))
+    assert all(a >= b for a, b in zip(lrs[peak:], lrs[peak + 1:]))  # then only decaying
+    assert lrs[-1] < 0.1 * max(lrs)  # annealed by the last iteration (unscaled: still at the cosine's top)
+    cfg = load_config(REPO / "configs" / "finetune" / "resnet18_digits.py", {"train_cfg.max_epochs": 24})
+    warmup, cosine = cfg.param_scheduler
+    assert (warmup.end, cosine.begin, cosine.end, cosine.T_max) == (1, 1, 24, 23)
+    # a schedule given with the epochs is taken as given
+    given = [dict(type="ConstantLR", factor=1.0, by_epoch=True, begin=0, end=3)]
+    cfg = load_config(REPO / "configs" / "finetune" / "resnet18_digits.py",
+                      {"train_cfg.max_epochs": 3, "param_scheduler": given})
+    assert cfg.param_scheduler == given
+
+
+def test_a_run_shorter_than_its_warm_up_is_refused_with_the_fix():
+    shipped = REPO / "configs" / "finetune" / "resnet50_imagefolder.py"  # warm-up: epochs 0-2 of 20
+    with pytest.raises(TrainError, match=r"max_epochs=1 is not longer than the schedule's param_scheduler\[0\] "
+                                         r"\(LinearLR, epochs 0-2 of the config's 20\)") as refused:
+        load_config(shipped, {"train_cfg.max_epochs": 1})
+    fix = str(refused.value).split("--cfg-options ")[1].split()
+    assert fix == ["train_cfg.max_epochs=1", "param_scheduler.0.end=0.5", "param_scheduler.1.begin=0.5",
+                   "param_scheduler.1.end=1", "param_scheduler.1.T_max=0.5"]
+    import ast
+
+    cfg = load_config(shipped, {k: ast.literal_eval(v) for k, v in (item.split("=") for item in fix)})  # the fix loads (test_shipped_... runs it)
+    assert [(p.begin, p.end) for p in cfg.param_scheduler] == [(0, 0.5), (0.5, 1)]
+
+
+def test_resuming_with_more_epochs_follows_the_new_length(tiny_root, tmp_path):
+    cfg = write_tiny_config(tmp_path / "tiny.py", tiny_root, epochs=2, random_aug=False)
+    train(cfg, work_dir=str(tmp_path / "wd"))
+    counter = _CountIters()
+    r = run_cli("train", cfg, "--work-dir", str(tmp_path / "wd"), "--resume", "--cfg-options",
+                "train_cfg.max_epochs=4")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "resuming with another schedule length" in r.stdout + r.stderr
+    train(cfg, work_dir=str(tmp_path / "wd2"), cfg_options={"train_cfg.max_epochs": 2})
+    train(cfg, work_dir=str(tmp_path / "wd2"), resume="auto", cfg_options={"train_cfg.max_epochs": 4},
+          extra_hooks=[counter])
+    lrs = [lr for e, lr in counter.iters]
+    assert sorted({e for e, _ in counter.iters}) == [2, 3]
+    assert lrs[-1] < lrs[0]  # still decaying over the two new epochs, not flat at the old end's value
+
+
+def test_frozen_layers_without_weights_warn(tmp_path, tiny_root):
+    from featx.errors import UntrainedFrozenWarning
+    from featx.train.runner import untrained_frozen_layers
+
+    shipped = REPO / "configs" / "finetune" / "resnet50_imagefolder.py"
+    assert untrained_frozen_layers(load_config(shipped)) is None  # weights="DEFAULT"
+    cfg = load_config(shipped, {"model.backbone.weights": None})
+    message = untrained_frozen_layers(cfg)
+    assert "frozen_stages=1 keeps the stem and stage 1 at their random init" in message
+    assert "norm_eval=True" in message and "model.backbone.frozen_stages=-1 model.backbone.norm_eval=False" in message
+    with pytest.warns(UntrainedFrozenWarning, match="trains to chance"):
+        prepare_config(cfg, work_dir=str(tmp_path / "wd"), data_root=str(tiny_root))
+    assert untrained_frozen_layers(load_config(shipped, {"model.backbone.weights": None,
+                                                         "model.backbone.frozen_stages": -1,
+                                                         "model.backbone.norm_eval": False})) is None
+    assert untrained_frozen_layers(load_config(REPO / "configs" / "finetune" / "resnet18_digits.py")) is None
 
 
 def test_atomic_checkpoint_backend_leaves_nothing_on_failure(tmp_path, monkeypatch):
@@ -441,12 +537,13 @@ def test_shipped_pretrained_config_runs(tiny_root, tmp_path):
     AdamW, warm-up + cosine), one epoch; weights=None only because nothing can be downloaded here."""
     r = run_cli("train", str(REPO / "configs" / "finetune" / "resnet50_imagefolder.py"), "--data-root", str(tiny_root),
                 "--work-dir", str(tmp_path / "wd"), "--cfg-options", "model.backbone.weights=None",
-                "train_cfg.max_epochs=1", "train_dataloader.num_workers=0", "train_dataloader.persistent_workers=False",
+                "train_cfg.max_epochs=1", "param_scheduler.0.end=0.5", "param_scheduler.1.begin=0.5",
+                "param_scheduler.1.end=1", "param_scheduler.1.T_max=0.5", "train_dataloader.num_workers=0", "train_dataloader.persistent_workers=False",
                 "val_dataloader.num_workers=0", "val_dataloader.persistent_workers=False",
                 "train_dataloader.batch_size=8")
     assert r.returncode == 0, r.stderr[-3000:]
     ckpt = read_training_checkpoint(tmp_path / "wd" / "epoch_1.pth")
-    lrs = sorted({round(g["lr"], 15) for g in ckpt["optimizer"]["param_groups"]})
+    lrs = sorted({round(g["initial_lr"], 15) for g in ckpt["optimizer"]["param_groups"]})
     assert len(lrs) == 2 and abs(lrs[0] / lrs[1] - 0.1) < 1e-9  # backbone at 0.1x the head
     # the optimizer holds exactly the trainable parameters: all but the stem and layer1 (frozen_stages=1), + the head
     from featx.models import create_model

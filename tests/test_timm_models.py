@@ -142,7 +142,7 @@ def test_in_chans_and_pruned_feature_net():
         assert model(torch.randn(2, 1, 64, 64)).shape == (2, 5)
     feats = timm.create_model("featx_resnet18", features_only=True, out_indices=(1, 2))  # C2, C3
     # stages past the last requested level are dropped from the feature net, not only skipped
-    assert not any(k.startswith("model.backbone.layer3.") or k.startswith("model.backbone.layer4.")
+    assert not any(k.startswith("model.layer3.") or k.startswith("model.layer4.")
                    for k in feats.state_dict())
 
 
@@ -203,7 +203,7 @@ def test_c2_to_c5_are_timms_indices_1_to_4():
     """timm code selects C2..C5 of a ResNet with out_indices=(1, 2, 3, 4): featx_resnet50's are featx's own."""
     feats = timm.create_model("featx_resnet50", features_only=True, out_indices=(1, 2, 3, 4)).eval()
     own = featx.create_model("ResNet50").eval()
-    own.load_state_dict({k.removeprefix("model.backbone."): v for k, v in feats.state_dict().items()}, strict=True)
+    own.load_state_dict({k.removeprefix("model."): v for k, v in feats.state_dict().items()}, strict=True)
     x = torch.randn(2, 3, 96, 128)
     with torch.no_grad():
         got, want = feats(x), own(x)
@@ -211,7 +211,7 @@ def test_c2_to_c5_are_timms_indices_1_to_4():
     assert all(torch.equal(g, w) for g, w in zip(got, want))
     # every level, featx's default out_indices as timm's: the stem's stride-2 map first
     full = timm.create_model("featx_resnet50", features_only=True).eval()
-    assert full.feature_info.out_indices == (0, 1, 2, 3, 4) and full.feature_info.module_name()[0] == "backbone.relu"
+    assert full.feature_info.out_indices == (0, 1, 2, 3, 4) and full.feature_info.module_name()[0] == "relu"
 
 
 @pytest.mark.parametrize("name", sorted(TIMM_EQUALS))
@@ -239,7 +239,7 @@ def test_levels_equal_timms_with_timms_weights(name):
     theirs.eval()
     ours = timm.create_model(name, features_only=True).eval()
     state = theirs.state_dict()
-    mine = {k: k.removeprefix("model.backbone.") for k in ours.state_dict()}
+    mine = {k: k.removeprefix("model.") for k in ours.state_dict()}
     # timm's feature nets flatten nested names ("stages_0"); featx keeps the checkpoint's
     state = {k.replace("_", "."): v for k, v in state.items()}
     ours.load_state_dict({k: state[v.replace("_", ".")] for k, v in mine.items()}, strict=True)
@@ -252,6 +252,58 @@ def test_levels_equal_timms_with_timms_weights(name):
         assert g.shape == w.shape and (g - w).abs().max() <= 1e-4 * w.abs().max()
 
 
+# timm's classification model of the family whose whole state dict is featx's, key for key
+TIMM_STATE_EQUALS = sorted(n for n in SAME_WEIGHTS if not n.startswith(("featx_densenet", "featx_vgg")))
+
+
+@pytest.mark.parametrize("name", TIMM_STATE_EQUALS)
+def test_timms_state_dict_loads_as_it_is(name):
+    """A state dict of timm's model (random weights and BN statistics) loads into featx_<arch> with plain
+    load_state_dict, and the two classify alike."""
+    theirs = timm.create_model(TIMM_EQUALS[name])
+    with torch.no_grad():
+        for m in theirs.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5), m.running_var.uniform_(0.5, 2.0)
+    theirs.eval()
+    ours = timm.create_model(name).eval()
+    ours.load_state_dict(theirs.state_dict(), strict=True)
+    assert [n for n, _ in ours.named_parameters()] == [n for n, _ in theirs.named_parameters()]
+    x = torch.randn(1, 3, 128, 160)
+    with torch.no_grad():
+        assert (ours(x) - theirs(x)).abs().max().item() < 1e-4
+
+
+def test_the_families_whose_keys_differ_from_timms_are_converted():
+    """DenseNet's classifier is featx's fc; VGG's features are timm's, its conv head is not loaded
+    (map_source_state reports it); the documented exceptions, nothing else."""
+    dense = timm.create_model("densenet121")
+    ours = timm.create_model("featx_densenet121")
+    assert set(ours.state_dict()) ^ set(dense.state_dict()) == {"fc.weight", "fc.bias", "classifier.weight",
+                                                                "classifier.bias"}
+    ours.load_state_dict(ours.map_source_state(dense.state_dict(), "timm densenet121"), strict=True)
+    assert torch.equal(ours.fc.weight, dense.classifier.weight)
+    vgg, ours = timm.create_model("vgg11_bn"), timm.create_model("featx_vgg11_bn")
+    assert {k for k in vgg.state_dict() if k not in ours.state_dict()} == {
+        f"{m}.{p}" for m in ("pre_logits.fc1", "pre_logits.fc2", "head.fc") for p in ("weight", "bias")}
+
+
+def test_torchvision_feature_extraction_takes_timms_node_names():
+    """create_feature_extractor(m, {"layer2": ...}) works on featx_resnet50 as on timm's resnet50."""
+    nodes = {"layer2": "c3", "layer4": "c5"}
+    x = torch.randn(1, 3, 128, 96)
+    theirs = timm.create_model("resnet50").eval()
+    ours = timm.create_model("featx_resnet50").eval()
+    ours.load_state_dict(theirs.state_dict())
+    with torch.no_grad():
+        got = create_feature_extractor(ours, nodes)(x)
+        want = create_feature_extractor(theirs, nodes)(x)
+    assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in got)
+    names = get_graph_node_names(ours)[1]
+    assert {"conv1", "bn1", "layer2.3.relu_2", "layer4.2.relu_2", "fc"} <= set(names)
+    assert not any("backbone" in n for n in names)
+
+
 def test_group_matcher_groups_for_timms_optimizer_factory():
     """timm reads a matcher's captured regex groups as block numbers: the stem and stage patterns capture none."""
     from timm.models._manipulate import group_parameters
@@ -261,7 +313,7 @@ def test_group_matcher_groups_for_timms_optimizer_factory():
     names = [n for n, _ in model.named_parameters()]
     assert sorted(n for g in groups.values() for n in g) == sorted(names)
     assert len(groups) == 6  # stem, layer1..4, the classifier
-    assert groups[0] == ["backbone.conv1.weight", "backbone.bn1.weight", "backbone.bn1.bias"]
+    assert groups[0] == ["conv1.weight", "bn1.weight", "bn1.bias"]
 
 
 @pytest.mark.parametrize("name", ["featx_resnet18", "featx_googlenet", "featx_seresnet50"])

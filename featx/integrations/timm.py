@@ -4,8 +4,9 @@ Every backbone in the featx catalogue is registered in timm's registry as ``feat
 (``featx_resnet50``, ``featx_vgg16_bn``, ``featx_seresnet50``; the full list is
 ``timm.list_models("featx_*")``). Built through timm's own ``build_model_with_cfg``, each is:
 
-- a classifier by default: the featx backbone (``backbone.*``, the weight source's names below it),
-  global pooling and a linear ``fc``, with ``num_classes``, ``global_pool``, ``drop_rate``,
+- a classifier by default: the featx backbone's modules at the top level, under the weight source's
+  names (``conv1``, ``layer1`` ... for ResNets, as timm's ``resnet50`` names them), then global pooling and
+  a linear ``fc``, with ``num_classes``, ``global_pool``, ``drop_rate``,
   ``in_chans``, ``get_classifier()``, ``reset_classifier()``, ``forward_features()`` (the C5 map),
   ``forward_head(pre_logits=)``, ``forward_intermediates()``, ``set_grad_checkpointing()``;
   ``num_classes=0`` gives pooled features;
@@ -20,8 +21,12 @@ MobileNets, and for VGG also the stride-1 one. featx's timm models do the same (
 ``featx_resnet50`` exactly as of timm's ``resnet50`` (``(2, 3, 4, 5)`` for VGG), and the default is
 every level. GoogLeNet, which timm lacks, lists its stride-2 ``conv1`` like the other
 torchvision families; AlexNet has no map finer than C2 (its first conv has stride 4) and LeNet-5 is
-featx's own, so theirs start at index 0. Module names are featx's (torchvision's where the weights are
-torchvision's: ``backbone.relu`` where timm says ``act1``). featx's own API (``featx.create_model``,
+featx's own, so theirs start at index 0. Module names and state-dict keys are the weight source's
+(torchvision's names for the torchvision families, timm's for the timm families): a timm ResNet,
+ResNeXt, Wide-ResNet, SE-/SK-ResNet, ResNeSt or Inception-v3 state dict loads with ``load_state_dict``
+as it is; DenseNet's ``classifier`` is featx's ``fc``, VGG's and MobileNet's heads and MobileNet's
+blocks are named otherwise (``map_source_state`` converts; ``docs/clients.md`` lists each family).
+Parameter-free activations keep the source's names too (``relu`` where timm's ResNet says ``act1``). featx's own API (``featx.create_model``,
 mmengine configs) keeps ``out_indices`` 0..3 = C2..C5. ``docs/clients.md`` has the table.
 
 **Weights.** Each model's ``pretrained_cfg`` names the weights of its source library: torchvision's
@@ -126,7 +131,12 @@ class FeatxTimmModel(nn.Module):
                                  f"models take 8 or 16")
             kwargs["output_stride"] = output_stride
         kwargs.pop("out_indices", None)  # a timm model computes every level; features_only selects
-        self.backbone: FeatureExtractor = self.entry.construct(**kwargs)
+        # The backbone runs the forward pass, but is not a submodule: its children are this model's, at the top
+        # level, so module names and state-dict keys are the source's (``layer2``, not ``backbone.layer2``).
+        self.backbone: FeatureExtractor
+        object.__setattr__(self, "backbone", self.entry.construct(**kwargs))
+        self._backbone_children: list[str] = []
+        self._adopt_backbone_children()
         if in_chans != self.backbone.in_channels:
             self._rebuild_first_conv(in_chans)
         self.num_classes = num_classes
@@ -138,8 +148,23 @@ class FeatxTimmModel(nn.Module):
         self.grad_checkpointing = False
         # timm's feature description: one dict per level, the stem's levels, then C2..C5
         self.levels = tuple(self.backbone.stem_infos) + tuple(self.backbone.stage_infos)
-        self.feature_info = [dict(num_chs=f.channels, reduction=f.stride, module=f"backbone.{f.module}" if f.module else
-                                  f"backbone.stage{i}", name=f.name) for i, f in enumerate(self.levels)]
+        self.feature_info = [dict(num_chs=f.channels, reduction=f.stride, module=f.module or f"stage{i}", name=f.name)
+                             for i, f in enumerate(self.levels)]
+
+    def _adopt_backbone_children(self) -> None:
+        """Register the backbone's children as this model's (again after a child is replaced)."""
+        for name in self._backbone_children:
+            delattr(self, name)
+        self._backbone_children = [name for name, _ in self.backbone.named_children()]
+        for name, child in self.backbone.named_children():
+            if name in ("fc", "global_pool"):
+                raise ValueError(f"{self.entry.name}: a backbone module named {name!r} would clash with the head")
+            self.add_module(name, child)
+
+    def train(self, mode: bool = True) -> "FeatxTimmModel":
+        super().train(mode)
+        self.backbone.train(mode)  # the backbone's own rules (frozen stages, norm_eval) after its children's
+        return self
 
     def _make_fc(self, num_classes: int, global_pool: str) -> nn.Module:
         if num_classes <= 0:
@@ -154,6 +179,7 @@ class FeatxTimmModel(nn.Module):
                         conv.groups, conv.bias is not None, conv.padding_mode)
         self.backbone.set_submodule(name, new)
         self.backbone.in_channels = in_chans
+        self._adopt_backbone_children()
 
     # -- timm's model interface ------------------------------------------------------------------
     def get_classifier(self) -> nn.Module:
@@ -174,9 +200,9 @@ class FeatxTimmModel(nn.Module):
         stem = [n for n, _ in self.backbone.named_parameters() if not any(
             n.startswith(m + ".") for i in range(len(self.backbone.stage_infos)) for m in self.backbone.stage_module_names(i))]
         # non-capturing groups: timm reads a pattern's captured groups as block numbers
-        stages = [rf"^backbone\.(?:{'|'.join(map(re.escape, self.backbone.stage_module_names(i)))})\."
+        stages = [rf"^(?:{'|'.join(map(re.escape, self.backbone.stage_module_names(i)))})\."
                   for i in range(len(self.backbone.stage_infos))]
-        return dict(stem=rf"^backbone\.(?:{'|'.join(map(re.escape, stem))})$" if stem else r"^$",
+        return dict(stem=rf"^(?:{'|'.join(map(re.escape, stem))})$" if stem else r"^$",
                     blocks=[(pattern, (i,)) for i, pattern in enumerate(stages)])
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
@@ -222,6 +248,7 @@ class FeatxTimmModel(nn.Module):
         self.backbone.prune_stages_after(max(last - stem_levels, -1))
         if last < stem_levels:  # a stem level: the stem ends at it (its pooling goes), as timm prunes
             self.backbone.prune_stem_after(last)
+        self._adopt_backbone_children()
         if prune_head:
             self.reset_classifier(0, "")
         return take
@@ -258,7 +285,7 @@ class FeatxTimmModel(nn.Module):
                             dropped + ([] if fits else [f"{head}.{k}" for k in head_state]),
                             [] if fits or not own_fc else ["fc"], key_map, cast)
         self.load_report = report
-        return {**{f"backbone.{k}": v for k, v in mapped.items()}, **{f"fc.{k}": v for k, v in fc_state.items()}}
+        return {**mapped, **{f"fc.{k}": v for k, v in fc_state.items()}}
 
 
 class ScriptableClassifier(nn.Module):
@@ -296,7 +323,7 @@ def _filter_source_state(state: dict[str, torch.Tensor], model: FeatxTimmModel) 
 def _torchvision_cfgs(entry: ModelEntry) -> dict[str, dict]:
     enum = torchvision_weights_enum(entry.arch)
     members = [enum.DEFAULT] + [m for m in enum if m != enum.DEFAULT] if enum is not None else []
-    first_conv = "backbone." + _FIRST_CONV[entry.family.name]
+    first_conv = _FIRST_CONV[entry.family.name]
     head = _source_classifier(entry)
     cfgs = {}
     for member in members:
@@ -318,7 +345,7 @@ def _featx_family_cfgs(entry: ModelEntry) -> dict[str, dict]:
     """A family only featx has (LeNet-5): no published weights; 32x32 grayscale, 10 classes (digits)."""
     return {timm_name(entry): dict(num_classes=10, input_size=(1, 32, 32), min_input_size=(1, 32, 32), pool_size=(1, 1),
                                    crop_pct=1.0, interpolation="bilinear", mean=(0.5,), std=(0.5,),
-                                   first_conv="backbone." + _FIRST_CONV[entry.family.name], classifier="fc")}
+                                   first_conv=_FIRST_CONV[entry.family.name], classifier="fc")}
 
 
 
@@ -328,7 +355,7 @@ def _timm_family_cfgs(entry: ModelEntry) -> dict[str, dict]:
         src = get_pretrained_cfg(full)
         tag = full.split(".", 1)[1] if "." in full else ""
         cfg = {k: v for k, v in src.to_dict().items() if k not in ("architecture", "tag") and v is not None}
-        cfg["first_conv"] = "backbone." + (src.first_conv if isinstance(src.first_conv, str) else src.first_conv[0])
+        cfg["first_conv"] = src.first_conv if isinstance(src.first_conv, str) else src.first_conv[0]
         cfg["classifier"] = "fc"
         cfgs[f"{timm_name(entry)}.{tag}" if tag else timm_name(entry)] = cfg
     return cfgs

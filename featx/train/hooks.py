@@ -1,4 +1,4 @@
-"""mmengine hooks for fine-tuning: a live progress bar, and the end-of-run report.
+"""mmengine hooks for fine-tuning: a live progress bar, the end-of-run report, and per-epoch seeds.
 
 - ``ProgressHook``: a progress bar per training epoch (iterations, smoothed loss, learning rate,
   elapsed time and ETA) and one line per validation, on the main process: the console of ``featx train``
@@ -6,15 +6,25 @@
 - ``TrainingReportHook``: keeps the per-epoch history (train loss, learning rate, validation
   metrics) in ``history.json`` (so it survives a resume) and writes ``curves.png``,
   ``confusion_matrix.png`` and ``metrics.json`` (per-class accuracy, confusion matrix) at the end.
+- ``ScheduleLengthHook``: on resume, the schedule's length (``begin``, ``end``, ``T_max``) comes from the
+  config, its position from the checkpoint, so a run resumed with another ``max_epochs`` anneals at its end.
+- ``EpochSeedHook``: seeds python, numpy and torch at the start of each training epoch from the run's seed,
+  the epoch and the rank, so an epoch's augmentations and dropout do not depend on what ran before it (a
+  resumed run equals an uninterrupted one).
+
+The console's per-epoch loss and ``history.json``'s ``train_loss`` are the same figure: the mean of the
+epoch's iteration losses (``EpochLoss``).
 """
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
-from mmengine.dist import is_main_process
+import torch
+from mmengine.dist import get_rank, is_main_process
 from mmengine.hooks import Hook
 from rich.console import Console
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
@@ -23,7 +33,8 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, 
 from featx.io import atomic_path, write_json
 from featx.registry import HOOKS
 
-__all__ = ["ProgressHook", "TrainingReportHook", "plot_confusion_matrix", "plot_curves"]
+__all__ = ["EpochLoss", "EpochSeedHook", "ScheduleLengthHook", "ProgressHook", "TrainingReportHook", "epoch_seed", "plot_confusion_matrix",
+           "plot_curves"]
 
 
 def _current_lr(runner) -> Optional[float]:
@@ -32,36 +43,100 @@ def _current_lr(runner) -> Optional[float]:
     return hub.get_scalar("train/lr").current() if "train/lr" in hub.log_scalars else None
 
 
+class EpochLoss:
+    """The mean of an epoch's iteration losses, as the console and ``history.json`` both report it."""
+
+    def __init__(self) -> None:
+        self.total, self.count = 0.0, 0
+
+    def add(self, outputs: Optional[dict]) -> None:
+        if outputs and "loss" in outputs:
+            self.total += float(outputs["loss"].detach())
+            self.count += 1
+
+    @property
+    def mean(self) -> Optional[float]:
+        return self.total / self.count if self.count else None
+
+
+def epoch_seed(seed: int, epoch: int, rank: int) -> int:
+    """A 32-bit seed for (run seed, 0-based epoch, rank), distinct for each triple."""
+    return int(np.random.SeedSequence([seed % 2**64, epoch, rank]).generate_state(1)[0])
+
+
+@HOOKS.register_module()
+class EpochSeedHook(Hook):
+    """Seeds ``random``, numpy and torch before each training epoch from ``epoch_seed(runner.seed, epoch, rank)``.
+
+    mmengine's ``DefaultSampler`` already orders each epoch by (seed, epoch); this makes the rest of the
+    epoch's randomness (random crops and flips in the main process or in non-persistent loader workers, which
+    torch seeds from the main process; dropout) a function of the epoch too, so resuming from a checkpoint
+    repeats the uninterrupted run. Persistent workers keep the state they started with.
+    """
+
+    priority = "VERY_HIGH"
+
+    def before_train_epoch(self, runner) -> None:
+        seed = epoch_seed(int(runner.seed), int(runner.epoch), get_rank())
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+
+
+_LENGTH_KEYS = ("begin", "end", "T_max")
+
+
+@HOOKS.register_module()
+class ScheduleLengthHook(Hook):
+    """Before mmengine loads the schedulers' states on resume, replace their lengths by the configured ones."""
+
+    priority = "VERY_HIGH"
+
+    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        saved, built = checkpoint.get("param_schedulers"), runner.param_schedulers
+        if not isinstance(saved, list) or not isinstance(built, list):
+            return  # not resuming, or per-optimizer schedulers (a dict), left as mmengine resumes them
+        changed = []
+        for state, scheduler in zip(saved, built):
+            for key in _LENGTH_KEYS:
+                if key in state and hasattr(scheduler, key) and state[key] != getattr(scheduler, key):
+                    changed.append(f"{type(scheduler).__name__}.{key} {state[key]} -> {getattr(scheduler, key)}")
+                    state[key] = getattr(scheduler, key)
+        if changed:
+            runner.logger.warning("resuming with another schedule length than the checkpoint's: "
+                                  + ", ".join(changed) + " (iterations); the learning rate continues from "
+                                  "the checkpoint's value along the new length")
+
+
 @HOOKS.register_module()
 class ProgressHook(Hook):
     """A rich progress bar for each training epoch (main process only)."""
 
     priority = "LOW"
 
-    def __init__(self, smoothing: float = 0.9) -> None:
-        self.smoothing = smoothing
+    def __init__(self) -> None:
         self._progress = None
         self._task = None
-        self._loss: Optional[float] = None
+        self._loss = EpochLoss()
 
     def before_train_epoch(self, runner) -> None:
+        self._loss = EpochLoss()
         if not is_main_process():
             return
         self._progress = Progress(
             TextColumn(f"epoch {runner.epoch + 1}/{runner.max_epochs}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]}  lr {task.fields[lr]}"), TimeElapsedColumn(),
+            TextColumn("mean loss {task.fields[loss]}  lr {task.fields[lr]}"), TimeElapsedColumn(),
             TextColumn("eta"), TimeRemainingColumn(), console=Console(stderr=True), transient=False)
         self._progress.start()
         self._task = self._progress.add_task("train", total=len(runner.train_dataloader), loss="-", lr="-")
 
     def after_train_iter(self, runner, batch_idx: int, data_batch: Any = None, outputs: Optional[dict] = None) -> None:
+        self._loss.add(outputs)
         if self._progress is None:
             return
-        loss = float(outputs["loss"].detach()) if outputs and "loss" in outputs else None
-        if loss is not None:
-            self._loss = loss if self._loss is None else self.smoothing * self._loss + (1 - self.smoothing) * loss
         lr = _current_lr(runner)
-        self._progress.update(self._task, advance=1, loss=f"{self._loss:.4f}" if self._loss is not None else "-",
+        mean = self._loss.mean
+        self._progress.update(self._task, advance=1, loss=f"{mean:.4f}" if mean is not None else "-",
                               lr=f"{lr:.2e}" if lr is not None else "-")
 
     def after_train_epoch(self, runner) -> None:
@@ -75,7 +150,7 @@ class ProgressHook(Hook):
         names = {"top1": "top-1", "top5": "top-5", "mean_class": "mean per-class"}
         shown = [f"{names.get(k.split('/')[-1].replace('accuracy_', ''), k)} {float(v):.2f}%" for k, v in metrics.items()
                  if isinstance(v, (int, float, np.floating)) and "accuracy" in k]
-        loss = f"train loss {self._loss:.4f}  " if self._loss is not None else ""
+        loss = f"train loss {self._loss.mean:.4f}  " if self._loss.mean is not None else ""
         Console(stderr=True).print(f"epoch {runner.epoch}/{runner.max_epochs}  {loss}val " + "  ".join(shown),
                                    highlight=False)
 
@@ -91,23 +166,20 @@ class TrainingReportHook(Hook):
 
     def __init__(self) -> None:
         self.history: list[dict] = []
-        self._loss_sum = 0.0
-        self._loss_count = 0
+        self._loss = EpochLoss()
         self._last_eval: Optional[dict] = None
 
     # -- collecting ---------------------------------------------------------------------------
     def before_train_epoch(self, runner) -> None:
-        self._loss_sum, self._loss_count = 0.0, 0
+        self._loss = EpochLoss()
 
     def after_train_iter(self, runner, batch_idx: int, data_batch: Any = None, outputs: Optional[dict] = None) -> None:
-        if outputs and "loss" in outputs:
-            self._loss_sum += float(outputs["loss"].detach())
-            self._loss_count += 1
+        self._loss.add(outputs)
 
     def after_train_epoch(self, runner) -> None:
         lr = _current_lr(runner)
         # mmengine counts the epoch as finished only after these hooks: +1 for a 1-based epoch
-        self._record(runner.epoch + 1, train_loss=self._loss_sum / max(self._loss_count, 1), lr=lr)
+        self._record(runner.epoch + 1, train_loss=self._loss.mean, lr=lr)
 
     def after_val_epoch(self, runner, metrics: Optional[dict] = None) -> None:
         if metrics:  # here runner.epoch already counts the finished epoch (1-based)

@@ -5,7 +5,13 @@ checkpointing, logging, launchers); this module only prepares the config:
 
 - the dataset is scanned and validated before the Runner exists (bad data is a ``DataError``
   here, never a crash mid-epoch), and ``model.num_classes`` is filled from its classes;
-- ``--resume`` without a path finds the last checkpoint of the work dir;
+- ``train_cfg.max_epochs`` changed from the file's value (and no ``param_scheduler`` given) moves the end of
+  the epoch-based schedule to the new count (``rescale_schedule``);
+- ``--resume`` without a path finds the last checkpoint of the work dir; the checkpoint's seed becomes the
+  run's, and ``EpochSeedHook`` seeds each epoch from (seed, epoch, rank), so a resumed run draws the same
+  batches and augmentations as an uninterrupted one;
+- a backbone that freezes layers or normalization statistics with no weights to load warns
+  (``UntrainedFrozenWarning``);
 - ``--amp`` switches to mmengine's ``AmpOptimWrapper`` (CUDA only);
 - ``--launcher pytorch`` on a machine without CUDA initializes gloo and DDP without device ids.
 """
@@ -14,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import warnings
 from pathlib import Path
 from typing import Any, Optional, Union
 
@@ -23,12 +30,13 @@ from mmengine.config import Config
 from mmengine.runner import Runner
 
 from featx.config_text import read_config_file
-from featx.errors import DataError, TrainError
+from featx.errors import DataError, TrainError, UntrainedFrozenWarning
 from featx.shipped import shipped_config
 from featx.train.checkpoint import ATOMIC_BACKEND, find_resume_checkpoint, read_training_checkpoint
 from featx.train.data import resolve_splits
+from featx.train.hooks import EpochSeedHook, ScheduleLengthHook
 
-__all__ = ["TrainError", "load_config", "prepare_config", "train"]
+__all__ = ["TrainError", "load_config", "prepare_config", "rescale_schedule", "train", "untrained_frozen_layers"]
 
 
 def load_config(config: Union[str, Path, Config], cfg_options: Optional[dict] = None) -> Config:
@@ -39,6 +47,7 @@ def load_config(config: Union[str, Path, Config], cfg_options: Optional[dict] = 
         if not path.is_file():
             raise FileNotFoundError(f"config file not found: {path}")
         cfg = read_config_file(path)
+    file_epochs = cfg.get("train_cfg", {}).get("max_epochs")
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
     for key in ("model", "train_dataloader", "train_cfg", "optim_wrapper"):
@@ -48,7 +57,76 @@ def load_config(config: Union[str, Path, Config], cfg_options: Optional[dict] = 
         value = cfg.train_cfg.get(key)
         if value is not None and (not isinstance(value, int) or value < 1):
             raise TrainError(f"train_cfg.{key} must be a positive int, got {value!r}: nothing would be trained")
+    new_epochs = cfg.train_cfg.get("max_epochs")
+    schedule_given = any(str(k).split(".")[0] == "param_scheduler" for k in (cfg_options or {}))
+    if file_epochs is not None and new_epochs is not None and new_epochs != file_epochs and not schedule_given:
+        rescale_schedule(cfg, file_epochs, new_epochs)
     return cfg
+
+
+def rescale_schedule(cfg: Config, old_epochs: int, new_epochs: int) -> None:
+    """Fit ``cfg.param_scheduler`` (in place), written for ``old_epochs``, to ``new_epochs``.
+
+    Epoch-based phases that end before ``old_epochs`` (warm-up) keep their epochs; the phases that run to the
+    end (``end >= old_epochs``, or no ``end``) move their ``end`` and ``T_max`` by ``new_epochs - old_epochs``,
+    so a cosine schedule anneals at the last epoch asked. A run no longer than a warm-up is a ``TrainError``
+    whose message gives the ``--cfg-options`` that set the schedule's epochs too.
+    """
+    phases = cfg.get("param_scheduler")
+    if not phases:
+        return
+    listed = phases if isinstance(phases, list) else [phases]
+    by_epoch = [(i, p) for i, p in enumerate(listed) if isinstance(p, dict) and p.get("by_epoch", True)]
+    to_end = [(i, p) for i, p in by_epoch if p.get("end") is None or p["end"] >= old_epochs]
+    early = [(i, p) for i, p in by_epoch if (i, p) not in to_end]
+    too_long = [(i, p) for i, p in early if p["end"] >= new_epochs] + \
+               [(i, p) for i, p in to_end if p.get("begin", 0) >= new_epochs]
+    if too_long:
+        i, p = too_long[0]
+        half = new_epochs / 2
+        fix = [f"train_cfg.max_epochs={new_epochs}"]
+        for j, q in by_epoch:
+            fix += [f"param_scheduler.{j}.end={half if (j, q) in early else new_epochs}"] if (j, q) in early else \
+                   [f"param_scheduler.{j}.begin={half}", f"param_scheduler.{j}.end={new_epochs}"] + \
+                   ([f"param_scheduler.{j}.T_max={new_epochs - half}"] if "T_max" in q else [])
+        raise TrainError(
+            f"train_cfg.max_epochs={new_epochs} is not longer than the schedule's param_scheduler[{i}] "
+            f"({p.get('type', 'scheduler')}, epochs {p.get('begin', 0)}-{p.get('end')} of the config's {old_epochs}); "
+            f"ask for more epochs, or set the schedule's epochs too (fractions need convert_to_iter_based=True), "
+            f"e.g. --cfg-options {' '.join(fix)}")
+    delta = new_epochs - old_epochs
+    for _, phase in to_end:
+        if phase.get("end") is not None:
+            phase["end"] = phase["end"] + delta
+        if "T_max" in phase:
+            phase["T_max"] = phase["T_max"] + delta
+    cfg.param_scheduler = phases
+
+
+def untrained_frozen_layers(cfg: Config) -> Optional[str]:
+    """What a config freezes without weights to freeze (``None`` when it loads weights or freezes nothing).
+
+    Frozen stages keep their random init, and ``norm_eval`` keeps every BatchNorm at its initial statistics
+    (mean 0, variance 1) while the activations they see are far from that: the run trains to chance.
+    """
+    backbone = cfg.get("model", {}).get("backbone")
+    if not isinstance(backbone, dict) or cfg.get("load_from"):
+        return None
+    frozen = backbone.get("frozen_stages", -1)
+    norm_eval = bool(backbone.get("norm_eval", False))
+    loads = backbone.get("weights") or backbone.get("pretrained") or (backbone.get("init_cfg") or {}).get("checkpoint")
+    if loads or (not norm_eval and (not isinstance(frozen, int) or frozen < 0)):
+        return None
+    what = []
+    if isinstance(frozen, int) and frozen >= 0:
+        stages = "" if frozen == 0 else " and stage 1" if frozen == 1 else f" and stages 1-{frozen}"
+        what.append(f"frozen_stages={frozen} keeps the stem{stages}"
+                    + " at their random init")
+    if norm_eval:
+        what.append("norm_eval=True keeps every BatchNorm at its initial statistics")
+    return ("model.backbone loads no weights, but " + "; ".join(what) + ": such a run trains to chance. Load "
+            "weights (model.backbone.weights=DEFAULT or a file), or train it all: --cfg-options "
+            "model.backbone.frozen_stages=-1 model.backbone.norm_eval=False")
 
 
 def _dataset_cfgs(cfg: Config) -> list[dict]:
@@ -98,9 +176,16 @@ def prepare_config(cfg: Config, work_dir: Optional[str] = None, resume: Optional
             resume = str(found)
         elif not Path(resume).is_file():
             raise FileNotFoundError(f"--resume: checkpoint not found: {resume}")
-        read_training_checkpoint(resume)  # refused now, with featx's message, if it is unsafe or broken
+        checkpoint = read_training_checkpoint(resume)  # refused now, with featx's message, if unsafe or broken
+        seed = checkpoint.get("meta", {}).get("seed")
+        if isinstance(seed, int):  # the sampler takes its seed when the Runner is built, before resuming
+            cfg.setdefault("randomness", {})["seed"] = seed
         cfg.resume = True
         cfg.load_from = resume
+
+    untrained = untrained_frozen_layers(cfg)
+    if untrained:
+        warnings.warn(untrained, UntrainedFrozenWarning, stacklevel=2)
 
     # mixed precision
     if amp:
@@ -189,6 +274,8 @@ def train(config: Union[str, Path, Config], work_dir: Optional[str] = None, resu
     _init_cpu_process_group(cfg)
     runner_class = type("FeatxRunner", (_ConsoleQuietRunner,), {"verbose": verbose})
     runner = runner_class.from_cfg(cfg)
+    runner.register_hook(EpochSeedHook())
+    runner.register_hook(ScheduleLengthHook())
     for hook in extra_hooks or []:
         runner.register_hook(hook)
     runner.train()
