@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Union
 
 from featx.io import atomic_path, write_json
-from featx.report import markdown_table
+from featx.report import TIME_RATIO_NOTE, markdown_table
 
 __all__ = ["result_name", "save_results", "write_index"]
 
@@ -37,7 +37,7 @@ def result_name(report: dict[str, Any]) -> str:
 def _rows(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     timed = [r for r in report["rows"] if "error" not in r]
     vs_ov = any("vs_openvino_direct" in r for r in timed)  # with featx_openvino_direct among the entries
-    headers = ["entry", "input", "median ms", "img/s", "vs torchvision"] + (["vs OV direct"] if vs_ov else []) + [
+    headers = ["entry", "input", "median ms", "img/s", "time vs torchvision"] + (["time vs OV direct"] if vs_ov else []) + [
         "GFLOP/s", "of peak"]
     rows = [[r["entry"], "x".join(map(str, r["input"])), f"{r['median_ms']:.1f}", f"{r['images_per_s']:.2f}",
              f"{r['vs_torchvision']:.2f}x" if r.get("vs_torchvision") else "-"]
@@ -61,7 +61,7 @@ def save_results(report: dict[str, Any], folder: Union[str, Path]) -> tuple[Path
             f"Winograd (featx.accel): {report.get('winograd', 'off')}; fp32 matmul peak "
             f"{report['matmul_peak_gflops']:.1f} GFLOP/s measured in the same run. Medians of interleaved rounds; "
             "ratios are per-round against torchvision's `resnet_fpn_backbone`.\n\n"
-            + markdown_table(headers, rows) + "\n")
+            + markdown_table(headers, rows) + "\n\n" + TIME_RATIO_NOTE + ".\n")
     with atomic_path(md_path) as tmp:
         tmp.write_text(text)
     write_index(folder)

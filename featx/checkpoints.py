@@ -19,7 +19,7 @@ import re
 import socket
 import zipfile
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Optional, Union
 from urllib.parse import urlparse
 
 import numpy as np
@@ -30,6 +30,7 @@ from safetensors.torch import load_file as load_safetensors
 from featx.errors import UnsafeCheckpointError, WeightsError, WeightsUnavailableError
 
 __all__ = [
+    "hf_weights_unreachable",
     "read_checkpoint", "load_checkpoint_file", "unwrap_state_dict", "hub_checkpoint_path", "cached_download",
     "verify_hash_prefix", "MMENGINE_CHECKPOINT_TYPES", "allow_mmengine_checkpoints",
 ]
@@ -217,3 +218,35 @@ def cached_download(url: str, check_hash: bool = True, progress: bool = True, ti
     finally:
         socket.setdefaulttimeout(previous)
     return path
+
+
+# the files timm's Hugging Face loader looks for, in its order
+_HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "open_clip_model.safetensors", "open_clip_pytorch_model.bin")
+
+
+def _in_hf_cache(repo_id: str) -> bool:
+    """Whether a weights file of ``repo_id`` is in the Hugging Face cache."""
+    from huggingface_hub import try_to_load_from_cache
+
+    return any(isinstance(try_to_load_from_cache(repo_id, name), str) for name in _HF_WEIGHT_FILES)
+
+
+def hf_weights_unreachable(repo_id: str, timeout_s: float = 3.0) -> Optional[str]:
+    """Why timm's download of ``repo_id``'s weights would fail now, or ``None``: not in the Hugging Face cache,
+    and offline mode, or no name resolution or TCP connection to the hub within ``timeout_s``. (huggingface_hub
+    itself retries for about a minute, printing each retry, before it fails.)"""
+    from huggingface_hub import constants
+
+    if _in_hf_cache(repo_id):
+        return None
+    if constants.HF_HUB_OFFLINE:
+        return "HF_HUB_OFFLINE is set"
+    endpoint = urlparse(os.environ.get("HF_ENDPOINT") or constants.ENDPOINT)
+    host, port = endpoint.hostname or "huggingface.co", endpoint.port or (443 if endpoint.scheme != "http" else 80)
+    if os.environ.get("HTTPS_PROXY") or os.environ.get("https_proxy"):
+        return None  # behind a proxy only the download itself can tell
+    try:
+        socket.create_connection((host, port), timeout=timeout_s).close()
+    except OSError as e:
+        return f"{host}:{port} cannot be reached ({type(e).__name__}: {e})"
+    return None

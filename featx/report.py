@@ -3,6 +3,9 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+TIME_RATIO_NOTE = ("time vs torchvision: the entry's median time over torchvision eager's at the same input, in the "
+                   "same rounds (below 1x is faster)")
+
 
 def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     """Left-align text, right-align numbers; one header rule."""

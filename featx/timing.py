@@ -1,11 +1,14 @@
-"""One way to time a callable: warm-up runs, then wall-clock times of the timed runs, in ms."""
+"""One way to time a callable: warm-up runs, then wall-clock times of the timed runs, in ms; and a heartbeat
+for long steps."""
 from __future__ import annotations
 
+import contextlib
 import statistics
+import threading
 import time
 from typing import Callable, Iterator, Mapping, Sequence
 
-__all__ = ["time_ms", "median_ms", "wall_ms", "cuda_event_ms", "interleaved_times", "interleaved_medians", "round_orders", "paired_ratio"]
+__all__ = ["heartbeat", "time_ms", "median_ms", "wall_ms", "cuda_event_ms", "interleaved_times", "interleaved_medians", "round_orders", "paired_ratio"]
 
 
 def time_ms(fn: Callable[[], object], repeats: int, warmup: int = 1) -> list[float]:
@@ -96,3 +99,23 @@ def paired_ratio(times: Sequence[float], base: Sequence[float]) -> float:
     if len(times) != len(base) or not times:
         raise ValueError(f"paired_ratio needs two equally long, non-empty series, got {len(times)} and {len(base)}")
     return statistics.median(t / b for t, b in zip(times, base))
+
+
+@contextlib.contextmanager
+def heartbeat(log: Callable[[str], None], what: str, every: float = 15.0) -> Iterator[None]:
+    """Run the block; every ``every`` seconds it lasts, ``log("  ... still <what> (N s)")`` from a helper thread,
+    so a long step that prints nothing of its own (a torch export, a compile) shows it is alive."""
+    done = threading.Event()
+    start = time.perf_counter()
+
+    def beat() -> None:
+        while not done.wait(every):
+            log(f"  ... still {what} ({time.perf_counter() - start:.0f} s)")
+
+    thread = threading.Thread(target=beat, name="featx-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()

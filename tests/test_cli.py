@@ -161,3 +161,38 @@ def test_list_progress_is_written_only_to_a_terminal(tmp_path, monkeypatch):
     monkeypatch.setenv("FEATX_CACHE_DIR", str(tmp_path))
     r = featx("list", "ResNet*")  # stderr is a StringIO here, not a terminal
     assert r.returncode == 0 and "\r" not in r.stderr and "measuring" not in r.stderr
+
+
+def test_dependency_diagnostics_stay_off_the_console_unless_verbose():
+    """torch's shape solver logs a traceback per inequality it cannot simplify during an export that succeeds;
+    featx's commands keep those loggers to errors, --verbose and --debug let them through."""
+    code = ("import logging, sys; from featx.cli import main; main(sys.argv[1:]); "
+            "logging.getLogger('torch.fx.experimental.symbolic_shapes').warning('Failed to reduce inequalities'); "
+            "logging.getLogger('torch.fx.experimental.symbolic_shapes').error('a real error')")
+    quiet = subprocess.run([sys.executable, "-c", code, "list", "--json"], capture_output=True, text=True)
+    loud = subprocess.run([sys.executable, "-c", code, "list", "--json", "--verbose"], capture_output=True, text=True)
+    assert "Failed to reduce" not in quiet.stderr and "a real error" in quiet.stderr
+    assert "Failed to reduce" in loud.stderr
+
+
+def test_heartbeat_shows_a_long_step_is_alive():
+    import time
+
+    from featx.timing import heartbeat
+
+    lines: list[str] = []
+    with heartbeat(lines.append, "exporting", every=0.05):
+        time.sleep(0.3)
+    count = len(lines)
+    time.sleep(0.15)
+    assert count >= 2 and len(lines) == count  # it stops with the block
+    assert re.fullmatch(r"  \.\.\. still exporting \(\d+ s\)", lines[0])
+
+
+@pytest.mark.slow
+def test_an_export_that_succeeds_prints_a_few_lines(tmp_path):
+    """DenseNet121FPN: ~200 lines of torch.fx tracebacks before; now featx's lines and a heartbeat."""
+    r = run_cli("export", "DenseNet121FPN", "-o", str(tmp_path / "d.onnx"))
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "symbolic_shapes" not in r.stderr and len(r.stderr.splitlines()) <= 8, r.stderr
+    assert "exporting featx.DenseNet121FPN" in r.stderr

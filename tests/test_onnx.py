@@ -150,7 +150,7 @@ def test_onnxruntime_threads_stop_spinning_when_a_run_returns(r50fpn_onnx):
 def test_device_cuda_fails_loudly_without_gpu(r50fpn_onnx):
     r = _cli("parity", str(r50fpn_onnx[0]), "--device", "cuda", "--sizes", "64x64")
     assert r.returncode == 1
-    assert "--device cuda asked, but CUDA is not usable here" in r.stderr and "PASS" not in r.stdout
+    assert "device 'cuda' asked, but CUDA is not usable here" in r.stderr and "PASS" not in r.stdout
 
 
 def test_export_profiles_and_config_file(tmp_path):

@@ -257,3 +257,39 @@ def test_torchvision_weights_by_name_through_the_hub_cache(tmp_path, monkeypatch
     assert sorted({k.split(".")[1] for k in model.load_report.dropped}) == ["classifier"]
     own = model.backbone.state_dict()
     assert all(torch.equal(own[k], v) for k, v in source.state_dict().items() if k in own)
+
+
+def test_timm_weights_offline_fail_at_once_without_hub_retries(tmp_path, monkeypatch):
+    """Not in the Hugging Face cache and the hub unreachable: featx's error comes before huggingface_hub's minute
+    of retries (~20 lines), by featx's API and by timm's entry point alike."""
+    import socket
+
+    import huggingface_hub
+    import huggingface_hub.constants as hf
+    import timm
+
+    import featx.integrations.timm  # noqa: F401  (registers featx_*)
+
+    monkeypatch.setattr(hf, "HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setattr(hf, "HF_HUB_OFFLINE", False)
+    monkeypatch.delenv("HTTPS_PROXY", raising=False)
+    monkeypatch.delenv("https_proxy", raising=False)
+
+    def no_route(address, timeout=None, *args, **kwargs):
+        raise socket.gaierror(-2, "Name or service not known")
+
+    def must_not_download(*args, **kwargs):
+        raise AssertionError("huggingface_hub was asked to download")
+
+    monkeypatch.setattr(socket, "create_connection", no_route)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", must_not_download)
+    monkeypatch.setattr(timm.models._hub, "hf_hub_download", must_not_download, raising=False)
+    with pytest.raises(WeightsUnavailableError, match=r"not in the Hugging Face cache .*huggingface.co:443 cannot be "
+                                                      r"reached \(gaierror"):
+        create_model("SEResNet50", weights="DEFAULT")
+    with pytest.raises(WeightsUnavailableError, match=r"featx_seresnet50: its pretrained weights are not in "
+                                                      r"hf-hub:timm/seresnet50.*cannot be reached"):
+        timm.create_model("featx_seresnet50", pretrained=True)
+    monkeypatch.setattr(hf, "HF_HUB_OFFLINE", True)
+    with pytest.raises(WeightsUnavailableError, match="HF_HUB_OFFLINE is set"):
+        create_model("SEResNet50", weights="DEFAULT")

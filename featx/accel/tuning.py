@@ -247,10 +247,12 @@ def decide_winograd(model: nn.Module, runtime: str = "torch", size: tuple[int, i
     measure = measure or _measure
     prefix = f"winograd|{runtime}|{cpu.key}|{software_versions()}|threads {threads}|{TIMING_METHOD}|{FORMULATION}"
     fresh = 0
-    for workload in dict.fromkeys(workloads.values()):
+    distinct = list(dict.fromkeys(workloads.values()))
+    for i, workload in enumerate(distinct, 1):
         key = f"{prefix}|{workload.key}"
         result = cached_choice(key) if use_cache else None
         if result is None:
+            log(f"  timing 3x3 conv {i}/{len(distinct)} direct and as Winograd in {runtime}: {workload.key}")
             result = measure(workload, runtime, repeats, threads)
             fresh += 1
             if use_cache:
@@ -306,6 +308,8 @@ def confirm_on_whole_model(model: nn.Module, decision: WinogradDecision, repeats
            + ("|planar-input-jit" if _planar_hint_applies(decision.runtime) else ""))
     result = cached_choice(key) if use_cache else None
     if result is None:
+        log(f"  timing the whole model with and without Winograd in {decision.runtime} at "
+            f"{decision.size[0]}x{decision.size[1]} ({repeats} rounds) ...")
         direct = copy.deepcopy(model).eval()
         converted = copy.deepcopy(direct)
         convert_to_winograd(converted, 1, 1 << 30, only=decision.conversions,

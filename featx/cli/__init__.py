@@ -21,7 +21,7 @@ from types import FrameType
 from typing import Optional, Sequence
 
 from featx.cli import bench, demo, deploy, extract, models, training
-from featx.cli.common import log
+from featx.cli.common import log, quiet_dependency_logs
 from featx.errors import FeatxError
 
 __all__ = ["main", "build_parser"]
@@ -93,6 +93,8 @@ def _main(argv: Optional[Sequence[str]] = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    if not (getattr(args, "debug", False) or getattr(args, "verbose", False)):
+        quiet_dependency_logs()
     # SIGTERM ends the command as Ctrl-C does: files being written are removed, not left half-written
     previous = previous_int = None
     if threading.current_thread() is threading.main_thread():

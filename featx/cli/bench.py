@@ -33,7 +33,7 @@ def _add_bench(sub) -> None:
     )
     p.add_argument("--model", default="ResNet50FPN", help="featx composite (default ResNet50FPN)")
     p.add_argument("--sizes", type=hxw, nargs="+", default=[(512, 512), (800, 1216)], help="HxW (default 512x512 800x1216)")
-    p.add_argument("--batch", type=int_at_least(1), nargs="+", default=[1, 4], help="every size at the first, the first size at the rest")
+    p.add_argument("--batch", type=int_at_least(1), nargs="+", default=[1, 4], help="batch sizes: every size at the first, the first size at the rest (default: 1 4)")
     p.add_argument("--entries", nargs="+", default=None, choices=sorted(set(ENTRIES) | set(GPU_BENCH_ENTRIES)),
                    help="what to time (default on the CPU: the first six CPU entries; with --device cuda: see above)")
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda / cuda:N: the GPU benchmark")
@@ -62,7 +62,7 @@ def _cmd_bench(args) -> int:
     from featx.devices import checked_device
     from featx.io import write_json
     from featx.models import get_entry
-    from featx.report import format_table, markdown_table
+    from featx.report import TIME_RATIO_NOTE, format_table, markdown_table
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -78,10 +78,10 @@ def _cmd_bench(args) -> int:
     args.entries = entries
     r = run_benchmark(args.model, args.sizes, args.batch, args.entries, args.warmup, args.repeats, args.memory,
                       log=log, winograd=args.winograd)
-    headers = ["entry", "input", "median ms", "p25-p75 ms", "img/s", "vs torchvision", "GFLOPs", "GFLOP/s", "of peak"]
+    headers = ["entry", "input", "median ms", "p25-p75 ms", "img/s", "time vs torchvision", "GFLOPs", "GFLOP/s", "of peak"]
     vs_ov = bool(r["fastest_fp32_vs_openvino_direct"])
     if vs_ov:
-        headers.append("vs OV direct")
+        headers.append("time vs OV direct")
     if args.memory:
         headers.append("peak RSS MB")
     rows = []
@@ -102,6 +102,7 @@ def _cmd_bench(args) -> int:
           f"{r['matmul_peak_gflops']:.1f} GFLOP/s | Winograd {r['winograd']}")
     print(f"CPU: {r['cpu']['model']} ({r['cpu']['isa']}) | {r['versions']}")
     print(markdown_table(headers, rows) if args.markdown else format_table(headers, rows))
+    print(TIME_RATIO_NOTE)
     for best in r["fastest_fp32_vs_openvino_direct"]:
         print(f"featx's fastest fp32 path at {'x'.join(map(str, best['input']))}: {best['entry']}, "
               f"{best['ratio']:.2f}x of OpenVINO on the direct export (median of per-round ratios)")
@@ -121,7 +122,7 @@ def _cmd_bench(args) -> int:
 def _bench_gpu(args) -> int:
     from featx.gpu_bench import DEFAULT_GPU_ENTRIES, run_gpu_benchmark
     from featx.io import write_json
-    from featx.report import format_table, markdown_table
+    from featx.report import TIME_RATIO_NOTE, format_table, markdown_table
 
     entries = args.entries or list(DEFAULT_GPU_ENTRIES)
     cpu_only = sorted(set(entries) - set(GPU_BENCH_ENTRIES))
@@ -132,7 +133,7 @@ def _bench_gpu(args) -> int:
             raise ValueError(f"--{option} is for the CPU benchmark; drop it with --device cuda")
     r = run_gpu_benchmark(args.model, args.sizes, args.batch, entries, args.precision or list(PRECISIONS),
                           max(args.warmup, 1), args.repeats, args.device, log=log)
-    headers = ["entry", "precision", "input", "median ms", "p25-p75 ms", "img/s", "vs torchvision", "TFLOP/s", "of peak"]
+    headers = ["entry", "precision", "input", "median ms", "p25-p75 ms", "img/s", "time vs torchvision", "TFLOP/s", "of peak"]
     rows = []
     for x in r["rows"]:
         if "error" in x:
@@ -148,6 +149,7 @@ def _bench_gpu(args) -> int:
           f"CUDA {gpu['cuda']}, cuDNN {gpu['cudnn']} | {r['versions']}")
     print("matmul peak: " + ", ".join(f"{p} {v:.0f} TFLOP/s" for p, v in r["matmul_peak_tflops"].items()))
     print(markdown_table(headers, rows) if args.markdown else format_table(headers, rows))
+    print(TIME_RATIO_NOTE)
     for best in r["best"]:
         ratio = f", {best['vs_torchvision']:.2f}x torchvision eager" if best["vs_torchvision"] else ""
         print(f"featx's fastest at {best['precision']} {'x'.join(map(str, best['input']))}: {best['entry']} "

@@ -3,6 +3,7 @@ any work, the sub-parser factory, and stderr logging. Imports nothing heavy."""
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from pathlib import Path
@@ -105,8 +106,31 @@ def writable_file(text: str) -> str:
     return text
 
 
-def add_command(sub, name: str, **kwargs) -> argparse.ArgumentParser:
-    """A sub-command's parser, with ``--debug`` accepted after the sub-command too."""
+def add_command(sub, name: str, verbose_help: str = "", **kwargs) -> argparse.ArgumentParser:
+    """A sub-command's parser, with ``--debug`` and ``--verbose`` accepted after the sub-command too."""
     p = sub.add_parser(name, formatter_class=argparse.RawDescriptionHelpFormatter, **kwargs)
     p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show the full traceback on errors")
+    p.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS,
+                   help=verbose_help or "also show the libraries' own log lines (torch's export and compiler "
+                   "diagnostics), which featx keeps off the console")
     return p
+
+
+# Loggers of the libraries featx calls whose warnings are diagnostics for their developers, not for a featx
+# user: torch's shape solver prints a traceback per inequality it cannot simplify during an export that
+# succeeds (~200 lines for DenseNet121FPN).
+NOISY_LOGGERS = ("torch.fx.experimental.symbolic_shapes", "torch.fx.experimental.recording", "torch._dynamo",
+                 "torch._export", "torch.export", "torch.onnx", "torch._inductor")
+
+
+def _errors_only(record: logging.LogRecord) -> bool:
+    return record.levelno >= logging.ERROR
+
+
+def quiet_dependency_logs() -> None:
+    """Keep only errors of :data:`NOISY_LOGGERS` (a filter on each logger: torch resets their levels when its
+    logging starts, not their filters)."""
+    for name in NOISY_LOGGERS:
+        logger = logging.getLogger(name)
+        if _errors_only not in logger.filters:
+            logger.addFilter(_errors_only)

@@ -73,7 +73,8 @@ def _add_export(sub) -> None:
     p.add_argument("--runtime", choices=list(INT8_RUNTIMES), default=None,
                    help="with --int8: the int8 runtime (default: the file's own, ONNX Runtime for .onnx and OpenVINO "
                    "for --format openvino); auto (featx.accel) builds both once, times them on this CPU and keeps the "
-                   "faster (cached, recorded in the file)")
+                   "faster (cached, recorded in the file), so the int8 file is <output>_int8.onnx or _int8.xml, "
+                   "whichever runtime won (the command prints which)")
     p.add_argument("--max-drop", type=non_negative_float, default=None,
                    help="with --int8: NNCF's accuracy-aware quantization, layers back to fp32 until the mean cosine to "
                    "fp32 drops by at most this (OpenVINO)")

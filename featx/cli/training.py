@@ -13,7 +13,9 @@ __all__ = ["COMMANDS"]
 
 def _add_train(sub) -> None:
     p = add_command(
-        sub, "train", help="fine-tune a featx backbone + classification head on an ImageFolder (mmengine Runner)",
+        sub, "train", verbose_help="also show mmengine's full log on the console (environment, config, hooks, periodic "
+                                   "lines; it is always written to the work dir's log file), and the libraries' own "
+                                   "log lines", help="fine-tune a featx backbone + classification head on an ImageFolder (mmengine Runner)",
         description="Fine-tune a classifier (featx backbone + pooling/dropout/linear head) with mmengine's Runner, "
                     "as a config in configs/finetune/ describes: data (ImageFolder with train/ and val/, or one folder "
                     "split by a seeded ratio), model, optimizer (paramwise backbone LR), warm-up + cosine schedule. "
@@ -38,9 +40,6 @@ def _add_train(sub) -> None:
                    help="override config keys, key=value (e.g. train_cfg.max_epochs=5)")
     p.add_argument("--launcher", choices=["none", "pytorch"], default="none",
                    help="'pytorch' when started by torchrun (distributed data parallel)")
-    p.add_argument("--verbose", action="store_true",
-                   help="also show mmengine's full log on the console (environment, config, hooks, periodic lines); "
-                        "it is always written to the work dir's log file")
     p.set_defaults(func=_cmd_train, on_interrupt="rerun the same command with --resume to continue from the last checkpoint")
 
 
@@ -49,7 +48,7 @@ def _cmd_train(args) -> int:
 
     start = time.perf_counter()
     r = train(args.config, work_dir=args.work_dir, resume=args.resume, amp=args.amp, cfg_options=args.cfg_options,
-              launcher=args.launcher, data_root=args.data_root, verbose=args.verbose)
+              launcher=args.launcher, data_root=args.data_root, verbose=getattr(args, "verbose", False))
     final = (r.get("metrics") or {}).get("final")
     if final:
         top5 = f"  top-5 {final['top5']:.2f}%" if final.get("top5") is not None else ""

@@ -32,6 +32,7 @@ from torch import nn
 
 from featx.config_text import read_config_data
 from featx.errors import ExportError, did_you_mean
+from featx.timing import heartbeat
 from featx.features import FeatureExtractor, as_output_tuple, input_channels
 from featx.images import IMAGENET_MEAN, IMAGENET_STD
 from featx.inference import prepare_for_inference
@@ -163,8 +164,9 @@ def export_onnx(
     with atomic_path(path) as tmp:
         log(f"exporting {cfg['type']} ({settings.exporter}, opset {settings.opset}, {settings.name}) ...")
         try:
-            _run_exporter(_Float16(net, settings.fp16_io).eval() if settings.fp16 else net,
-                          sample.half() if settings.fp16 and settings.fp16_io else sample, tmp, out_names, settings)
+            with heartbeat(log, f"tracing and converting with torch.onnx ({settings.exporter})"):
+                _run_exporter(_Float16(net, settings.fp16_io).eval() if settings.fp16 else net,
+                              sample.half() if settings.fp16 and settings.fp16_io else sample, tmp, out_names, settings)
         except Exception as e:
             raise ExportError(f"torch.onnx export failed ({settings.exporter}): {type(e).__name__}: {str(e)[:500]}") from e
         proto = onnx.load(str(tmp))

@@ -72,7 +72,7 @@ def _onnxruntime(path: Path, device: str, threads: Optional[int], tf32: bool) ->
         device = "cuda" if cuda_ok else "cpu"
     if device == "cuda" and not cuda_ok:
         raise ParityError(
-            f"--device cuda asked, but CUDA is not usable here: onnxruntime providers {available}, "
+            f"device 'cuda' asked, but CUDA is not usable here: onnxruntime providers {available}, "
             f"torch.cuda.is_available()={torch.cuda.is_available()}. Install featx[gpu] (onnxruntime-gpu, "
             "without onnxruntime) on a machine with an NVIDIA GPU, or use --device cpu.")
     options = ort.SessionOptions()

@@ -61,7 +61,8 @@ from timm.models._features import feature_take_indices
 from timm.models import adapt_input_conv, get_pretrained_cfg, list_pretrained
 from torch import nn
 
-from featx.checkpoints import cached_download, load_checkpoint_file, unwrap_state_dict, verify_hash_prefix
+from featx.checkpoints import (cached_download, hf_weights_unreachable, load_checkpoint_file, unwrap_state_dict,
+                               verify_hash_prefix)
 from featx.errors import WeightsError, WeightsUnavailableError
 from featx.features import FeatureExtractor
 from featx.models import CATALOG, ModelEntry, torchvision_weights_enum
@@ -386,8 +387,16 @@ def _fetch_or_explain(variant: str, pretrained_cfg: Any, overlay: Any) -> Option
         cached_download(cfg.url, check_hash=True)
         return None
     if cfg.hf_hub_id:
-        return f"hf-hub:{cfg.hf_hub_id} (the Hugging Face cache, $HF_HOME/hub/models--{cfg.hf_hub_id.replace('/', '--')})"
+        where = f"hf-hub:{cfg.hf_hub_id} (the Hugging Face cache, $HF_HOME/hub/models--{cfg.hf_hub_id.replace('/', '--')})"
+        unreachable = hf_weights_unreachable(cfg.hf_hub_id)
+        if unreachable:  # huggingface_hub would retry for about a minute before failing the same way
+            raise WeightsUnavailableError(
+                f"{variant}: its pretrained weights are not in {where}, and {unreachable}; copy them into that "
+                "cache from a machine with internet, or pass pretrained_cfg_overlay=dict(file=PATH)")
+        return where
     return cfg.url or None
+
+
 
 
 @functools.lru_cache(maxsize=None)

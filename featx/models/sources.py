@@ -24,7 +24,7 @@ from torch import nn
 from torchvision.models import WeightsEnum, get_model_weights, get_weight
 
 from featx.backbones.timm_backbone import TimmBackbone
-from featx.checkpoints import cached_download, read_checkpoint
+from featx.checkpoints import cached_download, hf_weights_unreachable, read_checkpoint
 from featx.errors import WeightsError, WeightsUnavailableError, did_you_mean
 from featx.features import Composite
 from featx.weights import LoadReport, load_state
@@ -64,6 +64,11 @@ def _timm_named_weights(model_name: str, tag: str, allow_download: bool) -> tupl
              if cfg.hf_hub_id else cfg.url or cfg.file)
     if not allow_download:
         raise WeightsUnavailableError(f"timm weights {full} would be fetched from {where}; not allowed here")
+    unreachable = hf_weights_unreachable(cfg.hf_hub_id) if cfg.hf_hub_id else None
+    if unreachable:  # at once, not after huggingface_hub's minute of retries
+        raise WeightsUnavailableError(f"timm could not load pretrained {full}: not in {where}, and {unreachable}; "
+                                      "copy the weights into that cache from a machine with internet, or pass "
+                                      "weights=FILE")
     try:
         source = timm.create_model(full, pretrained=True)
     except Exception as e:  # hub errors come in many types; offline is the usual one
