@@ -63,7 +63,7 @@ from featx.store import (SHARD_DIR, FeatureStore, merge_store, read_manifest, re
                           shard_metadata, write_shard)
 from featx.version import __version__
 
-__all__ = ["ExtractSettings", "ExtractResult", "list_images", "source_root", "plan_batches", "batch_loader", "build_runner", "model_normalization", "valid_sizes", "pool_maps", "level_features", "device_values", "to_host", "StageClock", "DeviceDecoder", "extract", "verify_store", "prepare_store", "StorePlan", "PlannedImage", "PendingShard", "finish_store", "decode_planned", "decode_planned_bytes", "image_size", "POOLS"]
+__all__ = ["ExtractSettings", "ExtractResult", "check_source", "list_images", "source_root", "plan_batches", "batch_loader", "build_runner", "model_normalization", "valid_sizes", "pool_maps", "level_features", "device_values", "to_host", "StageClock", "DeviceDecoder", "extract", "verify_store", "prepare_store", "StorePlan", "PlannedImage", "PendingShard", "finish_store", "decode_planned", "decode_planned_bytes", "image_size", "POOLS"]
 
 POOLS = ("avg", "max", "gem")
 RUNTIMES = ("torch", "onnxruntime", "openvino")
@@ -196,12 +196,9 @@ def _listing(source: Union[str, Path]) -> tuple[list[tuple[str, Path]], int, lis
             if path.suffix.lower() == ".csv" and not pairs and not file.exists() and "." not in Path(item).suffix:
                 continue  # a header row
             pairs.append((item, file))
-    elif any(c in text for c in "*?["):
-        pairs = [(m, Path(m)) for m in glob.glob(text, recursive=True) if Path(m).is_file()]
-    elif path.exists():
-        raise ValueError(f"{source} is neither a folder, a .txt/.csv list of paths, nor a glob pattern")
     else:
-        raise FileNotFoundError(f"source not found: {source}")
+        check_source(source)
+        pairs = [(m, Path(m)) for m in glob.glob(text, recursive=True) if Path(m).is_file()]
     pairs = sorted(dict(pairs).items())
     folders = [{"path": _printable(u.relative_to(path).as_posix() + "/"),
                 "reason": "this folder cannot be read (permissions): none of its images are included"} for u in unreadable]
@@ -209,6 +206,18 @@ def _listing(source: Union[str, Path]) -> tuple[list[tuple[str, Path]], int, lis
         raise ValueError(f"no images in {source} (extensions: {', '.join(IMAGE_EXTENSIONS)})"
                          + (f"; {len(folders)} of its folders cannot be read" if folders else ""))
     return pairs, ignored, folders
+
+
+def check_source(source: Union[str, Path]) -> None:
+    """Refuse a source :func:`list_images` cannot read, without listing it (commands call it before loading
+    weights): not found, or neither a folder, a .txt/.csv list, nor a glob pattern."""
+    text = str(source)
+    path = Path(text)
+    if path.is_dir() or (path.is_file() and path.suffix.lower() in (".txt", ".csv")) or any(c in text for c in "*?["):
+        return
+    if path.exists():
+        raise ValueError(f"{source} is neither a folder, a .txt/.csv list of paths, nor a glob pattern")
+    raise FileNotFoundError(f"source not found: {source}")
 
 
 MAX_LIST_BYTES = 1 << 30  # an image list of at most 1 GiB (~10 million paths)

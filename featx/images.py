@@ -13,7 +13,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from featx.io import regular_file
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "IMAGE_EXTENSIONS", "MAX_RESIZED_PIXELS", "MAX_RESIZED_SIDE",
+__all__ = ["SAMPLE_PHOTOS", "sample_image_paths", "IMAGENET_MEAN", "IMAGENET_STD", "IMAGE_EXTENSIONS", "MAX_RESIZED_PIXELS", "MAX_RESIZED_SIDE",
            "sample_image_path", "to_rgb", "load_image", "shorter_side_size", "resized_size_problem", "check_resized_size",
            "pipeline_size_problem", "resize_normalize", "detection_batch", "expand_image_paths"]
 
@@ -73,6 +73,15 @@ def pipeline_size_problem(transform: object, original: tuple[int, int]) -> str:
         elif isinstance(step, (v2.CenterCrop, v2.RandomResizedCrop, v2.RandomCrop)):
             size = tuple(step.size)
     return ""
+
+
+SAMPLE_PHOTOS = ("grace_hopper.jpg", "Minduka_Present_Blue_Pack.png", "logo2.png")
+
+
+def sample_image_paths() -> list[Path]:
+    """The photos and pictures that ship with matplotlib (a 512x600 JPEG portrait, two RGBA PNGs), to try
+    commands on before one's own images."""
+    return [sample_image_path().with_name(name) for name in SAMPLE_PHOTOS]
 
 
 def sample_image_path() -> Path:

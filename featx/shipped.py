@@ -4,7 +4,7 @@ from __future__ import annotations
 import sysconfig
 from pathlib import Path
 
-__all__ = ["shipped_config"]
+__all__ = ["config_path", "shipped_config"]
 
 
 def shipped_config(relative: str) -> Path:
@@ -20,3 +20,12 @@ def shipped_config(relative: str) -> Path:
         if candidate.is_file():
             return candidate
     raise FileNotFoundError(f"config not found: {relative} (looked here and in {', '.join(str(c.parent) for c in candidates)})")
+
+
+def config_path(name: str) -> Path:
+    """The config file a user names: ``configs/...`` as :func:`shipped_config` finds it (so the commands of the
+    docs run from any folder), any other path as given; ``FileNotFoundError`` when it is not a file."""
+    path = shipped_config(name) if name.startswith("configs/") else Path(name)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file not found: {name}")
+    return path

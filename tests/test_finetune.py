@@ -163,6 +163,8 @@ def test_short_run_writes_checkpoints_pictures_and_metrics(trained):
     assert (wd / "epoch_3.pth").is_file() and not (wd / "epoch_1.pth").exists()  # last kept
     best = list(wd.glob("best_accuracy_top1_epoch_*.pth"))
     assert len(best) == 1
+    # best.pth: the same file under a name the docs can use
+    assert (wd / "best.pth").read_bytes() == best[0].read_bytes() and f"best checkpoint: {wd / 'best.pth'}" in r.stdout
     assert (wd / "last_checkpoint").read_text().strip().endswith("epoch_3.pth")
     assert not list(wd.glob(".*.tmp"))  # atomic writes left nothing behind
     for png in ("curves.png", "confusion_matrix.png"):

@@ -7,6 +7,9 @@ from __future__ import annotations
 import argparse
 import collections
 import io
+import json
+import subprocess
+import sys
 import contextlib
 from pathlib import Path
 
@@ -146,3 +149,16 @@ def test_cuda_graph_entry_equals_eager():
     plain = build_gpu_entry("featx_optimized", "ResNet18FPN", "fp32", torch.device("cuda"), Path("."))
     for a, b in zip(graph(x), plain(x)):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_gpu_check_writes_where_the_caller_is(tmp_path):
+    """tools/gpu_check.py --out results/ from any folder: the logs land in that folder's results/, not the
+    repository's (its steps run in the repository). On a machine without a GPU the steps fail and say so."""
+    repo = Path(__file__).resolve().parents[1]
+    r = subprocess.run([sys.executable, str(repo / "tools" / "gpu_check.py"), "--out", "results", "--stage", "torch",
+                        "--quick"], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    summary = json.loads((tmp_path / "results" / "summary.json").read_text())
+    assert [s["step"] for s in summary["steps"]][:1] == ["nvidia-smi"]
+    assert all((tmp_path / "results" / f"{s['step']}.log").is_file() for s in summary["steps"])
+    if not torch.cuda.is_available():
+        assert r.returncode != 0

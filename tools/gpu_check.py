@@ -31,8 +31,8 @@ def _step(out: Path, name: str, command: list[str], limit_s: int, summary: list[
         r = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=limit_s)
         code, text = r.returncode, r.stdout + r.stderr
     except subprocess.TimeoutExpired as e:
-        out = e.stdout.decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
-        code, text = 124, f"{out}\ntimed out after {limit_s} s"
+        partial = e.stdout.decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
+        code, text = 124, f"{partial}\ntimed out after {limit_s} s"
     except OSError as e:  # the program is not there (nvidia-smi on a machine without a driver)
         code, text = 127, f"{type(e).__name__}: {e}"
     seconds = time.perf_counter() - start
@@ -51,7 +51,7 @@ def main() -> int:
     parser.add_argument("--model", default="ResNet50FPN")
     parser.add_argument("--quick", action="store_true", help="one size, fewer repeats (a smoke run)")
     args = parser.parse_args()
-    out = Path(args.out)
+    out = Path(args.out).resolve()  # the steps run in the repository; OUT is where the caller is
     out.mkdir(parents=True, exist_ok=True)
     py = [sys.executable]
     featx = py + ["-m", "featx"]

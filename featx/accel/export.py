@@ -48,7 +48,10 @@ def winograd_rewrite(runtime: str) -> GraphRewrite:
             log(decision.summary())
         described = (decision.to_dict() if decision is not None else
                      {"set": {"off": "off", "all": "on (128..256 channels)"}.get(settings.winograd, settings.winograd)})
-        return {"featx.winograd_convs": str(net.winograd_convs), "featx.winograd_decision": json.dumps(described)}
+        # a graph with Winograd MatMuls was timed on, and is for, a CPU runtime: it says so whatever was asked
+        target = {"featx.target": "cpu"} if net.winograd_convs and settings.target == "any" else {}
+        return {"featx.winograd_convs": str(net.winograd_convs), "featx.winograd_decision": json.dumps(described),
+                **target}
 
     return rewrite
 

@@ -233,7 +233,7 @@ def _add_int8_report(sub) -> None:
                     "top-1, a detector's COCO mAP@0.5 with the int8 pyramid inside the trained detector) and the "
                     "cosine to fp32 of every output level. Random weights say little about int8; these do.",
         epilog="examples:\n"
-               "  featx int8-report --classifier work_dirs/resnet18_digits/best_accuracy_top1_epoch_12.pth "
+               "  featx int8-report --classifier work_dirs/resnet18_digits/best.pth "
                "--data data/digits\n"
                "  featx int8-report --detector work_dirs/shapes/detector.pth --data data/shapes --json int8.json\n",
     )

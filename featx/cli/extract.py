@@ -71,7 +71,7 @@ def _add_extract(sub) -> None:
 def _cmd_extract(args) -> int:
     import torch
 
-    from featx.extraction import ExtractSettings, extract, verify_store
+    from featx.extraction import ExtractSettings, check_source, extract, verify_store
     from featx.io import write_json
     from featx.models import target_config
 
@@ -91,6 +91,7 @@ def _cmd_extract(args) -> int:
                                precision=args.precision, decode=args.decode)
     if args.model.endswith((".pth", ".pt")):
         raise ValueError("featx extract takes a backbone (catalogue name or config .py), not a training checkpoint")
+    check_source(args.source)  # before the weights are fetched or read
     model = target_config(args.model, args.cfg_options, args.weights)
     result = extract(model, args.source, args.out, settings, progress=not args.no_progress, log=log)
     if args.json and result.rank == 0:
@@ -128,4 +129,36 @@ def _cmd_store_export(args) -> int:
 
 
 # each adds one sub-command to the parser (featx.cli.build_parser)
-COMMANDS = (_add_extract, _add_store_export)
+def _add_sample_photos(sub) -> None:
+    p = add_command(
+        sub, "sample-photos", help="copy matplotlib's bundled photos into a folder, to try extract and viz on",
+        description="Copy the three pictures matplotlib ships (grace_hopper.jpg, a 512x600 photo; "
+                    "Minduka_Present_Blue_Pack.png and logo2.png, RGBA) into OUT, created if missing. Files already "
+                    "there are kept.",
+        epilog="examples:\n  featx sample-photos photos/\n  featx sample-photos photos/ && featx extract ResNet18 photos/ "
+               "--out features/\n",
+    )
+    p.add_argument("out", help="the folder to copy them into")
+    p.set_defaults(func=_cmd_sample_photos)
+
+
+def _cmd_sample_photos(args) -> int:
+    import shutil
+    from pathlib import Path
+
+    from featx.images import sample_image_paths
+
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{out} exists and is not a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    copied = 0
+    for src in sample_image_paths():
+        if not (out / src.name).exists():
+            shutil.copyfile(src, out / src.name)
+            copied += 1
+    print(f"{out}: {copied} pictures copied, {len(sample_image_paths()) - copied} already there")
+    return 0
+
+
+COMMANDS = (_add_extract, _add_store_export, _add_sample_photos)

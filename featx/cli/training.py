@@ -20,8 +20,8 @@ def _add_train(sub) -> None:
                     "as a config in configs/finetune/ describes: data (ImageFolder with train/ and val/, or one folder "
                     "split by a seeded ratio), model, optimizer (paramwise backbone LR), warm-up + cosine schedule. "
                     "The data is checked before training (unreadable files skipped and counted; mismatched classes "
-                    "are an error). Writes to the work dir: epoch_N.pth (last) and best_accuracy_top1_epoch_N.pth "
-                    "(atomic), history.json, metrics.json, curves.png, confusion_matrix.png, and mmengine's logs.",
+                    "are an error). Writes to the work dir: epoch_N.pth (last), best_accuracy_top1_epoch_N.pth and the "
+                    "same file as best.pth (atomic), history.json, metrics.json, curves.png, confusion_matrix.png, and mmengine's logs.",
         epilog="examples:\n"
                "  featx make-digits data/digits && featx train configs/finetune/resnet18_digits.py\n"
                "  featx train configs/finetune/resnet50_imagefolder.py --data-root ~/data/flowers --work-dir runs/flowers\n"
@@ -68,7 +68,7 @@ def _add_predict(sub) -> None:
                     "featx train. The checkpoint's own config gives the model and the validation preprocessing; "
                     "its class names label the output. Unreadable files are reported and make the exit code 1.",
         epilog="examples:\n"
-               "  featx predict work_dirs/resnet18_digits/best_accuracy_top1_epoch_12.pth data/digits/val/7\n"
+               "  featx predict work_dirs/resnet18_digits/best.pth data/digits/val/7\n"
                "  featx predict CHECKPOINT a.jpg b.png --topk 3 --json predictions.json\n",
     )
     p.add_argument("checkpoint", help="a training checkpoint (epoch_N.pth or best_*.pth)")

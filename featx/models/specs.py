@@ -17,6 +17,7 @@ from mmengine.config import Config
 from torch import nn
 
 from featx.checkpoints import load_checkpoint_file
+from featx.shipped import config_path
 from featx.config_text import parse_config_text, read_config_file
 from featx.errors import WeightsError, WeightsUnavailableError
 from featx.models.resolve import build_module, resolve_name
@@ -153,9 +154,7 @@ def target_config(target: str, cfg_options: Optional[dict] = None, weights: Opti
             raise ValueError("a training checkpoint brings its own config and weights; drop --cfg-options/--weights")
         return classifier_config_from_checkpoint(target)
     if target.endswith(".py"):
-        if not path.is_file():
-            raise FileNotFoundError(f"config file not found: {target}")
-        cfg = read_config_file(target)
+        cfg = read_config_file(config_path(target))
         if cfg_options:
             cfg.merge_from_dict(cfg_options)
         if "model" not in cfg:

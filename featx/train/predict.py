@@ -55,7 +55,7 @@ def _class_names(classes: Any, num_classes: int, checkpoint: Union[str, Path]) -
 class Predictor:
     """A fine-tuned classifier from a training checkpoint, ready to classify image files.
 
-    >>> p = Predictor("work_dirs/resnet18_digits/best_accuracy_top1_epoch_12.pth")
+    >>> p = Predictor("work_dirs/resnet18_digits/best.pth")
     >>> p.predict(["digit.png"], topk=3)[0].top   # [("7", 7, 0.98), ("1", 1, 0.01), ...]
     """
 

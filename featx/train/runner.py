@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import warnings
 from pathlib import Path
 from typing import Any, Optional, Union
@@ -27,11 +28,12 @@ from typing import Any, Optional, Union
 import torch
 import torch.distributed as dist
 from mmengine.config import Config
+from mmengine.dist import is_main_process
 from mmengine.runner import Runner
 
 from featx.config_text import read_config_file
 from featx.errors import DataError, TrainError, UntrainedFrozenWarning
-from featx.shipped import shipped_config
+from featx.shipped import config_path
 from featx.train.checkpoint import ATOMIC_BACKEND, find_resume_checkpoint, read_training_checkpoint
 from featx.train.data import resolve_splits
 from featx.train.hooks import EpochSeedHook, ScheduleLengthHook
@@ -43,10 +45,7 @@ def load_config(config: Union[str, Path, Config], cfg_options: Optional[dict] = 
     if isinstance(config, Config):
         cfg = config.copy()
     else:
-        path = shipped_config(str(config)) if str(config).startswith("configs/") else Path(config)
-        if not path.is_file():
-            raise FileNotFoundError(f"config file not found: {path}")
-        cfg = read_config_file(path)
+        cfg = read_config_file(config_path(str(config)))
     file_epochs = cfg.get("train_cfg", {}).get("max_epochs")
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
@@ -256,6 +255,20 @@ def log_file_of(runner: Runner) -> Optional[Path]:
     return None
 
 
+def _publish_best(best: Path) -> Path:
+    """``best.pth`` beside mmengine's ``best_<metric>_epoch_<N>.pth``: the same file (a hard link, or a copy where
+    links are not possible), under a name that does not change with the epoch; written atomically."""
+    stable = best.with_name("best.pth")
+    tmp = stable.with_name(f".best.pth.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(best, tmp)
+    except OSError:
+        shutil.copyfile(best, tmp)
+    os.replace(tmp, stable)
+    return stable
+
+
 def _init_cpu_process_group(cfg: Config) -> None:
     """mmengine's launcher calls ``torch.cuda.set_device`` first, which fails without a GPU; on a
     CPU-only machine featx initializes the gloo process group itself (mmengine then skips it)."""
@@ -267,7 +280,7 @@ def train(config: Union[str, Path, Config], work_dir: Optional[str] = None, resu
           amp: bool = False, cfg_options: Optional[dict] = None, launcher: str = "none",
           data_root: Optional[str] = None, extra_hooks: Optional[list] = None, verbose: bool = False) -> dict[str, Any]:
     """Fine-tune as the config says; returns ``{"work_dir", "best_checkpoint", "last_checkpoint", "metrics",
-    "log_file"}`` (``metrics`` from ``metrics.json``, main process only). mmengine's log goes to the console
+    "log_file"}`` (``best_checkpoint``: ``<work_dir>/best.pth``, the best epoch's checkpoint under a fixed name) (``metrics`` from ``metrics.json``, main process only). mmengine's log goes to the console
     only with ``verbose`` (always to ``log_file``)."""
     name = Path(str(config)).stem if not isinstance(config, Config) else "run"
     cfg = prepare_config(load_config(config, cfg_options), work_dir, resume, amp, launcher, data_root, name)
@@ -284,6 +297,8 @@ def train(config: Union[str, Path, Config], work_dir: Optional[str] = None, resu
     ckpt_hook = next((h for h in runner.hooks if type(h).__name__ == "CheckpointHook"), None)
     best = getattr(ckpt_hook, "best_ckpt_path", None) if ckpt_hook else None
     out["best_checkpoint"] = str(best) if best else None
+    if best and is_main_process():
+        out["best_checkpoint"] = str(_publish_best(Path(best)))
     metrics_path = Path(cfg.work_dir) / "metrics.json"
     out["metrics"] = json.loads(metrics_path.read_text()) if metrics_path.is_file() else None
     return out

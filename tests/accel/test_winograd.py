@@ -149,6 +149,7 @@ def test_winograd_export_runs_in_onnx_runtime_within_the_fp32_gate(tmp_path):
     path = tmp_path / "r18.onnx"
     r = accel.export_onnx("ResNet18FPN", path, ExportSettings(winograd="all"), log=lambda m: None)
     assert r.metadata["featx.winograd_convs"] == "10"  # layer2-3: 3 each, FPN: 4
+    assert r.metadata["featx.target"] == "cpu"  # asked "any" (ExportSettings' default): Winograd makes it a CPU file
     ops = [n.op_type for n in onnx.load(str(path)).graph.node]
     # per Winograd conv two MatMuls, two 4-D Transposes and a DepthToSpace: ONNX Runtime's graph (it ran
     # the single 6-D transpose that OpenVINO gets 25% slower)
