@@ -255,6 +255,19 @@ def test_resume_with_another_seed_in_the_config_takes_the_checkpoints(tiny_root,
     assert prepared.randomness.seed == 7  # the sampler is built with it, before mmengine reads the checkpoint
 
 
+def test_the_epoch_line_is_one_line_in_a_redirected_console(capsys):
+    from types import SimpleNamespace
+
+    from featx.train.hooks import ProgressHook
+
+    hook = ProgressHook()
+    hook.after_train_iter(None, 0, outputs={"loss": torch.tensor(2.5)})
+    metrics = {"accuracy/top1": 98.61, "accuracy/top5": 100.0, "accuracy/mean_class": 98.57}
+    hook.after_val_epoch(SimpleNamespace(epoch=12, max_epochs=12), metrics)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == ["epoch 12/12  train loss 2.5000  val top-1 98.61%  top-5 100.00%  mean per-class 98.57%"]
+
+
 def test_epoch_seeds_differ_by_epoch_rank_and_seed():
     from featx.train.hooks import epoch_seed
 
@@ -544,6 +557,8 @@ def test_shipped_pretrained_config_runs(tiny_root, tmp_path):
                 "val_dataloader.num_workers=0", "val_dataloader.persistent_workers=False",
                 "train_dataloader.batch_size=8")
     assert r.returncode == 0, r.stderr[-3000:]
+    # mmengine's warning per frozen parameter (33 for frozen_stages=1) stays in the log file
+    assert "requires_grad=False" not in r.stdout + r.stderr and len((r.stdout + r.stderr).splitlines()) < 30
     ckpt = read_training_checkpoint(tmp_path / "wd" / "epoch_1.pth")
     lrs = sorted({round(g["initial_lr"], 15) for g in ckpt["optimizer"]["param_groups"]})
     assert len(lrs) == 2 and abs(lrs[0] / lrs[1] - 0.1) < 1e-9  # backbone at 0.1x the head

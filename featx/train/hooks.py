@@ -151,8 +151,9 @@ class ProgressHook(Hook):
         shown = [f"{names.get(k.split('/')[-1].replace('accuracy_', ''), k)} {float(v):.2f}%" for k, v in metrics.items()
                  if isinstance(v, (int, float, np.floating)) and "accuracy" in k]
         loss = f"train loss {self._loss.mean:.4f}  " if self._loss.mean is not None else ""
+        # soft_wrap: one line per epoch also when the console is a file or a pipe (rich wraps those at 80)
         Console(stderr=True).print(f"epoch {runner.epoch}/{runner.max_epochs}  {loss}val " + "  ".join(shown),
-                                   highlight=False)
+                                   highlight=False, soft_wrap=True)
 
     def after_run(self, runner) -> None:
         self.after_train_epoch(runner)
