@@ -29,7 +29,8 @@ SUBCOMMANDS = _subcommands()
 
 
 def test_the_command_list_is_the_parsers():
-    assert len(SUBCOMMANDS) == 17 and {"extract", "store-export", "bench-extract", "int8-report", "export", "parity"} <= set(SUBCOMMANDS)
+    assert len(SUBCOMMANDS) == 18 and {"extract", "store-export", "bench-extract", "int8-report", "export", "parity",
+                                       "sample-photos"} <= set(SUBCOMMANDS)
 
 
 def featx(*args):
@@ -196,3 +197,24 @@ def test_an_export_that_succeeds_prints_a_few_lines(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     assert "symbolic_shapes" not in r.stderr and len(r.stderr.splitlines()) <= 8, r.stderr
     assert "exporting featx.DenseNet121FPN" in r.stderr
+
+
+def test_sample_photos_fills_a_folder_once(tmp_path):
+    first = run_cli("sample-photos", str(tmp_path / "photos"))
+    again = run_cli("sample-photos", str(tmp_path / "photos"))
+    assert first.returncode == 0 and "3 pictures copied, 0 already there" in first.stdout
+    assert again.returncode == 0 and "0 pictures copied, 3 already there" in again.stdout
+    names = sorted(p.name for p in (tmp_path / "photos").iterdir())
+    assert names == ["Minduka_Present_Blue_Pack.png", "grace_hopper.jpg", "logo2.png"]
+    with Image.open(tmp_path / "photos" / "grace_hopper.jpg") as im:
+        assert im.size == (512, 600)
+    (tmp_path / "file").write_text("x")
+    refused = run_cli("sample-photos", str(tmp_path / "file"))
+    assert refused.returncode == 1 and "exists and is not a folder" in refused.stderr
+
+
+def test_extract_names_a_missing_source_before_fetching_weights(tmp_path, monkeypatch):
+    """Offline, --weights DEFAULT fails too; the missing folder is what is named, before any weights work."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty_torch_home"))
+    r = run_cli("extract", "ResNet50", str(tmp_path / "nop"), "--out", str(tmp_path / "f"), "--weights", "DEFAULT")
+    assert r.returncode == 1 and f"source not found: {tmp_path / 'nop'}" in r.stderr and "Weights" not in r.stderr

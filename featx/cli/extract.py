@@ -128,7 +128,6 @@ def _cmd_store_export(args) -> int:
     return 0
 
 
-# each adds one sub-command to the parser (featx.cli.build_parser)
 def _add_sample_photos(sub) -> None:
     p = add_command(
         sub, "sample-photos", help="copy matplotlib's bundled photos into a folder, to try extract and viz on",
@@ -161,4 +160,5 @@ def _cmd_sample_photos(args) -> int:
     return 0
 
 
+# each adds one sub-command to the parser (featx.cli.build_parser)
 COMMANDS = (_add_extract, _add_store_export, _add_sample_photos)
