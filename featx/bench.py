@@ -8,6 +8,8 @@ Entries (each an ``(N, 3, H, W) -> pyramid`` callable):
   featx_ort            the featx ONNX export in ONNX Runtime
   featx_openvino       the featx OpenVINO IR in OpenVINO
   featx_compile        ``torch.compile`` of the optimized model (opt-in: compiling takes minutes)
+  featx_aoti           ``featx export --format aoti``: an AOTInductor package for this CPU, run by torch's
+                       ``aoti_load_package`` (opt-in: compiling takes minutes)
   featx_ort_int8       the direct ONNX export quantized by ONNX Runtime (QDQ, per-channel), calibrated on
                        the photos matplotlib ships (opt-in)
   featx_openvino_int8  the direct IR quantized by NNCF, calibrated on the same photos (opt-in)
@@ -151,6 +153,15 @@ def build_entry(name: str, model: str, workdir: Path, winograd: str = "off") -> 
             net = torch.compile(net)
     elif name in ("featx_ort", "featx_ort_int8", "featx_openvino", "featx_openvino_int8"):
         return _exported_entry(name, model, workdir, winograd)
+    elif name == "featx_aoti":  # featx export --format aoti, run by torch's own loader
+        from torch._inductor import aoti_load_package
+
+        from featx.deploy.pt2_export import export_pt2
+
+        path = workdir / f"{model}_aoti.pt2"
+        if not path.exists():
+            export_pt2(model, path, aoti=True, log=lambda m: None)
+        net = aoti_load_package(str(path))
     else:
         raise ValueError(f"unknown entry {name!r}; expected one of {ENTRIES}")
 

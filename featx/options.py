@@ -29,7 +29,7 @@ CALIBRATION_METHODS = ("percentile", "minmax", "entropy")
 OVERFLOW_FIXES = ("auto", "enable", "first_layer_only", "disable")
 # featx bench's entries (featx.bench); the first six run by default
 BENCH_ENTRIES = ("torchvision", "timm+tv_fpn", "featx", "featx_optimized", "featx_ort", "featx_openvino", "featx_compile",
-                 "featx_optimized_direct", "featx_ort_direct", "featx_openvino_direct", "featx_ort_int8",
+                 "featx_aoti", "featx_optimized_direct", "featx_ort_direct", "featx_openvino_direct", "featx_ort_int8",
                  "featx_openvino_int8")
 # featx bench --device cuda (featx.gpu_bench): its entries and the precisions it times them at
 GPU_BENCH_ENTRIES = ("torchvision", "timm+tv_fpn", "featx", "featx_optimized", "featx_compile", "featx_cuda_graph",

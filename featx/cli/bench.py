@@ -17,7 +17,7 @@ def _add_bench(sub) -> None:
                     "--winograd auto the optimized and exported entries take featx.accel's Winograd convolutions (and "
                     "the _direct entries stay plain, to show what that adds); GFLOPs are the direct convolutions' for "
                     "every entry, so a Winograd entry shows an effective rate that can pass the peak. "
-                    f"Entries: {', '.join(ENTRIES)} (featx_compile and the int8 entries only when named). The report "
+                    f"Entries: {', '.join(ENTRIES)} (featx_compile, featx_aoti and the int8 entries only when named). The report "
                     "names the CPU (model, AVX2/AVX-512/VNNI/AMX) and the runtime versions.\n\n"
                     "With --device cuda: featx's GPU paths on one CUDA device at each --precision (fp32, tf32, fp16, "
                     "bf16), timed by CUDA events: "

@@ -40,8 +40,12 @@ def _add_export(sub) -> None:
     p.add_argument("-o", "--output", type=writable_file,
                    help="output .onnx (or .xml) path (default: export/<model>_<profile>.onnx when an export/ folder is "
                         "here, else ./<model>_<profile>.onnx)")
-    p.add_argument("--format", choices=["onnx", "openvino"], default="onnx",
-                   help="onnx (default) or openvino (an IR: .xml + .bin)")
+    p.add_argument("--format", choices=["onnx", "openvino", "pt2", "aoti"], default="onnx",
+                   help="onnx (default); openvino (an IR: .xml + .bin); pt2 (a torch.export ExportedProgram: "
+                        "torch.export.load(path).module()); aoti (an AOTInductor package compiled for --device: "
+                        "torch._inductor.aoti_load_package(path), or AOTIModelPackageLoader in C++)")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                   help="with --format aoti: the device the package is compiled for (default cpu)")
     p.add_argument("--weights", help="weights to load before export (as featx weights=: name, file, URL)")
     p.add_argument("--cfg-options", nargs="+", action=CfgOptions, default=None,
                    help="override config keys, key=value (model keyword arguments for a catalogue name)")
@@ -114,7 +118,16 @@ def _cmd_export(args) -> int:
     else:
         from featx.deploy.onnx_export import export_onnx
         from featx.deploy.openvino_export import export_openvino
-    if args.format == "openvino":
+    if args.device != "cpu" and args.format != "aoti":
+        raise ValueError("--device chooses what an AOTInductor package is compiled for; add --format aoti")
+    if args.format in ("pt2", "aoti"):
+        from featx.deploy.pt2_export import export_pt2
+
+        r = export_pt2(cfg, out, settings, seed=args.seed, log=log, aoti=args.format == "aoti", device=args.device)
+        print(f"wrote {r.path}  ({r.size_mb:.1f} MB, {r.exporter}, {r.seconds:.1f} s)")
+        rows = [["input", v["name"], v["dtype"], " x ".join(map(str, v["shape"]))] for v in r.inputs]
+        rows += [["output", v["name"], v["dtype"], " x ".join(map(str, v["shape"]))] for v in r.outputs]
+    elif args.format == "openvino":
         r = export_openvino(cfg, out, settings, seed=args.seed, log=log)
         print(f"wrote {r.path} + {Path(r.bin_path).name}  ({r.size_mb:.1f} MB, OpenVINO IR, {r.seconds:.1f} s)")
         rows = [["input", v["name"], v["dtype"], v["shape"]] for v in r.inputs]
@@ -162,7 +175,12 @@ def _add_parity(sub) -> None:
                "  featx parity r50.onnx --device cuda --json parity.json\n"
                "  featx parity r50.onnx --sizes 512x512 801x1333 --batch 1 2\n",
     )
-    p.add_argument("onnx", metavar="FILE", help="an .onnx file or an OpenVINO .xml written by featx export")
+    p.add_argument("onnx", metavar="FILE", help="an .onnx file, an OpenVINO .xml, or a .pt2 (torch.export program or "
+                   "AOTInductor package) written by featx export")
+    p.add_argument("--trust-code", action="store_true",
+                   help="load a .pt2: an AOTInductor package is a compiled library and runs as native code when "
+                        "loaded, a torch.export program is rebuilt by torch's deserializer; only for files you trust "
+                        "(docs/trust.md)")
     p.add_argument("--model", help="compare with this model (catalogue name or config .py) instead of the one the "
                    "file's metadata names; random init with --seed unless --weights")
     p.add_argument("--weights", help="with --model: weights to load into it")
@@ -201,7 +219,7 @@ def _cmd_parity(args) -> int:
     model = build_from_config(target_config(args.model, None, args.weights), args.seed) if args.model else None
     r = parity(args.onnx, model=model, device=args.device, sizes=args.sizes, batches=args.batch, repeats=args.repeats,
                    tf32=args.tf32, threads=args.threads, log=log, meta=meta, precision=args.precision,
-                   max_rel=args.max_rel, min_cos=args.min_cos)
+                   max_rel=args.max_rel, min_cos=args.min_cos, trust_code=args.trust_code)
     print(f"{args.onnx}: {meta.get('model_config', {}).get('type', '?')}  precision {r.precision}  "
           f"runtime {r.runtime}")
     print(f"gate: max|err|/max|ref| <= {r.gate['max_rel']:g}, cosine >= {r.gate['min_cos']} ({r.gate['why']})\n")

@@ -31,9 +31,13 @@ def read_metadata(path: Union[str, Path]) -> dict[str, Any]:
     ``rt_info["featx"]``), JSON values decoded, prefix dropped."""
     path = Path(path)
     if path.is_dir():
-        raise ParityError(f"{path} is a folder; expected an .onnx file or an OpenVINO .xml")
+        raise ParityError(f"{path} is a folder; expected an .onnx file, an OpenVINO .xml or a .pt2")
     if path.suffix == ".xml":
         return _read_ir_metadata(path)
+    if path.suffix == ".pt2":
+        from featx.deploy.pt2_export import read_pt2_metadata
+
+        return read_pt2_metadata(path)
     if not path.is_file():
         raise ParityError(f"ONNX file not found: {path}")
     try:
@@ -91,6 +95,10 @@ def graph_precision(path: Union[str, Path]) -> str:
     quantizes (ONNX quantize/dequantize or integer ops, OpenVINO FakeQuantize), ``"fp16"`` when its float weights
     are half precision, else ``"fp32"``."""
     path = Path(path)
+    if path.suffix == ".pt2":
+        from featx.deploy.pt2_export import pt2_precision
+
+        return pt2_precision(path)
     if path.suffix == ".xml":
         import xml.etree.ElementTree as ET
 

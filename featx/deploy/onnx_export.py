@@ -41,7 +41,7 @@ from featx.models import build_from_config, model_config
 from featx.options import DEFAULT_OPSET, PROFILES_DIR, TARGETS, WINOGRAD_MODES, list_profiles
 from featx.version import __version__
 
-__all__ = ["ExportSettings", "ExportResult", "GraphRewrite", "export_onnx", "PROFILES_DIR", "list_profiles",
+__all__ = ["ExportSettings", "ExportResult", "GraphRewrite", "export_metadata", "export_onnx", "min_input_size", "PROFILES_DIR", "list_profiles",
            "load_profile", "input_description", "DEFAULT_OPSET", "TARGETS", "WINOGRAD_MODES"]
 
 
@@ -102,7 +102,7 @@ class ExportResult:
     metadata: dict = field(default_factory=dict)
 
 
-def _min_input_size(model: nn.Module) -> int:
+def min_input_size(model: nn.Module) -> int:
     """The coarsest stride, or more where the family's unpadded convs need it (Inception-v3: 75)."""
     backbone = getattr(model, "backbone", model)  # a composite or a classifier: its backbone sets the minimum
     if not isinstance(backbone, FeatureExtractor):
@@ -142,7 +142,7 @@ def export_onnx(
         raise ExportError(f"winograd={settings.winograd!r} is featx.accel's CPU rewrite: export with "
                           "featx.accel.export_onnx (featx export --winograd auto), or set winograd='off'")
     model = build_from_config(cfg, seed)
-    minimum = _min_input_size(model)
+    minimum = min_input_size(model)
     if settings.static_shape is not None:
         h, w = settings.static_shape
         if h < minimum or w < minimum:
@@ -177,22 +177,7 @@ def export_onnx(
         _name_dynamic_dims(proto)
         if settings.simplify:
             proto = _simplify(proto)
-        weights = cfg.get("weights")
-        metadata = {
-            "featx.version": __version__,
-            "featx.model_config": json.dumps(cfg, default=str),
-            "featx.init_seed": str(seed),
-            "featx.weights": str(weights) if weights is not None else f"none (random init, seed {seed})",
-            "featx.levels": json.dumps([{"name": f.name, "output": n, "stride": f.stride, "channels": f.channels}
-                                        for f, n in zip(infos, out_names)]),
-            "featx.input": json.dumps(input_description(net, minimum)),
-            "featx.precision": "fp16" if settings.fp16 else "fp32",
-            "featx.io_precision": "fp16" if settings.fp16 and settings.fp16_io else "fp32",
-            "featx.exporter": settings.exporter,
-            "featx.target": settings.target,
-            "featx.static_shape": json.dumps(list(sample.shape) if settings.static_shape else None),
-            **rewritten,
-        }
+        metadata = {**export_metadata(cfg, net, settings, seed, sample, minimum, settings.exporter), **rewritten}
         del proto.metadata_props[:]
         for k, v in metadata.items():
             proto.metadata_props.add(key=k, value=v)
@@ -205,6 +190,29 @@ def export_onnx(
                               0.0, metadata)
     result.seconds = time.perf_counter() - start
     return result
+
+
+def export_metadata(cfg: dict, net: nn.Module, settings: ExportSettings, seed: int, sample: torch.Tensor,
+                    minimum: int, exporter: str) -> dict[str, str]:
+    """The ``featx.*`` entries every featx export carries (values are strings, JSON where structured): the model
+    config, weights or init seed, levels (name, output, stride, channels), input description, precision, exporter,
+    target, static shape and featx version."""
+    infos = list(net.feature_info)
+    weights = cfg.get("weights")
+    return {
+        "featx.version": __version__,
+        "featx.model_config": json.dumps(cfg, default=str),
+        "featx.init_seed": str(seed),
+        "featx.weights": str(weights) if weights is not None else f"none (random init, seed {seed})",
+        "featx.levels": json.dumps([{"name": f.name, "output": f.name.lower(), "stride": f.stride,
+                                     "channels": f.channels} for f in infos]),
+        "featx.input": json.dumps(input_description(net, minimum)),
+        "featx.precision": "fp16" if settings.fp16 else "fp32",
+        "featx.io_precision": "fp16" if settings.fp16 and settings.fp16_io else "fp32",
+        "featx.exporter": exporter,
+        "featx.target": settings.target,
+        "featx.static_shape": json.dumps(list(sample.shape) if settings.static_shape else None),
+    }
 
 
 def input_description(net: nn.Module, minimum: int) -> dict:

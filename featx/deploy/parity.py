@@ -118,8 +118,10 @@ def parity(
     precision: Optional[str] = None,
     max_rel: Optional[float] = None,
     min_cos: Optional[float] = None,
+    trust_code: bool = False,
 ) -> ParityReport:
-    """Run an exported file (``.onnx`` in ONNX Runtime, an OpenVINO ``.xml`` in OpenVINO) and ``model``
+    """Run an exported file (``.onnx`` in ONNX Runtime, an OpenVINO ``.xml`` in OpenVINO, a ``.pt2`` in torch: only
+    with ``trust_code``, as loading one runs its code) and ``model``
     (default: rebuilt from the file's metadata) in PyTorch on the same inputs and device; compare every
     output.
 
@@ -137,7 +139,7 @@ def parity(
     if not batches or any(b < 1 for b in batches):
         raise ValueError(f"batch sizes must be >= 1, got {list(batches)}")
     meta = read_metadata(path) if meta is None else meta
-    session = open_session(path, device, threads, tf32)
+    session = open_session(path, device, threads, tf32, trust_code=trust_code)
     device = session.device
     graph = graph_precision(path)
     check_metadata(meta, path, session.outputs, graph)  # before the model it names is built
@@ -178,6 +180,8 @@ def parity(
         with torch.no_grad():
             ref = [r.float().cpu().numpy() for r in as_output_tuple(net(on_device))]
         got = [o.float().cpu().numpy() for o in session.run_on_device(on_device)]  # one copy, after the run
+        if len(got) != len(ref):
+            raise ParityError(f"{path} gives {len(got)} outputs, the model {len(ref)}: is it for another model?")
         for name, o, r in zip(session.outputs, got, ref):
             d = compare_arrays(o, r)
             report.results.append(OutputResult(name, (h, w), b, d.shape, d.max_abs, d.rel, d.cosine,
@@ -213,7 +217,9 @@ def _latency(session: Any, net: nn.Module, run: tuple, channels: int, precision:
     times = interleaved_medians({"runtime": runtime, "torch": lambda: _torch_call(torch_net, torch_x, device.type)},
                                 repeats, warmup=1)
     return {"input": [b, channels, h, w], "repeats": repeats, "runtime": times["runtime"], "torch_eager": times["torch"],
-            "torch_precision": torch_precision, "io": "IO binding" if session.run_tensor else "numpy through the host",
+            "torch_precision": torch_precision,
+            "io": ("torch tensors" if session.runtime in ("torch.export", "AOTInductor") else
+                   "IO binding" if session.run_tensor else "numpy through the host"),
             "runtime_over_torch": times["runtime"] / times["torch"]}
 
 

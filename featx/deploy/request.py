@@ -15,7 +15,7 @@ from featx.deploy.onnx_export import ExportSettings, load_profile
 
 __all__ = ["export_settings", "Int8Plan", "int8_plan", "default_export_path", "FORMAT_SUFFIX"]
 
-FORMAT_SUFFIX = {"onnx": ".onnx", "openvino": ".xml"}
+FORMAT_SUFFIX = {"onnx": ".onnx", "openvino": ".xml", "pt2": ".pt2", "aoti": ".pt2"}
 
 
 def export_settings(profile: str = "dynamic_fp32", **overrides: Any) -> ExportSettings:
@@ -49,6 +49,8 @@ def int8_plan(settings: ExportSettings, fmt: str, int8: bool, calib: Optional[st
         if runtime is not None or max_drop is not None or overflow_fix != "auto":
             raise ValueError("--runtime, --max-drop and --overflow-fix choose how --int8 quantizes; add --int8")
         return None
+    if fmt in ("pt2", "aoti"):
+        raise ValueError("--int8 quantizes for ONNX Runtime or OpenVINO; use --format onnx or openvino")
     if not calib:
         raise ValueError("--int8 needs --calib FOLDER: static quantization calibrates on real images")
     if not Path(calib).is_dir():

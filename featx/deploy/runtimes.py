@@ -59,8 +59,10 @@ class Session:
 
 
 def runtime_for(path: Union[str, Path]) -> str:
-    """``"openvino"`` for an ``.xml`` IR, ``"onnxruntime"`` otherwise."""
-    return "openvino" if Path(path).suffix == ".xml" else "onnxruntime"
+    """``"openvino"`` for an ``.xml`` IR, ``"torch"`` for a ``.pt2`` (ExportedProgram or AOTInductor package),
+    ``"onnxruntime"`` otherwise."""
+    suffix = Path(path).suffix
+    return "openvino" if suffix == ".xml" else "torch" if suffix == ".pt2" else "onnxruntime"
 
 
 def _onnxruntime(path: Path, device: str, threads: Optional[int], tf32: bool) -> Session:
@@ -183,20 +185,74 @@ def _openvino(path: Path, device: str, threads: Optional[int]) -> Session:
 
 
 def open_session(path: Union[str, Path], device: str = "auto", threads: Optional[int] = None,
-                 tf32: bool = False, runtime: Optional[str] = None) -> Session:
+                 tf32: bool = False, runtime: Optional[str] = None, trust_code: bool = False) -> Session:
     """Load ``path`` in its runtime (``runtime_for``, or ``runtime``: "openvino" also reads an ``.onnx``
     file, through OpenVINO's ONNX frontend) on ``device`` ("auto", "cpu", "cuda"; CUDA fails loudly when it
     cannot really run there). An int8 file with 8-bit weights (quantized without ONNX Runtime's reduce_range or
     NNCF's overflow fix) warns (:class:`featx.errors.Int8SaturationWarning`, see :func:`int8_saturation_risk`)
-    when it runs on a CPU without VNNI."""
+    when it runs on a CPU without VNNI. A ``.pt2`` file is loaded only with ``trust_code`` (an AOTInductor
+    package is a compiled library: loading it runs its code)."""
     if device not in ("auto", "cpu", "cuda"):
-        raise ParityError(f"--device must be auto, cuda or cpu, got {device!r}")
+        raise ParityError(f"device must be auto, cuda or cpu, got {device!r}")
     path = Path(path)
     runtime = runtime or runtime_for(path)
+    if runtime == "torch" or path.suffix == ".pt2":
+        return _pt2(path, device, threads, trust_code)
     if runtime == "onnxruntime" and path.suffix == ".xml":
         raise ParityError(f"ONNX Runtime cannot run an OpenVINO IR ({path})")
     if runtime == "openvino":
         return _openvino(path, device, threads)
     if runtime == "onnxruntime":
         return _onnxruntime(path, device, threads, tf32)
-    raise ParityError(f"runtime must be onnxruntime or openvino, got {runtime!r}")
+    raise ParityError(f"runtime must be onnxruntime, openvino or torch, got {runtime!r}")
+
+
+def _pt2(path: Path, device: str, threads: Optional[int], trust_code: bool) -> Session:
+    """A ``.pt2`` in torch: ``torch.export.load(path).module()`` for an ExportedProgram, AOTInductor's loader
+    for a package (compiled for one device: the one its metadata names must be the one asked)."""
+    from featx.deploy.pt2_export import aoti_device, is_aoti_package, read_pt2_metadata
+
+    aoti = is_aoti_package(path)
+    if not trust_code:
+        what = ("an AOTInductor package: a compiled library, and loading it runs its native code" if aoti else
+                "a torch.export program: torch's deserializer rebuilds and runs its graph")
+        raise ParityError(f"{path} is {what}. Load it only if you trust where it came from: --trust-code "
+                          "(Python: trust_code=True); docs/trust.md says where the line is")
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ParityError("device 'cuda' asked, but torch.cuda.is_available() is False here; use --device cpu")
+    if threads:
+        torch.set_num_threads(threads)
+    meta = read_pt2_metadata(path)
+    levels = meta.get("levels") if isinstance(meta.get("levels"), list) else []
+    names = [lv.get("output") for lv in levels if isinstance(lv, dict)]
+    try:
+        if aoti:
+            from torch._inductor import aoti_load_package
+
+            built_for = aoti_device(path)
+            if built_for != device:
+                raise ParityError(f"{path} was compiled by AOTInductor for {built_for}; it runs there only")
+            runner = aoti_load_package(str(path))
+            kind, version = "AOTInductor", torch.__version__
+        else:
+            runner = torch.export.load(str(path)).module().to(device)
+            kind, version = "torch.export", torch.__version__
+    except ParityError:
+        raise
+    except Exception as e:
+        raise ParityError(f"torch cannot load {path}: {type(e).__name__}: {str(e)[:300]}") from None
+
+    def run_tensor(x: torch.Tensor) -> list[torch.Tensor]:
+        with torch.no_grad():
+            out = runner(x.to(device))
+        return list(out) if isinstance(out, (tuple, list)) else [out]
+
+    def run(x: np.ndarray) -> list[np.ndarray]:
+        return [o.detach().cpu().numpy() for o in run_tensor(torch.from_numpy(x))]
+
+    static = meta.get("static_shape")
+    shape = list(static) if isinstance(static, list) and len(static) == 4 else [None, None, None, None]
+    return Session(str(path), kind, version, device, [f"torch ({device})"], "input", shape, np.float32,
+                   [n for n in names if isinstance(n, str)], run, run_tensor)

@@ -1,0 +1,225 @@
+"""PyTorch-native deployment files: a ``torch.export`` ExportedProgram (``.pt2``) and an AOTInductor package.
+
+- ``export_pt2(model, path)``: the BN-folded model (as for ONNX) traced by ``torch.export.export`` with dynamic
+  batch, height and width, saved by ``torch.export.save`` with featx's metadata in the archive's
+  ``extra/featx.json``. ``torch.export.load(path).module()`` runs it with torch alone.
+- ``export_pt2(model, path, aoti=True, device=...)``: the same program compiled ahead of time by AOTInductor
+  (``torch._inductor.aoti_compile_and_package``) into a package with a shared library for ``device``; featx's
+  metadata in the package's AOTI metadata (``featx.json``). ``torch._inductor.aoti_load_package(path)`` runs it
+  from Python, ``torch::inductor::AOTIModelPackageLoader`` from C++.
+
+Both are zip archives. :func:`read_pt2_metadata` reads featx's description from the archive's entries without
+loading the program. Loading one is another matter: an AOTInductor package is a compiled library that runs as
+native code, and an ExportedProgram is deserialized by torch's own code; featx loads either only when asked
+explicitly (``trust_code=True``, ``--trust-code``): see docs/trust.md.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+import zipfile
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import torch
+
+from featx.deploy.onnx_export import ExportResult, ExportSettings, export_metadata, min_input_size
+from featx.errors import ExportError, ParityError
+from featx.features import input_channels
+from featx.inference import prepare_for_inference
+from featx.io import atomic_path
+from featx.models import build_from_config, model_config
+from featx.timing import heartbeat
+
+__all__ = ["PT2_FORMATS", "aoti_device", "export_pt2", "is_aoti_package", "pt2_precision", "read_pt2_metadata"]
+
+PT2_FORMATS = ("pt2", "aoti")
+_METADATA = "featx.json"
+
+
+def _dynamic_shapes() -> tuple[dict, ...]:
+    """Batch, height and width dynamic, their ranges as torch.export infers them from the model (a side whose
+    coarsest map would be 1x1 is one torch specializes: the ranges start above it)."""
+    dynamic = torch.export.Dim.DYNAMIC
+    return ({0: dynamic, 2: dynamic, 3: dynamic},)
+
+
+def _input_ranges(program: Any) -> dict[str, list]:
+    """The range of each dynamic input dim of an ExportedProgram (``{"height": [33, null], ...}``)."""
+    placeholder = next(n for n in program.graph.nodes if n.op == "placeholder" and n.name not in
+                       program.graph_signature.inputs_to_parameters and n.name not in
+                       program.graph_signature.inputs_to_buffers)
+    ranges = {}
+    for axis, name in ((0, "batch"), (2, "height"), (3, "width")):
+        dim = placeholder.meta["val"].shape[axis]
+        if isinstance(dim, int):
+            continue
+        bounds = program.range_constraints.get(dim.node.expr)
+        if bounds is not None:
+            ranges[name] = [_bound(bounds.lower), _bound(bounds.upper)]
+    return ranges
+
+
+def _bound(value: Any) -> Optional[int]:
+    """A range end as an int, None where it is unbounded (sympy's or torch's infinity)."""
+    try:
+        number = int(value)
+    except (TypeError, ValueError, AttributeError, OverflowError):
+        return None
+    return number if abs(number) < 2**62 else None
+
+
+def export_pt2(model: Union[str, dict], path: Union[str, Path], settings: Optional[ExportSettings] = None,
+               seed: int = 0, log: Any = print, aoti: bool = False, device: str = "cpu") -> ExportResult:
+    """Export a catalogue model (name) or a model config dict to ``path`` as an ExportedProgram, or with
+    ``aoti`` as an AOTInductor package compiled for ``device`` ("cpu" or "cuda").
+
+    Batch, height and width are dynamic unless ``settings.static_shape`` (their ranges, as torch.export infers
+    them, are recorded in ``featx.input_ranges`` and the input's ``min_size``); fp32 only (``settings.fp16`` is refused: export fp16 to ONNX). Written atomically.
+    """
+    settings = settings or ExportSettings()
+    settings.validate()
+    if settings.fp16 or settings.winograd != "off":
+        raise ExportError("pt2/aoti exports are fp32 without featx.accel's rewrites; drop --fp16/--winograd "
+                          "(an AOTInductor package is already compiled for its device)")
+    if device not in ("cpu", "cuda"):
+        raise ExportError(f"device must be 'cpu' or 'cuda', got {device!r}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ExportError("an AOTInductor package for cuda is compiled on a machine with CUDA; use --device cpu")
+    start = time.perf_counter()
+    cfg = model_config(model)
+    net = prepare_for_inference(build_from_config(cfg, seed), inplace=True).to(device)
+    minimum = min_input_size(net)
+    if settings.static_shape is not None:
+        h, w = settings.static_shape
+        if min(h, w) < minimum:
+            raise ExportError(f"static shape {h}x{w} is too small for {cfg['type']}: at least {minimum} per side")
+        sample, shapes = torch.rand(settings.batch, input_channels(net), h, w, device=device), None
+    else:
+        # batch 2 and distinct sides, so the tracer specializes none of them
+        sample, shapes = torch.rand(2, input_channels(net), 320, 352, device=device), _dynamic_shapes()
+    kind = "aoti" if aoti else "pt2"
+    metadata = export_metadata(cfg, net, settings, seed, sample, minimum, f"torch.export ({kind})")
+    metadata["featx.device"] = device
+    log(f"exporting {cfg['type']} (torch.export{', AOTInductor for ' + device if aoti else ''}, {settings.name}) ...")
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        try:
+            with heartbeat(log, "tracing with torch.export"):
+                program = torch.export.export(net, (sample,), dynamic_shapes=shapes, strict=False)
+            if shapes is not None:
+                ranges = _input_ranges(program)
+                metadata["featx.input_ranges"] = json.dumps(ranges)
+                described = json.loads(metadata["featx.input"])
+                described["min_size"] = max([described["min_size"]] + [r[0] for k, r in ranges.items() if k != "batch"])
+                metadata["featx.input"] = json.dumps(described)
+            text = json.dumps(metadata)
+            if aoti:
+                from torch._inductor import aoti_compile_and_package
+
+                package = tmp.with_name(tmp.name + ".pt2")  # AOTInductor writes only to a name ending in .pt2
+                try:
+                    with heartbeat(log, f"compiling with AOTInductor for {device}"):
+                        aoti_compile_and_package(program, package_path=str(package),
+                                                 inductor_configs={"aot_inductor.metadata": {_METADATA: text}})
+                    os.replace(package, tmp)
+                finally:
+                    package.unlink(missing_ok=True)
+            else:
+                torch.export.save(program, str(tmp), extra_files={_METADATA: text})
+        except ExportError:
+            raise
+        except Exception as e:
+            raise ExportError(f"torch.export ({kind}) failed: {type(e).__name__}: {str(e)[:500]}") from e
+        size_mb = tmp.stat().st_size / 1e6
+    levels = json.loads(metadata["featx.levels"])
+    dims = ["batch", input_channels(net), "height", "width"] if shapes else list(sample.shape)
+    return ExportResult(str(path), size_mb, 0, f"torch.export ({kind})", [{"name": "input", "dtype": "float", "shape": dims}],
+                        [{"name": lv["output"], "dtype": "float", "shape": ["batch", lv["channels"], f"~height/{lv['stride']}",
+                                                                         f"~width/{lv['stride']}"]} for lv in levels],
+                        time.perf_counter() - start, metadata)
+
+
+def _entries(path: Path) -> list[str]:
+    if not path.is_file():
+        raise ParityError(f"pt2 file not found: {path}")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return archive.namelist()
+    except zipfile.BadZipFile:
+        raise ParityError(f"{path} is not a .pt2 archive (not a zip file)") from None
+
+
+def is_aoti_package(path: Union[str, Path]) -> bool:
+    """Whether a ``.pt2`` archive holds an AOTInductor package (compiled code) rather than an ExportedProgram."""
+    return any("/data/aotinductor/" in name for name in _entries(Path(path)))
+
+
+def _wrapper_metadata(path: Path) -> dict:
+    names = [n for n in _entries(path) if n.endswith("wrapper_metadata.json")]
+    if not names:
+        return {}
+    with zipfile.ZipFile(path) as archive:
+        try:
+            values = json.loads(archive.read(names[0]))
+        except json.JSONDecodeError:
+            raise ParityError(f"{path}: its AOTInductor metadata is not JSON") from None
+    return values if isinstance(values, dict) else {}
+
+
+def aoti_device(path: Union[str, Path]) -> str:
+    """The device an AOTInductor package was compiled for, as AOTInductor recorded it (``AOTI_DEVICE_KEY``)."""
+    return str(_wrapper_metadata(Path(path)).get("AOTI_DEVICE_KEY") or "cpu")
+
+
+# torch.export's serialized dtypes (torch/_export/serde/schema.py ScalarType): HALF and BFLOAT16
+_HALF_DTYPES = {6, 13}
+
+
+def pt2_precision(path: Union[str, Path]) -> str:
+    """The precision a ``.pt2`` computes in, from its weights' recorded dtypes (an ExportedProgram: ``"fp16"`` when
+    most are half precision, else ``"fp32"``); an AOTInductor package's compiled weights cannot be read this way,
+    and it is judged as fp32 (the strictest gate)."""
+    path = Path(path)
+    config = [n for n in _entries(path) if n.endswith("/data/weights/model_weights_config.json")]
+    if not config:
+        return "fp32"
+    with zipfile.ZipFile(path) as archive:
+        try:
+            weights = json.loads(archive.read(config[0])).get("config", {})
+        except (json.JSONDecodeError, AttributeError):
+            raise ParityError(f"{path}: its weights description is not JSON") from None
+    dtypes = [w.get("tensor_meta", {}).get("dtype") for w in weights.values() if isinstance(w, dict)]
+    return "fp16" if dtypes and sum(d in _HALF_DTYPES for d in dtypes) * 2 > len(dtypes) else "fp32"
+
+
+def read_pt2_metadata(path: Union[str, Path]) -> dict[str, Any]:
+    """featx's ``featx.*`` description of a ``.pt2`` file (prefix dropped, JSON values decoded), read from the zip
+    entries alone: nothing is loaded or run. ``{}`` for a .pt2 that featx did not write."""
+    path = Path(path)
+    names = _entries(path)
+    with zipfile.ZipFile(path) as archive:
+        extra = [n for n in names if n.endswith("/extra/" + _METADATA)]
+        if extra:
+            text = archive.read(extra[0]).decode("utf-8", errors="replace")
+        else:  # an AOTInductor package: its metadata sits in the wrapper's JSON
+            text = _wrapper_metadata(path).get(_METADATA)
+            if not isinstance(text, str):
+                return {}
+    try:
+        values = json.loads(text)
+    except json.JSONDecodeError:
+        raise ParityError(f"{path}: featx's metadata in it is not JSON") from None
+    if not isinstance(values, dict):
+        raise ParityError(f"{path}: featx's metadata in it is not a JSON object")
+    return {k[6:]: _decode(v) for k, v in values.items() if isinstance(k, str) and k.startswith("featx.")}
+
+
+def _decode(value: Any) -> Any:
+    if not isinstance(value, str):
+        return value
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError:
+        return value
