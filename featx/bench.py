@@ -58,6 +58,7 @@ from featx.cpu import cpu_info
 from featx.deploy.onnx_export import ExportSettings, export_onnx
 from featx.deploy.openvino_export import export_openvino
 from featx.deploy.openvino_int8 import quantize_openvino
+from featx.deploy.pt2_export import export_pt2
 from featx.deploy.quantize import quantize_onnx
 from featx.deploy.runtimes import open_session
 from featx.images import sample_image_path
@@ -155,8 +156,6 @@ def build_entry(name: str, model: str, workdir: Path, winograd: str = "off") -> 
         return _exported_entry(name, model, workdir, winograd)
     elif name == "featx_aoti":  # featx export --format aoti, run by torch's own loader
         from torch._inductor import aoti_load_package
-
-        from featx.deploy.pt2_export import export_pt2
 
         path = workdir / f"{model}_aoti.pt2"
         if not path.exists():

@@ -13,7 +13,8 @@ from helpers import run_cli
 
 from featx.deploy.metadata import graph_precision, read_metadata
 from featx.deploy.parity import parity
-from featx.deploy.pt2_export import export_pt2, is_aoti_package, read_pt2_metadata
+from featx.deploy.pt2_archive import is_aoti_package, read_pt2_metadata
+from featx.deploy.pt2_export import export_pt2
 from featx.errors import ExportError, ParityError
 from featx.features import as_output_tuple
 from featx.models import build_from_config

@@ -15,6 +15,7 @@ from typing import Any, Union
 import onnx
 from torch import nn
 
+from featx.deploy.pt2_archive import pt2_precision, read_pt2_metadata
 from featx.errors import ParityError, WeightsError
 from featx.models import build_described_model
 
@@ -35,8 +36,6 @@ def read_metadata(path: Union[str, Path]) -> dict[str, Any]:
     if path.suffix == ".xml":
         return _read_ir_metadata(path)
     if path.suffix == ".pt2":
-        from featx.deploy.pt2_export import read_pt2_metadata
-
         return read_pt2_metadata(path)
     if not path.is_file():
         raise ParityError(f"ONNX file not found: {path}")
@@ -96,8 +95,6 @@ def graph_precision(path: Union[str, Path]) -> str:
     are half precision, else ``"fp32"``."""
     path = Path(path)
     if path.suffix == ".pt2":
-        from featx.deploy.pt2_export import pt2_precision
-
         return pt2_precision(path)
     if path.suffix == ".xml":
         import xml.etree.ElementTree as ET

@@ -8,7 +8,7 @@
   metadata in the package's AOTI metadata (``featx.json``). ``torch._inductor.aoti_load_package(path)`` runs it
   from Python, ``torch::inductor::AOTIModelPackageLoader`` from C++.
 
-Both are zip archives. :func:`read_pt2_metadata` reads featx's description from the archive's entries without
+Both are zip archives. :func:`featx.deploy.pt2_archive.read_pt2_metadata` reads featx's description from the archive's entries without
 loading the program. Loading one is another matter: an AOTInductor package is a compiled library that runs as
 native code, and an ExportedProgram is deserialized by torch's own code; featx loads either only when asked
 explicitly (``trust_code=True``, ``--trust-code``): see docs/trust.md.
@@ -18,24 +18,23 @@ from __future__ import annotations
 import json
 import os
 import time
-import zipfile
 from pathlib import Path
 from typing import Any, Optional, Union
 
 import torch
 
 from featx.deploy.onnx_export import ExportResult, ExportSettings, export_metadata, min_input_size
-from featx.errors import ExportError, ParityError
+from featx.deploy.pt2_archive import METADATA_ENTRY
+from featx.errors import ExportError
 from featx.features import input_channels
 from featx.inference import prepare_for_inference
 from featx.io import atomic_path
 from featx.models import build_from_config, model_config
 from featx.timing import heartbeat
 
-__all__ = ["PT2_FORMATS", "aoti_device", "export_pt2", "is_aoti_package", "pt2_precision", "read_pt2_metadata"]
+__all__ = ["PT2_FORMATS", "export_pt2"]
 
 PT2_FORMATS = ("pt2", "aoti")
-_METADATA = "featx.json"
 
 
 def _dynamic_shapes() -> tuple[dict, ...]:
@@ -122,12 +121,12 @@ def export_pt2(model: Union[str, dict], path: Union[str, Path], settings: Option
                 try:
                     with heartbeat(log, f"compiling with AOTInductor for {device}"):
                         aoti_compile_and_package(program, package_path=str(package),
-                                                 inductor_configs={"aot_inductor.metadata": {_METADATA: text}})
+                                                 inductor_configs={"aot_inductor.metadata": {METADATA_ENTRY: text}})
                     os.replace(package, tmp)
                 finally:
                     package.unlink(missing_ok=True)
             else:
-                torch.export.save(program, str(tmp), extra_files={_METADATA: text})
+                torch.export.save(program, str(tmp), extra_files={METADATA_ENTRY: text})
         except ExportError:
             raise
         except Exception as e:
@@ -139,87 +138,3 @@ def export_pt2(model: Union[str, dict], path: Union[str, Path], settings: Option
                         [{"name": lv["output"], "dtype": "float", "shape": ["batch", lv["channels"], f"~height/{lv['stride']}",
                                                                          f"~width/{lv['stride']}"]} for lv in levels],
                         time.perf_counter() - start, metadata)
-
-
-def _entries(path: Path) -> list[str]:
-    if not path.is_file():
-        raise ParityError(f"pt2 file not found: {path}")
-    try:
-        with zipfile.ZipFile(path) as archive:
-            return archive.namelist()
-    except zipfile.BadZipFile:
-        raise ParityError(f"{path} is not a .pt2 archive (not a zip file)") from None
-
-
-def is_aoti_package(path: Union[str, Path]) -> bool:
-    """Whether a ``.pt2`` archive holds an AOTInductor package (compiled code) rather than an ExportedProgram."""
-    return any("/data/aotinductor/" in name for name in _entries(Path(path)))
-
-
-def _wrapper_metadata(path: Path) -> dict:
-    names = [n for n in _entries(path) if n.endswith("wrapper_metadata.json")]
-    if not names:
-        return {}
-    with zipfile.ZipFile(path) as archive:
-        try:
-            values = json.loads(archive.read(names[0]))
-        except json.JSONDecodeError:
-            raise ParityError(f"{path}: its AOTInductor metadata is not JSON") from None
-    return values if isinstance(values, dict) else {}
-
-
-def aoti_device(path: Union[str, Path]) -> str:
-    """The device an AOTInductor package was compiled for, as AOTInductor recorded it (``AOTI_DEVICE_KEY``)."""
-    return str(_wrapper_metadata(Path(path)).get("AOTI_DEVICE_KEY") or "cpu")
-
-
-# torch.export's serialized dtypes (torch/_export/serde/schema.py ScalarType): HALF and BFLOAT16
-_HALF_DTYPES = {6, 13}
-
-
-def pt2_precision(path: Union[str, Path]) -> str:
-    """The precision a ``.pt2`` computes in, from its weights' recorded dtypes (an ExportedProgram: ``"fp16"`` when
-    most are half precision, else ``"fp32"``); an AOTInductor package's compiled weights cannot be read this way,
-    and it is judged as fp32 (the strictest gate)."""
-    path = Path(path)
-    config = [n for n in _entries(path) if n.endswith("/data/weights/model_weights_config.json")]
-    if not config:
-        return "fp32"
-    with zipfile.ZipFile(path) as archive:
-        try:
-            weights = json.loads(archive.read(config[0])).get("config", {})
-        except (json.JSONDecodeError, AttributeError):
-            raise ParityError(f"{path}: its weights description is not JSON") from None
-    dtypes = [w.get("tensor_meta", {}).get("dtype") for w in weights.values() if isinstance(w, dict)]
-    return "fp16" if dtypes and sum(d in _HALF_DTYPES for d in dtypes) * 2 > len(dtypes) else "fp32"
-
-
-def read_pt2_metadata(path: Union[str, Path]) -> dict[str, Any]:
-    """featx's ``featx.*`` description of a ``.pt2`` file (prefix dropped, JSON values decoded), read from the zip
-    entries alone: nothing is loaded or run. ``{}`` for a .pt2 that featx did not write."""
-    path = Path(path)
-    names = _entries(path)
-    with zipfile.ZipFile(path) as archive:
-        extra = [n for n in names if n.endswith("/extra/" + _METADATA)]
-        if extra:
-            text = archive.read(extra[0]).decode("utf-8", errors="replace")
-        else:  # an AOTInductor package: its metadata sits in the wrapper's JSON
-            text = _wrapper_metadata(path).get(_METADATA)
-            if not isinstance(text, str):
-                return {}
-    try:
-        values = json.loads(text)
-    except json.JSONDecodeError:
-        raise ParityError(f"{path}: featx's metadata in it is not JSON") from None
-    if not isinstance(values, dict):
-        raise ParityError(f"{path}: featx's metadata in it is not a JSON object")
-    return {k[6:]: _decode(v) for k, v in values.items() if isinstance(k, str) and k.startswith("featx.")}
-
-
-def _decode(value: Any) -> Any:
-    if not isinstance(value, str):
-        return value
-    try:
-        return json.loads(value)
-    except json.JSONDecodeError:
-        return value

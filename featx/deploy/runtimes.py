@@ -21,6 +21,7 @@ from featx.cpu import CpuInfo, cpu_info
 from featx.deploy.openvino_hints import hinted_layers, read_without_hints, reference_kernel_layers
 from featx.deploy.iobinding import BoundRunner
 from featx.deploy.metadata import ir_featx_info
+from featx.deploy.pt2_archive import aoti_device, is_aoti_package, read_pt2_metadata
 from featx.errors import Int8SaturationWarning, ParityError, PlanarHintWarning
 
 __all__ = ["Session", "open_session", "runtime_for", "int8_saturation_risk"]
@@ -210,8 +211,6 @@ def open_session(path: Union[str, Path], device: str = "auto", threads: Optional
 def _pt2(path: Path, device: str, threads: Optional[int], trust_code: bool) -> Session:
     """A ``.pt2`` in torch: ``torch.export.load(path).module()`` for an ExportedProgram, AOTInductor's loader
     for a package (compiled for one device: the one its metadata names must be the one asked)."""
-    from featx.deploy.pt2_export import aoti_device, is_aoti_package, read_pt2_metadata
-
     aoti = is_aoti_package(path)
     if not trust_code:
         what = ("an AOTInductor package: a compiled library, and loading it runs its native code" if aoti else
