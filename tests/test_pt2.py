@@ -115,3 +115,23 @@ def test_an_aoti_package_runs_with_torchs_loader_and_passes_parity(tmp_path):
     copy = tmp_path / "copy.pt2"
     shutil.copy(path, copy)
     assert read_metadata(copy)["model_config"]["type"] == "featx.ResNet18FPN"
+
+
+@pytest.mark.slow
+def test_compile_for_inference_is_the_model_within_fp32_rounding_at_any_size():
+    """Inductor with frozen weights, dynamic shapes: the first call compiles (timed), later sizes reuse it."""
+    from featx.inference import compile_for_inference
+
+    torch.manual_seed(0)
+    model = build_from_config({"type": "featx.ResNet18FPN"}, seed=0)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    fast = compile_for_inference(model)
+    assert fast.compile_seconds is None
+    for shape in ((2, 3, 96, 128), (2, 3, 160, 112), (3, 3, 128, 128)):
+        x = torch.randn(*shape)
+        with torch.no_grad():
+            got, want = fast(x), as_output_tuple(model(x))
+        assert len(got) == 5
+        assert max(((g - w).abs().max() / w.abs().max()).item() for g, w in zip(got, want)) < 1e-4
+    assert fast.compile_seconds > 0
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())  # the original is untouched
