@@ -650,3 +650,19 @@ def test_a_checkpoints_config_is_read_as_data_never_run(trained, tiny_root, tmp_
             parse_config_text(text)
     assert parse_config_text("m = dict(a=(1, -2.5), b=[None, True], c={'k': 'v'})\nn = -3") == {
         "m": {"a": (1, -2.5), "b": [None, True], "c": {"k": "v"}}, "n": -3}
+
+
+def test_the_digits_recipe_trains_on_photos_of_other_shapes(tmp_path):
+    """Its validation pipeline crops to a square after resizing: batches of non-square photos stack (they did not:
+    'stack expects each tensor to be equal size')."""
+    rng = np.random.default_rng(0)
+    for c, color in enumerate(([200, 30, 30], [30, 200, 30], [30, 30, 200])):
+        folder = tmp_path / "photos" / f"class{c}"
+        folder.mkdir(parents=True)
+        for i in range(8):
+            h, w = int(rng.integers(20, 60)), int(rng.integers(20, 60))
+            pixels = np.clip(np.array(color) + rng.normal(0, 20, (h, w, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(folder / f"{i}.png")
+    r = train(str(REPO / "configs" / "finetune" / "resnet18_digits.py"), work_dir=str(tmp_path / "wd"),
+              data_root=str(tmp_path / "photos"), cfg_options={"train_cfg.max_epochs": 2})
+    assert r["metrics"]["final"]["count"] == 6 and Path(r["best_checkpoint"]).name == "best.pth"

@@ -11,7 +11,8 @@ tail = [dict(type="ToImage"), dict(type="ToDtype", dtype="float32", scale=True),
         dict(type="Normalize", mean=mean, std=std)]
 # no flips: a mirrored digit is another glyph
 train_pipeline = [dict(type="Resize", size=size, antialias=True), dict(type="RandomCrop", size=size, padding=4)] + tail
-val_pipeline = [dict(type="Resize", size=size, antialias=True)] + tail
+# the crop is a no-op on the square digits; on other images it gives the square batches the loader stacks
+val_pipeline = [dict(type="Resize", size=size, antialias=True), dict(type="CenterCrop", size=size)] + tail
 
 # what the train and val loaders share
 loader = dict(num_workers=0, collate_fn=dict(type="default_collate"))
