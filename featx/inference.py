@@ -104,8 +104,10 @@ def optimize_for_inference(model: nn.Module, channels_last: bool = True, inplace
 class CompiledForInference(nn.Module):
     """An optimized model (:func:`optimize_for_inference`) compiled by ``torch.compile`` (Inductor) with frozen
     weights, one graph (``fullgraph``) and dynamic batch, height and width. Compiling happens at the first call;
-    ``compile_seconds`` says how long it took (None before). Inductor caches compiled graphs on disk, so the same
-    model compiles faster in the next process. Outputs as the model's, within fp32 rounding (1e-4 relative)."""
+    ``compile_seconds`` says how long it took (None before). A later input may compile once more where Inductor's
+    kernel choices depend on the size (ResNet50FPN: 800x1216 after 512x512); Inductor caches compiled graphs on
+    disk, so the same model compiles faster the next time. Outputs as the model's, within fp32 rounding (1e-4
+    relative)."""
 
     def __init__(self, model: nn.Module, channels_last: bool = True, dynamic: bool = True,
                  mode: Optional[str] = None) -> None:
@@ -116,8 +118,10 @@ class CompiledForInference(nn.Module):
 
     def forward(self, x: torch.Tensor) -> Any:
         import torch._inductor.config as inductor  # freezing: weights become constants Inductor can fold and re-lay
+        import torch.fx.experimental._config as shapes
 
-        with torch.no_grad(), inductor.patch(freezing=True):
+        # no duck shaping: a square first input would tie height to width, and the first non-square one recompile
+        with torch.no_grad(), inductor.patch(freezing=True), shapes.patch(use_duck_shape=False):
             if self.compile_seconds is None:
                 start = time.perf_counter()
                 out = self.compiled(x)

@@ -119,7 +119,8 @@ def test_an_aoti_package_runs_with_torchs_loader_and_passes_parity(tmp_path):
 
 @pytest.mark.slow
 def test_compile_for_inference_is_the_model_within_fp32_rounding_at_any_size():
-    """Inductor with frozen weights, dynamic shapes: the first call compiles (timed), later sizes reuse it."""
+    """Inductor with frozen weights, dynamic shapes: the first call compiles (timed); every size gives the model's
+    maps."""
     from featx.inference import compile_for_inference
 
     torch.manual_seed(0)

@@ -114,19 +114,19 @@ def export_pt2(model: Union[str, dict], path: Union[str, Path], settings: Option
                 described["min_size"] = max([described["min_size"]] + [r[0] for k, r in ranges.items() if k != "batch"])
                 metadata["featx.input"] = json.dumps(described)
             text = json.dumps(metadata)
-            if aoti:
-                from torch._inductor import aoti_compile_and_package
+            package = tmp.with_name(tmp.name + ".pt2")  # torch writes (AOTInductor: only) to names ending in .pt2
+            try:
+                if aoti:
+                    from torch._inductor import aoti_compile_and_package
 
-                package = tmp.with_name(tmp.name + ".pt2")  # AOTInductor writes only to a name ending in .pt2
-                try:
                     with heartbeat(log, f"compiling with AOTInductor for {device}"):
                         aoti_compile_and_package(program, package_path=str(package),
                                                  inductor_configs={"aot_inductor.metadata": {METADATA_ENTRY: text}})
-                    os.replace(package, tmp)
-                finally:
-                    package.unlink(missing_ok=True)
-            else:
-                torch.export.save(program, str(tmp), extra_files={METADATA_ENTRY: text})
+                else:
+                    torch.export.save(program, str(package), extra_files={METADATA_ENTRY: text})
+                os.replace(package, tmp)
+            finally:
+                package.unlink(missing_ok=True)
         except ExportError:
             raise
         except Exception as e:
