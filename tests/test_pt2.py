@@ -136,3 +136,25 @@ def test_compile_for_inference_is_the_model_within_fp32_rounding_at_any_size():
         assert max(((g - w).abs().max() / w.abs().max()).item() for g, w in zip(got, want)) < 1e-4
     assert fast.compile_seconds > 0
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())  # the original is untouched
+
+
+# one backbone of each family: featx's families as torch.export programs with dynamic batch, height and width
+FAMILY_MODELS = ["ResNet18", "VGG11BN", "AlexNet", "GoogLeNet", "InceptionV3", "DenseNet121", "MobileNetV2",
+                 "MobileNetV3Small", "SEResNet50", "SKResNet18", "ResNeSt50d", "LeNet5"]
+
+
+@pytest.mark.parametrize("name", FAMILY_MODELS)
+def test_every_family_exports_with_dynamic_shapes(name, tmp_path):
+    path = tmp_path / f"{name}.pt2"
+    export_pt2(name, path, log=lambda m: None)
+    meta = read_pt2_metadata(path)
+    loaded = torch.export.load(str(path)).module()
+    model = build_from_config(meta["model_config"], seed=0)
+    side = meta["input"]["min_size"] + 13
+    channels = meta["input"]["channels"]
+    for b, h, w in ((2, side, side + 24), (3, side + 40, side)):
+        x = torch.randn(b, channels, h, w)
+        with torch.no_grad():
+            got, want = loaded(x), as_output_tuple(model(x))
+        assert [g.shape for g in got] == [w_.shape for w_ in want]
+        assert max(((g - r).abs().max() / r.abs().max()).item() for g, r in zip(got, want)) < 1e-4

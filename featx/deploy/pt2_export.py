@@ -15,6 +15,7 @@ explicitly (``trust_code=True``, ``--trust-code``): see docs/trust.md.
 """
 from __future__ import annotations
 
+import copy
 import json
 import os
 import time
@@ -26,13 +27,13 @@ import torch
 from featx.deploy.onnx_export import ExportResult, ExportSettings, export_metadata, min_input_size
 from featx.deploy.pt2_archive import METADATA_ENTRY
 from featx.errors import ExportError
-from featx.features import input_channels
+from featx.features import as_output_tuple, input_channels
 from featx.inference import prepare_for_inference
 from featx.io import atomic_path
 from featx.models import build_from_config, model_config
 from featx.timing import heartbeat
 
-__all__ = ["PT2_FORMATS", "export_pt2"]
+__all__ = ["PT2_FORMATS", "export_pt2", "smallest_side"]
 
 PT2_FORMATS = ("pt2", "aoti")
 
@@ -42,6 +43,26 @@ def _dynamic_shapes() -> tuple[dict, ...]:
     coarsest map would be 1x1 is one torch specializes: the ranges start above it)."""
     dynamic = torch.export.Dim.DYNAMIC
     return ({0: dynamic, 2: dynamic, 3: dynamic},)
+
+
+def smallest_side(net: torch.nn.Module, channels: int, start: int, limit: int = 4096) -> int:
+    """The smallest square side >= ``start`` at which every output map is at least 2x2 (found on the meta device,
+    by bisection: map sizes grow with the input). torch.export specializes a size of 1, so a program traced with
+    dynamic shapes refuses inputs where a map would be 1 wide; from this side on, every input runs."""
+    meta_net = copy.deepcopy(net).to("meta")
+
+    def fits(side: int) -> bool:
+        with torch.no_grad():
+            outs = as_output_tuple(meta_net(torch.empty(1, channels, side, side, device="meta")))
+        return all(min(o.shape[-2:]) >= 2 for o in outs)
+
+    low, high = start, limit
+    if not fits(high):
+        return high
+    while low < high:
+        middle = (low + high) // 2
+        low, high = (middle + 1, high) if not fits(middle) else (low, middle)
+    return low
 
 
 def _input_ranges(program: Any) -> dict[str, list]:
@@ -75,7 +96,8 @@ def export_pt2(model: Union[str, dict], path: Union[str, Path], settings: Option
     ``aoti`` as an AOTInductor package compiled for ``device`` ("cpu" or "cuda").
 
     Batch, height and width are dynamic unless ``settings.static_shape`` (their ranges, as torch.export infers
-    them, are recorded in ``featx.input_ranges`` and the input's ``min_size``); fp32 only (``settings.fp16`` is refused: export fp16 to ONNX). Written atomically.
+    them, are recorded in ``featx.input_ranges``, and the input's ``min_size`` is the smallest side at which every
+    output map is at least 2x2: :func:`smallest_side`); fp32 only (``settings.fp16`` is refused: export fp16 to ONNX). Written atomically.
     """
     settings = settings or ExportSettings()
     settings.validate()
@@ -111,7 +133,8 @@ def export_pt2(model: Union[str, dict], path: Union[str, Path], settings: Option
                 ranges = _input_ranges(program)
                 metadata["featx.input_ranges"] = json.dumps(ranges)
                 described = json.loads(metadata["featx.input"])
-                described["min_size"] = max([described["min_size"]] + [r[0] for k, r in ranges.items() if k != "batch"])
+                lower = max([described["min_size"]] + [r[0] for k, r in ranges.items() if k != "batch" and r[0]])
+                described["min_size"] = smallest_side(net, input_channels(net), lower)
                 metadata["featx.input"] = json.dumps(described)
             text = json.dumps(metadata)
             package = tmp.with_name(tmp.name + ".pt2")  # torch writes (AOTInductor: only) to names ending in .pt2
