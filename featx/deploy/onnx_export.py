@@ -41,7 +41,7 @@ from featx.models import build_from_config, model_config
 from featx.options import DEFAULT_OPSET, PROFILES_DIR, TARGETS, WINOGRAD_MODES, list_profiles
 from featx.version import __version__
 
-__all__ = ["ExportSettings", "ExportResult", "GraphRewrite", "export_metadata", "export_onnx", "min_input_size", "PROFILES_DIR", "list_profiles",
+__all__ = ["ExportSettings", "ExportResult", "GraphRewrite", "dynamic_input_shapes", "export_metadata", "export_onnx", "min_input_size", "PROFILES_DIR", "list_profiles",
            "load_profile", "input_description", "DEFAULT_OPSET", "TARGETS", "WINOGRAD_MODES"]
 
 
@@ -192,6 +192,13 @@ def export_onnx(
     return result
 
 
+def dynamic_input_shapes() -> tuple[dict, ...]:
+    """torch.export's ``dynamic_shapes`` for featx's one input: batch, height and width dynamic, their ranges as
+    torch infers them (positional: forward's first argument, whatever its name)."""
+    dynamic = torch.export.Dim.DYNAMIC
+    return ({0: dynamic, 2: dynamic, 3: dynamic},)
+
+
 def export_metadata(cfg: dict, net: nn.Module, settings: ExportSettings, seed: int, sample: torch.Tensor,
                     minimum: int, exporter: str) -> dict[str, str]:
     """The ``featx.*`` entries every featx export carries (values are strings, JSON where structured): the model
@@ -245,8 +252,7 @@ def _run_exporter(net: nn.Module, sample: torch.Tensor, path: Path, out_names: l
     if s.exporter == "dynamo":
         shapes = None
         if s.static_shape is None:
-            dyn = torch.export.Dim.DYNAMIC
-            shapes = ({0: dyn, 2: dyn, 3: dyn},)  # positional: forward's first argument, whatever its name
+            shapes = dynamic_input_shapes()
         # the exporter narrates its passes on stdout; keep the tool's output to its own summary
         with contextlib.redirect_stdout(io.StringIO()):
             torch.onnx.export(net, (sample,), str(path), dynamo=True, input_names=["input"], output_names=out_names,

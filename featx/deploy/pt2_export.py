@@ -24,7 +24,8 @@ from typing import Any, Optional, Union
 
 import torch
 
-from featx.deploy.onnx_export import ExportResult, ExportSettings, export_metadata, min_input_size
+from featx.deploy.onnx_export import (ExportResult, ExportSettings, dynamic_input_shapes, export_metadata,
+                                      min_input_size)
 from featx.deploy.pt2_archive import METADATA_ENTRY
 from featx.errors import ExportError
 from featx.features import as_output_tuple, input_channels
@@ -36,13 +37,6 @@ from featx.timing import heartbeat
 __all__ = ["PT2_FORMATS", "export_pt2", "smallest_side"]
 
 PT2_FORMATS = ("pt2", "aoti")
-
-
-def _dynamic_shapes() -> tuple[dict, ...]:
-    """Batch, height and width dynamic, their ranges as torch.export infers them from the model (a side whose
-    coarsest map would be 1x1 is one torch specializes: the ranges start above it)."""
-    dynamic = torch.export.Dim.DYNAMIC
-    return ({0: dynamic, 2: dynamic, 3: dynamic},)
 
 
 def smallest_side(net: torch.nn.Module, channels: int, start: int, limit: int = 4096) -> int:
@@ -119,7 +113,7 @@ def export_pt2(model: Union[str, dict], path: Union[str, Path], settings: Option
         sample, shapes = torch.rand(settings.batch, input_channels(net), h, w, device=device), None
     else:
         # batch 2 and distinct sides, so the tracer specializes none of them
-        sample, shapes = torch.rand(2, input_channels(net), 320, 352, device=device), _dynamic_shapes()
+        sample, shapes = torch.rand(2, input_channels(net), 320, 352, device=device), dynamic_input_shapes()
     kind = "aoti" if aoti else "pt2"
     metadata = export_metadata(cfg, net, settings, seed, sample, minimum, f"torch.export ({kind})")
     metadata["featx.device"] = device

@@ -85,9 +85,11 @@ def rescale_schedule(cfg: Config, old_epochs: int, new_epochs: int) -> None:
         half = new_epochs / 2
         fix = [f"train_cfg.max_epochs={new_epochs}"]
         for j, q in by_epoch:
-            fix += [f"param_scheduler.{j}.end={half if (j, q) in early else new_epochs}"] if (j, q) in early else \
-                   [f"param_scheduler.{j}.begin={half}", f"param_scheduler.{j}.end={new_epochs}"] + \
-                   ([f"param_scheduler.{j}.T_max={new_epochs - half}"] if "T_max" in q else [])
+            if (j, q) in early:  # warm-up: the first half of the run
+                fix.append(f"param_scheduler.{j}.end={half}")
+            else:  # the rest: the second half
+                fix += [f"param_scheduler.{j}.begin={half}", f"param_scheduler.{j}.end={new_epochs}"]
+                fix += [f"param_scheduler.{j}.T_max={new_epochs - half}"] if "T_max" in q else []
         raise TrainError(
             f"train_cfg.max_epochs={new_epochs} is not longer than the schedule's param_scheduler[{i}] "
             f"({p.get('type', 'scheduler')}, epochs {p.get('begin', 0)}-{p.get('end')} of the config's {old_epochs}); "
