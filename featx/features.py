@@ -16,9 +16,10 @@ composites) define it; ``channels`` lists each output's width for every extracto
 """
 from __future__ import annotations
 
+import typing
 from abc import ABCMeta, abstractmethod
 from dataclasses import dataclass
-from typing import Iterable, Optional, Sequence
+from typing import Iterable, List, Optional, Sequence
 
 import torch
 import torch.fx
@@ -29,7 +30,8 @@ from torch.utils.checkpoint import checkpoint
 from featx.errors import ArgumentError
 
 __all__ = ["FeatureInfo", "Extractor", "FeatureExtractor", "SequenceExtractor", "Composite", "level_name",
-           "validate_out_indices", "check_image_batch", "check_feature_maps", "as_output_tuple", "input_channels"]
+           "validate_out_indices", "check_image_batch", "check_feature_maps", "resolve_forward_annotations",
+           "as_output_tuple", "input_channels"]
 
 
 @dataclass(frozen=True)
@@ -77,11 +79,29 @@ def validate_out_indices(out_indices: Iterable[int], num_stages: int) -> tuple[i
     return indices
 
 
-def check_image_batch(x: object, in_channels: int, owner: str, min_size: int = 0,
-                      dtype: Optional[torch.dtype] = None, device: Optional[torch.device] = None) -> torch.Tensor:
+def check_image_batch(x: torch.Tensor, in_channels: int, owner: str, min_size: int = 0,
+                      like: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Return ``x`` unless it is not a float tensor ``(N, in_channels, H, W)`` with H, W >= ``min_size``
-    of the model's ``dtype`` (outside autocast) on the model's ``device``, else raise a clear error. Under ``torch.fx`` tracing it
-    is one opaque call, so traced graphs (``create_feature_extractor``, timm's FX tests) keep the check."""
+    of the dtype (outside autocast) and on the device of ``like`` (the model's first parameter), else raise a
+    clear error.
+
+    Under ``torch.fx`` tracing it is one opaque call, so traced graphs (``create_feature_extractor``, timm's FX
+    tests) keep the check; ``like`` is then the graph's parameter, so the check follows the graph to another
+    device or dtype. Scripted (``torch.jit.script`` of such a graph) it checks the shape only."""
+    if torch.jit.is_scripting():
+        if x.dim() != 4 or x.size(1) != in_channels:
+            raise ValueError(f"{owner} expects a 4-D tensor (N, {in_channels}, H, W), got shape {x.shape}")
+        if min(x.size(2), x.size(3)) < max(min_size, 1):
+            raise ValueError(f"{owner} needs inputs of at least {max(min_size, 1)} pixels a side, got shape {x.shape}")
+    else:
+        _check_image_batch_eager(x, in_channels, owner, min_size, like)
+    return x
+
+
+@torch.jit.unused
+def _check_image_batch_eager(x: torch.Tensor, in_channels: int, owner: str, min_size: int,
+                             like: Optional[torch.Tensor]) -> None:
+    """:func:`check_image_batch` in Python, with messages that say how to fix the input (``x`` may be any object)."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{owner} expects a torch.Tensor of shape (N, {in_channels}, H, W), got {type(x).__name__}")
     if x.dim() != 4:
@@ -94,6 +114,7 @@ def check_image_batch(x: object, in_channels: int, owner: str, min_size: int = 0
             f"{owner} expects a floating-point tensor (normalized float32/float16/bfloat16), got {x.dtype}; "
             "convert images with x.float() / 255 and normalize"
         )
+    dtype, device = (like.dtype, like.device) if like is not None else (None, None)
     if dtype is not None and x.dtype != dtype and not torch.is_autocast_enabled(x.device.type):
         name = str(dtype).removeprefix("torch.")
         raise TypeError(f"{owner} has {name} weights and expects {name} input, got {str(x.dtype).removeprefix('torch.')}; "
@@ -107,12 +128,25 @@ def check_image_batch(x: object, in_channels: int, owner: str, min_size: int = 0
     if min(x.shape[-2:]) < max(min_size, 1):
         raise ValueError(f"{owner} needs inputs of at least {max(min_size, 1)}x{max(min_size, 1)} pixels "
                          f"(its convolutions and pools shrink smaller ones to nothing), got shape {tuple(x.shape)}")
-    return x
 
 
-def check_feature_maps(inputs: Sequence[torch.Tensor], in_channels: Sequence[int], owner: str) -> Sequence[torch.Tensor]:
-    """Return ``inputs`` unless they are not ``len(in_channels)`` maps ``(N, in_channels[i], H_i, W_i)``
-    in ascending stride (non-increasing size) order; FX-opaque like :func:`check_image_batch`."""
+def check_feature_maps(inputs: List[torch.Tensor], in_channels: List[int], owner: str) -> List[torch.Tensor]:
+    """Return ``inputs`` (a list of maps) unless they are not ``len(in_channels)`` maps ``(N, in_channels[i], H_i, W_i)``
+    in ascending stride (non-increasing size) order; FX-opaque and scriptable like :func:`check_image_batch`."""
+    if torch.jit.is_scripting():
+        if len(inputs) != len(in_channels):
+            raise ValueError(f"{owner} expects {len(in_channels)} input levels, got {len(inputs)}")
+        for i in range(len(inputs)):
+            if inputs[i].dim() != 4 or inputs[i].size(1) != in_channels[i]:
+                raise ValueError(f"{owner} input {i} must be (N, {in_channels[i]}, H, W), got {inputs[i].shape}")
+    else:
+        _check_feature_maps_eager(inputs, in_channels, owner)
+    return inputs
+
+
+@torch.jit.unused
+def _check_feature_maps_eager(inputs: List[torch.Tensor], in_channels: List[int], owner: str) -> None:
+    """:func:`check_feature_maps` in Python (the inputs may be any objects), with the order check."""
     if len(inputs) != len(in_channels):
         raise ValueError(f"{owner} expects {len(in_channels)} input levels (in_channels={list(in_channels)}), "
                          f"got {len(inputs)}")
@@ -125,7 +159,19 @@ def check_feature_maps(inputs: Sequence[torch.Tensor], in_channels: Sequence[int
             raise ValueError(
                 f"{owner} inputs must be in ascending stride order (finest first, as backbones return them); "
                 f"input {i} is {tuple(inputs[i].shape[-2:])}, larger than input {i - 1} {tuple(inputs[i - 1].shape[-2:])}")
-    return inputs
+
+
+def resolve_forward_annotations(cls: type) -> type:
+    """Evaluate the annotations of ``cls.forward`` (strings in modules that write ``from __future__ import
+    annotations``) into types, and return ``cls``. torch.fx copies a traced root's annotations into the code it
+    generates, and TorchScript must be able to read them (``x: torch.Tensor``, not ``x: 'torch.Tensor'``)."""
+    forward = cls.__dict__.get("forward")
+    if forward is not None:
+        try:
+            forward.__annotations__ = typing.get_type_hints(forward)
+        except (NameError, TypeError):  # a name imported for type checkers only: the strings stay
+            pass
+    return cls
 
 
 def input_channels(model: nn.Module) -> int:
@@ -148,6 +194,10 @@ class Extractor(nn.Module, metaclass=ABCMeta):
     order, by ``feature_info``."""
 
     feature_info: list[FeatureInfo]
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        resolve_forward_annotations(cls)
 
     @property
     def channels(self) -> list[int]:
@@ -277,9 +327,8 @@ class FeatureExtractor(Extractor):
 
     def check_input(self, x: object) -> torch.Tensor:
         """``x`` when it is a valid image batch for this backbone, else a clear error."""
-        first = next(self.parameters(), None)
         return check_image_batch(x, self.in_channels, type(self).__name__, self.min_input_size,
-                                 first.dtype if first is not None else None, first.device if first is not None else None)
+                                 next(self.parameters(), None))
 
     # -- behaviour ----------------------------------------------------------------------
     def set_grad_checkpointing(self, enable: bool = True) -> None:

@@ -36,15 +36,16 @@ EXPECTED = {
 }
 
 
-def run_timm_suite(out: Path, test: str = "", markers: str = GROUPS) -> ET.Element:
-    """timm's test file (or its function ``test``) on featx's models in a child pytest; returns the JUnit XML
-    report's root."""
-    test_file = f"{fetch()}::{test}" if test else str(fetch())
+def run_timm_suite(out: Path, tests: tuple[str, ...] = (), markers: str = GROUPS) -> ET.Element:
+    """timm's test file (or its functions named in ``tests``) on featx's models in a child pytest; returns the JUnit
+    XML report's root."""
+    test_file = str(fetch())
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "tests" / "plugins"), os.environ.get("PYTHONPATH", "")])}
     env.pop("GITHUB_ACTIONS", None)  # timm's exclusion lists as on a developer's machine, not its CI's memory cuts
     report = out / "timm-junit.xml"
     cmd = [sys.executable, "-m", "pytest", "-p", "timm_featx", test_file, "-q", "-p", "no:cacheprovider",
            "-c", os.devnull, "--rootdir", str(out), "-W", "ignore", f"--junitxml={report}"] + (["-m", markers] if markers else [])
+    cmd += ["-k", " or ".join(tests)] if tests else []
     done = subprocess.run(cmd, cwd=out, env=env, capture_output=True, text=True, timeout=3000)
     assert report.is_file(), done.stdout[-3000:] + done.stderr[-3000:]
     return ET.parse(report).getroot()
@@ -68,13 +69,19 @@ def test_timms_own_model_tests_pass_on_every_featx_model(tmp_path):
     assert dict(per_test) == EXPECTED
 
 
+# timm's tests that carry no marker (its CI leaves them out: slow, or too much memory for its runners), run by name
+UNMARKED = {"test_prune_intermediate_layers_contract": 29, "test_model_forward_fx_torchscript": 37 - 4}
+
+
 @pytest.mark.slow
-def test_timms_pruning_contract_passes_on_featx_models(tmp_path):
-    """timm's test_prune_intermediate_layers_contract (unmarked in timm: its CI leaves it out as slow): pruned and
-    stop_early taps equal the full model's at every level, the stem's included, and the pruned model trains."""
-    failed, skipped, per_test = _outcome(run_timm_suite(tmp_path, "test_prune_intermediate_layers_contract", markers=""))
+def test_timms_unmarked_tests_pass_on_featx_models(tmp_path):
+    """test_prune_intermediate_layers_contract: pruned and stop_early taps equal the full model's at every level, the
+    stem's included, and the pruned model trains. test_model_forward_fx_torchscript: the model as timm's FX graph
+    (torchvision's create_feature_extractor) passes torch.jit.script and runs (timm's TorchScript exclusions drop the
+    DenseNets)."""
+    failed, skipped, per_test = _outcome(run_timm_suite(tmp_path, tuple(UNMARKED), markers=""))
     assert not failed, "\n".join(failed)
-    assert not skipped and dict(per_test) == {"test_prune_intermediate_layers_contract": 29}
+    assert not skipped and dict(per_test) == UNMARKED
 
 
 def test_exemptions_name_a_timm_check_and_a_featx_model():

@@ -64,7 +64,7 @@ from torch import nn
 from featx.checkpoints import (cached_download, hf_weights_unreachable, load_checkpoint_file, unwrap_state_dict,
                                verify_hash_prefix)
 from featx.errors import WeightsError, WeightsUnavailableError
-from featx.features import FeatureExtractor
+from featx.features import FeatureExtractor, resolve_forward_annotations
 from featx.models import CATALOG, ModelEntry, torchvision_weights_enum
 from featx.weights import LoadReport, adapt_state_dict, check_state_values
 
@@ -95,6 +95,7 @@ def _source_classifier(entry: ModelEntry) -> Optional[str]:
     return _SOURCE_CLASSIFIER.get(entry.arch, _SOURCE_CLASSIFIER.get(entry.family.name))
 
 
+@resolve_forward_annotations
 class FeatxTimmModel(nn.Module):
     """A featx catalogue backbone as a timm classification model (see the module docstring).
 

@@ -30,7 +30,7 @@ from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
 from torchvision.ops import MultiScaleRoIAlign
 
 from featx.errors import DetectorMismatchError
-from featx.features import Composite, Extractor
+from featx.features import Composite, Extractor, resolve_forward_annotations
 from featx.necks.fpn import FPN
 
 __all__ = ["DetectionBackbone", "as_detection_backbone", "torchvision_level_names", "anchor_generator",
@@ -56,6 +56,7 @@ def torchvision_level_names(model: Extractor) -> list[str]:
     return names
 
 
+@resolve_forward_annotations
 class DetectionBackbone(nn.Module):
     """A featx pyramid as torchvision detectors call it: ``x -> OrderedDict[key, map]`` with the keys
     of torchvision's ``BackboneWithFPN`` (see :func:`torchvision_level_names`).

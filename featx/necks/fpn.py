@@ -161,7 +161,7 @@ class FPN(Extractor):
 
     def forward(self, inputs: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
         """Tuple of ``len(in_channels)`` maps in ascending stride -> tuple of ``num_outs`` maps."""
-        inputs = check_feature_maps(inputs, self.in_channels, "FPN")
+        inputs = check_feature_maps(list(inputs), self.in_channels, "FPN")
         laterals = [conv(inputs[i + self.start_level]) for i, conv in enumerate(self.lateral_convs)]
         for i in range(len(laterals) - 1, 0, -1):
             if "scale_factor" in self.upsample_cfg:
