@@ -31,7 +31,7 @@ _PUBLIC = {
     "InceptionV3": "featx.backbones", "DenseNet": "featx.backbones", "MobileNet": "featx.backbones",
     "TimmBackbone": "featx.backbones", "LeNet5": "featx.backbones", "FPN": "featx.necks",
     "BackboneFPN": "featx.models", "create_model": "featx.models", "list_models": "featx.models",
-    "extract": "featx.extraction", "ExtractSettings": "featx.extraction", "FeatureStore": "featx.store",
+    "extract": "featx.extraction", "ExtractSettings": "featx.extraction", "FeatureStore": "featx.extraction",
 }
 __all__ = ["__version__", *_PUBLIC]
 # library -> the featx module that must be imported once that library is

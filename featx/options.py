@@ -8,7 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 
 __all__ = ["DEFAULT_OPSET", "TARGETS", "WINOGRAD_MODES", "PROFILES_DIR", "list_profiles", "INT8_RUNTIMES",
-           "CALIBRATION_METHODS", "OVERFLOW_FIXES", "BENCH_ENTRIES", "GPU_BENCH_ENTRIES", "PRECISIONS", "DIGITS_CONFIG"]
+           "CALIBRATION_METHODS", "OVERFLOW_FIXES", "BENCH_ENTRIES", "GPU_BENCH_ENTRIES", "PRECISIONS", "DIGITS_CONFIG",
+           "RUNTIMES", "POOLS", "STORE_DTYPES", "DEVICE_KINDS", "DECODERS"]
 
 # Opset 18: the newest the dynamo exporter targets natively; ONNX Runtime >= 1.14 runs it, as do
 # TensorRT 8.6+ and OpenVINO 2023+.
@@ -34,7 +35,15 @@ BENCH_ENTRIES = ("torchvision", "timm+tv_fpn", "featx", "featx_optimized", "feat
 # featx bench --device cuda (featx.gpu_bench): its entries and the precisions it times them at
 GPU_BENCH_ENTRIES = ("torchvision", "timm+tv_fpn", "featx", "featx_optimized", "featx_compile", "featx_cuda_graph",
                      "featx_tuned", "featx_ort", "featx_trt")
+# compute precisions: featx bench --device cuda times these, featx extract --precision takes them (or auto)
 PRECISIONS = ("fp32", "tf32", "fp16", "bf16")
+# where a model runs (featx extract --runtime, featx.accel's measured choices)
+RUNTIMES = ("torch", "onnxruntime", "openvino")
+# featx extract: pooling per level, the stored dtype, where JPEGs are decoded
+POOLS = ("avg", "max", "gem")
+STORE_DTYPES = ("fp16", "fp32")
+DEVICE_KINDS = ("auto", "cpu", "cuda")  # where something runs, or auto: featx parity --device, featx extract --decode
+DECODERS = DEVICE_KINDS
 # the config featx finetune-demo trains
 DIGITS_CONFIG = "configs/finetune/resnet18_digits.py"
 

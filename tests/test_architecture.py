@@ -10,44 +10,38 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "featx"
 
-# Each subsystem is its own layer and imports only layers below it (or itself); the leaves at the bottom
-# (small utilities with no featx imports but each other's) share one. README: Layout.
-LAYERS: list[tuple[str, ...]] = [
-    ("featx.version", "featx.options", "featx.errors", "featx.config_text", "featx.devices", "featx.cpu", "featx.io", "featx.images", "featx.timing",
-     "featx.compare", "featx.report", "featx.shipped", "featx.features", "featx.layers"),
-    ("featx.store",),
-    ("featx.store_index",),
-    ("featx.registry",),
-    ("featx.necks",),
-    ("featx.backbones",),
-    ("featx.checkpoints",),
-    ("featx.weights",),
-    ("featx.models",),
-    ("featx.inference",),
-    ("featx.stats",),
-    ("featx.check",),
-    ("featx.viz",),
-    ("featx.integrations",),
-    ("featx.train",),
-    ("featx.detection",),
-    ("featx.deploy",),
-    ("featx.extraction",),
-    ("featx.ray_extract",),
-    ("featx.int8_report",),
-    ("featx.accel",),  # the opt-in hardware layer: above everything the core is made of
-    ("featx.bench",),
-    ("featx.gpu_bench",),
-    ("featx.bench_results",),
-    ("featx.extract_bench",),
-    ("featx.demo",),
-    ("featx.cli", "featx.__main__"),
-]
+# The tiers, bottom to top: a module imports modules of its own tier or of tiers below, never above (README: Layout).
+TIERS: dict[str, tuple[str, ...]] = {
+    # no featx imports but each other's: settings vocabulary, errors, files, images, timing, reports
+    "utilities": ("featx.version", "featx.options", "featx.errors", "featx.config_text", "featx.devices", "featx.cpu",
+                  "featx.io", "featx.images", "featx.timing", "featx.compare", "featx.report", "featx.shipped",
+                  "featx._moved"),
+    # the extractor contract, the families, the catalogue, weights, the inference path
+    "model core": ("featx.features", "featx.layers", "featx.registry", "featx.necks", "featx.backbones",
+                   "featx.checkpoints", "featx.weights", "featx.models", "featx.inference"),
+    # what works on a built model: statistics, equivalence checks, drawings, timm/torchvision/mmdet, export
+    "model tools and integrations": ("featx.stats", "featx.check", "featx.viz", "featx.integrations", "featx.deploy"),
+    # what users run on models: fine-tuning, detector training, extraction and its store, int8 reports
+    "applications": ("featx.train", "featx.detection", "featx.extraction", "featx.int8_report",
+                     "featx.store", "featx.store_index", "featx.ray_extract"),
+    # the opt-in hardware layer: above everything the core is made of
+    "accel": ("featx.accel",),
+    "bench and demo": ("featx.bench", "featx.gpu_bench", "featx.extract_bench", "featx.bench_results", "featx.demo"),
+    "cli": ("featx.cli", "featx.__main__"),
+}
+TIER_NAMES = list(TIERS)
 # Subsystems that must not import each other in either direction: training is not deployment (the demos that
 # chain them live above both), and neither is extraction.
 INDEPENDENT = [("featx.train", "featx.deploy"), ("featx.detection", "featx.deploy"), ("featx.train", "featx.extraction"),
                ("featx.detection", "featx.extraction"), ("featx.stats", "featx.check"), ("featx.viz", "featx.check")]
 # Who may import the opt-in layer: itself, the benchmarks that measure it, and the command that asks for it.
 ACCEL_USERS = ("featx.accel", "featx.bench", "featx.gpu_bench", "featx.cli")
+# Module paths named as strings that reach a higher tier, each with why it stays.
+# mmengine imports a registry's locations on its first lookup; these types are training's own.
+UPWARD_STRINGS = {("featx.registry", "featx.train.classifier"): "featx.ImageClassifier, in the one model registry",
+                  ("featx.registry", "featx.train.data"): "the dataset registry's ImageFolder",
+                  ("featx.registry", "featx.train.metrics"): "the metric registry's top-k accuracy",
+                  ("featx.registry", "featx.train.hooks"): "the hook registry's seed and schedule hooks"}
 
 
 def _module_name(path: Path) -> str:
@@ -55,11 +49,11 @@ def _module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def _layer(module: str) -> int:
-    for rank, prefixes in enumerate(LAYERS):
+def _tier(module: str) -> int:
+    for rank, prefixes in enumerate(TIERS.values()):
         if any(module == p or module.startswith(p + ".") for p in prefixes):
             return rank
-    raise AssertionError(f"{module} is in no layer of tests/test_architecture.py: place it")
+    raise AssertionError(f"{module} is in no tier of tests/test_architecture.py: place it")
 
 
 def _featx_imports(tree: ast.Module, module: str, package: bool) -> tuple[list[str], list[tuple[str, int]]]:
@@ -105,24 +99,83 @@ def _modules() -> dict[str, tuple[list[str], list[tuple[str, int]], ast.Module]]
 MODULES = _modules()
 
 
-def test_every_module_is_in_a_layer_and_says_its_job():
+def test_every_module_is_in_a_tier_and_says_its_job():
     for name, (_, _, tree) in MODULES.items():
         if name == "featx":
             continue
-        _layer(name)
+        _tier(name)
         doc = ast.get_docstring(tree)
         assert doc and doc.strip().splitlines()[0].strip(), f"{name} has no docstring stating its job"
 
 
-def test_imports_point_down_the_layers():
+def upward_imports(modules: dict) -> list[str]:
+    """Module-level featx imports that reach a higher tier."""
     wrong = []
-    for name, (top, nested, _) in MODULES.items():
+    for name, (top, nested, _) in modules.items():
         if name == "featx":  # the facade re-exports the public API
             continue
         for target in top:
-            if target != "featx" and _layer(target) > _layer(name):
-                wrong.append(f"{name} (layer {_layer(name)}) imports {target} (layer {_layer(target)})")
+            if target != "featx" and _tier(target) > _tier(name):
+                wrong.append(f"{name} ({TIER_NAMES[_tier(name)]}) imports {target} ({TIER_NAMES[_tier(target)]})")
+    return wrong
+
+
+def test_imports_point_down_the_tiers():
+    wrong = upward_imports(MODULES)
     assert not wrong, "\n".join(wrong)
+
+
+def test_a_planted_upward_import_is_found():
+    planted = dict(MODULES)
+    top, nested, tree = planted["featx.features"]
+    planted["featx.features"] = (top + ["featx.extraction.pipeline"], nested, tree)
+    assert upward_imports(planted) == ["featx.features (model core) imports featx.extraction.pipeline (applications)"]
+
+
+def upward_strings(modules: dict) -> list[tuple[str, str]]:
+    """String constants naming a featx module of a higher tier (mmengine locations, lazy imports)."""
+    found = []
+    for name, (_, _, tree) in modules.items():
+        if name == "featx":
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in MODULES \
+                    and node.value != "featx" \
+                    and _tier(node.value) > _tier(name):
+                found.append((name, node.value))
+    return found
+
+
+def test_no_string_location_reaches_upward():
+    assert set(upward_strings(MODULES)) <= set(UPWARD_STRINGS), upward_strings(MODULES)
+
+
+def option_choices(modules: dict) -> dict[tuple[str, ...], list[str]]:
+    """Every literal tuple or list of two or more strings that names choices (a module-level constant or an
+    argparse ``choices=``), with the modules that write it."""
+    seen: dict[tuple[str, ...], list[str]] = {}
+    for name, (_, _, tree) in modules.items():
+        literals = [n.value for n in ast.walk(tree) if isinstance(n, ast.Assign) and isinstance(n.value, (ast.Tuple, ast.List))
+                    and all(isinstance(t, ast.Name) and t.id.isupper() for t in n.targets)]
+        literals += [k.value for n in ast.walk(tree) if isinstance(n, ast.Call) for k in n.keywords
+                     if k.arg == "choices" and isinstance(k.value, (ast.Tuple, ast.List))]
+        for lit in literals:
+            if len(lit.elts) >= 2 and all(isinstance(e, ast.Constant) and isinstance(e.value, str) for e in lit.elts):
+                seen.setdefault(tuple(sorted(e.value for e in lit.elts)), []).append(name)
+    return seen
+
+
+def test_each_option_vocabulary_is_written_once():
+    """Choices live once (featx.options, or the module that owns them); the CLI and the library import them."""
+    twice = {choices: where for choices, where in option_choices(MODULES).items() if len(where) > 1}
+    assert not twice, twice
+
+
+def test_a_planted_second_vocabulary_is_found():
+    planted = dict(MODULES)
+    top, nested, _ = planted["featx.cli.extract"]
+    planted["featx.cli.extract"] = (top, nested, ast.parse('p.add_argument("--pool", choices=("avg", "max", "gem"))'))
+    assert option_choices(planted)[("avg", "gem", "max")] == ["featx.cli.extract", "featx.options"]
 
 
 def test_registry_imports_nothing_of_featx():
@@ -165,12 +218,6 @@ def test_independent_subsystems_import_nothing_of_each_other():
                 if _in(name, (mine,)):
                     wrong += [f"{name} imports {t}" for t in top + [t for t, _ in nested] if _in(t, (theirs,))]
     assert not wrong, "\n".join(wrong)
-
-
-def test_each_layer_is_one_subsystem_except_the_leaves():
-    for layer in LAYERS[1:]:
-        subsystems = {p for p in layer if p != "featx.__main__"}
-        assert len(subsystems) == 1, layer
 
 
 def find_cycle(graph: dict[str, set[str]]) -> list[str]:

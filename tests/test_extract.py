@@ -14,8 +14,9 @@ import pytest
 import torch
 from PIL import Image
 
-from featx.extraction import ExtractSettings, extract, list_images, plan_batches, verify_store
-from featx.store import SHARD_DIR, FeatureStore
+from featx.extraction import ExtractSettings, extract, list_images, verify_store
+from featx.extraction.planning import plan_batches
+from featx.extraction.store import SHARD_DIR, FeatureStore
 
 REPO = Path(__file__).resolve().parents[1]
 FEATX = [sys.executable, "-m", "featx"]
@@ -264,16 +265,16 @@ def test_jpeg_decoder_matches_pil(mode):
     """JPEGs go through torchvision's decoder (fast), others through PIL: the pixels must be PIL's."""
     import io
 
-    from featx.extraction import _decode
+    from featx.extraction.decoding import decode_image
     from featx.images import sample_image_path
 
     buf = io.BytesIO()
     Image.open(sample_image_path()).convert(mode).save(buf, "JPEG", quality=92)
     data = buf.getvalue()
-    rgb = _decode(data, 3)
+    rgb = decode_image(data, 3)
     ref = torch.from_numpy(np.asarray(Image.open(io.BytesIO(data)).convert("RGB")).copy()).permute(2, 0, 1)
     assert rgb.dtype == torch.uint8 and rgb.shape == (3, 600, 512) and torch.equal(rgb, ref)
-    gray = _decode(data, 1)
+    gray = decode_image(data, 1)
     ref = torch.from_numpy(np.asarray(Image.open(io.BytesIO(data)).convert("L")).copy())[None]
     # libjpeg takes the luma plane; PIL converts RGB to L: within a few levels of 255
     assert gray.shape == (1, 600, 512) and (gray.int() - ref.int()).abs().float().mean() < 0.1
@@ -281,7 +282,7 @@ def test_jpeg_decoder_matches_pil(mode):
 
 def test_extract_benchmark_reports_ratios_and_a_mapped_store(tmp_path):
     """The benchmark's machinery on a tiny run (its numbers are meaningful only at full size)."""
-    from featx.extract_bench import run_extract_benchmark
+    from featx.bench.extract import run_extract_benchmark
 
     lines: list[str] = []
     report = run_extract_benchmark("ResNet18FPN", jpegs=4, digits=6, size=32, batch=4, workers=0, rounds=1,
@@ -348,7 +349,7 @@ def test_extract_then_accuracy_aware_nncf_then_a_subprocess_does_not_crash(tmp_p
 def test_batched_pooling_equals_pooling_each_images_own_region(how):
     """Pooling where the model runs, batched with a per-image valid region, gives the numbers of cropping each
     image's region and pooling it alone (float64 reference)."""
-    from featx.extraction import pool_maps, valid_sizes
+    from featx.extraction.pooling import pool_maps, valid_sizes
 
     torch.manual_seed(0)
     maps = torch.randn(4, 8, 7, 10).relu() + 0.01 * torch.rand(4, 8, 7, 10)
@@ -369,7 +370,8 @@ def test_batched_pooling_equals_pooling_each_images_own_region(how):
 
 
 def test_the_stored_vectors_leave_the_model_pooled_in_the_stored_dtype():
-    from featx.extraction import ExtractSettings, level_features
+    from featx.extraction import ExtractSettings
+    from featx.extraction.pooling import level_features
 
     maps = torch.rand(2, 4, 6, 6)
     fp16 = level_features(maps, [(24, 24), (12, 20)], 4, ExtractSettings(pool="avg"), np.float16)
@@ -451,7 +453,7 @@ def test_the_summary_says_where_the_time_went(collection, tmp_path):
 def test_stage_clock_adds_host_stages():
     import time as _time
 
-    from featx.extraction import StageClock
+    from featx.extraction.clock import StageClock
 
     clock = StageClock(torch.device("cpu"))
     clock.start()
@@ -475,7 +477,7 @@ def test_device_decode_equals_the_workers_decode_and_falls_back(collection, tmp_
     """--decode cuda's path (JPEGs batched through decode_jpeg where the model runs, resized there), run on the CPU:
     the same stored numbers as the workers' decode, the same skipped files (a broken JPEG falls back to the host
     decoders, which refuse it with their reason), and the decoder is part of what a resume must match."""
-    import featx.extraction as extraction
+    import featx.extraction.settings as extraction
 
     quiet = dict(progress=False, log=lambda m: None)
     settings = ExtractSettings(size=64, workers=2, batch_size=3)

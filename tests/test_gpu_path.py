@@ -21,7 +21,7 @@ import torch
 from featx.deploy.onnx_export import ExportSettings, export_onnx
 from featx.deploy.placement import off_device_nodes, provider_placement
 from featx.deploy.runtimes import open_session
-from featx.gpu_bench import _best, _rows, run_gpu_benchmark
+from featx.bench.gpu import _best, _rows, run_gpu_benchmark
 
 CUDA = torch.cuda.is_available()
 needs_cuda = pytest.mark.skipif(not CUDA, reason="needs a CUDA device")
@@ -106,7 +106,7 @@ def test_bench_gpu_table_names_the_device_and_every_row(monkeypatch):
     args = argparse.Namespace(model="ResNet18FPN", sizes=[(64, 64)], batch=[1], entries=["torchvision", "featx"],
                               precision=["fp32"], warmup=1, repeats=2, device="cpu", markdown=False, json=None,
                               winograd="off", memory=False, results=None, png=None)
-    import featx.gpu_bench as gpu_bench
+    import featx.bench.gpu as gpu_bench
 
     real = gpu_bench.run_gpu_benchmark
     monkeypatch.setattr(gpu_bench, "run_gpu_benchmark", lambda *a, **k: real(*a, **{**k, "peaks": {"fp32": 1.0}}))
@@ -142,7 +142,7 @@ def test_cuda_parity_reports_placement_and_device_resident_latency(r18):
 
 @needs_cuda
 def test_cuda_graph_entry_equals_eager():
-    from featx.gpu_bench import build_gpu_entry
+    from featx.bench.gpu import build_gpu_entry
 
     x = torch.randn(2, 3, 64, 64, device="cuda")
     graph = build_gpu_entry("featx_cuda_graph", "ResNet18FPN", "fp32", torch.device("cuda"), Path("."))

@@ -21,9 +21,10 @@ import featx
 from featx.checkpoints import load_checkpoint_file
 from featx.deploy.metadata import model_from_metadata, read_metadata
 from featx.errors import CheckpointMismatchError, ParityError, UnsafeCheckpointError, WeightsError
-from featx.extraction import ExtractSettings, _store_lock, extract, verify_store
+from featx.extraction import ExtractSettings, extract, verify_store
+from featx.extraction.prepare import store_lock
 from featx.images import MAX_RESIZED_PIXELS
-from featx.store import SHARD_DIR, FeatureStore
+from featx.extraction.store import SHARD_DIR, FeatureStore
 from helpers import run_cli
 
 REPO = Path(__file__).resolve().parents[1]
@@ -260,7 +261,7 @@ def test_a_second_extract_into_a_store_being_written_is_refused(tmp_path):
     folder = _photos(tmp_path / "p", 1)
     out = tmp_path / "s"
     out.mkdir()
-    with _store_lock(out):
+    with store_lock(out):
         with pytest.raises(RuntimeError, match=f"another featx extract \\(pid {os.getpid()}\\) is writing"):
             extract("ResNet18", folder, out, ExtractSettings(size=32, workers=0), **QUIET)
     assert extract("ResNet18", folder, out, ExtractSettings(size=32, workers=0), **QUIET).images == 1

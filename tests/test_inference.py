@@ -77,7 +77,7 @@ def test_inplace_optimization_reuses_the_model():
 
 
 def test_memory_probe_reports_the_peak_a_forward_adds(tmp_path):
-    from featx.bench import _peak_rss_mb
+    from featx.bench.cpu import _peak_rss_mb
 
     # a fresh process builds ResNet18FPN (13.8 M params: 55 MB of fp32 weights) and runs one forward;
     # a broken probe script returns None

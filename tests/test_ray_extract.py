@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from featx.extraction import ExtractSettings, extract
-from featx.store import FeatureStore
+from featx.extraction.store import FeatureStore
 
 ray = pytest.importorskip("ray")
 pq = pytest.importorskip("pyarrow.parquet")
@@ -33,7 +33,7 @@ def photos(tmp_path_factory):
 
 
 def test_ray_makes_the_store_featx_extract_makes_and_either_resumes_it(local_ray, photos, tmp_path):
-    from featx.ray_extract import extract_with_ray
+    from featx.extraction.ray import extract_with_ray
 
     settings = ExtractSettings(size=32, batch_size=3, workers=0)
     quiet = dict(log=lambda m: None)
@@ -51,7 +51,7 @@ def test_ray_makes_the_store_featx_extract_makes_and_either_resumes_it(local_ray
 
 
 def test_ray_writes_parquet_with_a_vector_column_per_level(local_ray, photos, tmp_path):
-    from featx.ray_extract import extract_with_ray
+    from featx.extraction.ray import extract_with_ray
 
     settings = ExtractSettings(size=32, batch_size=3, workers=0, levels=["C5"], dtype="fp32")
     r = extract_with_ray("ResNet18", photos, tmp_path / "pq", settings, output="parquet", log=lambda m: None)
@@ -64,7 +64,7 @@ def test_ray_writes_parquet_with_a_vector_column_per_level(local_ray, photos, tm
 
 
 def test_actors_that_would_leave_no_cpu_for_decoding_are_refused(local_ray, photos, tmp_path):
-    from featx.ray_extract import extract_with_ray
+    from featx.extraction.ray import extract_with_ray
 
     with pytest.raises(ValueError, match="take all 2 CPUs of the Ray cluster; leave some for the decoding tasks"):
         extract_with_ray("ResNet18", photos, tmp_path / "s", model_actors=1, cpus_per_actor=2, log=lambda m: None)
@@ -74,7 +74,7 @@ def test_ray_refuses_non_finite_features_as_featx_extract_does(local_ray, photos
     import torch
 
     import featx
-    from featx.ray_extract import extract_with_ray
+    from featx.extraction.ray import extract_with_ray
 
     state = featx.create_model("ResNet18").state_dict()
     state["conv1.weight"] *= 1e6  # finite weights whose features overflow fp16
@@ -87,7 +87,7 @@ def test_ray_refuses_non_finite_features_as_featx_extract_does(local_ray, photos
 def test_a_ray_dataset_of_image_bytes_gives_featx_extracts_vectors(local_ray, photos, tmp_path):
     """Images given as a Ray dataset of bytes (read_binary_files: columns path, bytes) plan, batch and decode as
     files do: the same vectors as featx extract of the folder, a resumable store, and parquet."""
-    from featx.ray_extract import extract_with_ray
+    from featx.extraction.ray import extract_with_ray
 
     settings = ExtractSettings(size=32, batch_size=3, workers=0)
     quiet = dict(log=lambda m: None)
@@ -113,7 +113,7 @@ def test_a_ray_dataset_of_image_bytes_gives_featx_extracts_vectors(local_ray, ph
 
 
 def test_a_dataset_without_the_columns_or_with_repeated_ids_is_refused(local_ray, tmp_path):
-    from featx.ray_extract import extract_with_ray
+    from featx.extraction.ray import extract_with_ray
 
     import io
 
@@ -133,7 +133,7 @@ def test_webdataset_shards_as_the_docs_read_them(local_ray, tmp_path):
     import io
     import tarfile
 
-    from featx.ray_extract import extract_with_ray
+    from featx.extraction.ray import extract_with_ray
 
     with tarfile.open(tmp_path / "shard-000.tar", "w") as tar:
         for i in range(2):
@@ -155,7 +155,7 @@ def test_rows_without_bytes_or_with_garbage_are_skipped_as_unreadable_files_are(
     blocks with no planned row): skipped with their reasons, the good image stored."""
     import io
 
-    from featx.ray_extract import extract_with_ray
+    from featx.extraction.ray import extract_with_ray
 
     buf = io.BytesIO()
     Image.new("RGB", (40, 40), (200, 30, 30)).save(buf, format="PNG")

@@ -6,8 +6,8 @@ import pytest
 from PIL import Image
 
 from featx.extraction import ExtractSettings, extract
-from featx.store import FeatureStore
-from featx.store_index import export_index_layout, read_index_layout
+from featx.extraction.store import FeatureStore
+from featx.extraction.store_index import export_index_layout, read_index_layout
 from helpers import run_cli
 
 pq = pytest.importorskip("pyarrow.parquet")

@@ -21,7 +21,7 @@ from featx.deploy.metadata import check_metadata, graph_precision, model_from_me
 from featx.errors import ParityError, StoreError, UnsafeConfigError
 from featx.extraction import ExtractSettings, extract, verify_store
 from featx.models import MAX_CHANNELS, check_file_config
-from featx.store import FeatureStore
+from featx.extraction.store import FeatureStore
 from helpers import run_cli
 
 QUIET = dict(progress=False, log=lambda m: None)
@@ -348,7 +348,7 @@ def test_verify_fails_a_short_or_empty_index(store, tmp_path):
 
 
 def test_a_full_disk_during_the_merge_is_one_error_and_leaves_no_half_store(store, tmp_path, monkeypatch):
-    from featx.store import merge_store
+    from featx.extraction.store import merge_store
 
     copy = _copy(store, tmp_path / "full")
     (copy / "index.jsonl").unlink()

@@ -31,6 +31,7 @@ from featx.accel.ir_hints import prefer_planar_winograd_input
 from featx.deploy.runtimes import open_session
 from featx.errors import PlanarHintWarning
 from featx.features import input_channels
+from featx.options import RUNTIMES
 from featx.accel.scratch import memory_scratch_dir
 from featx.timing import interleaved_times
 from featx.version import software_versions
@@ -42,7 +43,6 @@ __all__ = ["Workload", "WinogradDecision", "decide_winograd", "confirm_on_whole_
 
 logger = logging.getLogger("featx")
 
-RUNTIMES = ("torch", "onnxruntime", "openvino")
 DEFAULT_TUNING_SIZE = (512, 512)
 MARGIN = 0.95  # Winograd must be at least 5% faster: a tie keeps the exact, lighter direct conv
 # and a larger tile 5% faster than a smaller one: a tie keeps the more accurate (F(4x4): ~5e-6 vs F(6x6): ~2e-5)

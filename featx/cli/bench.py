@@ -58,7 +58,8 @@ def _add_bench(sub) -> None:
 def _cmd_bench(args) -> int:
     import torch
 
-    from featx.bench import bench_chart, run_benchmark
+    from featx.bench.cpu import bench_chart, cpu_entries, run_benchmark
+    from featx.bench.results import timing_table
     from featx.devices import checked_device
     from featx.io import write_json
     from featx.models import get_entry
@@ -69,35 +70,10 @@ def _cmd_bench(args) -> int:
     get_entry(args.model)  # an unknown name fails now, not after the matmul peak
     if checked_device(args.device).type == "cuda":
         return _bench_gpu(args)
-    if args.precision:
-        raise ValueError("--precision is for --device cuda; the CPU benchmark runs fp32 (int8 entries: featx_*_int8)")
-    entries = args.entries or list(ENTRIES[:6])
-    gpu_only = sorted(set(entries) - set(ENTRIES))
-    if gpu_only:
-        raise ValueError(f"{', '.join(gpu_only)}: GPU entries; use --device cuda (CPU entries: {', '.join(ENTRIES)})")
-    args.entries = entries
+    args.entries = cpu_entries(args.entries, args.precision)
     r = run_benchmark(args.model, args.sizes, args.batch, args.entries, args.warmup, args.repeats, args.memory,
                       log=log, winograd=args.winograd)
-    headers = ["entry", "input", "median ms", "p25-p75 ms", "img/s", "time vs torchvision", "GFLOPs", "GFLOP/s", "of peak"]
-    vs_ov = bool(r["fastest_fp32_vs_openvino_direct"])
-    if vs_ov:
-        headers.append("time vs OV direct")
-    if args.memory:
-        headers.append("peak RSS MB")
-    rows = []
-    for x in r["rows"]:
-        if "error" in x:
-            rows.append([x["entry"], "x".join(map(str, x.get("input", []))) or "-", "failed: " + x["error"][:60]]
-                        + [""] * (len(headers) - 3))
-            continue
-        row = [x["entry"], "x".join(map(str, x["input"])), f"{x['median_ms']:.0f}", f"{x['p25_ms']:.0f}-{x['p75_ms']:.0f}",
-               f"{x['images_per_s']:.2f}", f"{x['vs_torchvision']:.2f}x" if x["vs_torchvision"] else "-",
-               f"{x['gflops']:.1f}", f"{x['achieved_gflops_s']:.1f}", f"{100 * x['of_peak']:.0f}%"]
-        if vs_ov:
-            row.append(f"{x['vs_openvino_direct']:.2f}x" if "vs_openvino_direct" in x else "-")
-        if args.memory:
-            row.append(str(x.get("peak_rss_mb")))
-        rows.append(row)
+    headers, rows = timing_table(r, memory=args.memory)
     print(f"{r['model']} ({r['params_m']} M params) | {r['threads']} threads | fp32 matmul peak "
           f"{r['matmul_peak_gflops']:.1f} GFLOP/s | Winograd {r['winograd']}")
     print(f"CPU: {r['cpu']['model']} ({r['cpu']['isa']}) | {r['versions']}")
@@ -109,7 +85,7 @@ def _cmd_bench(args) -> int:
     if args.json:
         write_json(args.json, r)
     if args.results:
-        from featx.bench_results import save_results
+        from featx.bench.results import save_results
 
         json_path, md_path = save_results(r, args.results)
         print(f"results: {json_path}, {md_path}")
@@ -120,7 +96,7 @@ def _cmd_bench(args) -> int:
 
 
 def _bench_gpu(args) -> int:
-    from featx.gpu_bench import DEFAULT_GPU_ENTRIES, run_gpu_benchmark
+    from featx.bench.gpu import DEFAULT_GPU_ENTRIES, run_gpu_benchmark
     from featx.io import write_json
     from featx.report import TIME_RATIO_NOTE, format_table, markdown_table
 
@@ -191,7 +167,7 @@ def _add_bench_extract(sub) -> None:
 
 
 def _cmd_bench_extract(args) -> int:
-    from featx.extract_bench import run_extract_benchmark
+    from featx.bench.extract import run_extract_benchmark
     from featx.models import get_entry
 
     get_entry(args.model)  # an unknown name fails now, not after the collections are generated

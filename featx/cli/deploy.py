@@ -4,8 +4,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from featx.cli.common import CfgOptions, add_command, cosine, hxw, int_at_least, log, non_negative_float, writable_file
-from featx.options import (CALIBRATION_METHODS, DEFAULT_OPSET, INT8_RUNTIMES, OVERFLOW_FIXES, TARGETS, WINOGRAD_MODES,
-                           list_profiles)
+from featx.options import (CALIBRATION_METHODS, DEFAULT_OPSET, DEVICE_KINDS, INT8_RUNTIMES, OVERFLOW_FIXES, TARGETS,
+                           WINOGRAD_MODES, list_profiles)
 
 __all__ = ["COMMANDS"]
 
@@ -185,7 +185,7 @@ def _add_parity(sub) -> None:
                    "file's metadata names; random init with --seed unless --weights")
     p.add_argument("--weights", help="with --model: weights to load into it")
     p.add_argument("--seed", type=int, default=0, help="with --model: init seed (default 0)")
-    p.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"],
+    p.add_argument("--device", default="auto", choices=DEVICE_KINDS,
                    help="auto: CUDA when onnxruntime-gpu and a GPU are present, else CPU; cuda fails loudly without")
     p.add_argument("--sizes", type=hxw, nargs="+", help="input sizes HxW (default 512x512 800x1216 801x1333 333x517)")
     p.add_argument("--batch", type=int_at_least(1), nargs="+", default=[1, 2],

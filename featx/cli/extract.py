@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from featx.cli.common import CfgOptions, add_command, hxw, int_at_least, log, positive_float, writable_file
+from featx.options import DECODERS, POOLS, PRECISIONS, RUNTIMES, STORE_DTYPES
 
 __all__ = ["COMMANDS"]
 
@@ -39,10 +40,10 @@ def _add_extract(sub) -> None:
     p.add_argument("--cfg-options", nargs="+", action=CfgOptions, default=None,
                    help="override config keys, key=value (model keyword arguments for a catalogue name)")
     p.add_argument("--levels", nargs="+", help="levels to store, P3 P4 or P3,P4 (default: every output, e.g. C2 C3 C4 C5)")
-    p.add_argument("--pool", choices=("avg", "max", "gem"), default="avg", help="pooling per level (default avg)")
+    p.add_argument("--pool", choices=POOLS, default="avg", help="pooling per level (default avg)")
     p.add_argument("--gem-p", type=positive_float, default=3.0, help="GeM exponent, > 0 (default 3)")
     p.add_argument("--maps", action="store_true", help="store the cropped maps instead of pooled vectors")
-    p.add_argument("--dtype", choices=("fp16", "fp32"), default="fp16", help="stored precision (default fp16)")
+    p.add_argument("--dtype", choices=STORE_DTYPES, default="fp16", help="stored precision (default fp16)")
     size = p.add_mutually_exclusive_group()
     size.add_argument("--size", type=int_at_least(8, 16384), default=224, help="shorter side in pixels (default 224)")
     size.add_argument("--resize", type=hxw, metavar="HxW", help="resize every image to HxW instead")
@@ -51,14 +52,14 @@ def _add_extract(sub) -> None:
     p.add_argument("--threads", type=int_at_least(1), help="threads of the runtime that runs the model (default: torch's count); give each torchrun process its share")
     p.add_argument("--shard-batches", type=int_at_least(1), default=16,
                    help="batches per shard file (default 16); fewer lose less work to a kill, more make fewer files")
-    p.add_argument("--runtime", choices=("torch", "onnxruntime", "openvino"), default="torch",
+    p.add_argument("--runtime", choices=RUNTIMES, default="torch",
                    help="where the model runs (default torch; the others export it first)")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
-    p.add_argument("--decode", choices=("auto", "cpu", "cuda"), default="auto",
+    p.add_argument("--decode", choices=DECODERS, default="auto",
                    help="where JPEGs are decoded: cpu (the workers, libjpeg-turbo), cuda (batched with nvJPEG where the "
                         "model runs, then resized there; the workers only read and hash; other formats and JPEGs the GPU "
                         "cannot read fall back to the CPU), auto (default: cuda when the model runs on CUDA in PyTorch)")
-    p.add_argument("--precision", choices=("auto", "fp32", "tf32", "fp16", "bf16"), default="auto",
+    p.add_argument("--precision", choices=("auto",) + PRECISIONS, default="auto",
                    help="the model's compute (torch runtime): auto (default) is fp16 on CUDA (tensor cores; vectors are "
                         "stored in fp16 by default anyway) and fp32 on a CPU; bf16 on CPUs with AVX512-BF16 or AMX "
                         "(measure it: featx bench-extract --precision bf16); tf32 on CUDA. Recorded in the manifest, "
@@ -106,7 +107,7 @@ def _add_store_export(sub) -> None:
                     "autofaiss / clip-retrieval read them: OUT/<LEVEL>/img_emb/img_emb_<k>.npy (float32, the store's "
                     "rows in order) and OUT/metadata/metadata_<k>.parquet (row, path, height, width, sha256, store), "
                     "the k-th files holding the same images. Needs pyarrow (featx[index]). In Python: "
-                    "featx.store_index.export_index_layout; FeatureStore.faiss_index(level) gives a faiss index.",
+                    "featx.extraction.store_index.export_index_layout; FeatureStore.faiss_index(level) gives a faiss index.",
         epilog="examples:\n"
                "  featx store-export features/ --out features_index/\n"
                "  featx store-export features/ --out idx/ --levels C5 --rows-per-file 1000000\n"
@@ -120,7 +121,7 @@ def _add_store_export(sub) -> None:
 
 
 def _cmd_store_export(args) -> int:
-    from featx.store_index import export_index_layout
+    from featx.extraction.store_index import export_index_layout
 
     levels = [lv for item in args.levels for lv in item.split(",") if lv] if args.levels else None
     r = export_index_layout(args.store, args.out, levels, args.rows_per_file)

@@ -71,7 +71,7 @@ from featx.stats import flops_and_shapes
 from featx.timing import interleaved_times, paired_ratio, time_ms
 from featx.version import software_versions
 
-__all__ = ["ENTRIES", "WINOGRAD_MODES", "TimmFPN", "torchvision_counterpart", "measure_matmul_peak", "run_benchmark", "build_entry",
+__all__ = ["cpu_entries", "ENTRIES", "WINOGRAD_MODES", "TimmFPN", "torchvision_counterpart", "measure_matmul_peak", "run_benchmark", "build_entry",
            "bench_chart"]
 
 ENTRIES = BENCH_ENTRIES
@@ -195,7 +195,7 @@ _RSS_PROBE = """
 import sys, torch
 from pathlib import Path
 torch.set_num_threads({threads})
-from featx.bench import build_entry
+from featx.bench.cpu import build_entry
 
 def status(key):
     for line in open("/proc/self/status"):
@@ -221,6 +221,18 @@ def _peak_rss_mb(entry: str, model: str, size: tuple[int, int], batch: int, wino
     if r.returncode != 0:
         return None
     return round(float(r.stdout.strip().splitlines()[-1]), 1)
+
+
+def cpu_entries(entries: Optional[Sequence[str]], precision: Optional[Sequence[str]] = None) -> list[str]:
+    """The entries a CPU benchmark runs: ``entries``, or the first six of :data:`ENTRIES`; GPU entries and
+    precisions (``featx bench --device cuda``'s) are refused with the CPU's choices."""
+    if precision:
+        raise ValueError("--precision is for --device cuda; the CPU benchmark runs fp32 (int8 entries: featx_*_int8)")
+    chosen = list(entries or ENTRIES[:6])
+    gpu_only = sorted(set(chosen) - set(ENTRIES))
+    if gpu_only:
+        raise ValueError(f"{', '.join(gpu_only)}: GPU entries; use --device cuda (CPU entries: {', '.join(ENTRIES)})")
+    return chosen
 
 
 def run_benchmark(

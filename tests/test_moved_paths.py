@@ -1,0 +1,42 @@
+"""Import paths that moved keep working for a while: the old module serves each public name from its new home with
+a DeprecationWarning that names it; the top-level names (featx.extract, featx.FeatureStore) are unchanged."""
+from __future__ import annotations
+
+import importlib
+
+import pytest
+
+import featx
+
+MOVED = [("featx.store", "FeatureStore", "featx.extraction.store"),
+         ("featx.store", "SHARD_DIR", "featx.extraction.store"),
+         ("featx.store_index", "export_index_layout", "featx.extraction.store_index"),
+         ("featx.ray_extract", "extract_with_ray", "featx.extraction.ray"),
+         ("featx.extraction", "pool_maps", "featx.extraction.pooling"),
+         ("featx.extraction", "plan_batches", "featx.extraction.planning"),
+         ("featx.extraction", "prepare_store", "featx.extraction.prepare"),
+         ("featx.gpu_bench", "run_gpu_benchmark", "featx.bench.gpu"),
+         ("featx.extract_bench", "run_extract_benchmark", "featx.bench.extract"),
+         ("featx.bench_results", "save_results", "featx.bench.results")]
+
+
+@pytest.mark.parametrize("old,name,new", MOVED)
+def test_an_old_path_forwards_with_a_warning(old, name, new):
+    with pytest.warns(DeprecationWarning, match=f"{old}.{name} is {new}.{name} now"):
+        value = getattr(importlib.import_module(old), name)
+    assert value is getattr(importlib.import_module(new), name)
+    with pytest.raises(AttributeError, match="no attribute 'not_a_name'"):
+        getattr(importlib.import_module(old), "not_a_name")
+
+
+def test_the_main_entry_points_stay_where_they_were(recwarn):
+    from featx.bench import run_benchmark
+    from featx.bench.cpu import run_benchmark as cpu_run
+    from featx.extraction import ExtractSettings, FeatureStore, extract, verify_store  # noqa: F401
+    from featx.extraction.pipeline import extract as pipeline_extract
+    from featx.extraction.store import FeatureStore as Store
+
+    assert featx.extract is extract is pipeline_extract and callable(featx.extract)
+    assert featx.FeatureStore is FeatureStore is Store
+    assert run_benchmark is cpu_run
+    assert not [w for w in recwarn if issubclass(w.category, DeprecationWarning) and "featx" in str(w.message)]
