@@ -2,7 +2,7 @@
 #   make demo   - create .venv (only when missing or out of date), then run the demo
 #   make test   - the same set-up plus a real mmdet (mmcv's CPU ops compiled once into a wheel cache) and
 #                 timm's own model tests (from timm's sdist, cached), then the whole test suite
-#   make finetune-demo - digits ImageFolder -> ResNet-18 fine-tuning -> predict -> ONNX (~5 min)
+#   make finetune-demo - digits ImageFolder -> ResNet-18 fine-tuning -> predict -> ONNX (times: docs/training.md)
 #   make mmdet  - only the mmdet set-up (first time: mmcv's ops compile for 15-30 min on 2 cores; the wheel
 #                 is cached in $(WHEEL_CACHE) and reused by every later run and venv)
 PYTHON ?= python3

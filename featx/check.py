@@ -257,7 +257,7 @@ def _check(report, model_name, weights, reference_weights, sizes, batch, tol, se
 def _zoo_reference(entry, named: Optional[str] = None) -> nn.Module:
     """The reference library's classification model for a zoo family: timm's for the timm
     families, torchvision's otherwise (with the auxiliary heads its checkpoints carry)."""
-    if entry.family.name == "timm":
+    if entry.family.source == "timm":
         if named is None:
             return timm.create_model(entry.arch, pretrained=False)
         return timm.create_model(entry.arch if named == "DEFAULT" else f"{entry.arch}.{named}", pretrained=True)
@@ -288,7 +288,7 @@ def _check_zoo(report, entry, weights, reference_weights, sizes, batch, tol, see
     backbone = model.backbone if entry.kind == "composite" else model
     if entry.kind == "composite":
         report.not_compared.append("neck (not in the checkpoint; randomly initialised)")
-    if entry.family.name == "timm":
+    if entry.family.source == "timm":
         ref = timm.create_model(entry.arch, pretrained=False, features_only=True,
                                 out_indices=[backbone.timm_feature_indices[i] for i in backbone.out_indices])
         own = ref.state_dict()

@@ -209,6 +209,12 @@ class Extractor(nn.Module, metaclass=ABCMeta):
         """Stride of each output (input pixels per output pixel), in output order."""
         return [f.stride for f in self.feature_info]
 
+    @property
+    def size_divisibility(self) -> int:
+        """The coarsest output stride: inputs padded to a multiple of it give maps that tile the input exactly
+        (detectron2's ``Backbone.size_divisibility``)."""
+        return max(self.strides)
+
     @abstractmethod
     def forward(self, x):  # noqa: D102 - documented by each implementation
         ...
@@ -237,6 +243,17 @@ class FeatureExtractor(Extractor):
 
     in_channels: int = 3
     min_input_size: int = 0  # families whose unpadded convs/pools need a minimum input set this
+    # per-family facts, beside the model as timm's pretrained cfgs keep them: the first convolution's module path
+    # (timm's first_conv, adapted for in_chans != 3), and the classifier of the source library's classification
+    # model (one Linear on the pooled C5 map) that a classification head can take, None when there is none
+    first_conv: str = ""
+    source_classifier: Optional[str] = None
+
+    @classmethod
+    def source_classifier_of(cls, arch: str) -> Optional[str]:
+        """:attr:`source_classifier` of one architecture of the family (the same for every one unless a family
+        says otherwise)."""
+        return cls.source_classifier
     grad_checkpointing: bool = False
     # Maps finer than C2 inside the stem (stride 2, VGG's stride 1 too), finest first. featx's own API
     # (out_indices, mmdet) selects C2..C5 only; timm's models of the same family list these levels first,

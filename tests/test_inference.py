@@ -25,7 +25,7 @@ from helpers import randomize_norm_stats, rel_err, run_cli
 def test_optimized_model_matches_within_1e5(name, kwargs, winograd):
     model = randomize_norm_stats(featx.create_model(name, **kwargs), seed=7).eval()
     bns = sum(isinstance(m, (_BatchNorm, FrozenBatchNorm2d)) for m in model.modules())
-    fast = optimize_for_inference(model) if winograd == "plain" else accel.optimize_for_inference(model, winograd)
+    fast = optimize_for_inference(model) if winograd == "plain" else accel.optimize_for_cpu(model, winograd)
     assert (winograd == "plain") == (getattr(fast, "winograd_convs", 0) == 0)
     assert fast.folded_batchnorms == bns  # every norm folded
     assert not any(isinstance(m, (_BatchNorm, FrozenBatchNorm2d)) for m in fast.modules())

@@ -1,6 +1,8 @@
 """Composites (backbone + FPN) and the catalogue."""
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
@@ -66,8 +68,17 @@ def test_neck_override():
 
 def test_catalog_names_and_lookup():
     names = list_models()
+    # every torchvision classification architecture of the covered families is a featx backbone with its pyramid
+    import torchvision
+
+    covered = re.compile(r"(resnet\d+|resnext.*|wide_resnet.*|vgg.*|alexnet|googlenet|inception_v3|densenet.*|"
+                         r"mobilenet_v[23].*)$")
+    archs = [a for a in torchvision.models.list_models(module=torchvision.models) if covered.match(a)]
+    assert len(archs) == 28
+    by_arch = {e.arch: n for n, e in CATALOG.items() if e.kind == "backbone"}
+    assert all(a in by_arch and by_arch[a] + "FPN" in names for a in archs), sorted(set(archs) - set(by_arch))
     # 10 ResNets x (backbone, FPN, RetinaFPN) + 26 zoo backbones x (backbone, FPN) + LeNet5 (no pyramid)
-    assert len(names) == len(CATALOG) == 30 + 52 + 1
+    assert len(names) == 30 + 52 + 1
     families = {e.family.name for e in CATALOG.values()}
     assert families == {"resnet", "vgg", "alexnet", "googlenet", "inception", "densenet", "mobilenet", "timm", "lenet"}
     for arch in ("ResNet18", "ResNet152", "ResNeXt50_32x4d", "ResNeXt101_64x4d", "WideResNet101_2"):
@@ -97,4 +108,45 @@ def test_bad_input_reaches_user_as_clear_error(r50fpn):
 
 
 def test_package_exports():
-    assert featx.__version__ and featx.MODELS.scope == "featx"
+    """Each public name of the package is the object of the module that defines it, and dir() lists it."""
+    import importlib
+
+    assert featx.__version__
+    for name in featx.__all__[1:]:
+        owner = importlib.import_module(featx._PUBLIC[name])
+        assert getattr(featx, name) is getattr(owner, name), name
+    assert set(featx.__all__) <= set(dir(featx))
+
+
+def test_each_family_states_its_first_conv_and_source_classifier():
+    """The facts timm's pretrained cfgs need live on the backbone class: ``first_conv`` is the first convolution the
+    backbone runs, ``source_classifier`` the source model's one Linear on pooled C5 (or None where it has more)."""
+    import torchvision
+    from torch import nn
+
+    from featx.models.catalog import FAMILIES
+
+    for family in FAMILIES:
+        for arch, title in family.titles.items():
+            with torch.device("meta"):  # structure only
+                backbone = create_model(title)
+            convs = [n for n, m in backbone.named_modules() if isinstance(m, nn.Conv2d)]
+            if family.source != "timm":
+                assert backbone.first_conv == convs[0], (title, convs[0])
+            head = family.base.source_classifier_of(arch)
+            if family.source != "torchvision":
+                continue
+            with torch.device("meta"):
+                reference = torchvision.models.get_model(arch, weights=None, **(
+                    {"init_weights": True} if arch in ("googlenet", "inception_v3") else {}))
+            linear = dict(reference.named_modules()).get(head) if head else None
+            if head is None:  # the source's classifier is more than one Linear on the pooled C5 map
+                assert not (isinstance(reference.get_submodule("classifier"), nn.Linear)), title
+            else:
+                assert isinstance(linear, nn.Linear) and linear.in_features == backbone.channels[-1], (title, head)
+
+
+def test_size_divisibility_is_the_coarsest_output_stride():
+    assert create_model("ResNet18").size_divisibility == 32
+    assert create_model("ResNet18FPN").size_divisibility == 64  # P6
+    assert create_model("ResNet18", out_indices=(0, 1)).size_divisibility == 8

@@ -40,3 +40,15 @@ def test_the_main_entry_points_stay_where_they_were(recwarn):
     assert featx.FeatureStore is FeatureStore is Store
     assert run_benchmark is cpu_run
     assert not [w for w in recwarn if issubclass(w.category, DeprecationWarning) and "featx" in str(w.message)]
+
+
+@pytest.mark.parametrize("old,new", [("export_onnx", "export_onnx_tuned"), ("export_openvino", "export_openvino_tuned"),
+                                     ("optimize_for_inference", "optimize_for_cpu")])
+def test_accel_entry_points_have_names_of_their_own(old, new):
+    """featx.accel's entry points are not the core's names (featx.deploy's export_onnx, featx.inference's
+    optimize_for_inference); the old names forward with a warning."""
+    from featx import accel
+
+    with pytest.warns(DeprecationWarning, match=f"featx.accel.{old} is featx.accel.{new} now"):
+        assert getattr(accel, old) is getattr(accel, new)
+    assert old not in accel.__all__ and new in accel.__all__

@@ -236,7 +236,7 @@ def test_a_default_export_is_the_same_graph_on_every_cpu_and_times_nothing(tmp_p
 
 
 def test_the_core_export_refuses_a_rewrite_it_was_not_given(tmp_path):
-    with pytest.raises(ExportError, match="featx.accel.export_onnx"):
+    with pytest.raises(ExportError, match="featx.accel.export_onnx_tuned"):
         export_onnx("ResNet18", tmp_path / "x.onnx", ExportSettings(winograd="auto"), log=lambda m: None)
     assert not list(tmp_path.iterdir())
     for bad, words in (({"target": "gpu"}, "target must be one of any, cpu, cuda, tensorrt"),

@@ -53,7 +53,7 @@ def test_a_static_winograd_ir_keeps_its_output_names_and_passes_parity(tmp_path)
     # at 64x96 the P2 and P3 maps are whole 4x4 tiles, so OpenVINO drops the no-op crop and the compiled outputs
     # get a second name ('/neck/fpn_convs.0/conv/Reshape_6_output_0') that get_any_name() returned before the p2
     path = tmp_path / "r18_static.xml"
-    accel.export_openvino("ResNet18FPN", path, ExportSettings(winograd="all", static_shape=(64, 96)), log=lambda m: None)
+    accel.export_openvino_tuned("ResNet18FPN", path, ExportSettings(winograd="all", static_shape=(64, 96)), log=lambda m: None)
     compiled = ov.Core().compile_model(str(path), "CPU")
     assert any(len(o.get_names()) > 1 for o in compiled.outputs)  # the situation this guards against
     assert open_session(path, "cpu", 2).outputs == ["p2", "p3", "p4", "p5", "p6"]

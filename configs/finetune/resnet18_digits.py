@@ -1,7 +1,7 @@
 # A featx ResNet-18 trained from scratch on scikit-learn's handwritten digits (1,797 real 8x8 scans).
 #   featx make-digits data/digits
 #   featx train configs/finetune/resnet18_digits.py
-# Target: >= 98.5% val top-1 in <= 5 minutes on 2 CPU cores (measured runs: docs/training.md).
+# Target: >= 98.5% val top-1 on 2 CPU cores (measured accuracy and time: docs/training.md).
 _base_ = ["./_base_/runtime.py"]
 
 data_root = "data/digits"

@@ -26,7 +26,7 @@ from featx.deploy.openvino_export import OpenVINOExportResult
 from featx.deploy.openvino_export import export_openvino as export_plain_openvino
 from featx.errors import ExportError
 
-__all__ = ["winograd_rewrite", "export_onnx", "export_openvino", "CPU_SETTINGS"]
+__all__ = ["winograd_rewrite", "export_onnx_tuned", "export_openvino_tuned", "CPU_SETTINGS"]
 
 # what featx.accel's exports do without settings: a CPU file with the convolutions measured faster as Winograd
 CPU_SETTINGS = ExportSettings(target="cpu", winograd="auto")
@@ -56,7 +56,7 @@ def winograd_rewrite(runtime: str) -> GraphRewrite:
     return rewrite
 
 
-def export_onnx(model: Union[str, dict], path: Union[str, Path], settings: Optional[ExportSettings] = None,
+def export_onnx_tuned(model: Union[str, dict], path: Union[str, Path], settings: Optional[ExportSettings] = None,
                 seed: int = 0, log: Any = print) -> ExportResult:
     """An ONNX export for ONNX Runtime on this CPU (see the module docstring); settings default to
     ``CPU_SETTINGS``."""
@@ -82,7 +82,7 @@ def _planar_hint_editor(log: Callable[[str], None]) -> Callable[[Path, dict], No
     return edit
 
 
-def export_openvino(model: Union[str, dict], path: Union[str, Path], settings: Optional[ExportSettings] = None,
+def export_openvino_tuned(model: Union[str, dict], path: Union[str, Path], settings: Optional[ExportSettings] = None,
                     seed: int = 0, log: Any = print) -> OpenVINOExportResult:
     """An OpenVINO IR for this CPU (see the module docstring); settings default to ``CPU_SETTINGS``."""
     return export_plain_openvino(model, path, settings or dataclasses.replace(CPU_SETTINGS), seed, log,

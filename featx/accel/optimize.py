@@ -6,7 +6,7 @@
 every 3x3 stride-1 convolution with ``min_channels..max_channels`` channels, ``"off"`` none, and a mapping of
 module names to tile sides (or a collection of names, F(4x4)) exactly those.
 
-:func:`optimize_for_inference` is :func:`featx.inference.optimize_for_inference` with this step between folding
+:func:`optimize_for_cpu` is :func:`featx.inference.optimize_for_inference` with this step between folding
 and the memory-format change.
 """
 from __future__ import annotations
@@ -21,7 +21,7 @@ from featx.accel.tuning import (DEFAULT_TUNING_SIZE, RUNTIME_GRAPH, WinogradDeci
 from featx.accel.winograd import convert_to_winograd
 from featx.inference import prepare_for_inference
 
-__all__ = ["WinogradSpec", "apply_winograd", "optimize_for_inference"]
+__all__ = ["WinogradSpec", "apply_winograd", "optimize_for_cpu"]
 
 # "auto" | "all" | "off" | a measured decision | module name -> tile side | module names (F(4x4))
 WinogradSpec = Union[str, WinogradDecision, Mapping[str, int], Collection[str]]
@@ -65,7 +65,7 @@ def apply_winograd(model: nn.Module, winograd: WinogradSpec = "auto", runtime: s
     return decision
 
 
-def optimize_for_inference(model: nn.Module, winograd: WinogradSpec = "auto", channels_last: bool = True,
+def optimize_for_cpu(model: nn.Module, winograd: WinogradSpec = "auto", channels_last: bool = True,
                            inplace: bool = False, runtime: str = "torch", size: tuple[int, int] = DEFAULT_TUNING_SIZE,
                            min_channels: int = 128, max_channels: int = 256) -> nn.Module:
     """:func:`featx.inference.optimize_for_inference` plus Winograd convolutions (:func:`apply_winograd`): a copy
@@ -73,7 +73,7 @@ def optimize_for_inference(model: nn.Module, winograd: WinogradSpec = "auto", ch
     ``winograd`` names as Winograd, channels_last. With ``"auto"`` (PyTorch eager, F(4x4, 3x3) only) the outputs
     stay within 1e-5 of the original model relative to their magnitude.
 
-    >>> fast = optimize_for_inference(featx.create_model("ResNet50FPN"), winograd="auto")
+    >>> fast = optimize_for_cpu(featx.create_model("ResNet50FPN"), winograd="auto")
     >>> fast.winograd_decision.summary()
     """
     m = prepare_for_inference(model, inplace)

@@ -44,3 +44,5 @@ class DenseNet(TorchvisionTrunk):
 
     SPECS = DENSENET_SPECS
     DEFAULT_ARCH = "densenet121"
+    first_conv = "features.conv0"
+    source_classifier = "classifier"

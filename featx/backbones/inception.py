@@ -52,6 +52,8 @@ class GoogLeNet(TorchvisionTrunk):
 
     SPECS = GOOGLENET_SPECS
     DEFAULT_ARCH = "googlenet"
+    first_conv = "conv1.conv"
+    source_classifier = "fc"
 
 
 class InceptionV3(TorchvisionTrunk):
@@ -59,3 +61,5 @@ class InceptionV3(TorchvisionTrunk):
 
     SPECS = INCEPTION_V3_SPECS
     DEFAULT_ARCH = "inception_v3"
+    first_conv = "Conv2d_1a_3x3.conv"
+    source_classifier = "fc"

@@ -48,6 +48,7 @@ class LeNet5(FeatureExtractor):
     """
 
     min_input_size = 32
+    first_conv = "conv1"
 
     def __init__(self, style: str = "classic", in_channels: int = 1, out_indices: Iterable[int] = (0, 1, 2),
                  frozen_stages: int = -1, norm_eval: bool = False) -> None:

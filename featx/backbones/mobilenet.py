@@ -11,6 +11,8 @@ last module is the stride-2 level (16 ch) timm's MobileNets list first:
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import torchvision.models as tvm
 
 from featx.backbones.trunk import TorchvisionTrunk, TrunkSpec
@@ -39,3 +41,9 @@ class MobileNet(TorchvisionTrunk):
 
     SPECS = MOBILENET_SPECS
     DEFAULT_ARCH = "mobilenet_v2"
+    first_conv = "features.0.0"
+
+    @classmethod
+    def source_classifier_of(cls, arch: str) -> Optional[str]:
+        """MobileNetV2's classifier is one Linear after dropout; V3's has a hidden layer, so no head takes it."""
+        return "classifier.1" if arch == "mobilenet_v2" else None

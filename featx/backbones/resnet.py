@@ -292,6 +292,9 @@ class ResNet(FeatureExtractor):
         [(1, 256, 56, 56), (1, 512, 28, 28), (1, 1024, 14, 14), (1, 2048, 7, 7)]
     """
 
+    first_conv = "conv1"
+    source_classifier = "fc"
+
     def __init__(
         self,
         depth: Optional[int] = None,

@@ -54,6 +54,8 @@ class TimmBackbone(SequenceExtractor):
     >>> TimmBackbone("resnest50d", out_indices=(1, 2, 3))(torch.rand(1, 3, 224, 224))  # C3, C4, C5
     """
 
+    source_classifier = "fc"  # the timm ResNet-style nets featx wraps
+
     def __init__(self, model_name: str, out_indices: Sequence[int] = (0, 1, 2, 3), frozen_stages: int = -1,
                  norm_eval: bool = False, **timm_kwargs: Any) -> None:
         super().__init__()

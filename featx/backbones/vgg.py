@@ -85,6 +85,7 @@ class VGG(TorchvisionTrunk):
 
     SPECS = VGG_SPECS
     DEFAULT_ARCH = "vgg16"
+    first_conv = "features.0"
 
 
 class AlexNet(TorchvisionTrunk):
@@ -92,3 +93,4 @@ class AlexNet(TorchvisionTrunk):
 
     SPECS = ALEXNET_SPECS
     DEFAULT_ARCH = "alexnet"
+    first_conv = "features.0"

@@ -121,7 +121,7 @@ def _exported_entry(name: str, model: str, workdir: Path, winograd: str) -> Call
             (export_openvino if openvino else export_onnx)(model, path, ExportSettings(), log=lambda m: None)
         else:
             settings = ExportSettings(target="cpu", winograd=mode)
-            (accel.export_openvino if openvino else accel.export_onnx)(model, path, settings, log=lambda m: None)
+            (accel.export_openvino_tuned if openvino else accel.export_onnx_tuned)(model, path, settings, log=lambda m: None)
     if int8:
         out = workdir / f"{model}_int8{suffix}"
         if not out.exists():  # calibrated on the photos matplotlib ships
@@ -152,7 +152,7 @@ def build_entry(name: str, model: str, workdir: Path, winograd: str = "off") -> 
         net = compile_for_inference(create_model(model))
     elif name == "featx_optimized":
         net = (optimize_for_inference(create_model(model), inplace=True) if winograd == "off" else
-               accel.optimize_for_inference(create_model(model), winograd, inplace=True))
+               accel.optimize_for_cpu(create_model(model), winograd, inplace=True))
     elif name in ("featx_ort", "featx_ort_int8", "featx_openvino", "featx_openvino_int8"):
         return _exported_entry(name, model, workdir, winograd)
     elif name == "featx_aoti":  # featx export --format aoti, run by torch's own loader

@@ -76,7 +76,7 @@ def raw_pass(model: str, source: Path, settings: ExtractSettings, workdir: Path)
     batches decoded once beforehand; each call runs one pass and returns its images/s (after a warm-up)."""
     run, net = build_runner(model_config(model), settings, workdir)
     mean, std = model_normalization(net)
-    batches, _ = plan_batches(list_images(source), settings, max(f.stride for f in net.feature_info))
+    batches, _ = plan_batches(list_images(source), settings, net.size_divisibility)
     images = sum(len(b) for b in batches)
     tensors = [x for _, x, *_ in batch_loader(batches, input_channels(net), mean, std, workers=0)]
     run(tensors[0])  # warm-up

@@ -56,7 +56,7 @@ from featx.stats import flops_and_shapes
 from featx.timing import cuda_event_ms, interleaved_times, paired_ratio, wall_ms
 from featx.version import software_versions
 
-__all__ = ["GPU_BENCH_ENTRIES", "PRECISIONS", "DEFAULT_GPU_ENTRIES", "gpu_info", "precision_context",
+__all__ = ["gpu_entries", "GPU_BENCH_ENTRIES", "PRECISIONS", "DEFAULT_GPU_ENTRIES", "gpu_info", "precision_context",
            "measure_matmul_peak_tflops", "build_gpu_entry", "run_gpu_benchmark"]
 
 DEFAULT_GPU_ENTRIES = ("torchvision", "featx", "featx_optimized", "featx_cuda_graph", "featx_tuned", "featx_ort")
@@ -188,6 +188,16 @@ def build_gpu_entry(name: str, model: str, precision: str, device: torch.device,
             return net(x.to(dtype))
 
     return converted
+
+
+def gpu_entries(entries: Optional[Sequence[str]]) -> list[str]:
+    """The entries a GPU benchmark runs: ``entries``, or :data:`DEFAULT_GPU_ENTRIES`; CPU-only entries are refused
+    with the GPU's choices."""
+    chosen = list(entries or DEFAULT_GPU_ENTRIES)
+    cpu_only = sorted(set(chosen) - set(GPU_BENCH_ENTRIES))
+    if cpu_only:
+        raise ValueError(f"{', '.join(cpu_only)}: CPU entries; with --device cuda: {', '.join(GPU_BENCH_ENTRIES)}")
+    return chosen
 
 
 def run_gpu_benchmark(

@@ -96,14 +96,11 @@ def _cmd_bench(args) -> int:
 
 
 def _bench_gpu(args) -> int:
-    from featx.bench.gpu import DEFAULT_GPU_ENTRIES, run_gpu_benchmark
+    from featx.bench.gpu import gpu_entries, run_gpu_benchmark
     from featx.io import write_json
     from featx.report import TIME_RATIO_NOTE, format_table, markdown_table
 
-    entries = args.entries or list(DEFAULT_GPU_ENTRIES)
-    cpu_only = sorted(set(entries) - set(GPU_BENCH_ENTRIES))
-    if cpu_only:
-        raise ValueError(f"{', '.join(cpu_only)}: CPU entries; with --device cuda: {', '.join(GPU_BENCH_ENTRIES)}")
+    entries = gpu_entries(args.entries)
     for option in ("winograd", "memory", "results", "png"):
         if getattr(args, option) not in (None, False, "off"):
             raise ValueError(f"--{option} is for the CPU benchmark; drop it with --device cuda")

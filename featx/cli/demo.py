@@ -36,7 +36,7 @@ def _add_finetune_demo(sub) -> None:
     p = add_command(
         sub, "finetune-demo", help="digits end to end: make the ImageFolder, train ResNet-18, predict, export to ONNX",
         description="The fine-tuning demo: writes scikit-learn's digits as an ImageFolder (if missing), trains "
-                    f"{DIGITS_CONFIG} (ResNet-18 from scratch, 12 epochs: about a minute on an idle 2-core AMD EPYC, 56 s measured), predicts a few "
+                    f"{DIGITS_CONFIG} (ResNet-18 from scratch, 12 epochs; measured times on 2-core CPUs: docs/training.md), predicts a few "
                     "validation images with the best checkpoint, exports it to ONNX and checks ONNX Runtime parity.",
         epilog="examples:\n  featx finetune-demo\n  featx finetune-demo --cfg-options train_cfg.max_epochs=3   # a quick look\n",
     )

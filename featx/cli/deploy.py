@@ -113,11 +113,11 @@ def _cmd_export(args) -> int:
     notice = random_weights_notice(cfg, "the exported file")
     if notice:
         log(notice)
-    if settings.winograd != "off":  # the opt-in CPU layer
-        from featx.accel import export_onnx, export_openvino
+    if settings.winograd != "off":  # the opt-in CPU layer: the same exports with measured Winograd rewrites
+        from featx.accel import export_onnx_tuned as export_onnx_file, export_openvino_tuned as export_openvino_file
     else:
-        from featx.deploy.onnx_export import export_onnx
-        from featx.deploy.openvino_export import export_openvino
+        from featx.deploy.onnx_export import export_onnx as export_onnx_file
+        from featx.deploy.openvino_export import export_openvino as export_openvino_file
     if args.device != "cpu" and args.format != "aoti":
         raise ValueError("--device chooses what an AOTInductor package is compiled for; add --format aoti")
     if args.format in ("pt2", "aoti"):
@@ -128,12 +128,12 @@ def _cmd_export(args) -> int:
         rows = [["input", v["name"], v["dtype"], " x ".join(map(str, v["shape"]))] for v in r.inputs]
         rows += [["output", v["name"], v["dtype"], " x ".join(map(str, v["shape"]))] for v in r.outputs]
     elif args.format == "openvino":
-        r = export_openvino(cfg, out, settings, seed=args.seed, log=log)
+        r = export_openvino_file(cfg, out, settings, seed=args.seed, log=log)
         print(f"wrote {r.path} + {Path(r.bin_path).name}  ({r.size_mb:.1f} MB, OpenVINO IR, {r.seconds:.1f} s)")
         rows = [["input", v["name"], v["dtype"], v["shape"]] for v in r.inputs]
         rows += [["output", v["name"], v["dtype"], v["shape"]] for v in r.outputs]
     else:
-        r = export_onnx(cfg, out, settings, seed=args.seed, log=log)
+        r = export_onnx_file(cfg, out, settings, seed=args.seed, log=log)
         print(f"wrote {r.path}  ({r.size_mb:.1f} MB, opset {r.opset}, {r.exporter} exporter, {r.seconds:.1f} s)")
         rows = [["input", v["name"], v["dtype"], " x ".join(map(str, v["shape"]))] for v in r.inputs]
         rows += [["output", v["name"], v["dtype"], " x ".join(map(str, v["shape"]))] for v in r.outputs]

@@ -51,7 +51,7 @@ class ExportSettings:
     height and width are dynamic. ``fp16`` converts weights and compute to float16, keeping the
     input and outputs float32 unless ``fp16_io``. ``target`` (``TARGETS``) is recorded in the file.
     ``winograd`` (``WINOGRAD_MODES``) other than "off" asks for the opt-in CPU rewrite, which only
-    :func:`featx.accel.export_onnx` / :func:`featx.accel.export_openvino` apply."""
+    :func:`featx.accel.export_onnx_tuned` / :func:`featx.accel.export_openvino_tuned` apply."""
 
     static_shape: Optional[tuple[int, int]] = None
     batch: int = 1
@@ -140,7 +140,7 @@ def export_onnx(
     settings.validate()
     if settings.winograd != "off" and rewrite is None:
         raise ExportError(f"winograd={settings.winograd!r} is featx.accel's CPU rewrite: export with "
-                          "featx.accel.export_onnx (featx export --winograd auto), or set winograd='off'")
+                          "featx.accel.export_onnx_tuned (featx export --winograd auto), or set winograd='off'")
     model = build_from_config(cfg, seed)
     minimum = min_input_size(model)
     if settings.static_shape is not None:

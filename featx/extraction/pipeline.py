@@ -38,7 +38,7 @@ from featx.extraction.distributed import barrier, rank_and_world
 from featx.extraction.planning import PlannedImage
 from featx.extraction.pooling import device_values, to_host
 from featx.extraction.prepare import StorePlan, finish_store, prepare_store
-from featx.extraction.running import build_runner, input_device
+from featx.extraction.running import build_runner
 from featx.extraction.settings import ExtractResult, ExtractSettings
 from featx.extraction.writer import PendingShard, ShardWriter
 from featx.images import IMAGE_EXTENSIONS
@@ -98,7 +98,7 @@ def run_batches(run: Callable[[torch.Tensor], Any], plan: StorePlan, mine: list[
     device decodes its JPEGs), ``run`` computes the levels, each image is pooled over its own region on the device,
     and the values go to shards of ``out`` (written by a thread beside the loop, every ``shard_batches`` batches)."""
     items = [p for b in mine for p in plan.batches[b]]
-    device = input_device(settings)
+    device = settings.input_device()
     device_decode = settings.resolved_decode() == "cuda"
     loader = batch_loader([plan.batches[b] for b in mine], plan.channels, plan.mean, plan.std, settings.workers,
                           pin_memory=device.type == "cuda", defer_jpeg=device_decode)

@@ -122,7 +122,7 @@ def prepare_store(cfg: dict, net: nn.Module, source: Union[str, Path], out: Path
     strides = {f.name: f.stride for f in infos}
     channels = input_channels(net)
     mean, std = model_normalization(net)
-    divisor = max(f.stride for f in infos)
+    divisor = net.size_divisibility
     images, not_images, unreadable = list_source(source) if sizes is None else ([(i, Path(i)) for i in sorted(sizes)], 0, [])
     batches, header_skipped = plan_batches(images, settings, divisor, sizes)
     header_skipped += unreadable

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 from pathlib import Path
 from typing import Callable, Iterator, Optional
 
@@ -34,7 +33,7 @@ def build_runner(cfg: dict, settings: ExtractSettings, tmp: Path, model: Optiona
     runtime's numpy outputs are wrapped without a copy. ``model``: ``cfg`` already built (torch runtime)."""
     model = model if model is not None else build_from_config(cfg)
     if settings.runtime == "torch":
-        device = input_device(settings)  # torchrun: one GPU per process
+        device = settings.input_device()  # torchrun: one GPU per process
         net = optimize_for_inference(model, inplace=False).to(device)
         precision = settings.resolved_precision()
         dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision)
@@ -65,14 +64,3 @@ def _tf32(enabled: bool) -> Iterator[None]:
         yield
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
-
-
-def input_device(settings: ExtractSettings) -> torch.device:
-    """Where the model's input goes: the torch runtime's device (its ``LOCAL_RANK`` GPU under torchrun), the host
-    for the exported runtimes (they take numpy)."""
-    if settings.runtime != "torch":
-        return torch.device("cpu")
-    device = torch.device(settings.device)
-    if device.type == "cuda" and device.index is None and "LOCAL_RANK" in os.environ:
-        device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
-    return device

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -38,13 +39,28 @@ class ExtractSettings:
     precision: str = "auto"  # the model's compute: auto = fp16 on CUDA, fp32 elsewhere (see resolved_precision)
     decode: str = "auto"  # JPEG decoding: auto, cpu (workers) or cuda (nvJPEG where the model runs); resolved_decode
 
+    @property
+    def on_cuda(self) -> bool:
+        """Whether ``device`` names a CUDA device (``cuda``, ``cuda:N``)."""
+        return torch.device(self.device).type == "cuda"
+
+    def input_device(self) -> torch.device:
+        """Where the model's input goes: the torch runtime's device (under torchrun, this process's ``LOCAL_RANK``
+        GPU when ``device`` names no index), the host for the exported runtimes (they take numpy)."""
+        if self.runtime != "torch":
+            return torch.device("cpu")
+        device = torch.device(self.device)
+        if device.type == "cuda" and device.index is None and "LOCAL_RANK" in os.environ:
+            device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+        return device
+
     def resolved_precision(self) -> str:
         """``precision`` with ``auto`` decided: fp16 for the torch runtime on CUDA (tensor cores; the stored
         vectors are fp16 by default anyway), fp32 elsewhere (bf16 on a CPU pays only where the CPU has bf16
         units, AVX512-BF16 or AMX: ask for it, and measure it with featx bench-extract --precision bf16)."""
         if self.precision != "auto":
             return self.precision
-        return "fp16" if self.runtime == "torch" and torch.device(self.device).type == "cuda" else "fp32"
+        return "fp16" if self.runtime == "torch" and self.on_cuda else "fp32"
 
     def resolved_decode(self) -> str:
         """``decode`` with ``auto`` decided by a stated rule: ``cuda`` when the model runs on CUDA in PyTorch
@@ -52,7 +68,7 @@ class ExtractSettings:
         hash), ``cpu`` otherwise."""
         if self.decode != "auto":
             return self.decode
-        return "cuda" if self.runtime == "torch" and torch.device(self.device).type == "cuda" else "cpu"
+        return "cuda" if self.runtime == "torch" and self.on_cuda else "cpu"
 
     def check(self) -> None:
         if self.resize is None and (not isinstance(self.size, int) or self.size < 1):
@@ -75,7 +91,7 @@ class ExtractSettings:
         if self.precision not in ("auto",) + EXTRACT_PRECISIONS:
             raise ValueError(f"precision must be auto or one of {EXTRACT_PRECISIONS}, got {self.precision!r}")
         precision = self.resolved_precision()
-        on_cuda = torch.device(self.device).type == "cuda"
+        on_cuda = self.on_cuda
         if precision != "fp32" and self.runtime != "torch":
             raise ValueError(f"--precision {precision} is for --runtime torch; the exported runtimes run fp32 here")
         if precision == "tf32" and not on_cuda:

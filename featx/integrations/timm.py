@@ -70,13 +70,6 @@ from featx.weights import LoadReport, adapt_state_dict, check_state_values
 
 __all__ = ["FeatxTimmModel", "ScriptableClassifier", "TIMM_MODELS", "default_cfgs", "timm_name", "pretrained_tag"]
 
-# The source classifier (one Linear on the pooled C5 map) whose weights ``fc`` takes, per family.
-_SOURCE_CLASSIFIER = {"resnet": "fc", "googlenet": "fc", "inception": "fc", "densenet": "classifier",
-                      "mobilenet_v2": "classifier.1", "timm": "fc"}
-# The first convolution of each family (timm's ``first_conv``: adapted for in_chans != 3).
-_FIRST_CONV = {"resnet": "conv1", "vgg": "features.0", "alexnet": "features.0", "googlenet": "conv1.conv",
-               "inception": "Conv2d_1a_3x3.conv", "densenet": "features.conv0", "mobilenet": "features.0.0",
-               "lenet": "conv1"}
 # C5's side at the default input where the strides are not exact (AlexNet 224 -> 6, Inception-v3 299 -> 8).
 _C5_SIDE = {"alexnet": 6, "inception_v3": 8}
 
@@ -92,7 +85,8 @@ def pretrained_tag(weights_name: str) -> str:
 
 
 def _source_classifier(entry: ModelEntry) -> Optional[str]:
-    return _SOURCE_CLASSIFIER.get(entry.arch, _SOURCE_CLASSIFIER.get(entry.family.name))
+    """The source model's classifier whose weights ``fc`` takes (the backbone family says which)."""
+    return entry.family.base.source_classifier_of(entry.arch)
 
 
 @resolve_forward_annotations
@@ -325,7 +319,7 @@ def _filter_source_state(state: dict[str, torch.Tensor], model: FeatxTimmModel) 
 def _torchvision_cfgs(entry: ModelEntry) -> dict[str, dict]:
     enum = torchvision_weights_enum(entry.arch)
     members = [enum.DEFAULT] + [m for m in enum if m != enum.DEFAULT] if enum is not None else []
-    first_conv = _FIRST_CONV[entry.family.name]
+    first_conv = entry.family.base.first_conv
     head = _source_classifier(entry)
     cfgs = {}
     for member in members:
@@ -347,7 +341,7 @@ def _featx_family_cfgs(entry: ModelEntry) -> dict[str, dict]:
     """A family only featx has (LeNet-5): no published weights; 32x32 grayscale, 10 classes (digits)."""
     return {timm_name(entry): dict(num_classes=10, input_size=(1, 32, 32), min_input_size=(1, 32, 32), pool_size=(1, 1),
                                    crop_pct=1.0, interpolation="bilinear", mean=(0.5,), std=(0.5,),
-                                   first_conv=_FIRST_CONV[entry.family.name], classifier="fc")}
+                                   first_conv=entry.family.base.first_conv, classifier="fc")}
 
 
 

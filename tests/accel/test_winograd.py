@@ -13,7 +13,7 @@ from torch import nn
 
 import featx
 from featx import accel
-from featx.accel import optimize_for_inference
+from featx.accel import optimize_for_cpu
 from featx.inference import optimize_for_inference as plain_optimize
 from featx.deploy.metadata import read_metadata
 from featx.deploy.onnx_export import ExportSettings, export_onnx
@@ -80,12 +80,12 @@ def test_both_winograd_graphs_give_the_same_numbers_and_each_runtime_gets_its_ow
         WinogradConv2d(conv, tile, "shuffle")
     model = featx.create_model("ResNet18FPN").eval()
     for runtime in ("torch", "onnxruntime", "openvino"):
-        fast = optimize_for_inference(model, "all", runtime=runtime)
+        fast = optimize_for_cpu(model, "all", runtime=runtime)
         assert {m.graph for m in fast.modules() if isinstance(m, WinogradConv2d)} == {RUNTIME_GRAPH[runtime]}
     with pytest.raises(ValueError, match="runtime must be one of"):
-        optimize_for_inference(model, "all", runtime="tensorrt")
+        optimize_for_cpu(model, "all", runtime="tensorrt")
     with pytest.raises(ValueError, match="winograd must be 'auto', 'all', 'off'"):
-        optimize_for_inference(model, "on")
+        optimize_for_cpu(model, "on")
     assert RUNTIME_GRAPH == {"torch": "fused_pad_transpose", "onnxruntime": "pad_depth_to_space", "openvino": "fused_pad_transpose"}
 
 
@@ -133,11 +133,11 @@ def test_resnet50fpn_converts_its_wide_stride1_3x3_convs():
     model = featx.create_model("ResNet50FPN").eval()
     # layer2: 3, layer3: 5 (each first block's 3x3 has stride 2), FPN outputs: 4; layer4's 512-channel
     # convs only with a higher winograd_max_channels
-    fast = optimize_for_inference(model, "all")
+    fast = optimize_for_cpu(model, "all")
     assert fast.winograd_convs == 12 == sum(isinstance(m, WinogradConv2d) for m in fast.modules())
-    assert optimize_for_inference(model, "all", max_channels=512).winograd_convs == 14
-    assert optimize_for_inference(model, "off").winograd_convs == 0
-    assert optimize_for_inference(model.double()).winograd_convs == 0  # measured: float32 CPU models only
+    assert optimize_for_cpu(model, "all", max_channels=512).winograd_convs == 14
+    assert optimize_for_cpu(model, "off").winograd_convs == 0
+    assert optimize_for_cpu(model.double()).winograd_convs == 0  # measured: float32 CPU models only
     # the core's path converts nothing, whatever the machine
     assert not any(isinstance(m, WinogradConv2d) for m in plain_optimize(model).modules())
     # ResNet18FPN: layer2-3: 3 each, FPN: 4; with min_channels=64 also layer1's 4 (2 blocks x 2)
@@ -147,7 +147,7 @@ def test_resnet50fpn_converts_its_wide_stride1_3x3_convs():
 @pytest.mark.slow
 def test_winograd_export_runs_in_onnx_runtime_within_the_fp32_gate(tmp_path):
     path = tmp_path / "r18.onnx"
-    r = accel.export_onnx("ResNet18FPN", path, ExportSettings(winograd="all"), log=lambda m: None)
+    r = accel.export_onnx_tuned("ResNet18FPN", path, ExportSettings(winograd="all"), log=lambda m: None)
     assert r.metadata["featx.winograd_convs"] == "10"  # layer2-3: 3 each, FPN: 4
     assert r.metadata["featx.target"] == "cpu"  # asked "any" (ExportSettings' default): Winograd makes it a CPU file
     ops = [n.op_type for n in onnx.load(str(path)).graph.node]
@@ -171,7 +171,7 @@ def test_an_export_with_measured_f6x6_convs_passes_the_fp32_parity_gate(tmp_path
                                                                 "winograd": True})
     monkeypatch.setattr(tuning, "_whole_model_times", lambda *a: {"direct": [2.0], "winograd": [1.0]})
     path = tmp_path / "r18.onnx"
-    accel.export_onnx("ResNet18FPN", path, ExportSettings(exporter="torchscript", winograd="auto"), log=lambda m: None)
+    accel.export_onnx_tuned("ResNet18FPN", path, ExportSettings(exporter="torchscript", winograd="auto"), log=lambda m: None)
     decision = read_metadata(path)["winograd_decision"]
     assert len(decision["tiles"]) == 17 and set(decision["tiles"].values()) == {6}  # every 64..512-channel 3x3
     weights = {tuple(i.dims) for i in onnx.load(str(path)).graph.initializer}
@@ -203,7 +203,7 @@ def test_the_decision_follows_the_measurements_and_is_cached(tmp_path, monkeypat
         raise AssertionError("measured again instead of using the cache")
 
     assert decide_winograd(model, "onnxruntime", (256, 256), measure=must_not_measure, log=lambda m: None).convert == d.convert
-    fast = optimize_for_inference(model, d)
+    fast = optimize_for_cpu(model, d)
     assert fast.winograd_convs == 7 and fast.winograd_decision is d
     x = torch.randn(1, 3, 97, 131)
     with torch.no_grad():
@@ -232,7 +232,7 @@ def test_the_decision_gives_each_conv_its_measured_tile(tmp_path, monkeypatch):
         {n: m.tile for n, m in conv.named_modules() if isinstance(m, WinogradConv2d)}) or {"direct": [2.0], "winograd": [1.0]})
     confirm_on_whole_model(model, d, log=lambda m: None)
     assert timed == [d.tiles]  # the whole model was timed with each conv's own tile
-    fast = optimize_for_inference(model, d)
+    fast = optimize_for_cpu(model, d)
     assert {n: m.tile for n, m in fast.named_modules() if isinstance(m, WinogradConv2d)} == d.tiles
     x = torch.randn(1, 3, 97, 131)
     with torch.no_grad():
@@ -405,14 +405,14 @@ def test_a_static_export_decides_winograd_at_its_own_input_size(tmp_path, monkey
     monkeypatch.setattr(tuning, "_measure", measure)
     monkeypatch.setattr(tuning, "_whole_model_times", whole_model)
     out = tmp_path / "static.onnx"
-    accel.export_onnx(dict(type="ResNet18FPN"), out, ExportSettings(static_shape=(96, 128), exporter="torchscript",
+    accel.export_onnx_tuned(dict(type="ResNet18FPN"), out, ExportSettings(static_shape=(96, 128), exporter="torchscript",
                                                                     winograd="auto"),
                 log=lambda m: None)
     decision = read_metadata(out)["winograd_decision"]
     assert decision["size"] == [96, 128] and (24, 32) in seen and len(decision["convert"]) > 0
     assert seen_whole == [((96, 128), "onnxruntime")] and decision["whole_model"]["keep"] is True
     seen.clear()
-    accel.export_onnx(dict(type="ResNet18FPN"), tmp_path / "dynamic.onnx", ExportSettings(exporter="torchscript",
+    accel.export_onnx_tuned(dict(type="ResNet18FPN"), tmp_path / "dynamic.onnx", ExportSettings(exporter="torchscript",
                                                                                           winograd="auto"),
                 log=lambda m: None)
     assert read_metadata(tmp_path / "dynamic.onnx")["winograd_decision"]["size"] == list(DEFAULT_TUNING_SIZE)
@@ -454,7 +454,7 @@ def test_an_export_keeps_winograd_only_if_the_whole_model_is_faster_in_its_runti
     monkeypatch.setattr(tuning, "_whole_model_times", lambda d, c, size, runtime, n, t: {"direct": [10.0], "winograd": [9.8]})
     out = tmp_path / "r18.onnx"
     logged = []
-    accel.export_onnx(dict(type="ResNet18FPN"), out, ExportSettings(exporter="torchscript", winograd="auto"),
+    accel.export_onnx_tuned(dict(type="ResNet18FPN"), out, ExportSettings(exporter="torchscript", winograd="auto"),
                       log=logged.append)
     assert any("whole model 10.0 ms direct, 9.8 ms with them, paired ratio 0.980" in line and "dropped" in line
                for line in logged), logged
@@ -762,7 +762,7 @@ def test_an_openvino_export_carries_the_hint_only_where_its_check_measured_it_fa
         "direct": [10.0], "winograd": [8.0], "winograd_planar": [7.0 if planar_faster else 8.5]})
     logged = []
     out = tmp_path / "r18.xml"
-    accel.export_openvino("ResNet18FPN", out, log=logged.append)
+    accel.export_openvino_tuned("ResNet18FPN", out, log=logged.append)
     meta = read_metadata(out)
     n_winograd = meta["winograd_convs"]
     assert n_winograd > 0 and meta["winograd_decision"]["whole_model"] == {
