@@ -9,7 +9,7 @@ from pathlib import Path
 
 __all__ = ["DEFAULT_OPSET", "TARGETS", "WINOGRAD_MODES", "PROFILES_DIR", "list_profiles", "INT8_RUNTIMES",
            "CALIBRATION_METHODS", "OVERFLOW_FIXES", "BENCH_ENTRIES", "GPU_BENCH_ENTRIES", "PRECISIONS", "DIGITS_CONFIG",
-           "RUNTIMES", "POOLS", "STORE_DTYPES", "DEVICE_KINDS", "DECODERS"]
+           "RUNTIMES", "POOLS", "STORE_DTYPES", "DEVICE_KINDS", "DECODERS", "EXTRACT_DEFAULTS"]
 
 # Opset 18: the newest the dynamo exporter targets natively; ONNX Runtime >= 1.14 runs it, as do
 # TensorRT 8.6+ and OpenVINO 2023+.
@@ -44,6 +44,9 @@ POOLS = ("avg", "max", "gem")
 STORE_DTYPES = ("fp16", "fp32")
 DEVICE_KINDS = ("auto", "cpu", "cuda")  # where something runs, or auto: featx parity --device, featx extract --decode
 DECODERS = DEVICE_KINDS
+# featx extract's defaults (featx.extraction.ExtractSettings and the command's arguments)
+EXTRACT_DEFAULTS = {"size": 224, "pool": "avg", "gem_p": 3.0, "dtype": "fp16", "batch_size": 32, "workers": 2,
+                    "runtime": "torch", "device": "cpu", "shard_batches": 16, "precision": "auto", "decode": "auto"}
 # the config featx finetune-demo trains
 DIGITS_CONFIG = "configs/finetune/resnet18_digits.py"
 

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from featx.cli.common import CfgOptions, add_command, hxw, int_at_least, log, positive_float, writable_file
-from featx.options import DECODERS, POOLS, PRECISIONS, RUNTIMES, STORE_DTYPES
+from featx.options import DECODERS, EXTRACT_DEFAULTS, POOLS, PRECISIONS, RUNTIMES, STORE_DTYPES
 
 __all__ = ["COMMANDS"]
 
@@ -40,26 +40,27 @@ def _add_extract(sub) -> None:
     p.add_argument("--cfg-options", nargs="+", action=CfgOptions, default=None,
                    help="override config keys, key=value (model keyword arguments for a catalogue name)")
     p.add_argument("--levels", nargs="+", help="levels to store, P3 P4 or P3,P4 (default: every output, e.g. C2 C3 C4 C5)")
-    p.add_argument("--pool", choices=POOLS, default="avg", help="pooling per level (default avg)")
-    p.add_argument("--gem-p", type=positive_float, default=3.0, help="GeM exponent, > 0 (default 3)")
+    p.add_argument("--pool", choices=POOLS, default=EXTRACT_DEFAULTS["pool"], help="pooling per level (default %(default)s)")
+    p.add_argument("--gem-p", type=positive_float, default=EXTRACT_DEFAULTS["gem_p"], help="GeM exponent, > 0 (default %(default)g)")
     p.add_argument("--maps", action="store_true", help="store the cropped maps instead of pooled vectors")
-    p.add_argument("--dtype", choices=STORE_DTYPES, default="fp16", help="stored precision (default fp16)")
+    p.add_argument("--dtype", choices=STORE_DTYPES, default=EXTRACT_DEFAULTS["dtype"], help="stored precision (default %(default)s)")
     size = p.add_mutually_exclusive_group()
-    size.add_argument("--size", type=int_at_least(8, 16384), default=224, help="shorter side in pixels (default 224)")
+    size.add_argument("--size", type=int_at_least(8, 16384), default=EXTRACT_DEFAULTS["size"],
+                      help="shorter side in pixels (default %(default)s)")
     size.add_argument("--resize", type=hxw, metavar="HxW", help="resize every image to HxW instead")
-    p.add_argument("--batch", type=int_at_least(1), default=32, help="images per batch (default 32)")
-    p.add_argument("--workers", type=int_at_least(0), default=2, help="DataLoader workers (default 2)")
+    p.add_argument("--batch", type=int_at_least(1), default=EXTRACT_DEFAULTS["batch_size"], help="images per batch (default %(default)s)")
+    p.add_argument("--workers", type=int_at_least(0), default=EXTRACT_DEFAULTS["workers"], help="DataLoader workers (default %(default)s)")
     p.add_argument("--threads", type=int_at_least(1), help="threads of the runtime that runs the model (default: torch's count); give each torchrun process its share")
-    p.add_argument("--shard-batches", type=int_at_least(1), default=16,
-                   help="batches per shard file (default 16); fewer lose less work to a kill, more make fewer files")
-    p.add_argument("--runtime", choices=RUNTIMES, default="torch",
+    p.add_argument("--shard-batches", type=int_at_least(1), default=EXTRACT_DEFAULTS["shard_batches"],
+                   help="batches per shard file (default %(default)s); fewer lose less work to a kill, more make fewer files")
+    p.add_argument("--runtime", choices=RUNTIMES, default=EXTRACT_DEFAULTS["runtime"],
                    help="where the model runs (default torch; the others export it first)")
-    p.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
-    p.add_argument("--decode", choices=DECODERS, default="auto",
+    p.add_argument("--device", default=EXTRACT_DEFAULTS["device"], help="cpu, cuda or cuda:N (default %(default)s)")
+    p.add_argument("--decode", choices=DECODERS, default=EXTRACT_DEFAULTS["decode"],
                    help="where JPEGs are decoded: cpu (the workers, libjpeg-turbo), cuda (batched with nvJPEG where the "
                         "model runs, then resized there; the workers only read and hash; other formats and JPEGs the GPU "
                         "cannot read fall back to the CPU), auto (default: cuda when the model runs on CUDA in PyTorch)")
-    p.add_argument("--precision", choices=("auto",) + PRECISIONS, default="auto",
+    p.add_argument("--precision", choices=("auto",) + PRECISIONS, default=EXTRACT_DEFAULTS["precision"],
                    help="the model's compute (torch runtime): auto (default) is fp16 on CUDA (tensor cores; vectors are "
                         "stored in fp16 by default anyway) and fp32 on a CPU; bf16 on CPUs with AVX512-BF16 or AMX "
                         "(measure it: featx bench-extract --precision bf16); tf32 on CUDA. Recorded in the manifest, "

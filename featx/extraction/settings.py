@@ -9,14 +9,13 @@ from typing import Optional
 import torch
 
 from featx.devices import checked_device
-from featx.options import DECODERS, POOLS, PRECISIONS, RUNTIMES, STORE_DTYPES
+from featx.options import DECODERS, EXTRACT_DEFAULTS, POOLS, PRECISIONS, RUNTIMES, STORE_DTYPES
 
 
 EXTRACT_PRECISIONS = PRECISIONS
 # what the manifest records (part of the preprocessing, so a resumed run must use the same decoder)
 DECODER_NAMES = {"cpu": "torchvision decode_jpeg for JPEG, PIL otherwise",
                  "cuda": "torchvision decode_jpeg on the model's device for JPEG (nvJPEG on CUDA), PIL otherwise"}
-# --verify's gate per compute precision: max relative error of a recomputed (fp32) vector, and its cosine
 
 
 @dataclass
@@ -24,20 +23,21 @@ class ExtractSettings:
     """How to extract. ``size`` is the shorter side (ignored with ``resize=(H, W)``); ``levels`` None
     means every level; ``maps`` stores cropped maps instead of pooled vectors."""
 
-    size: int = 224
+    # defaults from featx.options.EXTRACT_DEFAULTS, which `featx extract`'s arguments share
+    size: int = EXTRACT_DEFAULTS["size"]
     resize: Optional[tuple[int, int]] = None
     levels: Optional[list[str]] = None
-    pool: str = "avg"
-    gem_p: float = 3.0
+    pool: str = EXTRACT_DEFAULTS["pool"]
+    gem_p: float = EXTRACT_DEFAULTS["gem_p"]
     maps: bool = False
-    dtype: str = "fp16"
-    batch_size: int = 32
-    workers: int = 2
-    runtime: str = "torch"
-    device: str = "cpu"
-    shard_batches: int = 16
-    precision: str = "auto"  # the model's compute: auto = fp16 on CUDA, fp32 elsewhere (see resolved_precision)
-    decode: str = "auto"  # JPEG decoding: auto, cpu (workers) or cuda (nvJPEG where the model runs); resolved_decode
+    dtype: str = EXTRACT_DEFAULTS["dtype"]
+    batch_size: int = EXTRACT_DEFAULTS["batch_size"]
+    workers: int = EXTRACT_DEFAULTS["workers"]
+    runtime: str = EXTRACT_DEFAULTS["runtime"]
+    device: str = EXTRACT_DEFAULTS["device"]
+    shard_batches: int = EXTRACT_DEFAULTS["shard_batches"]
+    precision: str = EXTRACT_DEFAULTS["precision"]  # the model's compute: auto = fp16 on CUDA, fp32 elsewhere
+    decode: str = EXTRACT_DEFAULTS["decode"]  # JPEG decoding: auto, cpu (workers) or cuda (where the model runs)
 
     @property
     def on_cuda(self) -> bool:
