@@ -19,6 +19,7 @@ from featx.models import build_described_model, build_from_config, check_file_co
 from featx.models.specs import named_weights
 
 
+# --verify's gate per compute precision: max relative error of a recomputed (fp32) vector, and its cosine
 VERIFY_GATES = {"fp32": (1e-4, 0.9999), "tf32": (1e-2, 0.9999), "fp16": (2e-2, 0.999), "bf16": (6e-2, 0.998)}
 
 
