@@ -223,3 +223,22 @@ def test_extract_names_a_missing_source_before_fetching_weights(tmp_path, monkey
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty_torch_home"))
     r = run_cli("extract", "ResNet50", str(tmp_path / "nop"), "--out", str(tmp_path / "f"), "--weights", "DEFAULT")
     assert r.returncode == 1 and f"source not found: {tmp_path / 'nop'}" in r.stderr and "Weights" not in r.stderr
+
+
+def test_bench_refuses_entries_of_the_other_device_before_timing_anything():
+    """The entry rules live in featx.bench (cpu_entries, gpu_entries); the command reports them as one line."""
+    from featx.bench.cpu import cpu_entries
+    from featx.bench.gpu import gpu_entries
+    from featx.options import BENCH_ENTRIES, GPU_BENCH_ENTRIES
+
+    assert cpu_entries(None) == list(BENCH_ENTRIES[:6]) and cpu_entries(["featx_ort"]) == ["featx_ort"]
+    gpu_only = sorted(set(GPU_BENCH_ENTRIES) - set(BENCH_ENTRIES))
+    cpu_only = sorted(set(BENCH_ENTRIES) - set(GPU_BENCH_ENTRIES))
+    with pytest.raises(ValueError, match=f"{gpu_only[0]}: not CPU entries; use --device cuda"):
+        cpu_entries([gpu_only[0]])
+    with pytest.raises(ValueError, match=f"{cpu_only[0]}: not GPU entries; drop --device cuda"):
+        gpu_entries(["featx", cpu_only[0]])
+    with pytest.raises(ValueError, match="--precision is for --device cuda"):
+        cpu_entries(None, ["fp16"])
+    r = featx("bench", "--model", "ResNet18FPN", "--entries", gpu_only[0])
+    assert r.returncode == 1 and f"{gpu_only[0]}: not CPU entries" in r.stderr and "Traceback" not in r.stderr

@@ -71,7 +71,7 @@ from featx.stats import flops_and_shapes
 from featx.timing import interleaved_times, paired_ratio, time_ms
 from featx.version import software_versions
 
-__all__ = ["cpu_entries", "ENTRIES", "WINOGRAD_MODES", "TimmFPN", "torchvision_counterpart", "measure_matmul_peak", "run_benchmark", "build_entry",
+__all__ = ["cpu_entries", "chosen_entries", "ENTRIES", "WINOGRAD_MODES", "TimmFPN", "torchvision_counterpart", "measure_matmul_peak", "run_benchmark", "build_entry",
            "bench_chart"]
 
 ENTRIES = BENCH_ENTRIES
@@ -228,10 +228,18 @@ def cpu_entries(entries: Optional[Sequence[str]], precision: Optional[Sequence[s
     precisions (``featx bench --device cuda``'s) are refused with the CPU's choices."""
     if precision:
         raise ValueError("--precision is for --device cuda; the CPU benchmark runs fp32 (int8 entries: featx_*_int8)")
-    chosen = list(entries or ENTRIES[:6])
-    gpu_only = sorted(set(chosen) - set(ENTRIES))
-    if gpu_only:
-        raise ValueError(f"{', '.join(gpu_only)}: GPU entries; use --device cuda (CPU entries: {', '.join(ENTRIES)})")
+    return chosen_entries(entries, ENTRIES[:6], ENTRIES, "CPU")
+
+
+def chosen_entries(entries: Optional[Sequence[str]], default: Sequence[str], allowed: Sequence[str],
+                   kind: str) -> list[str]:
+    """``entries`` (or ``default``) when every one is a ``kind`` ("CPU" or "GPU") benchmark entry of ``allowed``;
+    else an error naming the others and where they run."""
+    chosen = list(entries or default)
+    others = sorted(set(chosen) - set(allowed))
+    if others:
+        where = "use --device cuda" if kind == "CPU" else "drop --device cuda"
+        raise ValueError(f"{', '.join(others)}: not {kind} entries; {where} ({kind} entries: {', '.join(allowed)})")
     return chosen
 
 

@@ -43,7 +43,7 @@ from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
 
 from featx import accel
 from featx.accel.gpu import GraphReplay
-from featx.bench.cpu import TimmFPN, torchvision_counterpart
+from featx.bench.cpu import TimmFPN, chosen_entries, torchvision_counterpart
 from featx.deploy.iobinding import BoundRunner
 from featx.deploy.onnx_export import ExportSettings, export_onnx
 from featx.deploy.runtimes import open_session
@@ -193,11 +193,7 @@ def build_gpu_entry(name: str, model: str, precision: str, device: torch.device,
 def gpu_entries(entries: Optional[Sequence[str]]) -> list[str]:
     """The entries a GPU benchmark runs: ``entries``, or :data:`DEFAULT_GPU_ENTRIES`; CPU-only entries are refused
     with the GPU's choices."""
-    chosen = list(entries or DEFAULT_GPU_ENTRIES)
-    cpu_only = sorted(set(chosen) - set(GPU_BENCH_ENTRIES))
-    if cpu_only:
-        raise ValueError(f"{', '.join(cpu_only)}: CPU entries; with --device cuda: {', '.join(GPU_BENCH_ENTRIES)}")
-    return chosen
+    return chosen_entries(entries, DEFAULT_GPU_ENTRIES, GPU_BENCH_ENTRIES, "GPU")
 
 
 def run_gpu_benchmark(

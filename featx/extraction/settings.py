@@ -12,7 +12,6 @@ from featx.devices import checked_device
 from featx.options import DECODERS, EXTRACT_DEFAULTS, POOLS, PRECISIONS, RUNTIMES, STORE_DTYPES
 
 
-EXTRACT_PRECISIONS = PRECISIONS
 # what the manifest records (part of the preprocessing, so a resumed run must use the same decoder)
 DECODER_NAMES = {"cpu": "torchvision decode_jpeg for JPEG, PIL otherwise",
                  "cuda": "torchvision decode_jpeg on the model's device for JPEG (nvJPEG on CUDA), PIL otherwise"}
@@ -88,8 +87,8 @@ class ExtractSettings:
             raise ValueError(f"workers must be >= 0, got {self.workers}")
         if self.runtime == "torch":  # the exported runtimes check their own device (featx.deploy.runtimes)
             checked_device(self.device)
-        if self.precision not in ("auto",) + EXTRACT_PRECISIONS:
-            raise ValueError(f"precision must be auto or one of {EXTRACT_PRECISIONS}, got {self.precision!r}")
+        if self.precision not in ("auto",) + PRECISIONS:
+            raise ValueError(f"precision must be auto or one of {PRECISIONS}, got {self.precision!r}")
         precision = self.resolved_precision()
         on_cuda = self.on_cuda
         if precision != "fp32" and self.runtime != "torch":
