@@ -1,4 +1,4 @@
-"""Test scaffolding: relative error, head dropping, in-process CLI runs."""
+"""Test scaffolding: relative error, head dropping, in-process CLI runs, checks spread over processes."""
 from __future__ import annotations
 
 import torch
@@ -53,6 +53,47 @@ def run_cli(*args: str) -> CliResult:
             if isinstance(e.code, str):
                 err.write(e.code + "\n")
     return CliResult(code, out.getvalue(), err.getvalue())
+
+
+# -- checks spread over processes ------------------------------------------------------------------
+def _one_torch_thread() -> None:
+    torch.set_num_threads(1)
+
+
+def _outcome_of(check, item) -> "str | None":
+    import traceback
+
+    try:
+        check(item)
+    except BaseException:  # noqa: BLE001  (the failure is reported by the test of this item)
+        return traceback.format_exc()
+    return None
+
+
+def failures_in_processes(check, items: list, processes: "int | None" = None) -> dict:
+    """``check(item)`` for every item, in spawned interpreters with one torch thread each (one per CPU, two at
+    most); returns {item: the traceback of its failure, or None}.
+
+    For checks that are Python-bound (Dynamo tracing, torch.export, model building): two at once take about half
+    the time of one after the other, where torch's threads would not. ``check`` must be a module-level function
+    (the workers import it by name)."""
+    import multiprocessing
+    import os
+    from concurrent.futures import ProcessPoolExecutor
+
+    processes = processes or max(1, min(2, os.cpu_count() or 1))
+    with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=_one_torch_thread) as pool:
+        futures = {item: pool.submit(_outcome_of, check, item) for item in items}
+        return {item: f.result() for item, f in futures.items()}
+
+
+def selected_params(request, test_name: str, param: str) -> list:
+    """The values of ``param`` of this module's ``test_name`` that this pytest session runs (after -k and node
+    ids), in their order: what a module fixture computes for them all at once."""
+    module = request.module.__name__
+    return [item.callspec.params[param] for item in request.session.items
+            if getattr(item, "originalname", None) == test_name and item.module.__name__ == module]
 
 
 # -- fine-tuning fixtures --------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import run_cli
+from helpers import failures_in_processes, run_cli, selected_params
 
 from featx.deploy.metadata import graph_precision, read_metadata
 from featx.deploy.parity import parity
@@ -143,12 +143,15 @@ FAMILY_MODELS = ["ResNet18", "VGG11BN", "AlexNet", "GoogLeNet", "InceptionV3", "
                  "MobileNetV3Small", "SEResNet50", "SKResNet18", "ResNeSt50d", "LeNet5"]
 
 
-@pytest.mark.parametrize("name", FAMILY_MODELS)
-def test_every_family_exports_with_dynamic_shapes(name, tmp_path):
-    path = tmp_path / f"{name}.pt2"
-    export_pt2(name, path, log=lambda m: None)
-    meta = read_pt2_metadata(path)
-    loaded = torch.export.load(str(path)).module()
+def check_exports_with_dynamic_shapes(name: str) -> None:
+    """``name`` as a .pt2 with dynamic batch/H/W, loaded back: equal to the model at two other input sizes."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / f"{name}.pt2"
+        export_pt2(name, path, log=lambda m: None)
+        meta = read_pt2_metadata(path)
+        loaded = torch.export.load(str(path)).module()
     model = build_from_config(meta["model_config"], seed=0)
     side = meta["input"]["min_size"] + 13
     channels = meta["input"]["channels"]
@@ -158,3 +161,15 @@ def test_every_family_exports_with_dynamic_shapes(name, tmp_path):
             got, want = loaded(x), as_output_tuple(model(x))
         assert [g.shape for g in got] == [w_.shape for w_ in want]
         assert max(((g - r).abs().max() / r.abs().max()).item() for g, r in zip(got, want)) < 1e-4
+
+
+@pytest.fixture(scope="module")
+def export_failures(request) -> dict:
+    """The exports run two at a time in worker processes (torch.export's tracing is Python, one core each)."""
+    names = selected_params(request, "test_every_family_exports_with_dynamic_shapes", "name")
+    return failures_in_processes(check_exports_with_dynamic_shapes, names)
+
+
+@pytest.mark.parametrize("name", FAMILY_MODELS)
+def test_every_family_exports_with_dynamic_shapes(name, export_failures):
+    assert export_failures[name] is None, export_failures[name]
