@@ -71,11 +71,12 @@ class CheckReport:
 
 
 def checkable_models() -> list[str]:
-    """Every ResNet catalogue model, every backbone of the other families (their composites add
-    only a neck, which classification checkpoints do not hold), then the detection presets."""
-    return ([n for n, e in CATALOG.items() if e.family.name == "resnet"]
-            + [n for n, e in CATALOG.items() if e.family.name != "resnet" and e.kind == "backbone"
-               and e.family.source != "featx"]  # LeNet-5: no library has it to compare with
+    """Every catalogue model of the families checked whole (ResNet: composites against torchvision's
+    BackboneWithFPN), every backbone of the others (their composites add only a neck, which classification
+    checkpoints do not hold), then the detection presets."""
+    whole = [n for n, e in CATALOG.items() if e.family.base.has_torchvision_fpn]
+    return (whole + [n for n, e in CATALOG.items() if n not in whole and e.kind == "backbone"
+                     and e.family.source != "featx"]  # LeNet-5: no library has it to compare with
             + list(DETECTION_PRESETS))
 
 
@@ -200,19 +201,15 @@ def _check(report, model_name, weights, reference_weights, sizes, batch, tol, se
         report.reference = f"torchvision {model_name}(...).backbone"
         make = lambda w: detection_composite(model_name, weights=w, progress=False, **model_kwargs)  # noqa: E731
         kind = "detector"
-    elif get_entry(model_name).family.name != "resnet":
+    elif not get_entry(model_name).family.base.has_torchvision_fpn:
         _check_zoo(report, get_entry(model_name), weights, reference_weights, sizes, batch, tol, seed, tmp, model_kwargs)
         return
     else:
         entry = get_entry(model_name)
         probe = entry.build(**model_kwargs)
         backbone = probe.backbone if entry.kind == "composite" else probe
-        if backbone.deep_stem or backbone.avg_down or backbone.style != "pytorch":
-            raise ValueError("torchvision has no reference for deep_stem / avg_down / caffe style")
-        norm = FrozenBatchNorm2d if isinstance(backbone.bn1, FrozenBatchNorm2d) else None
-        dilate = [False, backbone.output_stride <= 8, backbone.output_stride <= 16]
-        builder = lambda **kw: torchvision.models.get_model(  # noqa: E731
-            entry.arch, replace_stride_with_dilation=dilate, **({"norm_layer": norm} if norm else {}), **kw)
+        reference_kwargs = backbone.torchvision_kwargs()
+        builder = lambda **kw: torchvision.models.get_model(entry.arch, **reference_kwargs, **kw)  # noqa: E731
         make = lambda w: entry.build(weights=w, **model_kwargs)  # noqa: E731
         kind = entry.kind
         if kind == "composite" and (weights == RANDOM or _is_detection_file(reference_weights)):

@@ -248,12 +248,30 @@ class FeatureExtractor(Extractor):
     # model (one Linear on the pooled C5 map) that a classification head can take, None when there is none
     first_conv: str = ""
     source_classifier: Optional[str] = None
+    # torchvision builds this family's <Arch>FPN itself (resnet_fpn_backbone: the backbone's torchvision model, with
+    # ``torchvision_kwargs``, in a BackboneWithFPN): check-weights compares such composites whole, and the
+    # benchmarks time torchvision's beside featx's
+    has_torchvision_fpn: bool = False
+    # the backbone takes ``output_stride`` (8, 16: dilation in the last stages), as timm's ResNets do
+    takes_output_stride: bool = False
 
     @classmethod
     def source_classifier_of(cls, arch: str) -> Optional[str]:
         """:attr:`source_classifier` of one architecture of the family (the same for every one unless a family
         says otherwise)."""
         return cls.source_classifier
+
+    def torchvision_kwargs(self) -> dict:
+        """Keyword arguments of the torchvision classification model that computes this backbone's levels with
+        its options (none by default); ``ValueError`` where torchvision has no such model."""
+        return {}
+
+    @classmethod
+    def coarsest_side(cls, side: int) -> int:
+        """The side, in pixels of the map, of C5 for a square input of ``side`` pixels (timm's ``pool_size``):
+        ``ceil(side / 32)``, as every stride-2 step of a padded network gives; a family whose convolutions or pools
+        are unpadded says its own."""
+        return -(-side // 32)
     grad_checkpointing: bool = False
     # Maps finer than C2 inside the stem (stride 2, VGG's stride 1 too), finest first. featx's own API
     # (out_indices, mmdet) selects C2..C5 only; timm's models of the same family list these levels first,

@@ -72,7 +72,7 @@ def _build_meta(entry: ModelEntry) -> nn.Module:
 def loadable_weights(entry: ModelEntry) -> list[str]:
     """Weight names the model takes (torchvision enum names; timm pretrained tags for the timm
     families), plus the torchvision detectors it can hold."""
-    if entry.family.name == "timm":  # timm's pretrained tags ("a1_in1k"), as weights= takes them
+    if entry.family.source == "timm":  # timm's pretrained tags ("a1_in1k"), as weights= takes them
         return [m.split(".", 1)[1] for m in timm.list_pretrained(f"{entry.arch}.*")]
     try:
         names = [w.name for w in get_model_weights(entry.arch)]

@@ -138,6 +138,23 @@ def test_the_catalogue_table_in_the_docs_is_current():
     assert current.strip() == r.stdout.strip(), "docs/models.md's table is stale: paste `featx list --markdown`"
 
 
+def test_the_readmes_family_table_lists_every_backbone_of_the_catalogue():
+    """Each family's backbones are named in one row of README's table, with where its weights come from; a family
+    added to the catalogue without its row fails here."""
+    from featx.models import CATALOG
+    from featx.models.catalog import FAMILIES
+
+    readme = (ROOT / "README.md").read_text()
+    table = readme.split("| family | models | weights from |\n|---|---|---|\n")[1].split("\n\n")[0]
+    rows = [line.strip("|").split("|") for line in table.splitlines()]
+    named = [(set(re.findall(r"[A-Za-z][A-Za-z0-9_]*", models)), source) for _, models, source in rows]
+    for family in FAMILIES:
+        backbones = {n for n, e in CATALOG.items() if e.family is family and e.kind == "backbone"}
+        where = [source for names, source in named if backbones <= names]
+        assert len(where) == 1, f"README's family table has no row naming {sorted(backbones)}"
+        assert ("trained here" if family.source == "featx" else family.source) in where[0], (family.name, where[0])
+
+
 def test_the_readme_is_a_front_door_and_its_links_resolve():
     readme = (ROOT / "README.md").read_text()
     assert len(readme.splitlines()) <= 300 and "make demo" in readme and "make test" in readme

@@ -146,6 +146,37 @@ def test_each_family_states_its_first_conv_and_source_classifier():
                 assert isinstance(linear, nn.Linear) and linear.in_features == backbone.channels[-1], (title, head)
 
 
+def test_each_family_states_the_side_of_its_coarsest_map():
+    """``coarsest_side`` (timm's ``pool_size`` of the pretrained cfgs) is C5's side as the backbone computes it, for
+    every architecture of every family at the crop sizes of the weights and at odd sizes."""
+    from featx.features import input_channels
+    from featx.models.catalog import FAMILIES
+
+    for family in FAMILIES:
+        for arch, title in family.titles.items():
+            with torch.device("meta"):
+                backbone = create_model(title).eval()
+                for side in sorted({max(backbone.min_input_size, 64) + 7, 224, 299}):
+                    c5 = backbone(torch.empty(1, input_channels(backbone), side, side))[-1]
+                    assert family.base.coarsest_side(side) == c5.shape[-1], (title, side, c5.shape)
+
+
+def test_a_family_takes_output_stride_where_it_says_so():
+    """``takes_output_stride`` (read by featx's timm models) is true where every architecture of the family builds
+    with ``output_stride=16`` and gives C5 at stride 16; elsewhere the family refuses the argument."""
+    from featx.models.catalog import FAMILIES
+
+    for family in FAMILIES:
+        for title in family.titles.values():
+            with torch.device("meta"):
+                if family.base.takes_output_stride:
+                    c5 = create_model(title, output_stride=16).eval()(torch.empty(1, 3, 64, 64))[-1]
+                    assert c5.shape[-1] == 4, (title, c5.shape)
+                else:
+                    with pytest.raises((TypeError, ValueError)):
+                        create_model(title, output_stride=16)
+
+
 def test_size_divisibility_is_the_coarsest_output_stride():
     assert create_model("ResNet18").size_divisibility == 32
     assert create_model("ResNet18FPN").size_divisibility == 64  # P6

@@ -46,3 +46,11 @@ class DenseNet(TorchvisionTrunk):
     DEFAULT_ARCH = "densenet121"
     first_conv = "features.conv0"
     source_classifier = "classifier"
+
+    @classmethod
+    def coarsest_side(cls, side: int) -> int:
+        """conv 7x7 stride 2 pad 3, max pool 3x3 stride 2 pad 1, then three transitions' 2x2 average pools that drop
+        an odd row (71 -> 36, 18, 9, 4, 2)."""
+        side = (side + 2 * 3 - 7) // 2 + 1
+        side = (side + 2 * 1 - 3) // 2 + 1
+        return side // 8

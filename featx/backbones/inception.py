@@ -55,6 +55,15 @@ class GoogLeNet(TorchvisionTrunk):
     first_conv = "conv1.conv"
     source_classifier = "fc"
 
+    @classmethod
+    def coarsest_side(cls, side: int) -> int:
+        """conv 7x7 stride 2 pad 3, then max pools with ``ceil_mode``: three 3x3 stride 2, one 2x2 stride 2
+        (224 -> 112, 56, 28, 14, 7; 71 -> 36, 18, 9, 4, 2)."""
+        side = (side + 2 * 3 - 7) // 2 + 1
+        for _ in range(3):
+            side = -(-(side - 3) // 2) + 1
+        return -(-(side - 2) // 2) + 1
+
 
 class InceptionV3(TorchvisionTrunk):
     """torchvision's Inception-v3 as C2..C5 (nominal strides; see the module docstring)."""
@@ -63,3 +72,13 @@ class InceptionV3(TorchvisionTrunk):
     DEFAULT_ARCH = "inception_v3"
     first_conv = "Conv2d_1a_3x3.conv"
     source_classifier = "fc"
+
+    @classmethod
+    def coarsest_side(cls, side: int) -> int:
+        """Unpadded 3x3s: stride-2 conv, conv, pool; conv; pool; Mixed_6a's and Mixed_7a's stride-2 branches
+        (299 -> 149, 147, 73, 71, 35, 17, 8)."""
+        side = (side - 3) // 2 + 1 - 2  # Conv2d_1a (stride 2), Conv2d_2a
+        side = (side - 3) // 2 + 1 - 2  # maxpool1, Conv2d_4a
+        for _ in range(3):  # maxpool2, Mixed_6a, Mixed_7a
+            side = (side - 3) // 2 + 1
+        return side

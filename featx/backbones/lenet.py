@@ -50,6 +50,11 @@ class LeNet5(FeatureExtractor):
     min_input_size = 32
     first_conv = "conv1"
 
+    @classmethod
+    def coarsest_side(cls, side: int) -> int:
+        """C5's side (see the shapes above): three unpadded 5x5 convolutions, two 2x2 pools."""
+        return ((side - 4) // 2 - 4) // 2 - 4
+
     def __init__(self, style: str = "classic", in_channels: int = 1, out_indices: Iterable[int] = (0, 1, 2),
                  frozen_stages: int = -1, norm_eval: bool = False) -> None:
         super().__init__()

@@ -294,6 +294,8 @@ class ResNet(FeatureExtractor):
 
     first_conv = "conv1"
     source_classifier = "fc"
+    has_torchvision_fpn = True  # torchvision's resnet_fpn_backbone is the same backbone and FPN
+    takes_output_stride = True
 
     def __init__(
         self,
@@ -433,6 +435,18 @@ class ResNet(FeatureExtractor):
     # -- FeatureExtractor hooks ----------------------------------------------------------
     def stem_modules(self) -> list[nn.Module]:
         return [self.conv1, self.bn1]
+
+    def torchvision_kwargs(self) -> dict:
+        """torchvision's ``resnet*``/``resnext*``/``wide_resnet*`` arguments for these levels: dilation in the last
+        stages for output stride 16 or 8, ``FrozenBatchNorm2d`` where this backbone has it."""
+        from torchvision.ops import FrozenBatchNorm2d
+
+        if self.deep_stem or self.avg_down or self.style != "pytorch":
+            raise ValueError("torchvision has no reference for deep_stem / avg_down / caffe style")
+        kwargs: dict = {"replace_stride_with_dilation": [False, self.output_stride <= 8, self.output_stride <= 16]}
+        if isinstance(self.bn1, FrozenBatchNorm2d):
+            kwargs["norm_layer"] = FrozenBatchNorm2d
+        return kwargs
 
     def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
         return self.maxpool(self.relu(self.bn1(self.conv1(x))))

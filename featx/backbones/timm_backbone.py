@@ -55,6 +55,7 @@ class TimmBackbone(SequenceExtractor):
     """
 
     source_classifier = "fc"  # the timm ResNet-style nets featx wraps
+    takes_output_stride = True  # passed to timm.create_model
 
     def __init__(self, model_name: str, out_indices: Sequence[int] = (0, 1, 2, 3), frozen_stages: int = -1,
                  norm_eval: bool = False, **timm_kwargs: Any) -> None:

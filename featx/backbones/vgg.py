@@ -87,6 +87,11 @@ class VGG(TorchvisionTrunk):
     DEFAULT_ARCH = "vgg16"
     first_conv = "features.0"
 
+    @classmethod
+    def coarsest_side(cls, side: int) -> int:
+        """Five 2x2 stride-2 max pools that drop an odd row (71 -> 35, 17, 8, 4, 2)."""
+        return side // 32
+
 
 class AlexNet(TorchvisionTrunk):
     """torchvision's AlexNet as C2..C5 (nominal strides; see the module docstring)."""
@@ -94,3 +99,11 @@ class AlexNet(TorchvisionTrunk):
     SPECS = ALEXNET_SPECS
     DEFAULT_ARCH = "alexnet"
     first_conv = "features.0"
+
+    @classmethod
+    def coarsest_side(cls, side: int) -> int:
+        """conv 11x11 stride 4 pad 2, then three 3x3 stride-2 max pools without padding (224 -> 55, 27, 13, 6)."""
+        side = (side + 2 * 2 - 11) // 4 + 1
+        for _ in range(3):
+            side = (side - 3) // 2 + 1
+        return side

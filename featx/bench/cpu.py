@@ -83,7 +83,7 @@ FEATX_FP32 = tuple(e for e in ENTRIES if e.startswith("featx") and not e.endswit
 def torchvision_counterpart(model: str) -> str:
     """The torchvision architecture ``resnet_fpn_backbone`` builds for a featx ResNet FPN composite."""
     entry = get_entry(model)
-    if entry.family.name != "resnet" or entry.pyramid is None or entry.pyramid.key != "fpn":
+    if not entry.family.base.has_torchvision_fpn or entry.pyramid is None or entry.pyramid.key != "fpn":
         raise ValueError(f"torchvision's resnet_fpn_backbone has no counterpart of {model}: the torchvision and "
                          "timm+tv_fpn entries need a ResNet-family <Arch>FPN model")
     return entry.arch

@@ -70,10 +70,6 @@ from featx.weights import LoadReport, adapt_state_dict, check_state_values
 
 __all__ = ["FeatxTimmModel", "ScriptableClassifier", "TIMM_MODELS", "default_cfgs", "timm_name", "pretrained_tag"]
 
-# C5's side at the default input where the strides are not exact (AlexNet 224 -> 6, Inception-v3 299 -> 8).
-_C5_SIDE = {"alexnet": 6, "inception_v3": 8}
-
-
 def timm_name(entry: ModelEntry) -> str:
     """The timm registry name of a catalogue backbone: ``featx_<arch>``."""
     return f"featx_{entry.arch}"
@@ -122,7 +118,7 @@ class FeatxTimmModel(nn.Module):
                output_stride: Optional[int], **kwargs: Any) -> None:
         self.entry = CATALOG[entry]
         if output_stride not in (None, 32):
-            if self.entry.family.name not in ("resnet", "timm"):
+            if not self.entry.family.base.takes_output_stride:
                 raise ValueError(f"{entry} has no output_stride option (only 32); ResNet-family and timm-family "
                                  f"models take 8 or 16")
             kwargs["output_stride"] = output_stride
@@ -325,7 +321,7 @@ def _torchvision_cfgs(entry: ModelEntry) -> dict[str, dict]:
     for member in members:
         t = member.transforms()
         crop, resize = t.crop_size[0], t.resize_size[0]
-        side = _C5_SIDE.get(entry.arch, -(-crop // 32))
+        side = entry.family.base.coarsest_side(crop)
         cfgs[f"{timm_name(entry)}.{pretrained_tag(member.name)}"] = dict(
             url=member.url, custom_load=True, num_classes=len(member.meta.get("categories") or []) or 1000,
             input_size=(3, crop, crop), pool_size=(side, side), crop_pct=round(crop / resize, 4),
