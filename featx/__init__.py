@@ -25,7 +25,7 @@ from featx.version import __version__
 
 # public name -> the module that defines it
 _PUBLIC = {
-    "MODELS": "featx.registry", "FeatxError": "featx.errors", "FeatureInfo": "featx.features",
+    "MODELS": "featx.models.registry", "FeatxError": "featx.errors", "FeatureInfo": "featx.features",
     "Extractor": "featx.features", "FeatureExtractor": "featx.features", "Composite": "featx.features",
     "ResNet": "featx.backbones", "VGG": "featx.backbones", "AlexNet": "featx.backbones", "GoogLeNet": "featx.backbones",
     "InceptionV3": "featx.backbones", "DenseNet": "featx.backbones", "MobileNet": "featx.backbones",

@@ -1,74 +1,23 @@
-"""The featx registries: mmengine children of the root registries, scope ``"featx"``, whose lookups
-forgive spelling.
+"""The ``featx`` scope's registries, where mmengine looks for them: it imports ``<scope>.registry`` on seeing a
+``"featx."`` type in a config (``dict(type="featx.ResNet50FPN")``, ``dict(type="featx.ImageFolder")``).
 
-Downstream configs name featx models with the scope prefix, ``dict(type="featx.ResNet50FPN")``,
-from any registry in the tree (mmengine's root, mmdet's, or featx's own) and with or without a
-``DefaultScope``. mmengine imports ``featx.registry`` on seeing the ``featx.`` prefix, and the
-``locations`` below import the modules that register entries, so nothing needs importing first.
-
-``FeatxRegistry.get`` finds an entry by its registered name (``"ResNet50FPN"``) and also by any
-spelling that differs only in case, punctuation or a ``featx_`` prefix (``"resnet50fpn"``,
-``"featx_resnet50_fpn"``, timm's name), so mmengine, timm and ``featx.create_model`` resolve names
-the same way. This module imports nothing of featx: it is the bottom of the model layers.
+``MODELS`` is the model core's (``featx.models.registry``: backbones, necks, composites, the classifier);
+``DATASETS``, ``METRICS`` and ``HOOKS`` are fine-tuning's (``featx.train``: the ImageFolder dataset, top-k
+accuracy, the seed and schedule hooks), each an mmengine child of the root registry of its kind whose
+``locations`` are the training modules that register in it. The registries are ``FeatxRegistry`` (lookups
+forgive spelling). This module sits with the applications: the model core registers into
+``featx.models.registry`` and never imports it.
 """
 from __future__ import annotations
-
-import re
-from typing import Any, Optional
 
 from mmengine.registry import DATASETS as MMENGINE_DATASETS
 from mmengine.registry import HOOKS as MMENGINE_HOOKS
 from mmengine.registry import METRICS as MMENGINE_METRICS
-from mmengine.registry import MODELS as MMENGINE_MODELS
-from mmengine.registry import Registry
+
+from featx.models.registry import MODELS, FeatxRegistry, normalize_name, scoped_type
 
 __all__ = ["FeatxRegistry", "MODELS", "DATASETS", "METRICS", "HOOKS", "normalize_name", "scoped_type"]
 
-
-def normalize_name(name: str) -> str:
-    """The spelling-insensitive key of a name: ``"featx.ResNet50_FPN"`` -> ``"resnet50fpn"``."""
-    key = name.lower()
-    for prefix in ("featx.", "featx_"):
-        key = key.removeprefix(prefix)
-    return re.sub(r"[^a-z0-9]", "", key)
-
-
-def scoped_type(type_: Any) -> Any:
-    """``"featx.X"`` for a bare string ``"X"``; classes, functions and scoped names pass through."""
-    if isinstance(type_, str) and "." not in type_:
-        return f"featx.{type_}"
-    return type_
-
-
-class FeatxRegistry(Registry):
-    """An mmengine ``Registry`` whose ``get`` also matches spellings (see the module docstring)."""
-
-    def canonical_name(self, name: str) -> Optional[str]:
-        """The registered name ``name`` spells, or None: ``"featx_resnet50_fpn"`` -> ``"ResNet50FPN"``."""
-        self.import_from_location()
-        scope, real = self.split_scope_key(name)
-        if scope not in (None, self.scope):
-            return None
-        if real in self._module_dict:
-            return real
-        wanted = normalize_name(real)
-        return next((k for k in self._module_dict if normalize_name(k) == wanted), None)
-
-    def get(self, key: str) -> Any:
-        found = super().get(key)
-        if found is not None:
-            return found
-        name = self.canonical_name(key) if isinstance(key, str) else None
-        return self._module_dict[name] if name is not None else None
-
-    def names(self) -> list[str]:
-        """Every registered name, sorted."""
-        self.import_from_location()
-        return sorted(self._module_dict)
-
-
-MODELS = FeatxRegistry("model", parent=MMENGINE_MODELS, scope="featx", locations=["featx.models", "featx.train.classifier"])
-# Fine-tuning on mmengine's Runner (featx.train): the ImageFolder dataset, its metric and hooks.
 DATASETS = FeatxRegistry("dataset", parent=MMENGINE_DATASETS, scope="featx", locations=["featx.train.data"])
 METRICS = FeatxRegistry("metric", parent=MMENGINE_METRICS, scope="featx", locations=["featx.train.metrics"])
 HOOKS = FeatxRegistry("hook", parent=MMENGINE_HOOKS, scope="featx", locations=["featx.train.hooks"])

@@ -72,7 +72,7 @@ def test_export_and_parity(tmp_path):
 
 
 def test_classifier_head_with_f6():
-    from featx.train.classifier import ImageClassifier
+    from featx.models.classifier import ImageClassifier
 
     model = ImageClassifier(dict(type="featx.LeNet5", out_indices=(2,)), num_classes=10, hidden_channels=84,
                             hidden_act="Tanh").eval()

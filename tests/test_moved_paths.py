@@ -17,7 +17,9 @@ MOVED = [("featx.store", "FeatureStore", "featx.extraction.store"),
          ("featx.extraction", "prepare_store", "featx.extraction.prepare"),
          ("featx.gpu_bench", "run_gpu_benchmark", "featx.bench.gpu"),
          ("featx.extract_bench", "run_extract_benchmark", "featx.bench.extract"),
-         ("featx.bench_results", "save_results", "featx.bench.results")]
+         ("featx.bench_results", "save_results", "featx.bench.results"),
+         ("featx.train.classifier", "ImageClassifier", "featx.models.classifier"),
+         ("featx.train.classifier", "load_classifier_weights", "featx.models.classifier")]
 
 
 @pytest.mark.parametrize("old,name,new", MOVED)
@@ -52,3 +54,20 @@ def test_accel_entry_points_have_names_of_their_own(old, new):
     with pytest.warns(DeprecationWarning, match=f"featx.accel.{old} is featx.accel.{new} now"):
         assert getattr(accel, old) is getattr(accel, new)
     assert old not in accel.__all__ and new in accel.__all__
+
+
+def test_the_registries_stay_where_mmengine_and_users_find_them(recwarn):
+    """``featx.registry`` (the scope index mmengine imports) still has every registry; the model core's is the same
+    object, and a model lookup imports no training module."""
+    import subprocess
+    import sys
+
+    from featx import registry
+    from featx.models import registry as model_registry
+
+    assert registry.MODELS is model_registry.MODELS is featx.MODELS
+    assert {r.name for r in (registry.DATASETS, registry.METRICS, registry.HOOKS)} == {"dataset", "metric", "hook"}
+    code = ("import sys, featx; featx.create_model('ResNet18'); featx.MODELS.get('featx.ImageClassifier'); "
+            "print(sorted(m for m in sys.modules if m.startswith('featx.train')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]", out

@@ -72,7 +72,7 @@ def test_what_featx_writes_into_its_files_passes_the_check():
 
 def _evil_checkpoint(tmp_path: Path, marker: Path) -> Path:
     """A training checkpoint in featx train's format whose meta.cfg is plain data naming subprocess.run."""
-    from featx.train.classifier import ImageClassifier
+    from featx.models.classifier import ImageClassifier
 
     torch.manual_seed(0)
     state = ImageClassifier(backbone={"type": "featx.LeNet5"}, num_classes=3).state_dict()
@@ -433,7 +433,7 @@ def test_an_unreadable_subfolder_is_reported_among_the_skipped(tmp_path, monkeyp
 
 
 def test_class_names_must_be_a_list_of_the_classifiers_length(tmp_path):
-    from featx.train.classifier import ImageClassifier
+    from featx.models.classifier import ImageClassifier
     from featx.train.predict import Predictor
 
     state = ImageClassifier(backbone={"type": "featx.LeNet5"}, num_classes=3).state_dict()

@@ -29,7 +29,7 @@ from featx.models.mmdet_args import from_mmdet_resnet_args, pretrained_weights
 from featx.models.resolve import resolve_name
 from featx.models.sources import load_weights
 from featx.necks.fpn import FPN
-from featx.registry import MODELS
+from featx.models.registry import MODELS
 
 __all__ = ["Pyramid", "PYRAMIDS", "Family", "FAMILIES", "ModelEntry", "CATALOG", "BASES", "build_model",
            "list_models", "get_entry"]

@@ -12,7 +12,7 @@ from typing import Any
 from torch import nn
 
 from featx.errors import UnknownModelError, did_you_mean
-from featx.registry import MODELS
+from featx.models.registry import MODELS
 
 __all__ = ["resolve_name", "build_module", "create_model"]
 

@@ -26,7 +26,7 @@ from torch import nn
 
 from featx.errors import UnsafeConfigError
 from featx.layers import NORM_TYPES
-from featx.registry import MODELS
+from featx.models.registry import MODELS
 
 __all__ = ["check_file_config", "MAX_CHANNELS", "FILE_OPENING_KEYS", "DATA_PREPROCESSORS"]
 
