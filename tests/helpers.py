@@ -96,6 +96,12 @@ def selected_params(request, test_name: str, param: str) -> list:
             if getattr(item, "originalname", None) == test_name and item.module.__name__ == module]
 
 
+def failures_of_selected(request, check, test_name: str, param: str = "name") -> dict:
+    """:func:`failures_in_processes` of ``check`` over the values of ``param`` this session runs ``test_name`` with:
+    a module fixture's body, the test then asserting its own value's entry is None."""
+    return failures_in_processes(check, selected_params(request, test_name, param))
+
+
 # -- fine-tuning fixtures --------------------------------------------------------------------------
 COLORS = {"blue": (30, 60, 220), "green": (40, 200, 60), "red": (220, 40, 40)}
 

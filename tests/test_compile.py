@@ -15,7 +15,7 @@ import torch._dynamo
 
 from featx.features import input_channels
 from featx.models import CATALOG, create_model
-from helpers import failures_in_processes, selected_params
+from helpers import failures_in_processes, failures_of_selected
 
 # every backbone, and each neck once (a composite is a backbone and one of these necks: the same code for all)
 NAMES = sorted(n for n, e in CATALOG.items() if e.kind == "backbone") + ["ResNet18FPN", "ResNet18RetinaFPN",
@@ -56,8 +56,7 @@ def check_compiles_to_one_dynamic_graph(name: str) -> None:
 
 @pytest.fixture(scope="module")
 def compile_failures(request) -> dict:
-    names = selected_params(request, "test_every_model_compiles_to_one_dynamic_graph", "name")
-    return failures_in_processes(check_compiles_to_one_dynamic_graph, names)
+    return failures_of_selected(request, check_compiles_to_one_dynamic_graph, "test_every_model_compiles_to_one_dynamic_graph")
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import failures_in_processes, run_cli, selected_params
+from helpers import failures_of_selected, run_cli
 
 from featx.deploy.metadata import graph_precision, read_metadata
 from featx.deploy.parity import parity
@@ -166,8 +166,7 @@ def check_exports_with_dynamic_shapes(name: str) -> None:
 @pytest.fixture(scope="module")
 def export_failures(request) -> dict:
     """The exports run two at a time in worker processes (torch.export's tracing is Python, one core each)."""
-    names = selected_params(request, "test_every_family_exports_with_dynamic_shapes", "name")
-    return failures_in_processes(check_exports_with_dynamic_shapes, names)
+    return failures_of_selected(request, check_exports_with_dynamic_shapes, "test_every_family_exports_with_dynamic_shapes")
 
 
 @pytest.mark.parametrize("name", FAMILY_MODELS)
