@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
@@ -53,15 +52,24 @@ def flops_and_shapes(module: nn.Module, inputs: Any) -> tuple[float, list[tuple[
     return counter.get_total_flops() / 1e9, [tuple(o.shape) for o in outs]
 
 
-@lru_cache(maxsize=None)
-def _backbone_cost(family: str, arch: str, size: tuple[int, int]) -> tuple[float, tuple[tuple[int, ...], ...]]:
-    """GFLOPs and C2..C5 shapes of the default backbone of ``arch`` (shared by its composites)."""
-    entry = next(e for e in CATALOG.values() if e.family.name == family and e.arch == arch and e.kind == "backbone")
-    with torch.device("meta"):
-        backbone = entry.construct().eval()
-        x = torch.empty(1, backbone.in_channels, *size)
-    flops, shapes = flops_and_shapes(backbone, x)
-    return flops, tuple(shapes)
+# (family, arch, size) -> GFLOPs and C2..C5 shapes of the architecture's default backbone, shared by its composites
+_BACKBONE_COSTS: dict[tuple[str, str, tuple[int, int]], tuple[float, tuple[tuple[int, ...], ...]]] = {}
+
+
+def _backbone_cost(entry: ModelEntry, size: tuple[int, int], built: Optional[nn.Module] = None
+                   ) -> tuple[float, tuple[tuple[int, ...], ...]]:
+    """GFLOPs and C2..C5 shapes of the default backbone of ``entry``'s architecture at ``size``, measured once per
+    architecture and size; ``built``: that backbone, already built on the meta device (``entry`` is the backbone)."""
+    key = (entry.family.name, entry.arch, tuple(size))
+    if key not in _BACKBONE_COSTS:
+        with torch.device("meta"):
+            backbone = built if built is not None else next(
+                e for e in CATALOG.values() if e.family is entry.family and e.arch == entry.arch and e.kind == "backbone"
+            ).construct().eval()
+            x = torch.empty(1, backbone.in_channels, *size)
+        flops, shapes = flops_and_shapes(backbone, x)
+        _BACKBONE_COSTS[key] = flops, tuple(shapes)
+    return _BACKBONE_COSTS[key]
 
 
 def _build_meta(entry: ModelEntry) -> nn.Module:
@@ -90,7 +98,7 @@ def model_stats(name: str, sizes: Sequence[tuple[int, int]] = STAT_SIZES) -> Mod
     params = sum(p.numel() for p in model.parameters()) / 1e6
     gflops = {}
     for size in sizes:
-        flops, shapes = _backbone_cost(entry.family.name, entry.arch, tuple(size))
+        flops, shapes = _backbone_cost(entry, tuple(size), model if entry.kind == "backbone" else None)
         if entry.kind == "composite":
             with torch.device("meta"):
                 feats = [torch.empty(s) for s in shapes]

@@ -165,6 +165,19 @@ def test_the_readme_is_a_front_door_and_its_links_resolve():
             assert (doc.parent / target).exists(), f"{doc.name} links to {target}, which does not exist"
 
 
+def test_a_composites_figures_do_not_depend_on_its_backbone_being_listed_first(monkeypatch):
+    """The backbone's cost is measured once per architecture, from the backbone built for its own row or built for
+    the composite's: the same figures either way."""
+    import featx.stats as stats
+
+    monkeypatch.setattr(stats, "_BACKBONE_COSTS", {})
+    _, alone, _ = stats.model_table("ResNet18FPN", use_cache=False)
+    monkeypatch.setattr(stats, "_BACKBONE_COSTS", {})
+    _, together, _ = stats.model_table("ResNet18*", use_cache=False)
+    assert [r[0] for r in together] == ["ResNet18", "ResNet18FPN", "ResNet18RetinaFPN"]
+    assert alone == [together[1]]
+
+
 def test_list_reads_its_figures_from_the_cache_after_the_first_call(tmp_path, monkeypatch):
     import featx.stats as stats
 
