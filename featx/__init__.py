@@ -16,7 +16,6 @@ and the registry's locations import the models.
 from __future__ import annotations
 
 import importlib
-import importlib.abc
 import importlib.util
 import sys
 from typing import Any
@@ -52,8 +51,10 @@ def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_PUBLIC))
 
 
-class _ImportAfter(importlib.abc.MetaPathFinder):
-    """Finds nothing itself: when a library of ``_AFTER_IMPORT`` is about to be imported, it wraps the real loader
+class _ImportAfter:
+    """A ``sys.meta_path`` finder (``find_spec`` is the whole protocol; ``importlib.abc`` is not imported for it: it
+    is most of ``import featx``'s time, and a Ctrl-C that lands there is a traceback featx cannot catch). It finds
+    nothing itself: when a library of ``_AFTER_IMPORT`` is about to be imported, it wraps the real loader
     so that featx's module for it is imported right after the library's module has executed."""
 
     def __init__(self, pending: dict[str, str]) -> None:
